@@ -1,0 +1,51 @@
+# billvend: `make run` to use it, `make test` to test it. Nothing else needed
+# but Python 3.11 and npm (both only to install pinned packages).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+HTMX := static/vendor/htmx.min.js
+PORT ?= 5000
+PYTEST_ARGS ?=
+
+.PHONY: install run sandbox test test-sqlite test-postgresql bench clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+# htmx comes pinned from the npm registry (package-lock.json) and is served
+# from /static/vendor when HTMX_URL points there; never committed.
+$(HTMX): package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	mkdir -p $(dir $(HTMX))
+	cp node_modules/htmx.org/dist/htmx.min.js $(HTMX)
+
+install: $(VENV)/.installed $(HTMX)
+
+run: install
+	$(BIN)/flask --app wsgi db upgrade
+	@echo
+	@echo "  billvend is starting at http://127.0.0.1:$(PORT)   (Ctrl-C stops web and worker)"
+	@echo
+	PATH="$(BIN):$$PATH" PORT=$(PORT) HTMX_URL="$${HTMX_URL:-/$(HTMX)}" \
+		$(BIN)/honcho start web worker
+
+# The whole suite: on SQLite, then again on PostgreSQL when TEST_DATABASE_URL
+# is set (CI sets it; see .ci/run).
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@if [ -n "$$TEST_DATABASE_URL" ]; then \
+		echo "== again on PostgreSQL ($$TEST_DATABASE_URL)"; \
+		BILLVEND_TEST_BACKEND=postgresql $(BIN)/python -m pytest -m "not once" $(PYTEST_ARGS); \
+	else \
+		echo "== TEST_DATABASE_URL not set: PostgreSQL run skipped"; \
+	fi
+
+bench: install
+	$(BIN)/python bench/hot_wallet.py
+
+clean:
+	rm -rf $(VENV) node_modules static/vendor instance .pytest_cache

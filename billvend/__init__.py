@@ -1,0 +1,121 @@
+"""billvend: fund a wallet, buy electricity tokens from Nigerian discos."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Optional
+
+import sqlalchemy as sa
+from flask import Flask, render_template, request
+from sqlalchemy.engine import Engine
+
+from billvend.config import INSTANCE_DIR, PROJECT_ROOT, from_env
+from billvend.extensions import csrf, db, init_huey, login_manager, migrate
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
+    """The application factory.
+
+    :param config: overrides applied on top of the environment's config
+        (``billvend.config.from_env``); tests pass their database URL here.
+    """
+    app = Flask(
+        __name__,
+        instance_path=str(INSTANCE_DIR),
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+    )
+    app.config.update(from_env())
+    if config:
+        app.config.update(config)
+    INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please log in to continue."
+    login_manager.login_message_category = "info"
+    csrf.init_app(app)
+    init_huey(app)
+
+    from billvend import tasks  # noqa: F401 - registers the Huey tasks
+    from billvend.auth import bp as auth_bp
+    from billvend.bills import bp as bills_bp
+    from billvend.history import bp as history_bp
+    from billvend.main import bp as main_bp
+    from billvend.wallet import bp as wallet_bp
+
+    for blueprint in (main_bp, auth_bp, wallet_bp, bills_bp, history_bp):
+        app.register_blueprint(blueprint)
+
+    _register_template_helpers(app)
+    _register_error_handlers(app)
+    from billvend.cli import register_cli
+
+    register_cli(app)
+    return app
+
+
+@sa.event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, connection_record):
+    """SQLite: enforce foreign keys; WAL so the web and worker processes can
+    read while the other writes; wait for a lock instead of failing."""
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.close()
+
+
+def _register_template_helpers(app: Flask) -> None:
+    from billvend.money import format_naira
+    from billvend.providers import DISCOS
+
+    app.add_template_filter(format_naira, "naira")
+
+    @app.template_filter("lagos_time")
+    def lagos_time(value):
+        from billvend.payments import LAGOS
+
+        return value.astimezone(LAGOS).strftime("%d %b %Y, %H:%M") if value else ""
+
+    @app.context_processor
+    def inject_globals():
+        return {
+            "htmx_url": app.config["HTMX_URL"],
+            "htmx_sri": app.config["HTMX_SRI"],
+            "discos": DISCOS,
+        }
+
+
+def _register_error_handlers(app: Flask) -> None:
+    from flask_wtf.csrf import CSRFError
+
+    @app.errorhandler(404)
+    def not_found(error):
+        return render_template("errors/404.html"), 404
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(error):
+        return render_template("errors/400.html", reason=error.description), 400
+
+    @app.errorhandler(sa.exc.OperationalError)
+    def database_unavailable(error):
+        # The database is down or unreachable: say so plainly; nothing was
+        # committed, so nothing was debited.
+        log.error("database unavailable on %s %s: %s", request.method, request.path, error)
+        try:
+            db.session.rollback()
+        except Exception:  # noqa: BLE001 - the connection may be gone too
+            pass
+        return render_template("errors/503.html"), 503
+
+    @app.errorhandler(500)
+    def server_error(error):
+        db.session.rollback()
+        return render_template("errors/500.html"), 500

@@ -1,0 +1,7 @@
+"""Accounts: sign up, log in, log out."""
+
+from flask import Blueprint
+
+bp = Blueprint("auth", __name__)
+
+from billvend.auth import routes  # noqa: E402,F401

@@ -1,0 +1,7 @@
+"""Paying electricity bills, and the payment pages."""
+
+from flask import Blueprint
+
+bp = Blueprint("bills", __name__)
+
+from billvend.bills import routes  # noqa: E402,F401

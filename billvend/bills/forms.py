@@ -1,0 +1,83 @@
+"""The electricity payment form. Field names are a contract (DESIGN.md)."""
+
+from __future__ import annotations
+
+import re
+
+from flask_wtf import FlaskForm
+from wtforms import RadioField, SelectField, StringField, SubmitField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, ValidationError
+
+from billvend.forms import NairaField, idempotency_key_field
+from billvend.models import METER_TYPES
+from billvend.providers import DISCOS
+
+METER_NUMBER_RE = re.compile(r"^[0-9]{10,13}$")
+# Nigerian mobile numbers: 0 + 10 digits, or +234/234 + 10 digits.
+PHONE_RE = re.compile(r"^(?:\+?234|0)([789][01][0-9]{8})$")
+
+
+def normalise_meter_number(text: str | None) -> str:
+    """Drop the spaces and dashes people type inside meter numbers."""
+    return re.sub(r"[\s\-]", "", text or "")
+
+
+def normalise_phone(text: str | None) -> str | None:
+    """``+2348031234567`` / ``2348031234567`` / ``08031234567`` -> ``08031234567``;
+    None if it is not a Nigerian mobile number."""
+    match = PHONE_RE.fullmatch(re.sub(r"[\s\-()]", "", text or ""))
+    return "0" + match.group(1) if match else None
+
+
+class MeterNumber:
+    def __call__(self, form, field):
+        field.data = normalise_meter_number(field.data)
+        if not METER_NUMBER_RE.fullmatch(field.data):
+            raise ValidationError("A meter number is 10 to 13 digits.")
+
+
+class NigerianPhone:
+    def __call__(self, form, field):
+        phone = normalise_phone(field.data)
+        if phone is None:
+            raise ValidationError("Enter a Nigerian mobile number, like 08031234567.")
+        field.data = phone
+
+
+class MeterForm(FlaskForm):
+    """The fields meter verification needs (also the start of the pay form)."""
+
+    disco = SelectField(
+        "Distribution company (disco)",
+        choices=[SelectChoice("", "Choose your disco")]
+        + [SelectChoice(service_id, name) for service_id, name in DISCOS.items()],
+        validators=[DataRequired(message="Choose your disco.")],
+        validate_choice=False,
+    )
+    meter_type = RadioField(
+        "Meter type",
+        choices=[SelectChoice(t, t.capitalize()) for t in METER_TYPES],
+        default="prepaid",
+        validators=[DataRequired(message="Choose prepaid or postpaid.")],
+    )
+    meter_number = StringField(
+        "Meter number",
+        validators=[DataRequired(message="Enter the meter number."), MeterNumber()],
+        render_kw={"inputmode": "numeric", "autocomplete": "off"},
+    )
+
+    def validate_disco(self, field):
+        if field.data not in DISCOS:
+            raise ValidationError("Choose a disco from the list.")
+
+
+class ElectricityForm(MeterForm):
+    amount = NairaField("Amount (₦)", min_key="MIN_PAYMENT_KOBO", max_key="MAX_PAYMENT_KOBO")
+    phone = StringField(
+        "Phone number",
+        validators=[DataRequired(message="Enter a phone number for the receipt."), NigerianPhone()],
+        render_kw={"inputmode": "tel", "autocomplete": "tel"},
+    )
+    idempotency_key = idempotency_key_field()
+    submit = SubmitField("Pay")

@@ -1,0 +1,94 @@
+"""Configuration from the environment.
+
+This is the only module that reads ``os.environ`` (DESIGN.md, Configuration).
+Every setting has a default that makes ``make run`` work with nothing set:
+SQLite and SqliteHuey files in ``instance/``, the in-process simulated
+vending provider, and htmx from the CDN (``make run`` points ``HTMX_URL`` at
+the pinned local copy).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+INSTANCE_DIR = PROJECT_ROOT / "instance"
+
+HTMX_VERSION = "2.0.11"
+#: Subresource Integrity hash of ``htmx.org@2.0.11/dist/htmx.min.js`` as
+#: published on npm; the local copy ``make`` installs is the same file, so the
+#: same hash guards both.
+HTMX_SRI = "sha384-2OatzQy1H+Zd/IIrjr1TcuDGqLXeHhbooAyJY1KdQMKnr4LZ22k31GBLdYKHmVjg"
+HTMX_CDN_URL = f"https://cdn.jsdelivr.net/npm/htmx.org@{HTMX_VERSION}/dist/htmx.min.js"
+HTMX_LOCAL_URL = "/static/vendor/htmx.min.js"
+
+
+def _database_url(raw: str | None) -> str:
+    """Normalise ``DATABASE_URL`` for SQLAlchemy.
+
+    Heroku hands out ``postgres://`` URLs, which SQLAlchemy 2 rejects; we also
+    pick the psycopg 3 driver explicitly. Empty means the embedded SQLite file.
+    """
+    if not raw:
+        return f"sqlite:///{INSTANCE_DIR / 'billvend.sqlite3'}"
+    for prefix in ("postgres://", "postgresql://"):
+        if raw.startswith(prefix):
+            return "postgresql+psycopg://" + raw[len(prefix):]
+    return raw
+
+
+def _bool(raw: str | None, default: bool = False) -> bool:
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Build the Flask config mapping from environment variables.
+
+    :param environ: the variables to read; ``os.environ`` when ``None``.
+    :returns: a dict of upper-case config keys, ready for ``app.config.update``.
+    :raises ValueError: when a numeric variable does not parse.
+    """
+    env = os.environ if environ is None else environ
+    get = env.get
+    database_url = _database_url(get("DATABASE_URL"))
+    return {
+        "SECRET_KEY": get("SECRET_KEY") or "dev-only-not-secret",
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        # Survive a PostgreSQL restart: a dead pooled connection is replaced
+        # before use instead of failing the request.
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "REDIS_URL": get("REDIS_URL") or None,
+        "HUEY_NAME": get("HUEY_NAME") or "billvend",
+        "HUEY_SQLITE_PATH": get("HUEY_SQLITE_PATH") or str(INSTANCE_DIR / "huey.sqlite3"),
+        "HUEY_IMMEDIATE": _bool(get("HUEY_IMMEDIATE")),
+        "VENDING_PROVIDER": get("VENDING_PROVIDER") or "simulated",
+        "SIMULATOR_SUCCESS_RATE": float(get("SIMULATOR_SUCCESS_RATE") or 0.8),
+        "SIMULATOR_DELAY_SECONDS": float(get("SIMULATOR_DELAY_SECONDS") or 2.0),
+        "VTPASS_BASE_URL": get("VTPASS_BASE_URL") or "http://127.0.0.1:5055",
+        "VTPASS_API_KEY": get("VTPASS_API_KEY") or "sandbox-api-key",
+        "VTPASS_SECRET_KEY": get("VTPASS_SECRET_KEY") or "sandbox-secret-key",
+        "VTPASS_CONNECT_TIMEOUT_SECONDS": float(get("VTPASS_CONNECT_TIMEOUT_SECONDS") or 5.0),
+        "VTPASS_READ_TIMEOUT_SECONDS": float(get("VTPASS_READ_TIMEOUT_SECONDS") or 30.0),
+        "HTMX_URL": get("HTMX_URL") or HTMX_CDN_URL,
+        "HTMX_SRI": HTMX_SRI,
+        # Payment recovery timings (seconds); see DESIGN.md, Vending.
+        "SWEEP_INTERVAL_SECONDS": int(get("SWEEP_INTERVAL_SECONDS") or 60),
+        "PENDING_GRACE_SECONDS": int(get("PENDING_GRACE_SECONDS") or 120),
+        "VENDING_LEASE_SECONDS": int(get("VENDING_LEASE_SECONDS") or 300),
+        "REQUERY_BASE_DELAY_SECONDS": float(get("REQUERY_BASE_DELAY_SECONDS") or 5.0),
+        "REQUERY_MAX_DELAY_SECONDS": float(get("REQUERY_MAX_DELAY_SECONDS") or 600.0),
+        "UNKNOWN_ALERT_AGE_SECONDS": int(get("UNKNOWN_ALERT_AGE_SECONDS") or 3600),
+        # Test-only fault injection: die between commit and enqueue.
+        "FAULT_SKIP_ENQUEUE": _bool(get("FAULT_SKIP_ENQUEUE")),
+        # Money limits, in kobo.
+        "MIN_FUNDING_KOBO": 100_00,
+        "MAX_FUNDING_KOBO": 1_000_000_00,
+        "MIN_PAYMENT_KOBO": 500_00,
+        "MAX_PAYMENT_KOBO": 500_000_00,
+        "PAYMENTS_PER_PAGE": 20,
+    }

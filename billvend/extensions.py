@@ -1,0 +1,83 @@
+"""Unbound extensions, bound to an app in ``create_app`` (the ``init_app`` pattern).
+
+Huey is the odd one out: tasks are registered on one module-level ``Huey``
+object at import time, so ``init_huey`` re-points that object's storage at
+whatever the app's config says (Redis when ``REDIS_URL`` is set, the SQLite
+file otherwise, memory in immediate mode) and remembers the app so tasks can
+push its context.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from flask import Flask
+from flask_login import LoginManager
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from flask_wtf import CSRFProtect
+from huey import Huey
+from huey.storage import RedisStorage, SqliteStorage
+from sqlalchemy.orm import DeclarativeBase
+
+
+class Base(DeclarativeBase):
+    # Stable constraint names, so Alembic autogenerate and SQLite batch
+    # migrations can address them.
+    metadata = sa.MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+db = SQLAlchemy(model_class=Base)
+migrate = Migrate()
+login_manager = LoginManager()
+csrf = CSRFProtect()
+
+# Storage is replaced by init_huey; immediate memory storage until then keeps
+# importing the tasks free of side effects (no file, no Redis connection).
+huey = Huey("billvend", immediate=True)
+
+_huey_app: Flask | None = None
+
+
+def init_huey(app: Flask) -> None:
+    """Bind the module-level ``huey`` to ``app``'s queue configuration.
+
+    ``REDIS_URL`` selects ``RedisStorage``; otherwise a ``SqliteStorage`` file
+    at ``HUEY_SQLITE_PATH``. ``HUEY_IMMEDIATE`` runs tasks inline (tests).
+    """
+    global _huey_app
+    _huey_app = app
+    name = app.config["HUEY_NAME"]
+    huey.name = name
+    huey.utc = True
+    if app.config["HUEY_IMMEDIATE"]:
+        huey.immediate_use_memory = True
+        huey._immediate = True  # noqa: SLF001 - set without the setter's storage swap
+        huey.storage = huey.get_immediate_storage()
+        return
+    huey._immediate = False  # noqa: SLF001
+    if app.config["REDIS_URL"]:
+        huey.storage = RedisStorage(name, url=app.config["REDIS_URL"])
+    else:
+        path = Path(app.config["HUEY_SQLITE_PATH"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        huey.storage = SqliteStorage(name, filename=str(path))
+
+
+def huey_app() -> Flask:
+    """The app whose context Huey tasks run in.
+
+    :raises RuntimeError: if no app was created in this process yet.
+    """
+    if _huey_app is None:
+        raise RuntimeError("create_app() has not run in this process")
+    return _huey_app

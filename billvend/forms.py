@@ -1,0 +1,58 @@
+"""Form pieces shared by the blueprints: naira amounts and idempotency keys."""
+
+from __future__ import annotations
+
+import secrets
+
+from flask import current_app
+from wtforms import HiddenField, StringField
+from wtforms.validators import DataRequired, Regexp, ValidationError
+
+from billvend.money import format_naira, parse_naira
+
+
+def new_idempotency_key() -> str:
+    """A fresh key for a money form, generated when the form is rendered."""
+    return secrets.token_urlsafe(24)
+
+
+class NairaField(StringField):
+    """A naira amount typed as text; ``.kobo`` holds the exact value in kobo.
+
+    Bounds come from config keys (``MIN_*_KOBO``/``MAX_*_KOBO``) so they can
+    change per deployment.
+    """
+
+    def __init__(self, label=None, validators=None, *, min_key: str, max_key: str, **kwargs):
+        super().__init__(label, validators, **kwargs)
+        self.min_key = min_key
+        self.max_key = max_key
+        self.kobo: int | None = None
+
+    def pre_validate(self, form):
+        self.kobo = None
+        if not (self.data or "").strip():
+            raise ValidationError("Enter an amount.")
+        try:
+            kobo = parse_naira(self.data)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+        low = current_app.config[self.min_key]
+        high = current_app.config[self.max_key]
+        if kobo <= 0:
+            raise ValidationError("Enter an amount greater than zero.")
+        if kobo < low:
+            raise ValidationError(f"The smallest amount is {format_naira(low)}.")
+        if kobo > high:
+            raise ValidationError(f"The largest amount is {format_naira(high)}.")
+        self.kobo = kobo
+
+
+def idempotency_key_field() -> HiddenField:
+    return HiddenField(
+        validators=[
+            DataRequired(message="This form has expired. Please try again."),
+            Regexp(r"^[A-Za-z0-9_\-]{16,64}$", message="This form has expired. Please try again."),
+        ],
+        default=new_idempotency_key,
+    )

@@ -1,0 +1,7 @@
+"""The wallet statement."""
+
+from flask import Blueprint
+
+bp = Blueprint("history", __name__)
+
+from billvend.history import routes  # noqa: E402,F401

@@ -1,0 +1,314 @@
+"""The double-entry ledger: the only code that changes a wallet balance.
+
+Every movement is a ``Transfer`` of ``amount_kobo > 0`` from a debit wallet to
+a credit wallet, written as two ``LedgerEntry`` rows (``-amount`` and
+``+amount``) that carry the balance and wallet version each produced. The
+model follows TigerBeetle's and Modern Treasury's ledgers: balances are a
+cache of the entries, kept in step inside the same database transaction.
+
+Concurrency (DESIGN.md, Money): a debit is never read-check-write in Python.
+The balance check and the change are one conditional ``UPDATE ... WHERE
+balance_kobo >= :amount ... RETURNING balance_kobo, version``; the database
+serialises writers on the row, so no update can be lost and no user wallet can
+go negative (the CHECK constraint backs this up). Wallet rows are updated in
+ascending id order so two transfers touching the same pair cannot deadlock.
+
+Functions here flush but never commit: the caller owns the transaction, so a
+transfer commits or rolls back together with whatever caused it (a payment, a
+funding, a reversal).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import sqlalchemy as sa
+from sqlalchemy.orm import attributes
+
+from billvend.extensions import db
+from billvend.models import (
+    SYSTEM_WALLETS,
+    LedgerEntry,
+    Transfer,
+    TRANSFER_KINDS,
+    User,
+    Wallet,
+    utcnow,
+)
+
+
+class LedgerError(Exception):
+    """A transfer that cannot be posted (bad amount, unknown wallet)."""
+
+
+class InsufficientFunds(LedgerError):
+    """The debit wallet's balance is below the transfer amount."""
+
+    def __init__(self, wallet_id: int, amount_kobo: int):
+        super().__init__(f"wallet {wallet_id} cannot cover {amount_kobo} kobo")
+        self.wallet_id = wallet_id
+        self.amount_kobo = amount_kobo
+
+
+def ensure_system_wallets() -> None:
+    """Create any missing system wallet, committed on its own connection.
+
+    The initial migration seeds them; this covers databases built with
+    ``create_all`` (tests) and is safe to race (UNIQUE(system_code)).
+    """
+    table = Wallet.__table__
+    for code in SYSTEM_WALLETS:
+        try:
+            with db.engine.begin() as conn:
+                exists = conn.scalar(sa.select(table.c.id).where(table.c.system_code == code))
+                if exists is None:
+                    conn.execute(sa.insert(table).values(
+                        system_code=code, balance_kobo=0, version=0, created_at=utcnow()))
+        except sa.exc.IntegrityError:
+            pass  # a concurrent caller created it
+
+
+def system_wallet_id(code: str) -> int:
+    """The primary key of system wallet ``code`` (``funding`` or ``biller_clearing``).
+
+    Call it before the transaction writes anything: on a database without
+    system wallets it creates them on a separate connection.
+
+    :raises LedgerError: for a code that is not a system wallet.
+    """
+    if code not in SYSTEM_WALLETS:
+        raise LedgerError(f"unknown system wallet {code!r}")
+    query = sa.select(Wallet.id).where(Wallet.system_code == code)
+    wallet_id = db.session.scalar(query)
+    if wallet_id is None:
+        ensure_system_wallets()
+        wallet_id = db.session.scalar(query)
+    return wallet_id
+
+
+def open_wallet(user: User) -> Wallet:
+    """Give ``user`` their wallet, at zero balance and version 0."""
+    wallet = Wallet(user=user, balance_kobo=0, version=0)
+    db.session.add(wallet)
+    return wallet
+
+
+def _move(wallet_id: int, delta_kobo: int) -> tuple[int, int]:
+    """Apply ``delta_kobo`` to one wallet atomically; returns (balance, version).
+
+    A negative delta on a user wallet only applies if the balance covers it.
+    """
+    wallet = Wallet.__table__
+    stmt = (
+        sa.update(wallet)
+        .where(wallet.c.id == wallet_id)
+        .values(
+            balance_kobo=wallet.c.balance_kobo + delta_kobo,
+            version=wallet.c.version + 1,
+        )
+        .returning(wallet.c.balance_kobo, wallet.c.version)
+    )
+    if delta_kobo < 0:
+        # System wallets may run negative: ``funding`` is the mirror image of
+        # all money that ever arrived from outside.
+        stmt = stmt.where(
+            sa.or_(wallet.c.user_id.is_(None), wallet.c.balance_kobo >= -delta_kobo)
+        )
+    row = db.session.execute(stmt).one_or_none()
+    if row is None:
+        if delta_kobo < 0 and db.session.get(Wallet, wallet_id) is not None:
+            raise InsufficientFunds(wallet_id, -delta_kobo)
+        raise LedgerError(f"no wallet {wallet_id}")
+    balance_kobo, version = row
+    # Keep any loaded Wallet object truthful without another SELECT; the
+    # ORM's version check then compares against the version we produced.
+    loaded = db.session.identity_map.get(db.session.identity_key(Wallet, wallet_id))
+    if loaded is not None:
+        attributes.set_committed_value(loaded, "balance_kobo", balance_kobo)
+        attributes.set_committed_value(loaded, "version", version)
+    return balance_kobo, version
+
+
+def post_transfer(
+    *,
+    kind: str,
+    debit_wallet_id: int,
+    credit_wallet_id: int,
+    amount_kobo: int,
+    payment_id: Optional[int] = None,
+    funding_id: Optional[int] = None,
+    description: Optional[str] = None,
+) -> Transfer:
+    """Move ``amount_kobo`` from one wallet to another, with two ledger entries.
+
+    Runs inside the caller's transaction and flushes; the caller commits. On
+    any exception the caller must roll back: one wallet may already have been
+    updated in this transaction.
+
+    :param kind: one of ``models.TRANSFER_KINDS``.
+    :param amount_kobo: a positive ``int`` number of kobo.
+    :returns: the flushed ``Transfer`` with its two ``entries``.
+    :raises InsufficientFunds: the debit wallet is a user wallet whose balance
+        is below ``amount_kobo``.
+    :raises LedgerError: bad kind or amount, same wallet twice, no such wallet.
+    :raises sqlalchemy.exc.IntegrityError: a second transfer of the same
+        ``kind`` for one payment (``UNIQUE(payment_id, kind)``).
+    """
+    if kind not in TRANSFER_KINDS:
+        raise LedgerError(f"unknown transfer kind {kind!r}")
+    if not isinstance(amount_kobo, int) or isinstance(amount_kobo, bool) or amount_kobo <= 0:
+        raise LedgerError(f"amount_kobo must be a positive int, got {amount_kobo!r}")
+    if debit_wallet_id == credit_wallet_id:
+        raise LedgerError("a transfer needs two different wallets")
+
+    transfer = Transfer(
+        kind=kind,
+        debit_wallet_id=debit_wallet_id,
+        credit_wallet_id=credit_wallet_id,
+        amount_kobo=amount_kobo,
+        payment_id=payment_id,
+        funding_id=funding_id,
+        description=description,
+    )
+    db.session.add(transfer)
+    db.session.flush()
+
+    legs = sorted([(debit_wallet_id, -amount_kobo), (credit_wallet_id, amount_kobo)])
+    for wallet_id, delta_kobo in legs:
+        balance_after_kobo, wallet_version = _move(wallet_id, delta_kobo)
+        db.session.add(
+            LedgerEntry(
+                transfer_id=transfer.id,
+                wallet_id=wallet_id,
+                delta_kobo=delta_kobo,
+                balance_after_kobo=balance_after_kobo,
+                wallet_version=wallet_version,
+            )
+        )
+    db.session.flush()
+    return transfer
+
+
+# --- Invariants (DESIGN.md, Money) -------------------------------------------
+
+
+class Violation(NamedTuple):
+    """One broken ledger invariant.
+
+    ``invariant`` is a short key (``transfer_balanced``, ``balance_matches``,
+    ``versions_gapless``, ``user_wallet_negative``, ``payment_debits``,
+    ``payment_reversals``); ``subject`` names what is wrong (``wallet``,
+    ``transfer`` or ``payment``) and ``subject_id`` its primary key.
+    """
+
+    invariant: str
+    subject: str
+    subject_id: int
+    detail: str
+
+
+INVARIANTS: dict[str, str] = {
+    "transfer_balanced": "Every transfer has two entries that sum to zero",
+    "balance_matches": "Each wallet's balance equals the sum of its entries and its last balance_after",
+    "versions_gapless": "Each wallet's entries are numbered 1..version with no gap",
+    "user_wallet_negative": "No user wallet is below zero",
+    "payment_debits": "Each payment has exactly one debit",
+    "payment_reversals": "A reversed payment has exactly one reversal; any other payment none",
+}
+
+
+def check_invariants() -> list[Violation]:
+    """Check every ledger invariant of DESIGN.md over the whole database.
+
+    Read-only; each check is one aggregate query, so it scales with the
+    database, not with Python loops over rows.
+
+    :returns: every violation found (an empty list when the books balance).
+    """
+    from billvend.models import REVERSED, KIND_BILL_PAYMENT, KIND_REVERSAL, Payment
+
+    violations: list[Violation] = []
+    session = db.session
+    entry = LedgerEntry
+
+    rows = session.execute(
+        sa.select(Transfer.id, Transfer.amount_kobo,
+                  sa.func.count(entry.id), sa.func.coalesce(sa.func.sum(entry.delta_kobo), 0),
+                  sa.func.coalesce(sa.func.max(entry.delta_kobo), 0))
+        .outerjoin(entry, entry.transfer_id == Transfer.id)
+        .group_by(Transfer.id, Transfer.amount_kobo)
+        .having(sa.or_(sa.func.count(entry.id) != 2,
+                       sa.func.coalesce(sa.func.sum(entry.delta_kobo), 0) != 0,
+                       sa.func.coalesce(sa.func.max(entry.delta_kobo), 0) != Transfer.amount_kobo))
+    )
+    for transfer_id, amount_kobo, count, total, credit in rows:
+        violations.append(Violation(
+            "transfer_balanced", "transfer", transfer_id,
+            f"{count} entries summing to {total} kobo (credit {credit}, amount {amount_kobo})"))
+
+    totals = (
+        sa.select(entry.wallet_id.label("wallet_id"),
+                  sa.func.sum(entry.delta_kobo).label("total"),
+                  sa.func.count(entry.id).label("count"),
+                  sa.func.min(entry.wallet_version).label("first_version"),
+                  sa.func.max(entry.wallet_version).label("last_version"))
+        .group_by(entry.wallet_id)
+        .subquery()
+    )
+    last_entry = sa.orm.aliased(entry)
+    rows = session.execute(
+        sa.select(Wallet.id, Wallet.balance_kobo, Wallet.version,
+                  sa.func.coalesce(totals.c.total, 0), sa.func.coalesce(totals.c.count, 0),
+                  totals.c.first_version, totals.c.last_version, last_entry.balance_after_kobo)
+        .outerjoin(totals, totals.c.wallet_id == Wallet.id)
+        .outerjoin(last_entry, sa.and_(last_entry.wallet_id == Wallet.id,
+                                       last_entry.wallet_version == Wallet.version))
+    )
+    for (wallet_id, balance, version, total, count, first_version, last_version,
+         last_balance_after) in rows:
+        expected_last = last_balance_after if count else 0
+        if balance != total or (count and balance != expected_last):
+            violations.append(Violation(
+                "balance_matches", "wallet", wallet_id,
+                f"balance {balance} kobo, entries sum {total}, last balance_after {last_balance_after}"))
+        if count != version or (count and (first_version != 1 or last_version != version)):
+            violations.append(Violation(
+                "versions_gapless", "wallet", wallet_id,
+                f"version {version} but {count} entries numbered {first_version}..{last_version}"))
+
+    for wallet_id, balance in session.execute(
+        sa.select(Wallet.id, Wallet.balance_kobo)
+        .where(Wallet.user_id.is_not(None), Wallet.balance_kobo < 0)
+    ):
+        violations.append(Violation("user_wallet_negative", "wallet", wallet_id, f"balance {balance} kobo"))
+
+    def transfers_of(kind: str):
+        return (
+            sa.select(Transfer.payment_id, sa.func.count(Transfer.id).label("n"),
+                      sa.func.sum(Transfer.amount_kobo).label("amount"))
+            .where(Transfer.kind == kind, Transfer.payment_id.is_not(None))
+            .group_by(Transfer.payment_id)
+            .subquery()
+        )
+
+    debits = transfers_of(KIND_BILL_PAYMENT)
+    for payment_id, n, amount, expected in session.execute(
+        sa.select(Payment.id, sa.func.coalesce(debits.c.n, 0), debits.c.amount, Payment.amount_kobo)
+        .outerjoin(debits, debits.c.payment_id == Payment.id)
+        .where(sa.or_(sa.func.coalesce(debits.c.n, 0) != 1, debits.c.amount != Payment.amount_kobo))
+    ):
+        violations.append(Violation(
+            "payment_debits", "payment", payment_id,
+            f"{n} debits totalling {amount} kobo for a {expected} kobo payment"))
+
+    reversals = transfers_of(KIND_REVERSAL)
+    expected_reversals = sa.case((Payment.status == REVERSED, 1), else_=0)
+    for payment_id, status, n in session.execute(
+        sa.select(Payment.id, Payment.status, sa.func.coalesce(reversals.c.n, 0))
+        .outerjoin(reversals, reversals.c.payment_id == Payment.id)
+        .where(sa.func.coalesce(reversals.c.n, 0) != expected_reversals)
+    ):
+        violations.append(Violation(
+            "payment_reversals", "payment", payment_id, f"{status} payment with {n} reversals"))
+
+    return violations

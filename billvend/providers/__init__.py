@@ -1,0 +1,44 @@
+"""Vending providers: the interface, the simulator, and the discos we sell for."""
+
+from __future__ import annotations
+
+from flask import current_app
+
+from billvend.providers.base import MeterVerification, Provider, VendResult
+
+__all__ = ["DISCOS", "MeterVerification", "Provider", "VendResult", "get_provider"]
+
+#: VTpass electricity ``serviceID`` -> display name (reference/vtpass-api.md).
+DISCOS: dict[str, str] = {
+    "ikeja-electric": "Ikeja Electric (IKEDC)",
+    "eko-electric": "Eko Electric (EKEDC)",
+    "abuja-electric": "Abuja Electric (AEDC)",
+    "kano-electric": "Kano Electric (KEDCO)",
+    "portharcourt-electric": "Port Harcourt Electric (PHED)",
+    "jos-electric": "Jos Electric (JED)",
+    "kaduna-electric": "Kaduna Electric (KAEDCO)",
+    "enugu-electric": "Enugu Electric (EEDC)",
+    "ibadan-electric": "Ibadan Electric (IBEDC)",
+    "benin-electric": "Benin Electric (BEDC)",
+    "aba-electric": "Aba Power (APLE)",
+    "yola-electric": "Yola Electric (YEDC)",
+}
+
+
+def get_provider() -> Provider:
+    """The provider named by ``VENDING_PROVIDER`` for the current app.
+
+    :raises ValueError: for an unknown provider name.
+    """
+    config = current_app.config
+    name = config["VENDING_PROVIDER"]
+    if name == "simulated":
+        from billvend.extensions import db
+        from billvend.providers.simulated import SimulatedProvider
+
+        return SimulatedProvider(
+            db.engine,
+            success_rate=config["SIMULATOR_SUCCESS_RATE"],
+            delay_seconds=config["SIMULATOR_DELAY_SECONDS"],
+        )
+    raise ValueError(f"unknown VENDING_PROVIDER {name!r}")

@@ -1,0 +1,92 @@
+"""The vending provider interface (DESIGN.md, Vending).
+
+A provider verifies meters and vends electricity. Every implementation
+answers with the same small result types, so the payment state machine never
+sees a provider's wire format:
+
+- ``VendResult.status`` is ``delivered`` (token or receipt issued), ``failed``
+  (the provider definitely did not and will not vend: safe to refund) or
+  ``pending`` (anything else: processing, timeout, no answer, a reply we do not
+  understand; the payment becomes ``unknown`` and is requeried, never refunded
+  on that alone).
+- ``MeterVerification.status`` is ``valid``, ``invalid`` (no such meter) or
+  ``error`` (the provider could not answer; the customer may retry).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional, Protocol
+
+DELIVERED = "delivered"
+FAILED = "failed"
+PENDING = "pending"
+
+VendStatus = Literal["delivered", "failed", "pending"]
+
+# Provider-neutral codes. ``NOT_FOUND`` on a requery means the provider never
+# received the order (VTpass ``015``), which is as definite as a failure.
+CODE_INVALID_ACCOUNT = "INVALID_ACCOUNT"
+CODE_SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+CODE_TIMEOUT = "TIMEOUT"
+CODE_INSUFFICIENT_CREDIT = "INSUFFICIENT_CREDIT"
+CODE_NO_RESPONSE = "NO_RESPONSE"
+CODE_UNEXPECTED_RESPONSE = "UNEXPECTED_RESPONSE"
+CODE_PROCESSING = "PROCESSING"
+CODE_NOT_FOUND = "NOT_FOUND"
+CODE_DUPLICATE = "DUPLICATE_REQUEST"
+
+
+@dataclass(frozen=True)
+class VendResult:
+    """What a ``vend`` or ``requery`` call learnt about one order.
+
+    ``units_kwh`` is a decimal string ("79.9"); ``token`` is 20 digits for a
+    delivered prepaid order; ``receipt_reference`` is the provider's
+    reference for the order (the only proof for postpaid).
+    """
+
+    status: VendStatus
+    code: Optional[str] = None
+    message: str = ""
+    token: Optional[str] = None
+    units_kwh: Optional[str] = None
+    receipt_reference: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class MeterVerification:
+    """The customer behind a meter, as the disco knows them."""
+
+    status: Literal["valid", "invalid", "error"]
+    customer_name: Optional[str] = None
+    address: Optional[str] = None
+    meter_type: Optional[str] = None
+    min_purchase_kobo: Optional[int] = None
+    message: str = ""
+
+    @property
+    def is_valid(self) -> bool:
+        return self.status == "valid"
+
+
+class Provider(Protocol):
+    """A vending provider. ``request_id`` is the payment's ``reference``."""
+
+    name: str
+
+    def verify_meter(
+        self, service_id: str, meter_number: str, meter_type: str
+    ) -> MeterVerification: ...
+
+    def vend(
+        self,
+        request_id: str,
+        service_id: str,
+        meter_number: str,
+        meter_type: str,
+        amount_kobo: int,
+        phone: str,
+    ) -> VendResult: ...
+
+    def requery(self, request_id: str) -> VendResult: ...

@@ -1,0 +1,131 @@
+"""The outcome table shared by the simulator and the VTpass sandbox server.
+
+Deterministic test meters (DESIGN.md, Vending; reference/vtpass-api.md,
+"Sandbox behaviour by meter number"), plus the realistic made-up details a
+disco returns: customer names, addresses, tokens and kWh units. Everything is
+derived from the meter number or ``request_id`` with a seeded RNG, so every
+process computes the same answer for the same order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
+from typing import Optional
+
+# What the provider does with an order, by meter number.
+PREPAID_SUCCESS_METER = "1111111111111"
+POSTPAID_SUCCESS_METER = "1010101010101"
+PENDING_METER = "201000000000"  # processing; delivered on requery
+TIMEOUT_METER = "300000000000"  # read timeout, but the order was vended
+NO_RESPONSE_METER = "400000000000"  # no answer, never processed
+UNEXPECTED_METER = "500000000000"  # garbled answer; the order was vended
+INVALID_METER = "0000000000000"  # no such meter
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """How the provider treats one order.
+
+    ``answer`` is what the ``pay`` call returns: ``delivered``, ``failed``,
+    ``pending`` (processing), ``timeout`` (no answer in time),
+    ``no_response`` (connection dropped) or ``unexpected`` (a reply that is
+    not the API's shape). ``recorded`` is whether the provider keeps the
+    order, and ``final`` what a requery eventually reports for it.
+    """
+
+    answer: str
+    recorded: bool
+    final: str  # "delivered" | "failed"
+    code: Optional[str] = None
+
+
+FIXED_BEHAVIOURS: dict[str, Behaviour] = {
+    PREPAID_SUCCESS_METER: Behaviour("delivered", True, "delivered"),
+    POSTPAID_SUCCESS_METER: Behaviour("delivered", True, "delivered"),
+    PENDING_METER: Behaviour("pending", True, "delivered", "PROCESSING"),
+    TIMEOUT_METER: Behaviour("timeout", True, "delivered", "TIMEOUT"),
+    NO_RESPONSE_METER: Behaviour("no_response", False, "failed", "NO_RESPONSE"),
+    UNEXPECTED_METER: Behaviour("unexpected", True, "delivered", "UNEXPECTED_RESPONSE"),
+    INVALID_METER: Behaviour("failed", True, "failed", "INVALID_ACCOUNT"),
+}
+
+METER_TYPES_OF_TEST_METERS = {
+    PREPAID_SUCCESS_METER: "prepaid",
+    POSTPAID_SUCCESS_METER: "postpaid",
+}
+
+# Tariff used to turn naira into kWh: NERC's Band A rate (₦/kWh, 2024 order).
+TARIFF_NAIRA_PER_KWH = Decimal("206.80")
+VAT_RATE = Decimal("0.075")
+
+_FIRST_NAMES = ["Adaeze", "Babatunde", "Chinedu", "Funmilayo", "Ibrahim", "Ngozi",
+                "Oluwaseun", "Aisha", "Emeka", "Yetunde", "Musa", "Ifeoma"]
+_LAST_NAMES = ["Okafor", "Adeyemi", "Bello", "Eze", "Abubakar", "Ogunleye",
+               "Nwosu", "Balogun", "Danjuma", "Okonkwo", "Lawal", "Olawale"]
+_STREETS = ["Allen Avenue, Ikeja", "Adeola Odeku Street, Victoria Island",
+            "Ahmadu Bello Way, Garki", "Zoo Road, Kano", "Aba Road, Port Harcourt",
+            "Rayfield Road, Jos", "Ahmadu Bello Way, Kaduna", "Ogui Road, Enugu",
+            "Ring Road, Ibadan", "Sapele Road, Benin City", "Faulks Road, Aba",
+            "Atiku Abubakar Way, Yola"]
+
+
+def _rng(*parts: str) -> random.Random:
+    seed = hashlib.sha256("|".join(parts).encode()).digest()
+    return random.Random(int.from_bytes(seed[:8], "big"))
+
+
+def behaviour_for(meter_number: str, request_id: str, success_rate: float) -> Behaviour:
+    """The provider's behaviour for an order on ``meter_number``.
+
+    Test meters are fixed; any other meter succeeds with ``success_rate``
+    (0..1), else fails with a realistic code, decided by ``request_id`` so a
+    requery agrees with the original answer.
+    """
+    fixed = FIXED_BEHAVIOURS.get(meter_number)
+    if fixed is not None:
+        return fixed
+    rng = _rng("outcome", request_id)
+    if rng.random() < success_rate:
+        return Behaviour("delivered", True, "delivered")
+    code = rng.choice(["SERVICE_UNAVAILABLE", "INSUFFICIENT_CREDIT", "TIMEOUT"])
+    if code == "TIMEOUT":
+        # An ambiguous timeout: half the time the disco vended anyway.
+        if rng.random() < 0.5:
+            return Behaviour("timeout", True, "delivered", code)
+        return Behaviour("timeout", False, "failed", code)
+    return Behaviour("failed", True, "failed", code)
+
+
+def is_known_meter(meter_number: str) -> bool:
+    """False only for the meter the sandbox treats as nonexistent."""
+    return meter_number != INVALID_METER
+
+
+def customer_for(meter_number: str, service_id: str) -> tuple[str, str]:
+    """A stable (customer name, address) for a meter."""
+    rng = _rng("customer", meter_number)
+    name = f"{rng.choice(_FIRST_NAMES)} {rng.choice(_LAST_NAMES)}".upper()
+    address = f"{rng.randint(1, 120)} {rng.choice(_STREETS)}"
+    return name, address
+
+
+def token_for(request_id: str) -> str:
+    """A stable 20-digit STS-style token for an order."""
+    rng = _rng("token", request_id)
+    return "".join(str(rng.randint(0, 9)) for _ in range(20))
+
+
+def units_kwh_for(amount_kobo: int) -> str:
+    """kWh bought with ``amount_kobo`` after VAT, in 0.1 kWh steps (decimal string)."""
+    net_naira = Decimal(amount_kobo) / 100 / (1 + VAT_RATE)
+    units = (net_naira / TARIFF_NAIRA_PER_KWH).quantize(Decimal("0.1"), rounding=ROUND_DOWN)
+    return str(units)
+
+
+def receipt_reference_for(request_id: str) -> str:
+    """A stable provider-side reference (VTpass ``exchangeReference`` style)."""
+    rng = _rng("receipt", request_id)
+    return "EXR" + "".join(str(rng.randint(0, 9)) for _ in range(12))

@@ -1,0 +1,141 @@
+"""Huey tasks: ``vend``, ``requery``, ``reverse`` and the periodic ``sweep``.
+
+The tasks are thin: each pushes the app context, asks ``billvend.payments``
+to do one step of the state machine, and enqueues whatever follow-up that
+step returns. The database row is the source of truth; Huey may lose a task
+(a killed worker does not acknowledge), which is why ``sweep`` re-drives
+every payment that is not where it should be.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from datetime import timedelta
+from typing import Callable
+
+import sqlalchemy as sa
+from flask import current_app
+from huey import crontab
+
+from billvend import payments
+from billvend.extensions import db, huey, huey_app
+from billvend.models import FAILED, PENDING, UNKNOWN, VENDING, Payment, utcnow
+from billvend.providers import get_provider
+
+log = logging.getLogger(__name__)
+
+
+def in_app_context(func: Callable) -> Callable:
+    """Run a task body inside the app context of the process's app."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with huey_app().app_context():
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+def _follow_up(payment_id: int, follow_up: payments.FollowUp) -> None:
+    if follow_up.action == "reverse":
+        reverse(payment_id)
+    elif follow_up.action == "requery":
+        requery.schedule((payment_id,), delay=follow_up.delay_seconds)
+
+
+@huey.task()
+@in_app_context
+def vend(payment_id: int) -> None:
+    """Claim a ``pending`` payment and call the provider (DESIGN.md, Vending)."""
+    _follow_up(payment_id, payments.vend_payment(payment_id, get_provider()))
+
+
+@huey.task()
+@in_app_context
+def requery(payment_id: int, include_vending: bool = False) -> None:
+    """Ask the provider about an ``unknown`` (or stale ``vending``) payment."""
+    follow_up = payments.requery_payment(payment_id, get_provider(), include_vending=include_vending)
+    _follow_up(payment_id, follow_up)
+
+
+@huey.task()
+@in_app_context
+def reverse(payment_id: int) -> None:
+    """Refund a ``failed`` payment, exactly once."""
+    payments.reverse_payment(payment_id)
+
+
+def enqueue_vend(payment_id: int) -> bool:
+    """Queue the vend for a just-committed payment.
+
+    :returns: False when the queue is unreachable; the payment stays
+        ``pending`` and the sweep vends it later, so the caller only logs.
+    """
+    if current_app.config["FAULT_SKIP_ENQUEUE"]:
+        log.warning("FAULT_SKIP_ENQUEUE: not enqueueing payment %s", payment_id)
+        return False
+    try:
+        vend(payment_id)
+    except Exception:  # noqa: BLE001 - Redis down, SQLite locked, ...
+        log.exception("could not enqueue vend for payment %s; the sweep will", payment_id)
+        return False
+    return True
+
+
+def sweep_once() -> dict[str, int]:
+    """Re-drive payments whose tasks may have been lost. Returns counts by action.
+
+    - ``pending`` older than ``PENDING_GRACE_SECONDS``: enqueue ``vend`` again
+      (the claim makes a duplicate harmless);
+    - ``vending`` claimed longer ago than ``VENDING_LEASE_SECONDS``: requery,
+      never a second ``pay``;
+    - ``unknown`` whose ``next_requery_at`` is due: requery;
+    - ``failed`` (never reversed): reverse.
+    """
+    config = current_app.config
+    now = utcnow()
+    pending_ids = db.session.scalars(
+        sa.select(Payment.id).where(
+            Payment.status == PENDING,
+            Payment.created_at < now - timedelta(seconds=config["PENDING_GRACE_SECONDS"]),
+        )
+    ).all()
+    stale_vending_ids = db.session.scalars(
+        sa.select(Payment.id).where(
+            Payment.status == VENDING,
+            Payment.claimed_at < now - timedelta(seconds=config["VENDING_LEASE_SECONDS"]),
+        )
+    ).all()
+    due_unknown_ids = db.session.scalars(
+        sa.select(Payment.id).where(
+            Payment.status == UNKNOWN,
+            sa.or_(Payment.next_requery_at.is_(None), Payment.next_requery_at <= now),
+        )
+    ).all()
+    failed_ids = db.session.scalars(sa.select(Payment.id).where(Payment.status == FAILED)).all()
+    db.session.rollback()
+    for payment_id in pending_ids:
+        vend(payment_id)
+    for payment_id in stale_vending_ids:
+        requery(payment_id, include_vending=True)
+    for payment_id in due_unknown_ids:
+        requery(payment_id)
+    for payment_id in failed_ids:
+        reverse(payment_id)
+    return {
+        "pending": len(pending_ids),
+        "vending": len(stale_vending_ids),
+        "unknown": len(due_unknown_ids),
+        "failed": len(failed_ids),
+    }
+
+
+@huey.periodic_task(crontab(minute="*"))
+@huey.lock_task("sweep")
+@in_app_context
+def sweep() -> None:
+    """Every minute: :func:`sweep_once`, one sweeper at a time."""
+    counts = sweep_once()
+    if any(counts.values()):
+        log.info("sweep re-drove %s", counts)

@@ -1,0 +1,7 @@
+"""Funding the wallet."""
+
+from flask import Blueprint
+
+bp = Blueprint("wallet", __name__, url_prefix="/wallet")
+
+from billvend.wallet import routes  # noqa: E402,F401

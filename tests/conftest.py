@@ -1,0 +1,160 @@
+"""Shared fixtures: a fresh database per test, a client, an auth helper, and
+Huey in immediate mode (tasks run inline at enqueue).
+
+``TEST_DATABASE_URL`` (a PostgreSQL URL) switches the ``app`` fixture from a
+temporary SQLite file to a throwaway PostgreSQL database created for this
+test session; with ``CI=true`` it is required.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from flask.testing import FlaskClient
+
+from billvend import create_app, ledger
+from billvend.extensions import db
+
+CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"')
+KEY_RE = re.compile(r'id="idempotency_key" name="idempotency_key" type="hidden" value="([^"]+)"')
+
+
+def base_config(database_url: str) -> dict:
+    return {
+        "TESTING": True,
+        "SECRET_KEY": "test-secret",
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "HUEY_IMMEDIATE": True,
+        "VENDING_PROVIDER": "simulated",
+        "SIMULATOR_DELAY_SECONDS": 0.0,
+        "SIMULATOR_SUCCESS_RATE": 1.0,
+        "REDIS_URL": None,
+        "HTMX_URL": "/static/vendor/htmx.min.js",
+    }
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory):
+    """A database URL for this test session (SQLite file, or PostgreSQL)."""
+    pg_url = os.environ.get("TEST_DATABASE_URL")
+    if not pg_url:
+        if os.environ.get("CI") == "true" and os.environ.get("BILLVEND_TEST_BACKEND") == "postgresql":
+            pytest.fail("TEST_DATABASE_URL is required for the PostgreSQL run in CI")
+        yield "sqlite:///" + str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+        return
+    from billvend.config import _database_url
+
+    admin_url = sa.engine.make_url(_database_url(pg_url))
+    name = f"billvend_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield admin_url.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def app(database_url):
+    """An app on a freshly emptied database (tables from the models)."""
+    app = create_app(base_config(database_url))
+    with app.app_context():
+        db.drop_all()
+        db.create_all()
+        ledger.ensure_system_wallets()
+    ctx = app.app_context()
+    ctx.push()
+    yield app
+    db.session.remove()
+    ctx.pop()
+    with app.app_context():
+        db.engine.dispose()
+
+
+class FreshSessionClient(FlaskClient):
+    """Each request starts with an empty identity map, as it would in a
+    server, although the test keeps one app context (and session) pushed."""
+
+    def open(self, *args, **kwargs):
+        db.session.expire_all()
+        return super().open(*args, **kwargs)
+
+
+@pytest.fixture
+def client(app):
+    app.test_client_class = FreshSessionClient
+    return app.test_client()
+
+
+class Auth:
+    """Drive the real sign-up and login forms through the test client."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def csrf(self, path: str) -> str:
+        html = self.client.get(path).get_data(as_text=True)
+        match = CSRF_RE.search(html)
+        assert match, f"no CSRF token on {path}"
+        return match.group(1) or match.group(2)
+
+    def signup(self, email="ada@example.com", password="correct horse 1"):
+        return self.client.post("/signup", data={
+            "email": email, "password": password, "confirm_password": password,
+            "csrf_token": self.csrf("/signup"),
+        })
+
+    def login(self, email="ada@example.com", password="correct horse 1"):
+        return self.client.post("/login", data={
+            "email": email, "password": password, "csrf_token": self.csrf("/login"),
+        })
+
+    def logout(self):
+        return self.client.post("/logout", data={"csrf_token": self.csrf("/")})
+
+
+@pytest.fixture
+def auth(client):
+    return Auth(client)
+
+
+def form_tokens(client, path: str) -> dict[str, str]:
+    """The CSRF token and fresh idempotency key a GET of ``path`` renders."""
+    html = client.get(path).get_data(as_text=True)
+    csrf = CSRF_RE.search(html)
+    key = KEY_RE.search(html)
+    assert csrf and key, f"form tokens missing on {path}"
+    return {"csrf_token": csrf.group(1) or csrf.group(2), "idempotency_key": key.group(1)}
+
+
+@pytest.fixture
+def fund(client):
+    """POST the fund form: ``fund("5000")``."""
+
+    def _fund(amount: str, **extra):
+        data = form_tokens(client, "/wallet/fund") | {"amount": amount} | extra
+        return client.post("/wallet/fund", data=data)
+
+    return _fund
+
+
+@pytest.fixture
+def pay(client):
+    """POST the electricity form with sensible defaults; override any field."""
+
+    def _pay(meter_number="1111111111111", amount="1000", **extra):
+        data = form_tokens(client, "/bills/electricity") | {
+            "disco": "ikeja-electric",
+            "meter_type": "prepaid",
+            "meter_number": meter_number,
+            "amount": amount,
+            "phone": "08031234567",
+        } | extra
+        return client.post("/bills/electricity", data=data)
+
+    return _pay

@@ -1,0 +1,34 @@
+"""Service-level helpers for tests that do not go through the forms."""
+
+from __future__ import annotations
+
+import secrets
+
+from billvend import funding, ledger, payments
+from billvend.extensions import db
+from billvend.models import User
+
+
+def make_user(email: str | None = None, balance_kobo: int = 0) -> User:
+    user = User(email=email or f"user-{secrets.token_hex(4)}@example.com")
+    user.set_password("correct horse 1")
+    db.session.add(user)
+    ledger.open_wallet(user)
+    db.session.commit()
+    if balance_kobo:
+        funding.fund_wallet(user, balance_kobo, secrets.token_urlsafe(16))
+    return user
+
+
+def make_payment(user: User, meter_number: str = "1111111111111", amount_kobo: int = 100_000,
+                 meter_type: str = "prepaid", key: str | None = None):
+    payment, _ = payments.create_payment(
+        user, service_id="ikeja-electric", meter_type=meter_type, meter_number=meter_number,
+        phone="08031234567", amount_kobo=amount_kobo, idempotency_key=key or secrets.token_urlsafe(16),
+    )
+    return payment
+
+
+def assert_books_balance():
+    violations = ledger.check_invariants()
+    assert violations == [], violations

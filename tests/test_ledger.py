@@ -1,0 +1,101 @@
+import pytest
+import sqlalchemy as sa
+
+from billvend import ledger, payments
+from billvend.extensions import db
+from billvend.models import (BILLER_CLEARING_WALLET, FUNDING_WALLET, KIND_ADJUSTMENT, FAILED,
+                             LedgerEntry, Transfer, Wallet)
+from tests.helpers import assert_books_balance, make_payment, make_user
+
+
+def balances(*wallet_ids):
+    return [db.session.get(Wallet, wid).balance_kobo for wid in wallet_ids]
+
+
+def test_funding_posts_a_balanced_transfer(app):
+    user = make_user(balance_kobo=500_000)
+    funding_id = ledger.system_wallet_id(FUNDING_WALLET)
+    db.session.expire_all()
+    assert balances(user.wallet.id, funding_id) == [500_000, -500_000]
+    transfer = db.session.scalar(sa.select(Transfer))
+    assert transfer.kind == "funding"
+    assert sorted(e.delta_kobo for e in transfer.entries) == [-500_000, 500_000]
+    assert user.wallet.version == 1
+    assert_books_balance()
+
+
+def test_pay_and_reverse_keep_invariants(app):
+    user = make_user(balance_kobo=500_000)
+    payment = make_payment(user, amount_kobo=200_000)
+    clearing_id = ledger.system_wallet_id(BILLER_CLEARING_WALLET)
+    assert balances(user.wallet.id, clearing_id) == [300_000, 200_000]
+    assert_books_balance()
+    assert payments.claim(payment.id)
+    payments.transition(payment.id, "vending", FAILED, code="SERVICE_UNAVAILABLE")
+    db.session.commit()
+    assert payments.reverse_payment(payment.id)
+    assert not payments.reverse_payment(payment.id)  # exactly once
+    db.session.expire_all()
+    assert balances(user.wallet.id, clearing_id) == [500_000, 0]
+    statement = db.session.scalars(
+        sa.select(LedgerEntry).where(LedgerEntry.wallet_id == user.wallet.id).order_by(LedgerEntry.wallet_version)
+    ).all()
+    assert [(e.wallet_version, e.delta_kobo, e.balance_after_kobo) for e in statement] == [
+        (1, 500_000, 500_000), (2, -200_000, 300_000), (3, 200_000, 500_000)]
+    assert_books_balance()
+
+
+def test_insufficient_funds_changes_nothing(app):
+    user = make_user(balance_kobo=50_000)
+    clearing_id = ledger.system_wallet_id(BILLER_CLEARING_WALLET)
+    with pytest.raises(ledger.InsufficientFunds):
+        ledger.post_transfer(kind=KIND_ADJUSTMENT, debit_wallet_id=user.wallet.id,
+                             credit_wallet_id=clearing_id, amount_kobo=50_001)
+    db.session.rollback()
+    db.session.expire_all()
+    assert balances(user.wallet.id, clearing_id) == [50_000, 0]
+    assert db.session.scalar(sa.select(sa.func.count(Transfer.id))) == 1
+    assert_books_balance()
+
+
+@pytest.mark.parametrize("amount", [0, -1, 1.5, "100", True])
+def test_bad_amounts_refused(app, amount):
+    user = make_user(balance_kobo=50_000)
+    with pytest.raises(ledger.LedgerError):
+        ledger.post_transfer(kind=KIND_ADJUSTMENT, debit_wallet_id=user.wallet.id,
+                             credit_wallet_id=ledger.system_wallet_id(BILLER_CLEARING_WALLET),
+                             amount_kobo=amount)
+    db.session.rollback()
+
+
+def test_user_wallet_cannot_go_negative_even_bypassing_the_ledger(app):
+    user = make_user()
+    with pytest.raises(sa.exc.IntegrityError):
+        db.session.execute(sa.update(Wallet).where(Wallet.id == user.wallet.id).values(balance_kobo=-1))
+        db.session.flush()
+    db.session.rollback()
+
+
+def test_check_invariants_reports_tampering(app):
+    user = make_user(balance_kobo=100_000)
+    make_payment(user, amount_kobo=60_000)
+    assert_books_balance()
+    entry = db.session.scalar(sa.select(LedgerEntry).where(LedgerEntry.wallet_id == user.wallet.id,
+                                                           LedgerEntry.wallet_version == 2))
+    entry.delta_kobo = -50_000
+    db.session.commit()
+    found = {(v.invariant, v.subject) for v in ledger.check_invariants()}
+    assert ("transfer_balanced", "transfer") in found
+    assert ("balance_matches", "wallet") in found
+
+
+def test_ledger_check_cli(app):
+    user = make_user(balance_kobo=100_000)
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["ledger", "check"])
+    assert result.exit_code == 0, result.output
+    db.session.execute(sa.update(Wallet).where(Wallet.id == user.wallet.id).values(balance_kobo=99))
+    db.session.commit()
+    result = runner.invoke(args=["ledger", "check"])
+    assert result.exit_code == 1
+    assert "balance_matches" in result.output
