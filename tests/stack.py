@@ -1,0 +1,130 @@
+"""Run billvend's real processes for end-to-end, fault and browser tests.
+
+The commands come from the ``Procfile`` itself (``$PORT`` and friends
+expanded by a shell, as honcho and Heroku do), so these tests exercise what a
+deployment runs. Each process gets its own session, so a test can kill one
+(SIGKILL a worker mid-vend) and start it again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def procfile_commands() -> dict[str, str]:
+    """``{process type: command}`` from the Procfile."""
+    commands = {}
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, command = line.split(":", 1)
+            commands[name.strip()] = command.strip()
+    return commands
+
+
+class Stack:
+    """The processes of one billvend deployment, on a private database.
+
+    :param tmp_path: where the SQLite files and logs go.
+    :param env: extra environment (``DATABASE_URL``, ``REDIS_URL``,
+        ``SIMULATOR_*``...). Defaults: SQLite + SqliteHuey in ``tmp_path``,
+        simulator delay 0, the local htmx copy.
+    """
+
+    def __init__(self, tmp_path: Path, env: Optional[dict[str, str]] = None):
+        self.tmp_path = tmp_path
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        base = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+        base.update({
+            "PATH": f"{BIN}{os.pathsep}{base.get('PATH', '')}",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'stack.sqlite3'}",
+            "HUEY_SQLITE_PATH": str(tmp_path / "huey.sqlite3"),
+            "SIMULATOR_DELAY_SECONDS": "0",
+            "SECRET_KEY": "stack-test",
+            "PORT": str(self.port),
+            "WEB_CONCURRENCY": "2",
+            "HTMX_URL": "/static/vendor/htmx.min.js",
+            "PYTHONUNBUFFERED": "1",
+        })
+        base.update(env or {})
+        self.env = base
+        self.processes: dict[str, subprocess.Popen] = {}
+        self._logs: dict[str, object] = {}
+
+    def migrate(self) -> None:
+        """``flask db upgrade``, as the Procfile's ``release`` does."""
+        subprocess.run(procfile_commands()["release"], shell=True, cwd=ROOT, env=self.env,
+                       check=True, capture_output=True, timeout=120)
+
+    def start(self, name: str) -> subprocess.Popen:
+        """Start the Procfile process ``name`` (``web`` or ``worker``)."""
+        log = open(self.tmp_path / f"{name}.log", "a+")
+        proc = subprocess.Popen(["/bin/sh", "-c", "exec " + procfile_commands()[name]], cwd=ROOT,
+                                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.processes[name], self._logs[name] = proc, log
+        if name == "web":
+            self.wait_healthy()
+        return proc
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout_seconds: float = 20) -> None:
+        """Send ``sig`` to a process's whole group and wait for it to exit."""
+        proc = self.processes.pop(name, None)
+        if proc is None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=timeout_seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        self._logs.pop(name).close()
+
+    def log(self, name: str) -> str:
+        path = self.tmp_path / f"{name}.log"
+        return path.read_text() if path.exists() else ""
+
+    def wait_healthy(self, timeout_seconds: float = 30) -> None:
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(self.base_url + "/healthz", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            if self.processes["web"].poll() is not None:
+                break
+            time.sleep(0.2)
+        raise RuntimeError("web did not become healthy:\n" + self.log("web"))
+
+    def close(self) -> None:
+        for name in list(self.processes):
+            self.stop(name)
+
+    def __enter__(self) -> "Stack":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
