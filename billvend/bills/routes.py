@@ -93,3 +93,11 @@ def payment_status(reference: str):
         # A full page load gets the full page: works without JavaScript.
         return redirect(url_for("bills.payment", reference=reference))
     return render_template("bills/_status.html", payment=payment, disco_name=DISCOS.get(payment.service_id))
+
+
+@bp.route("/payments/<reference>/receipt")
+@login_required
+def receipt(reference: str):
+    """A printable receipt for one payment (owner or admin, else 404)."""
+    payment = _payment_or_404(reference)
+    return render_template("bills/receipt.html", payment=payment, disco_name=DISCOS.get(payment.service_id))

@@ -1,0 +1,55 @@
+// billvend: small progressive enhancements. Every page works without this
+// file; buttons that need it carry the class "js-only" and stay hidden when
+// JavaScript is off (see app.css).
+(function () {
+  "use strict";
+
+  // Copy text (a token) without the clipboard API when the page is not a
+  // secure context (plain http on a LAN address).
+  function fallbackCopy(text) {
+    var area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.style.position = "fixed";
+    area.style.opacity = "0";
+    document.body.appendChild(area);
+    area.select();
+    var ok = false;
+    try { ok = document.execCommand("copy"); } finally { area.remove(); }
+    if (!ok) { throw new Error("copy refused"); }
+  }
+
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) {
+      return navigator.clipboard.writeText(text).catch(function () { fallbackCopy(text); });
+    }
+    return new Promise(function (resolve) { fallbackCopy(text); resolve(); });
+  }
+
+  // The feedback goes to a live region next to the button so screen readers
+  // hear it; the button text changes for everyone else.
+  function announce(button, message) {
+    var target = button.getAttribute("data-feedback");
+    var region = target && document.getElementById(target);
+    if (region) { region.textContent = message; }
+  }
+
+  document.addEventListener("click", function (event) {
+    var copy = event.target.closest("[data-copy]");
+    if (copy) {
+      var label = copy.getAttribute("data-label") || copy.textContent;
+      copy.setAttribute("data-label", label);
+      copyText(copy.getAttribute("data-copy")).then(function () {
+        copy.textContent = "Copied";
+        announce(copy, "Token copied to the clipboard.");
+      }, function () {
+        announce(copy, "Could not copy: select the token and copy it by hand.");
+      });
+      window.setTimeout(function () { copy.textContent = label; }, 4000);
+      return;
+    }
+    if (event.target.closest("[data-print]")) {
+      window.print();
+    }
+  });
+})();

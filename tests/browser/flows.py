@@ -1,0 +1,75 @@
+"""The steps a customer takes, written once for the browser tests.
+
+Each step uses what a person sees (labels, button names, headings), so the
+tests also check that the pages can be used that way.
+"""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import PASSWORD, SETTLE_MS, new_email
+
+PAYMENT_URL = re.compile(r"/payments/[^/]+$")
+
+
+def sign_up(page: Page, email: str | None = None) -> str:
+    """Create an account through the form; lands on the dashboard."""
+    email = email or new_email()
+    page.goto("/signup")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Confirm password").fill(PASSWORD)
+    page.get_by_role("button", name="Create account").click()
+    expect(page.get_by_test_id("balance")).to_have_text("₦0.00")
+    return email
+
+
+def fund(page: Page, amount: str) -> None:
+    """Fund the wallet through the form; lands on the dashboard with a flash."""
+    page.goto("/wallet/fund")
+    page.get_by_label("Amount (₦)").fill(amount)
+    page.get_by_role("button", name="Fund wallet").click()
+    expect(page.get_by_role("status").filter(has_text="added to your wallet")).to_be_visible()
+
+
+def fill_payment(page: Page, meter_number: str, amount: str, *, disco: str = "Ikeja Electric (IKEDC)",
+                 meter_type: str = "Prepaid", phone: str = "08031234567") -> None:
+    """Fill the electricity form (without submitting)."""
+    page.goto("/bills/electricity")
+    page.get_by_label("Distribution company (disco)").select_option(label=disco)
+    page.get_by_label(meter_type, exact=True).check()
+    page.get_by_label("Meter number").fill(meter_number)
+    page.get_by_label("Amount (₦)").fill(amount)
+    page.get_by_label("Phone number").fill(phone)
+
+
+def submit_payment(page: Page) -> None:
+    """Press Pay; if the app asks to confirm (the no-JavaScript confirm step),
+    confirm. Ends on the payment page."""
+    page.get_by_role("button", name=re.compile(r"^Pay", re.I)).click()
+    page.wait_for_load_state()
+    if not PAYMENT_URL.search(page.url):
+        confirm = page.get_by_role("button", name=re.compile(r"confirm|pay", re.I))
+        if confirm.count() == 1 and not page.locator("[aria-invalid=true]").count():
+            confirm.click()
+    expect(page).to_have_url(PAYMENT_URL)
+
+
+def wait_final(page: Page, status: str) -> None:
+    """Wait (bounded) until the payment on screen reaches ``status``."""
+    expect(page.locator("#payment-status")).to_have_attribute("data-status", status, timeout=SETTLE_MS)
+
+
+def field_error(page: Page, field_id: str):
+    """The error message tied to an input, checking the tie on the way:
+    the input is marked invalid and its aria-describedby names the message."""
+    field = page.locator(f"#{field_id}")
+    expect(field).to_have_attribute("aria-invalid", "true")
+    described_by = field.get_attribute("aria-describedby") or ""
+    assert f"{field_id}-error" in described_by.split(), described_by
+    error = page.locator(f"#{field_id}-error")
+    expect(error).to_have_attribute("role", "alert")
+    return error
