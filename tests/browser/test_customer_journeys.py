@@ -88,6 +88,10 @@ def test_sign_up_fund_verify_pay_copy_token_and_find_it_in_history(context_facto
     expect(page.get_by_role("heading", name="Electricity receipt")).to_be_visible()
     expect(page.locator(".receipt")).to_contain_text(token_text)
     expect(page.locator(".receipt .amount")).to_have_text("₦2,500.00")
+    shoot(page, "receipt-desktop")
+    page.emulate_media(media="print")
+    shoot(page, "receipt-print")
+    page.emulate_media(media="screen")
 
     page.goto("/")
     expect(page.get_by_test_id("balance")).to_have_text("₦7,500.00")
@@ -135,6 +139,7 @@ def test_a_payment_the_disco_never_receives_is_refunded_on_screen(context_factor
     expect(panel).to_contain_text("₦2,000.00 has been refunded to your wallet")
     expect(page.locator(".steps [aria-current=step]")).to_have_text("Refunded to your wallet")
     assert "successful" not in page.evaluate("window.__statuses")
+    shoot(page, "payment-refunded-desktop")
 
     page.goto("/")
     expect(page.get_by_test_id("balance")).to_have_text("₦5,000.00")
