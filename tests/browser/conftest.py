@@ -27,8 +27,9 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 MOBILE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
 PASSWORD = "correct horse 1"
-#: Generous: under CI load the worker's idle polling backs off to 10 s.
-SETTLE_MS = 45_000
+#: Generous: an idle huey_consumer polls with backoff up to 10 s, and a refund
+#: takes three queue hops (vend, requery, reverse).
+SETTLE_MS = 60_000
 
 
 def _chromium_or_skip() -> str:
