@@ -46,15 +46,23 @@ def fill_payment(page: Page, meter_number: str, amount: str, *, disco: str = "Ik
     page.get_by_label("Phone number").fill(phone)
 
 
-def submit_payment(page: Page) -> None:
-    """Press Pay; if the app asks to confirm (the no-JavaScript confirm step),
-    confirm. Ends on the payment page."""
+def press_pay(page: Page) -> None:
+    """Press Pay on the form. Where the app shows a confirm step first (the
+    name on the meter, when the customer has not seen it yet: no JavaScript,
+    or the htmx check had not answered), confirm with its "Pay ₦..." button.
+    Ends on the payment page, or on the form showing what was wrong."""
     page.get_by_role("button", name=re.compile(r"^Pay", re.I)).click()
     page.wait_for_load_state()
-    if not PAYMENT_URL.search(page.url):
-        confirm = page.get_by_role("button", name=re.compile(r"confirm|pay", re.I))
-        if confirm.count() == 1 and not page.locator("[aria-invalid=true]").count():
-            confirm.click()
+    confirm = page.get_by_role("button", name=re.compile(r"^Pay ₦"))
+    if not PAYMENT_URL.search(page.url) and confirm.count() == 1:
+        expect(page.get_by_test_id("customer")).to_be_visible()
+        confirm.click()
+        page.wait_for_load_state()
+
+
+def submit_payment(page: Page) -> None:
+    """Pay (confirming if asked); ends on the payment page."""
+    press_pay(page)
     expect(page).to_have_url(PAYMENT_URL)
 
 

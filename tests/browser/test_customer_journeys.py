@@ -16,8 +16,10 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import DESKTOP, MOBILE, SETTLE_MS, shoot
-from tests.browser.flows import fill_payment, field_error, fund, sign_up, submit_payment, wait_final
+from tests.browser.conftest import DESKTOP, MOBILE, shoot
+from tests.browser.flows import (
+    field_error, fill_payment, fund, press_pay, sign_up, submit_payment, wait_final,
+)
 
 pytestmark = pytest.mark.once
 
@@ -162,7 +164,7 @@ def test_wrong_amounts_and_meters_are_explained_next_to_the_field(page):
     # More than the wallet holds: refused, the balance is named, nothing moves.
     fill_payment(page, "1111111111111", "5000")
     expect(page.get_by_test_id("customer")).to_be_visible()
-    page.get_by_role("button", name=re.compile(r"^Pay", re.I)).click()
+    press_pay(page)
     expect(field_error(page, "amount")).to_contain_text("Your wallet balance is ₦1,000.00")
     # What the customer typed is still there to correct.
     expect(page.get_by_label("Meter number")).to_have_value("1111111111111")
@@ -171,7 +173,7 @@ def test_wrong_amounts_and_meters_are_explained_next_to_the_field(page):
                            ("abc", "Enter an amount in naira, like 1500 or 1500.50."),
                            ("100", "The smallest amount is ₦500.00.")):
         page.get_by_label("Amount (₦)").fill(typed)
-        page.get_by_role("button", name=re.compile(r"^Pay", re.I)).click()
+        press_pay(page)
         expect(field_error(page, "amount")).to_have_text(message)
 
     # A meter the disco does not know is flagged while typing (htmx) ...

@@ -9,7 +9,9 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.flows import fill_payment, field_error, fund, sign_up, submit_payment, wait_final
+from tests.browser.flows import (
+    field_error, fill_payment, fund, press_pay, sign_up, submit_payment, wait_final,
+)
 
 pytestmark = pytest.mark.once
 
@@ -29,10 +31,10 @@ def test_sign_up_fund_pay_and_get_the_token_with_full_page_loads(page):
 
     # Errors come back on the re-rendered form, next to the field.
     fill_payment(page, "1111111111111", "20000")
-    page.get_by_role("button", name=re.compile(r"^Pay", re.I)).click()
+    press_pay(page)
     expect(field_error(page, "amount")).to_contain_text("Your wallet balance is ₦10,000.00")
     page.get_by_label("Amount (₦)").fill("1.001")
-    page.get_by_role("button", name=re.compile(r"^Pay", re.I)).click()
+    press_pay(page)
     expect(field_error(page, "amount")).to_have_text("Use at most two decimal places (kobo).")
 
     page.get_by_label("Amount (₦)").fill("2500")
