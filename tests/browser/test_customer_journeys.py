@@ -48,7 +48,12 @@ def test_sign_up_fund_verify_pay_copy_token_and_find_it_in_history(context_facto
     expect(page.get_by_test_id("balance")).to_have_text("₦10,000.00")
 
     # The customer's name appears while they fill the form, without a reload.
-    fill_payment(page, "1111111111111", "2500")
+    with page.expect_request(lambda r: r.url.endswith("/bills/electricity/verify")) as verify:
+        fill_payment(page, "1111111111111", "2500")
+    # An htmx request (not a page load), carrying the CSRF token as a header
+    # (hx-headers on <body>).
+    assert verify.value.resource_type in {"xhr", "fetch"}, verify.value.resource_type
+    assert verify.value.headers.get("x-csrftoken"), verify.value.headers
     page.evaluate("window.__sameDocument = true")
     customer = page.get_by_test_id("customer")
     expect(customer).to_be_visible()
