@@ -34,6 +34,31 @@
     if (region) { region.textContent = message; }
   }
 
+  // The payment panel is replaced on every poll, and a live region that is
+  // itself replaced is not reliably read out. So a stable, visually hidden
+  // region says each *change* of status once ("Payment status: Token issued").
+  var announcer = null;
+  var lastStatus = null;
+  function paymentStatus() {
+    var panel = document.getElementById("payment-status");
+    return panel ? panel.getAttribute("data-status") : null;
+  }
+  document.addEventListener("DOMContentLoaded", function () {
+    announcer = document.createElement("div");
+    announcer.id = "status-announcer";
+    announcer.className = "visually-hidden";
+    announcer.setAttribute("aria-live", "polite");
+    document.body.appendChild(announcer);
+    lastStatus = paymentStatus();
+  });
+  document.addEventListener("htmx:afterSettle", function () {
+    var status = paymentStatus();
+    if (!announcer || !status || status === lastStatus) { return; }
+    lastStatus = status;
+    var label = document.querySelector("#payment-status [data-status-label]");
+    announcer.textContent = "Payment status: " + (label ? label.textContent.trim() : status) + ".";
+  });
+
   document.addEventListener("click", function (event) {
     var copy = event.target.closest("[data-copy]");
     if (copy) {

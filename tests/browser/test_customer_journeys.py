@@ -70,6 +70,8 @@ def test_sign_up_fund_verify_pay_copy_token_and_find_it_in_history(context_facto
     assert statuses[-1] == "successful" and len(statuses) >= 2, statuses
     assert set(statuses[:-1]) <= {"pending", "vending"}, statuses
     assert "hx-trigger" not in page.locator("#payment-status").evaluate("e => e.outerHTML")
+    # Screen readers hear the change, once, from a region that is not swapped.
+    expect(page.locator("#status-announcer")).to_have_text("Payment status: Token issued.")
 
     token_text = page.get_by_test_id("token").inner_text().strip()
     assert re.fullmatch(r"\d{4}(-\d{4}){4}", token_text), token_text
