@@ -43,13 +43,14 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     init_huey(app)
 
     from billvend import tasks  # noqa: F401 - registers the Huey tasks
+    from billvend.admin import bp as admin_bp
     from billvend.auth import bp as auth_bp
     from billvend.bills import bp as bills_bp
     from billvend.history import bp as history_bp
     from billvend.main import bp as main_bp
     from billvend.wallet import bp as wallet_bp
 
-    for blueprint in (main_bp, auth_bp, wallet_bp, bills_bp, history_bp):
+    for blueprint in (main_bp, auth_bp, wallet_bp, bills_bp, history_bp, admin_bp):
         app.register_blueprint(blueprint)
 
     _register_template_helpers(app)

@@ -182,6 +182,9 @@ class Payment(db.Model):
         sa.Index("ix_payments_user_id_created_at", "user_id", "created_at"),
         sa.Index("ix_payments_created_at", "created_at"),
         sa.Index("ix_payments_meter_number", "meter_number"),
+        # Admin list filters, each ending in the list's order (created_at).
+        sa.Index("ix_payments_status_created_at", "status", "created_at"),
+        sa.Index("ix_payments_service_id_created_at", "service_id", "created_at"),
     )
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)

@@ -1,0 +1,9 @@
+"""The admin audit pages: money totals, invariants, payments of all users,
+wallets, stuck payments and the actions that resolve them, and the log of
+every admin action. Reachable by admins only; everyone else gets a 404."""
+
+from flask import Blueprint
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+from billvend.admin import routes  # noqa: E402,F401

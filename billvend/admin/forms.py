@@ -1,0 +1,130 @@
+"""Admin forms: GET filters (no CSRF, bookmarkable) and action forms (POST,
+CSRF, a required reason)."""
+
+from __future__ import annotations
+
+import re
+
+from flask_wtf import FlaskForm
+from wtforms import DateField, SelectField, StringField, SubmitField, TextAreaField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, Length, Optional, ValidationError
+
+from billvend.models import METER_TYPES, PAYMENT_STATUSES, PREPAID
+from billvend.providers import DISCOS
+
+TOKEN_RE = re.compile(r"^[0-9]{20}$")
+UNITS_RE = re.compile(r"^[0-9]{1,7}(\.[0-9]{1,3})?$")
+#: What a search box may hold: a payment reference or a meter number.
+SEARCH_RE = re.compile(r"^[A-Za-z0-9]{1,40}$")
+
+
+def normalise_digits(text: str | None) -> str:
+    """Drop the spaces and dashes people paste inside tokens and meter numbers."""
+    return re.sub(r"[\s\-]", "", text or "")
+
+
+class PaymentFilterForm(FlaskForm):
+    """Filters of the all-payments list and its CSV export (query string)."""
+
+    class Meta:
+        csrf = False
+
+    status = SelectField(
+        "Status", choices=[SelectChoice("", "Any status")]
+        + [SelectChoice(s, s) for s in PAYMENT_STATUSES], default="")
+    disco = SelectField(
+        "Disco", choices=[SelectChoice("", "Any disco")]
+        + [SelectChoice(k, v) for k, v in DISCOS.items()], default="")
+    meter_type = SelectField(
+        "Meter type", choices=[SelectChoice("", "Any type")]
+        + [SelectChoice(t, t) for t in METER_TYPES], default="")
+    email = StringField("Customer email", validators=[Optional(), Length(max=254)])
+    date_from = DateField("From (Lagos date)", validators=[Optional()],
+                          render_kw={"type": "date"})
+    date_to = DateField("To (Lagos date, inclusive)", validators=[Optional()],
+                        render_kw={"type": "date"})
+    q = StringField("Reference or meter number", validators=[Optional(), Length(max=60)])
+
+    def validate_q(self, field):
+        field.data = normalise_digits(field.data)
+        if field.data and not SEARCH_RE.fullmatch(field.data):
+            raise ValidationError("Search by a payment reference or a meter number (letters and digits).")
+
+    def validate_date_to(self, field):
+        if field.data and self.date_from.data and field.data < self.date_from.data:
+            raise ValidationError("The end date is before the start date.")
+
+    def filters(self) -> dict:
+        """The validated filters, blanks dropped (keys as in ``queries.payment_query``)."""
+        values = {
+            "status": self.status.data or None,
+            "disco": self.disco.data or None,
+            "meter_type": self.meter_type.data or None,
+            "email": (self.email.data or "").strip().lower() or None,
+            "date_from": self.date_from.data,
+            "date_to": self.date_to.data,
+            "q": self.q.data or None,
+        }
+        return {k: v for k, v in values.items() if v}
+
+    def query_args(self) -> dict[str, str]:
+        """The filters as query-string arguments (for links and the export)."""
+        return {k: (v.isoformat() if hasattr(v, "isoformat") else v)
+                for k, v in self.filters().items()}
+
+
+class WalletSearchForm(FlaskForm):
+    class Meta:
+        csrf = False
+
+    email = StringField("Customer email", validators=[Optional(), Length(max=254)])
+
+
+def reason_field():
+    return TextAreaField(
+        "Reason (recorded in the audit log)",
+        validators=[DataRequired(message="Give a reason: it goes on the record."),
+                    Length(min=5, max=500, message="Write 5 to 500 characters.")],
+        render_kw={"rows": 2},
+    )
+
+
+class ReasonForm(FlaskForm):
+    """Requery now or refund: only a reason."""
+
+    reason = reason_field()
+    submit = SubmitField("Confirm")
+
+
+class ResolveDeliveredForm(FlaskForm):
+    """Resolve an ``unknown``/``vending`` payment as delivered, with what the
+    provider's records show. Set ``meter_type`` before validating: a prepaid
+    payment needs its 20-digit token, a postpaid one the provider's receipt."""
+
+    token = StringField("Token (20 digits, prepaid)")
+    receipt_reference = StringField("Provider receipt / reference",
+                                    validators=[Length(max=64)])
+    units_kwh = StringField("Units (kWh, optional)")
+    reason = reason_field()
+    submit = SubmitField("Resolve as delivered")
+
+    meter_type: str = PREPAID
+
+    def validate_token(self, field):
+        field.data = normalise_digits(field.data)
+        if self.meter_type == PREPAID:
+            if not field.data:
+                raise ValidationError("A prepaid payment needs the 20-digit token from the provider.")
+        if field.data and not TOKEN_RE.fullmatch(field.data):
+            raise ValidationError("A token is exactly 20 digits.")
+
+    def validate_receipt_reference(self, field):
+        field.data = (field.data or "").strip()
+        if self.meter_type != PREPAID and not field.data:
+            raise ValidationError("A postpaid payment needs the provider's receipt reference.")
+
+    def validate_units_kwh(self, field):
+        field.data = (field.data or "").strip()
+        if field.data and not UNITS_RE.fullmatch(field.data):
+            raise ValidationError("Units are a number of kWh, like 79.9.")

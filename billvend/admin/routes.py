@@ -1,0 +1,236 @@
+"""Admin pages. Every route sits behind :func:`_admins_only`: signed-out
+visitors are sent to log in, signed-in non-admins get a 404 (the admin area
+does not admit it exists)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from flask import (Response, abort, flash, redirect, render_template, request,
+                   stream_with_context, url_for)
+from flask_login import current_user
+
+from billvend import ledger
+from billvend.admin import bp, chart, queries, services
+from billvend.admin.forms import (PaymentFilterForm, ReasonForm, ResolveDeliveredForm,
+                                  WalletSearchForm)
+from billvend.extensions import db, login_manager
+from billvend.models import LedgerEntry, Payment, Transfer, Wallet
+from billvend.money import kobo_to_naira_input
+from billvend.payments import LAGOS
+from billvend.providers import DISCOS
+
+#: Violations listed per invariant on the panel (the count is always exact).
+VIOLATIONS_SHOWN = 200
+
+
+@bp.before_request
+def _admins_only():
+    if not current_user.is_authenticated:
+        return login_manager.unauthorized()
+    if not current_user.is_admin:
+        abort(404)
+    return None
+
+
+@bp.route("/")
+def overview():
+    data = queries.overview()
+    return render_template("admin/overview.html", **data, chart=chart.build(data["days"]))
+
+
+@bp.route("/invariants")
+def invariants():
+    violations = ledger.check_invariants()
+    by_invariant = defaultdict(list)
+    for violation in violations:
+        by_invariant[violation.invariant].append(violation)
+    payment_ids = {v.subject_id for v in violations if v.subject == "payment"}
+    references = dict(db.session.execute(
+        sa.select(Payment.id, Payment.reference).where(Payment.id.in_(payment_ids))
+    ).all()) if payment_ids else {}
+    return render_template(
+        "admin/invariants.html", invariants=ledger.INVARIANTS, by_invariant=by_invariant,
+        references=references, total=len(violations), shown=VIOLATIONS_SHOWN)
+
+
+@bp.route("/payments")
+def payments():
+    form = PaymentFilterForm(request.args)
+    if not form.validate():
+        return render_template("admin/payments.html", form=form, page=None, filter_args={}), 422
+    page = queries.payments_page(form.filters(), request.args.get("after"))
+    return render_template("admin/payments.html", form=form, page=page,
+                           filter_args=form.query_args())
+
+
+CSV_COLUMNS = ("reference", "created_at_utc", "customer_email", "disco", "meter_type",
+               "meter_number", "amount_kobo", "amount_naira", "status", "provider_code",
+               "token", "receipt_reference", "vend_attempts", "requery_count",
+               "needs_attention", "finalized_at_utc")
+
+
+def _csv_safe(value) -> str:
+    """Neutralise spreadsheet formulas (CSV injection): a cell must not start
+    with ``= + - @`` when it came from outside."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
+def _csv_row(row) -> list[str]:
+    return [
+        row.reference, row.created_at.isoformat(), _csv_safe(row.email), row.service_id,
+        row.meter_type, row.meter_number, str(row.amount_kobo),
+        kobo_to_naira_input(row.amount_kobo), row.status, _csv_safe(row.provider_code),
+        row.token or "", _csv_safe(row.receipt_reference), str(row.vend_attempts),
+        str(row.requery_count), "yes" if row.needs_attention else "no",
+        row.finalized_at.isoformat() if row.finalized_at else "",
+    ]
+
+
+@bp.route("/payments.csv")
+def payments_csv():
+    """The filtered payments as CSV, streamed in keyset batches."""
+    form = PaymentFilterForm(request.args)
+    if not form.validate():
+        messages = "; ".join(e for errors in form.errors.values() for e in errors)
+        return Response(f"Bad filter: {messages}\n", status=400, mimetype="text/plain")
+    filters = form.filters()
+
+    def generate():
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(CSV_COLUMNS)
+        for i, row in enumerate(queries.iter_payment_rows(filters), 1):
+            writer.writerow(_csv_row(row))
+            if i % 500 == 0:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+        db.session.rollback()
+
+    return Response(
+        stream_with_context(generate()), mimetype="text/csv",
+        headers={"Content-Disposition": "attachment; filename=payments.csv",
+                 "Cache-Control": "no-store"})
+
+
+def _payment_or_404(reference: str) -> Payment:
+    payment = db.session.scalar(
+        sa.select(Payment).where(Payment.reference == reference)
+        .options(so.joinedload(Payment.user), so.selectinload(Payment.events)))
+    if payment is None:
+        abort(404)
+    return payment
+
+
+def _render_payment(payment: Payment, status: int = 200, **forms):
+    resolve_form = forms.get("resolve_form") or ResolveDeliveredForm(formdata=None)
+    allowed = services.allowed_actions(payment.status)
+    # A form sent back with errors is shown even if the action no longer
+    # applies, so its message is visible.
+    for name, action in (("requery_form", services.REQUERY), ("refund_form", services.REFUND),
+                         ("resolve_form", services.RESOLVE_DELIVERED)):
+        if name in forms and action not in allowed:
+            allowed.append(action)
+    return render_template(
+        "admin/payment.html", payment=payment, lagos=LAGOS, disco_name=DISCOS.get(payment.service_id),
+        transfers=queries.payment_transfers(payment.id),
+        actions=queries.payment_actions(payment.id),
+        allowed=allowed,
+        requery_form=forms.get("requery_form") or ReasonForm(formdata=None, prefix="requery"),
+        refund_form=forms.get("refund_form") or ReasonForm(formdata=None, prefix="refund"),
+        resolve_form=resolve_form,
+    ), status
+
+
+@bp.route("/payments/<reference>")
+def payment_detail(reference: str):
+    return _render_payment(_payment_or_404(reference))
+
+
+def _after_action(payment: Payment, outcome: services.Outcome):
+    flash(outcome.message, "success" if outcome.ok else "error")
+    return redirect(url_for("admin.payment_detail", reference=payment.reference), code=303)
+
+
+@bp.route("/payments/<reference>/requery", methods=["POST"])
+def requery(reference: str):
+    payment = _payment_or_404(reference)
+    form = ReasonForm(prefix="requery")
+    if not form.validate_on_submit():
+        return _render_payment(payment, 422, requery_form=form)
+    return _after_action(payment, services.requery_now(current_user, payment.id, form.reason.data.strip()))
+
+
+@bp.route("/payments/<reference>/resolve", methods=["POST"])
+def resolve(reference: str):
+    payment = _payment_or_404(reference)
+    form = ResolveDeliveredForm()
+    form.meter_type = payment.meter_type
+    if not form.validate_on_submit():
+        return _render_payment(payment, 422, resolve_form=form)
+    return _after_action(payment, services.resolve_delivered(
+        current_user, payment.id, form.reason.data.strip(), token=form.token.data or None,
+        receipt_reference=form.receipt_reference.data or None,
+        units_kwh=form.units_kwh.data or None))
+
+
+@bp.route("/payments/<reference>/refund", methods=["POST"])
+def refund(reference: str):
+    payment = _payment_or_404(reference)
+    form = ReasonForm(prefix="refund")
+    if not form.validate_on_submit():
+        return _render_payment(payment, 422, refund_form=form)
+    return _after_action(payment, services.refund(current_user, payment.id, form.reason.data.strip()))
+
+
+@bp.route("/stuck")
+def stuck():
+    page = queries.stuck_page(request.args.get("after"))
+    return render_template("admin/stuck.html", page=page)
+
+
+def _int_arg(name: str):
+    value = request.args.get(name, "")
+    return int(value) if value.isdigit() and len(value) < 18 else None
+
+
+@bp.route("/wallets")
+def wallets():
+    form = WalletSearchForm(request.args)
+    email = (form.email.data or "").strip().lower() if form.validate() else None
+    page = queries.user_wallets_page(email or None, _int_arg("before"))
+    return render_template("admin/wallets.html", form=form, page=page,
+                           system_wallets=queries.system_wallets(), email=email or "")
+
+
+@bp.route("/wallets/<int:wallet_id>")
+def wallet(wallet_id: int):
+    wallet = db.session.get(Wallet, wallet_id)
+    if wallet is None:
+        abort(404)
+    page = queries.statement_page(wallet, _int_arg("before"))
+    return render_template("admin/wallet.html", wallet=wallet, page=page)
+
+
+@bp.route("/transfers/<int:transfer_id>")
+def transfer(transfer_id: int):
+    transfer = db.session.scalar(
+        sa.select(Transfer).where(Transfer.id == transfer_id)
+        .options(so.selectinload(Transfer.entries).joinedload(LedgerEntry.wallet)
+                 .joinedload(Wallet.user), so.joinedload(Transfer.payment)))
+    if transfer is None:
+        abort(404)
+    return render_template("admin/transfer.html", transfer=transfer)
+
+
+@bp.route("/actions")
+def actions():
+    page = queries.actions_page(_int_arg("before"))
+    return render_template("admin/actions.html", page=page)

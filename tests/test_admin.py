@@ -1,0 +1,531 @@
+"""The admin area: access, pages, actions and their audit records, CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import threading
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from billvend import payments
+from billvend.extensions import db
+from billvend.models import (FAILED, PENDING, REVERSED, SUCCESSFUL, UNKNOWN, VENDING, AdminAction,
+                             LedgerEntry, Payment, PaymentEvent, Transfer, User, Wallet)
+from billvend.providers import get_provider
+from tests.conftest import CSRF_RE
+from tests.helpers import assert_books_balance, make_payment, make_user
+
+PASSWORD = "correct horse 1"
+
+
+def make_admin(email="root@example.com") -> User:
+    user = make_user(email)
+    user.is_admin = True
+    db.session.commit()
+    return user
+
+
+@pytest.fixture
+def admin(client, auth):
+    user = make_admin()
+    assert auth.login("root@example.com", PASSWORD).status_code == 303
+    return user
+
+
+def to_status(payment: Payment, status: str) -> Payment:
+    """Walk a fresh ``pending`` payment to ``status`` through the state machine."""
+    pid = payment.id
+    if status == PENDING:
+        return payment
+    assert payments.claim(pid)
+    path = {VENDING: [], UNKNOWN: [UNKNOWN], FAILED: [FAILED], SUCCESSFUL: [SUCCESSFUL],
+            REVERSED: [FAILED, REVERSED]}[status]
+    current = VENDING
+    for step in path:
+        if step == REVERSED:
+            assert payments.reverse_payment(pid)
+        else:
+            extra = {"token": "1" * 20} if step == SUCCESSFUL else {}
+            assert payments.transition(pid, current, step, code="TEST", **extra)
+            db.session.commit()
+        current = step
+    db.session.expire_all()
+    return db.session.get(Payment, pid)
+
+
+def reload(payment_id: int) -> Payment:
+    db.session.expire_all()
+    return db.session.get(Payment, payment_id)
+
+
+def actions_of(payment_id: int) -> list[AdminAction]:
+    db.session.expire_all()
+    return list(db.session.scalars(
+        sa.select(AdminAction).where(AdminAction.payment_id == payment_id).order_by(AdminAction.id)))
+
+
+def reversal_count(payment_id: int) -> int:
+    return db.session.scalar(sa.select(sa.func.count(Transfer.id)).where(
+        Transfer.payment_id == payment_id, Transfer.kind == "reversal"))
+
+
+def csrf_of(client, path: str) -> str:
+    match = CSRF_RE.search(client.get(path).get_data(as_text=True))
+    assert match, f"no CSRF token on {path}"
+    return match.group(1) or match.group(2)
+
+
+def post_action(client, payment: Payment, action: str, **fields):
+    path = f"/admin/payments/{payment.reference}"
+    prefix = {"requery": "requery-", "refund": "refund-", "resolve": ""}[action]
+    data = {f"{prefix}{k}": v for k, v in fields.items()}
+    data[f"{prefix}csrf_token"] = csrf_of(client, path)
+    return client.post(f"{path}/{action}", data=data)
+
+
+# --- Access matrix ---------------------------------------------------------------
+
+
+def admin_urls(payment: Payment, wallet_id: int, transfer_id: int) -> list[tuple[str, str]]:
+    ref = payment.reference
+    return [
+        ("GET", "/admin/"), ("GET", "/admin/invariants"), ("GET", "/admin/payments"),
+        ("GET", "/admin/payments?status=pending"), ("GET", "/admin/payments.csv"),
+        ("GET", f"/admin/payments/{ref}"), ("GET", "/admin/stuck"), ("GET", "/admin/wallets"),
+        ("GET", f"/admin/wallets/{wallet_id}"), ("GET", f"/admin/transfers/{transfer_id}"),
+        ("GET", "/admin/actions"),
+        ("POST", f"/admin/payments/{ref}/requery"), ("POST", f"/admin/payments/{ref}/resolve"),
+        ("POST", f"/admin/payments/{ref}/refund"),
+    ]
+
+
+@pytest.fixture
+def one_payment(app):
+    customer = make_user("cus@example.com", balance_kobo=500_000)
+    payment = make_payment(customer)
+    transfer_id = db.session.scalar(sa.select(Transfer.id).where(Transfer.payment_id == payment.id))
+    return payment, customer.wallet.id, transfer_id
+
+
+def test_anonymous_is_sent_to_log_in_everywhere(client, one_payment):
+    # A valid CSRF token, so POSTs reach the access guard, not the CSRF check.
+    headers = {"X-CSRFToken": csrf_of(client, "/login")}
+    for method, url in admin_urls(*one_payment):
+        response = client.open(url, method=method, headers=headers,
+                               data={"reason": "because I say so"})
+        assert response.status_code == 302, (method, url)
+        assert response.headers["Location"].startswith("/login?next="), (method, url)
+    assert db.session.scalar(sa.select(sa.func.count(AdminAction.id))) == 0
+
+
+def test_customer_gets_404_everywhere(client, auth, one_payment):
+    auth.login("cus@example.com", PASSWORD)
+    headers = {"X-CSRFToken": csrf_of(client, "/")}
+    for method, url in admin_urls(*one_payment):
+        response = client.open(url, method=method, headers=headers,
+                               data={"reason": "because I say so"})
+        assert response.status_code == 404, (method, url)
+        assert b"Admin" not in response.data  # no nav link either
+    assert db.session.scalar(sa.select(sa.func.count(AdminAction.id))) == 0
+    assert reload(one_payment[0].id).status == PENDING
+
+
+def test_admin_sees_every_page(client, admin, one_payment):
+    for method, url in admin_urls(*one_payment):
+        if method == "GET":
+            response = client.get(url)
+            assert response.status_code == 200, url
+    assert b'href="/admin/"' in client.get("/").data  # the nav link
+    # An admin POST without a reason is refused with a message; nothing changes.
+    payment = one_payment[0]
+    response = post_action(client, payment, "refund", reason="")
+    assert response.status_code == 422 and b"Give a reason" in response.data
+    assert actions_of(payment.id) == []
+
+
+def test_admin_csrf_required(client, admin, one_payment):
+    payment = to_status(one_payment[0], FAILED)
+    response = client.post(f"/admin/payments/{payment.reference}/refund",
+                           data={"refund-reason": "customer called twice"})
+    assert response.status_code == 400
+    assert reload(payment.id).status == FAILED and actions_of(payment.id) == []
+
+
+def test_unknown_admin_payment_is_404(client, admin):
+    assert client.get("/admin/payments/nope").status_code == 404
+    assert client.get("/admin/wallets/999999").status_code == 404
+
+
+# --- Actions ---------------------------------------------------------------------
+
+
+def test_refund_failed_payment(client, admin):
+    customer = make_user(balance_kobo=500_000)
+    payment = to_status(make_payment(customer, amount_kobo=200_000), FAILED)
+    response = post_action(client, payment, "refund", reason="provider confirmed failure")
+    assert response.status_code == 303
+    assert response.headers["Location"] == f"/admin/payments/{payment.reference}"
+    assert reload(payment.id).status == REVERSED
+    assert reversal_count(payment.id) == 1
+    assert db.session.get(Wallet, customer.wallet.id).balance_kobo == 500_000
+    [action] = actions_of(payment.id)
+    assert (action.action, action.admin_id, action.reason) == ("refund", admin.id, "provider confirmed failure")
+    assert action.result.startswith("done: refunded ₦2,000.00")
+    assert b"refunded" in client.get(response.headers["Location"]).data
+    assert_books_balance()
+
+
+def test_refund_unknown_goes_through_failed(client, admin):
+    customer = make_user(balance_kobo=500_000)
+    payment = to_status(make_payment(customer), UNKNOWN)
+    post_action(client, payment, "refund", reason="provider says never received")
+    paid = reload(payment.id)
+    assert paid.status == REVERSED and reversal_count(payment.id) == 1
+    assert [(e.from_status, e.to_status) for e in paid.events][-2:] == [(UNKNOWN, FAILED), (FAILED, REVERSED)]
+    assert "unknown → failed → reversed" in actions_of(payment.id)[0].result
+    assert_books_balance()
+
+
+def test_refund_double_submit_refunds_once(client, admin):
+    customer = make_user(balance_kobo=500_000)
+    payment = to_status(make_payment(customer, amount_kobo=100_000), UNKNOWN)
+    path = f"/admin/payments/{payment.reference}"
+    data = {"refund-reason": "double click", "refund-csrf_token": csrf_of(client, path)}
+    first = client.post(f"{path}/refund", data=data)
+    second = client.post(f"{path}/refund", data=data)  # the same form, submitted again
+    assert first.status_code == second.status_code == 303
+    assert reload(payment.id).status == REVERSED and reversal_count(payment.id) == 1
+    assert db.session.get(Wallet, customer.wallet.id).balance_kobo == 500_000
+    done, refused = actions_of(payment.id)
+    assert done.result.startswith("done:")
+    assert refused.result.startswith("refused: the payment is already refunded")
+    assert_books_balance()
+
+
+def test_refund_concurrent_double_submit_refunds_once(app):
+    """Two admin requests race on separate threads (own app contexts, so own
+    sessions and own ``g``)."""
+    make_admin()
+    customer = make_user(balance_kobo=500_000)
+    payment = to_status(make_payment(customer, amount_kobo=100_000), FAILED)
+    ref = payment.reference
+    clients = []
+    for _ in range(2):
+        c = app.test_client()
+        with app.app_context():
+            c.post("/login", data={"email": "root@example.com", "password": PASSWORD,
+                                   "csrf_token": csrf_of(c, "/login")})
+            clients.append((c, csrf_of(c, f"/admin/payments/{ref}")))
+            db.session.remove()
+    barrier = threading.Barrier(2, timeout=30)
+    codes = []
+
+    def submit(c, token):
+        with app.app_context():
+            barrier.wait()
+            codes.append(c.post(f"/admin/payments/{ref}/refund", data={
+                "refund-reason": "racing submits", "refund-csrf_token": token}).status_code)
+            db.session.remove()
+
+    threads = [threading.Thread(target=submit, args=pair) for pair in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert codes == [303, 303]
+    assert reload(payment.id).status == REVERSED and reversal_count(payment.id) == 1
+    results = sorted(a.result.split(":")[0] for a in actions_of(payment.id))
+    assert results == ["done", "refused"]
+    assert_books_balance()
+
+
+def test_refund_successful_payment_is_refused(client, admin):
+    customer = make_user(balance_kobo=500_000)
+    payment = to_status(make_payment(customer), SUCCESSFUL)
+    response = post_action(client, payment, "refund", reason="customer wants money back")
+    assert response.status_code == 303
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "a delivered payment is never refunded" in page
+    assert reload(payment.id).status == SUCCESSFUL and reversal_count(payment.id) == 0
+    assert db.session.get(Wallet, customer.wallet.id).balance_kobo == 400_000
+    [action] = actions_of(payment.id)
+    assert action.action == "refund" and action.result.startswith("refused:")
+    assert_books_balance()
+
+
+@pytest.mark.parametrize("status", [PENDING, VENDING, REVERSED])
+def test_refund_refused_outside_failed_or_unknown(client, admin, status):
+    payment = to_status(make_payment(make_user(balance_kobo=500_000)), status)
+    post_action(client, payment, "refund", reason="just trying it")
+    assert reload(payment.id).status == status
+    assert reversal_count(payment.id) == (1 if status == REVERSED else 0)
+    assert actions_of(payment.id)[0].result.startswith("refused:")
+
+
+def test_resolve_unknown_as_delivered(client, admin):
+    payment = to_status(make_payment(make_user(balance_kobo=500_000)), UNKNOWN)
+    response = post_action(client, payment, "resolve", token="1234 5678 9012 3456 7890",
+                           units_kwh="12.5", reason="token seen in provider portal")
+    assert response.status_code == 303
+    paid = reload(payment.id)
+    assert (paid.status, paid.token, paid.units_kwh) == (SUCCESSFUL, "12345678901234567890", "12.5")
+    assert paid.events[-1].from_status == UNKNOWN and paid.events[-1].to_status == SUCCESSFUL
+    [action] = actions_of(payment.id)
+    assert action.action == "resolve_delivered" and "12345678901234567890" in action.result
+    assert reversal_count(payment.id) == 0
+    assert_books_balance()
+
+
+@pytest.mark.parametrize("token,message", [
+    ("", b"needs the 20-digit token"), ("1234", b"exactly 20 digits"), ("1" * 19 + "x", b"exactly 20 digits"),
+])
+def test_resolve_needs_a_valid_prepaid_token(client, admin, token, message):
+    payment = to_status(make_payment(make_user(balance_kobo=500_000)), VENDING)
+    response = post_action(client, payment, "resolve", token=token, reason="looked it up")
+    assert response.status_code == 422 and message in response.data
+    assert reload(payment.id).status == VENDING and actions_of(payment.id) == []
+
+
+def test_resolve_postpaid_needs_receipt(client, admin):
+    payment = to_status(make_payment(make_user(balance_kobo=500_000), meter_number="1010101010101",
+                                     meter_type="postpaid"), UNKNOWN)
+    response = post_action(client, payment, "resolve", reason="looked it up")
+    assert response.status_code == 422 and b"receipt reference" in response.data
+    post_action(client, payment, "resolve", receipt_reference="RCP-77", reason="receipt in portal")
+    paid = reload(payment.id)
+    assert (paid.status, paid.receipt_reference, paid.token) == (SUCCESSFUL, "RCP-77", None)
+
+
+def test_resolve_failed_payment_is_refused(client, admin):
+    payment = to_status(make_payment(make_user(balance_kobo=500_000)), FAILED)
+    post_action(client, payment, "resolve", token="1" * 20, reason="wrong button")
+    assert reload(payment.id).status == FAILED
+    assert actions_of(payment.id)[0].result.startswith("refused:")
+
+
+def test_requery_now_delivers(client, admin):
+    payment = make_payment(make_user(balance_kobo=500_000), meter_number="201000000000")
+    payments.vend_payment(payment.id, get_provider())  # the disco is still processing
+    assert reload(payment.id).status == UNKNOWN
+    response = post_action(client, payment, "requery", reason="customer on the phone")
+    assert response.status_code == 303
+    paid = reload(payment.id)
+    assert paid.status == SUCCESSFUL and len(paid.token) == 20 and paid.requery_count == 1
+    [action] = actions_of(payment.id)
+    assert action.action == "requery" and action.result.startswith("done: requeried; unknown → successful")
+
+
+def test_requery_not_found_fails_and_refunds(client, admin):
+    """The provider never got the order: definite failure; the refund follows."""
+    customer = make_user(balance_kobo=500_000)
+    payment = to_status(make_payment(customer), UNKNOWN)  # never sent to the simulator
+    post_action(client, payment, "requery", reason="stuck for hours")
+    assert reload(payment.id).status == REVERSED and reversal_count(payment.id) == 1
+    assert "unknown → failed" in actions_of(payment.id)[0].result
+    assert_books_balance()
+
+
+def test_requery_refused_for_final_payment(client, admin):
+    payment = to_status(make_payment(make_user(balance_kobo=500_000)), SUCCESSFUL)
+    post_action(client, payment, "requery", reason="curious")
+    assert actions_of(payment.id)[0].result.startswith("refused: the payment is already successful")
+
+
+def test_audit_log_lists_actions_and_is_append_only(client, admin):
+    payment = to_status(make_payment(make_user(balance_kobo=500_000)), FAILED)
+    post_action(client, payment, "refund", reason="the audit reason")
+    page = client.get("/admin/actions").get_data(as_text=True)
+    assert "the audit reason" in page and "root@example.com" in page and payment.reference in page
+    for method in ("POST", "PUT", "DELETE"):
+        assert client.open("/admin/actions", method=method).status_code == 405
+    action = actions_of(payment.id)[0]
+    action.result = "tampered"
+    with pytest.raises(Exception, match="append-only"):
+        db.session.commit()
+    db.session.rollback()
+    assert actions_of(payment.id)[0].result.startswith("done:")
+
+
+# --- Pages -----------------------------------------------------------------------
+
+
+def test_invariants_panel_shows_a_planted_violation(client, admin):
+    customer = make_user(balance_kobo=500_000)
+    payment = make_payment(customer)
+    page = client.get("/admin/invariants").get_data(as_text=True)
+    assert "Every invariant holds" in page and "VIOLATED" not in page
+    # Tamper with the books behind the ledger's back.
+    entry_id = db.session.scalar(sa.select(LedgerEntry.id).where(LedgerEntry.wallet_id == customer.wallet.id)
+                                 .order_by(LedgerEntry.wallet_version.desc()).limit(1))
+    db.session.execute(sa.update(LedgerEntry).where(LedgerEntry.id == entry_id)
+                       .values(delta_kobo=LedgerEntry.delta_kobo + 1))
+    db.session.commit()
+    transfer_id = db.session.scalar(sa.select(LedgerEntry.transfer_id).where(LedgerEntry.id == entry_id))
+    page = client.get("/admin/invariants").get_data(as_text=True)
+    assert "the books do not balance" in page
+    assert re.search(r'id="inv-transfer_balanced">.*?VIOLATED \(1\)', page, re.S)
+    assert f'href="/admin/transfers/{transfer_id}"' in page
+    assert re.search(r'id="inv-balance_matches">.*?VIOLATED', page, re.S)
+    assert f'href="/admin/wallets/{customer.wallet.id}"' in page
+    assert re.search(r'id="inv-user_wallet_negative">.*?holds', page, re.S)
+    # The wallet statement marks the row whose stored balance disagrees.
+    assert b"mismatch" in client.get(f"/admin/wallets/{customer.wallet.id}").data
+    assert payment.reference  # the payment itself still debits once
+    
+
+def test_invariants_panel_links_a_payment(client, admin):
+    payment = to_status(make_payment(make_user(balance_kobo=500_000)), FAILED)
+    # A reversed status without a reversal transfer: invariant 4 broken.
+    db.session.execute(sa.update(Payment).where(Payment.id == payment.id).values(status=REVERSED))
+    db.session.commit()
+    page = client.get("/admin/invariants").get_data(as_text=True)
+    assert re.search(r'id="inv-payment_reversals">.*?VIOLATED', page, re.S)
+    assert f'href="/admin/payments/{payment.reference}"' in page
+
+
+def test_overview_totals(client, admin, fund):
+    customer = make_user(balance_kobo=1_000_000)
+    to_status(make_payment(customer, amount_kobo=100_000), SUCCESSFUL)
+    to_status(make_payment(customer, amount_kobo=200_000), REVERSED)
+    to_status(make_payment(customer, amount_kobo=300_000), UNKNOWN)
+    page = client.get("/admin/").get_data(as_text=True)
+    assert page.count("₦10,000.00") >= 2  # funded today and all time
+    assert "₦1,000.00" in page and "₦2,000.00" in page  # vended, refunded
+    assert "₦3,000.00" in page  # in flight
+    assert "50.0%" in page  # one successful of two settled
+    # biller_clearing holds the vended and in-flight money: 1,000 + 3,000.
+    assert re.search(r'data-testid="biller-clearing">₦4,000.00<', page)
+    assert "<svg" in page and "<rect" in page and "polyline" in page
+
+
+def test_payment_detail_shows_timeline_ledger_customer(client, admin):
+    customer = make_user("kemi@example.com", balance_kobo=500_000)
+    payment = to_status(make_payment(customer), REVERSED)
+    page = client.get(f"/admin/payments/{payment.reference}").get_data(as_text=True)
+    assert "kemi@example.com" in page
+    for change in ("new → pending", "pending → vending", "vending → failed", "failed → reversed"):
+        assert change in page
+    assert "bill_payment" in page and "reversal" in page and "biller_clearing" in page
+
+
+def test_wallet_statement_running_balance(client, admin):
+    customer = make_user(balance_kobo=500_000)
+    make_payment(customer, amount_kobo=100_000)
+    page = client.get(f"/admin/wallets/{customer.wallet.id}").get_data(as_text=True)
+    assert "₦4,000.00" in page and "mismatch" not in page
+    wallets = client.get("/admin/wallets").get_data(as_text=True)
+    assert "biller_clearing" in wallets and "funding" in wallets and customer.email in wallets
+
+
+def test_stuck_payments_listed(client, admin, app):
+    customer = make_user(balance_kobo=1_000_000)
+    fresh = make_payment(customer)
+    old_pending = make_payment(customer)
+    unknown = to_status(make_payment(customer), UNKNOWN)
+    old = payments.utcnow() - timedelta(hours=3)
+    db.session.execute(sa.update(Payment).where(Payment.id.in_([old_pending.id, unknown.id]))
+                       .values(created_at=old))
+    db.session.commit()
+    page = client.get("/admin/stuck").get_data(as_text=True)
+    assert old_pending.reference in page and unknown.reference in page
+    assert fresh.reference not in page
+
+
+# --- Payments list and CSV ---------------------------------------------------------
+
+
+@pytest.fixture
+def mixed_payments(app):
+    ada = make_user("ada@example.com", balance_kobo=5_000_000)
+    bola = make_user("bola@example.com", balance_kobo=5_000_000)
+    made = {
+        "ada_ok": to_status(make_payment(ada, amount_kobo=150_050), SUCCESSFUL),
+        "ada_unknown": to_status(make_payment(ada, amount_kobo=100_000), UNKNOWN),
+        "ada_post": to_status(make_payment(ada, meter_number="1010101010101", meter_type="postpaid",
+                                           amount_kobo=120_000), SUCCESSFUL),
+        "bola_ok": to_status(make_payment(bola, amount_kobo=300_000), SUCCESSFUL),
+    }
+    return made
+
+
+def test_payments_filters_and_search(client, admin, mixed_payments):
+    def refs(query):
+        response = client.get("/admin/payments" + query)
+        assert response.status_code == 200, query
+        html = response.get_data(as_text=True)
+        return {k for k, p in mixed_payments.items() if p.reference in html}
+
+    assert refs("") == set(mixed_payments)
+    assert refs("?status=successful") == {"ada_ok", "ada_post", "bola_ok"}
+    assert refs("?email=ADA@example.com") == {"ada_ok", "ada_unknown", "ada_post"}
+    assert refs("?meter_type=postpaid") == {"ada_post"}
+    assert refs("?disco=eko-electric") == set()
+    assert refs("?q=1010-1010-10101") == {"ada_post"}
+    assert refs(f"?q={mixed_payments['bola_ok'].reference}") == {"bola_ok"}
+    today = payments.utcnow().astimezone(payments.LAGOS).date()
+    assert refs(f"?date_from={today}&date_to={today}") == set(mixed_payments)
+    assert refs(f"?date_to={today - timedelta(days=1)}") == set()
+    assert refs("?email=nobody@example.com") == set()
+
+
+def test_payments_bad_filters_get_a_message(client, admin, mixed_payments):
+    response = client.get("/admin/payments?date_from=2026-02-30&status=bogus")
+    assert response.status_code == 422
+    assert b"Not a valid date" in response.data or b"date" in response.data
+    response = client.get("/admin/payments?date_from=2026-03-02&date_to=2026-03-01")
+    assert response.status_code == 422 and b"before the start date" in response.data
+    assert client.get("/admin/payments.csv?q=%3Cscript%3E").status_code == 400
+
+
+def test_payments_keyset_pagination(client, admin, app):
+    customer = make_user(balance_kobo=10_000_000)
+    made = [make_payment(customer, amount_kobo=50_000) for _ in range(7)]
+    import billvend.admin.queries as queries
+
+    seen, cursor = [], None
+    for _ in range(5):
+        page = queries.payments_page({}, cursor, size=3)
+        seen += [p.reference for p in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == [p.reference for p in reversed(made)]
+    html = client.get("/admin/payments?after=garbage").get_data(as_text=True)
+    assert made[-1].reference in html  # a bad cursor is the first page
+
+
+def test_csv_export_of_a_filtered_set(client, admin, mixed_payments):
+    response = client.get("/admin/payments.csv?email=ada@example.com&status=successful")
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    assert "attachment" in response.headers["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    wanted = [mixed_payments["ada_post"], mixed_payments["ada_ok"]]  # newest first
+    assert [r["reference"] for r in rows] == [p.reference for p in wanted]
+    first, second = rows
+    assert (second["amount_kobo"], second["amount_naira"], second["status"]) == ("150050", "1500.50", "successful")
+    assert second["customer_email"] == "ada@example.com" and second["token"] == "1" * 20
+    assert (first["meter_type"], first["meter_number"]) == ("postpaid", "1010101010101")
+    assert all(r["disco"] == "ikeja-electric" for r in rows)
+
+
+def test_create_admin_command(app):
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["create-admin", "New@Example.com"],
+                           input="short\nshort\nlong enough 1\nlong enough 1\n")
+    assert result.exit_code == 0, result.output
+    assert "created admin new@example.com" in result.output
+    user = db.session.scalar(sa.select(User).where(User.email == "new@example.com"))
+    assert user.is_admin and user.check_password("long enough 1") and user.wallet is not None
+    customer = make_user("cus@example.com")
+    result = runner.invoke(args=["create-admin", "cus@example.com"])
+    assert result.exit_code == 0 and "promoted" in result.output
+    db.session.expire_all()
+    assert db.session.get(User, customer.id).is_admin
+    mismatch = runner.invoke(args=["create-admin", "x@example.com"], input="long enough 1\nother one 12\n")
+    assert mismatch.exit_code != 0
+    assert db.session.scalar(sa.select(User).where(User.email == "x@example.com")) is None
+    assert runner.invoke(args=["create-admin", "not-an-email"]).exit_code != 0
