@@ -80,10 +80,10 @@ def _register_template_helpers(app: Flask) -> None:
     app.add_template_filter(format_naira, "naira")
 
     @app.template_filter("lagos_time")
-    def lagos_time(value):
+    def lagos_time(value, fmt="%d %b %Y, %H:%M"):
         from billvend.payments import LAGOS
 
-        return value.astimezone(LAGOS).strftime("%d %b %Y, %H:%M") if value else ""
+        return value.astimezone(LAGOS).strftime(fmt) if value else ""
 
     @app.context_processor
     def inject_globals():

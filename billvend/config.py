@@ -74,6 +74,14 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "VTPASS_SECRET_KEY": get("VTPASS_SECRET_KEY") or "sandbox-secret-key",
         "VTPASS_CONNECT_TIMEOUT_SECONDS": float(get("VTPASS_CONNECT_TIMEOUT_SECONDS") or 5.0),
         "VTPASS_READ_TIMEOUT_SECONDS": float(get("VTPASS_READ_TIMEOUT_SECONDS") or 30.0),
+        # Meter verification runs inside a web request: keep it well under
+        # gunicorn's 30 s worker timeout.
+        "VTPASS_VERIFY_TIMEOUT_SECONDS": float(get("VTPASS_VERIFY_TIMEOUT_SECONDS") or 10.0),
+        # Tries of a request whose connection cannot even be opened.
+        "VTPASS_SEND_ATTEMPTS": int(get("VTPASS_SEND_ATTEMPTS") or 3),
+        # The sandbox server (billvend.sandbox): how long the timeout meter
+        # keeps the client waiting; 0 means VTPASS_READ_TIMEOUT_SECONDS + 5.
+        "SANDBOX_TIMEOUT_SLEEP_SECONDS": float(get("SANDBOX_TIMEOUT_SLEEP_SECONDS") or 0.0),
         "HTMX_URL": get("HTMX_URL") or HTMX_CDN_URL,
         "HTMX_SRI": HTMX_SRI,
         # Payment recovery timings (seconds); see DESIGN.md, Vending.

@@ -388,7 +388,7 @@ def requery_payment(payment_id: int, provider: Provider, *, include_vending: boo
     if payment is None or payment.status not in allowed:
         db.session.rollback()
         return NOTHING
-    from_status, reference = payment.status, payment.reference
+    from_status, reference, meter_type = payment.status, payment.reference, payment.meter_type
     db.session.execute(
         sa.update(Payment).where(Payment.id == payment_id)
         .values(requery_count=Payment.requery_count + 1)
@@ -396,7 +396,7 @@ def requery_payment(payment_id: int, provider: Provider, *, include_vending: boo
     )
     db.session.commit()
     try:
-        result = provider.requery(reference)
+        result = provider.requery(reference, meter_type=meter_type)
     except Exception as exc:  # noqa: BLE001
         result = VendResult(provider_base.PENDING, provider_base.CODE_NO_RESPONSE,
                             f"Requery failed: {type(exc).__name__}")

@@ -132,6 +132,12 @@ def form_tokens(client, path: str) -> dict[str, str]:
     return {"csrf_token": csrf.group(1) or csrf.group(2), "idempotency_key": key.group(1)}
 
 
+def verified_meter(data: dict) -> str:
+    """The ``verified_meter`` value the pay form carries once the customer has
+    seen the name on the meter in ``data``."""
+    return f"{data['disco']}:{data['meter_type']}:{data['meter_number']}"
+
+
 @pytest.fixture
 def fund(client):
     """POST the fund form: ``fund("5000")``."""
@@ -145,7 +151,12 @@ def fund(client):
 
 @pytest.fixture
 def pay(client):
-    """POST the electricity form with sensible defaults; override any field."""
+    """POST the electricity form with sensible defaults; override any field.
+
+    Sends ``verified_meter`` as the htmx verification leaves it in the form
+    (the customer saw the name), so a valid form pays at once; pass
+    ``verified_meter=""`` to get the no-JavaScript confirm step instead.
+    """
 
     def _pay(meter_number="1111111111111", amount="1000", **extra):
         data = form_tokens(client, "/bills/electricity") | {
@@ -155,6 +166,7 @@ def pay(client):
             "amount": amount,
             "phone": "08031234567",
         } | extra
+        data.setdefault("verified_meter", verified_meter(data))
         return client.post("/bills/electricity", data=data)
 
     return _pay

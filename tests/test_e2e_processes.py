@@ -49,7 +49,8 @@ def test_sign_up_fund_pay_token_over_http(stack):
     assert "₦10,000.00" in r.text
     r = s.post(stack + "/bills/electricity", data=tokens(s, stack + "/bills/electricity") | {
         "disco": "abuja-electric", "meter_type": "prepaid", "meter_number": "1111111111111",
-        "amount": "2500", "phone": "08031234567"}, allow_redirects=False)
+        "amount": "2500", "phone": "08031234567",
+        "verified_meter": "abuja-electric:prepaid:1111111111111"}, allow_redirects=False)
     assert r.status_code == 303
     payment_url = stack + r.headers["Location"]
     assert s.get(payment_url, timeout=5).status_code == 200

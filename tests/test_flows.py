@@ -203,7 +203,8 @@ def test_same_form_twice_makes_one_payment(client, auth, fund):
     fund("5000")
     data = form_tokens(client, "/bills/electricity") | {
         "disco": "eko-electric", "meter_type": "prepaid", "meter_number": "1111111111111",
-        "amount": "1000", "phone": "+2348031234567"}
+        "amount": "1000", "phone": "+2348031234567",
+        "verified_meter": "eko-electric:prepaid:1111111111111"}
     first = client.post("/bills/electricity", data=data)
     second = client.post("/bills/electricity", data=data)
     assert first.status_code == second.status_code == 303

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from flask_wtf import FlaskForm
-from wtforms import RadioField, SelectField, StringField, SubmitField
+from wtforms import HiddenField, RadioField, SelectField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, ValidationError
 
@@ -71,6 +71,17 @@ class MeterForm(FlaskForm):
         if field.data not in DISCOS:
             raise ValidationError("Choose a disco from the list.")
 
+    def meter_key(self) -> str:
+        """``disco:meter_type:meter_number`` of the (validated) fields: what the
+        customer saw verified, echoed back as ``verified_meter``."""
+        return verified_meter_key(self.disco.data, self.meter_type.data, self.meter_number.data)
+
+
+def verified_meter_key(service_id: str, meter_type: str, meter_number: str) -> str:
+    """The value of the ``verified_meter`` field for a meter the customer has
+    seen the name of (htmx partial, or the no-JavaScript confirm step)."""
+    return f"{service_id}:{meter_type}:{meter_number}"
+
 
 class ElectricityForm(MeterForm):
     amount = NairaField("Amount (₦)", min_key="MIN_PAYMENT_KOBO", max_key="MAX_PAYMENT_KOBO")
@@ -80,4 +91,12 @@ class ElectricityForm(MeterForm):
         render_kw={"inputmode": "tel", "autocomplete": "tel"},
     )
     idempotency_key = idempotency_key_field()
+    # Set when the customer has been shown the name on this exact meter (by
+    # the htmx verification, or on the confirm step). Without it, a valid
+    # submission renders the confirm step instead of paying: the debit only
+    # ever follows the customer seeing whose meter it is. Not a security
+    # check: the server verifies the meter again on every submit.
+    verified_meter = HiddenField()
+    # The confirm step's "Change details" button.
+    edit = SubmitField("Change details")
     submit = SubmitField("Pay")

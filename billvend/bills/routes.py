@@ -1,4 +1,12 @@
-"""Pay for electricity, verify a meter, and watch a payment until it is final."""
+"""Pay for electricity, verify a meter, and watch a payment until it is final.
+
+The pay form never debits a wallet before the customer has seen the name on
+the meter: with JavaScript the htmx verification shows it beside the form
+(and marks the form ``verified_meter``); without JavaScript the first valid
+submit renders a confirm step with the name, and the second pays. Both steps
+carry the same ``idempotency_key``. The meter is verified with the provider
+again on every submit, so an invalid meter is refused before any debit.
+"""
 
 from __future__ import annotations
 
@@ -11,64 +19,103 @@ from billvend.bills.forms import ElectricityForm, MeterForm
 from billvend.money import format_naira
 from billvend.providers import DISCOS, get_provider
 
+DISCO_DOWN_MESSAGE = "We could not reach the disco to check this meter. Please try again in a minute."
+
+
+def _render_form(form: ElectricityForm, verification=None, status: int | None = None):
+    verified_key = form.meter_key() if verification is not None and verification.is_valid else None
+    if status is None:
+        status = 422 if form.errors else 200
+    return render_template("bills/electricity.html", form=form, verification=verification,
+                           verified_key=verified_key), status
+
+
+def _pay(form: ElectricityForm, verification=None):
+    """Debit and record the payment (or find the earlier one for this key)."""
+    try:
+        payment, created = payments.create_payment(
+            current_user,
+            service_id=form.disco.data,
+            meter_type=form.meter_type.data,
+            meter_number=form.meter_number.data,
+            phone=form.phone.data,
+            amount_kobo=form.amount.kobo,
+            idempotency_key=form.idempotency_key.data,
+            customer_name=verification.customer_name if verification else None,
+            customer_address=verification.address if verification else None,
+        )
+    except ledger.InsufficientFunds:
+        balance = current_user.wallet.balance_kobo
+        form.amount.errors.append(
+            f"Your wallet balance is {format_naira(balance)}. "
+            "Fund your wallet or enter a smaller amount."
+        )
+        return _render_form(form, verification)
+    except payments.IdempotencyConflict as exc:
+        form.amount.errors.append(str(exc))
+        return _render_form(form, verification)
+    if created:
+        tasks.enqueue_vend(payment.id)
+    return redirect(url_for("bills.payment", reference=payment.reference), code=303)
+
 
 @bp.route("/bills/electricity", methods=["GET", "POST"])
 @login_required
 def electricity():
     form = ElectricityForm()
-    verification = None
-    if form.validate_on_submit():
-        verification = get_provider().verify_meter(
-            form.disco.data, form.meter_number.data, form.meter_type.data
+    if request.method == "POST" and form.edit.data:
+        # "Change details" on the confirm step: the filled-in form again,
+        # same idempotency key, nothing checked or charged.
+        return _render_form(form, status=200)
+    if not form.validate_on_submit():
+        return _render_form(form)
+
+    if payments.find_by_key(current_user.id, form.idempotency_key.data) is not None:
+        # A repeat of a submitted payment: answer with the first result.
+        return _pay(form)
+
+    verification = get_provider().verify_meter(
+        form.disco.data, form.meter_number.data, form.meter_type.data
+    )
+    if verification.status == "invalid":
+        form.meter_number.errors.append(
+            verification.message or "This meter number was not found at the disco."
         )
-        if verification.status == "invalid":
-            form.meter_number.errors.append(
-                verification.message or "This meter number was not found at the disco."
-            )
-        elif verification.status == "error":
-            form.meter_number.errors.append(
-                "We could not reach the disco to check this meter. Please try again shortly."
-            )
-        else:
-            try:
-                payment, created = payments.create_payment(
-                    current_user,
-                    service_id=form.disco.data,
-                    meter_type=form.meter_type.data,
-                    meter_number=form.meter_number.data,
-                    phone=form.phone.data,
-                    amount_kobo=form.amount.kobo,
-                    idempotency_key=form.idempotency_key.data,
-                    customer_name=verification.customer_name,
-                    customer_address=verification.address,
-                )
-            except ledger.InsufficientFunds:
-                balance = current_user.wallet.balance_kobo
-                form.amount.errors.append(
-                    f"Your wallet balance is {format_naira(balance)}. "
-                    "Fund your wallet or enter a smaller amount."
-                )
-            except payments.IdempotencyConflict as exc:
-                form.amount.errors.append(str(exc))
-            else:
-                if created:
-                    tasks.enqueue_vend(payment.id)
-                return redirect(url_for("bills.payment", reference=payment.reference), code=303)
-    status = 422 if form.errors else 200
-    return render_template("bills/electricity.html", form=form, verification=verification), status
+        return _render_form(form, verification)
+    if verification.status == "error":
+        form.meter_number.errors.append(DISCO_DOWN_MESSAGE)
+        return _render_form(form, verification)
+    minimum_kobo = verification.min_purchase_kobo
+    if minimum_kobo and form.amount.kobo < minimum_kobo:
+        form.amount.errors.append(f"The smallest amount for this meter is {format_naira(minimum_kobo)}.")
+        return _render_form(form, verification)
+    if form.verified_meter.data != form.meter_key():
+        # The customer has not seen the name on this meter yet (no
+        # JavaScript, or the meter changed since): confirm first.
+        return render_template(
+            "bills/confirm.html", form=form, verification=verification,
+            verified_key=form.meter_key(), disco_name=DISCOS[form.disco.data],
+        )
+    return _pay(form, verification)
 
 
 @bp.route("/bills/electricity/verify", methods=["POST"])
 @login_required
 def verify():
-    """htmx: the customer behind a meter, shown before paying."""
+    """htmx: the customer behind a meter (name and address), "meter not
+    found", or that the disco cannot be reached; empty until the disco, type
+    and meter number are complete."""
     form = MeterForm()
     verification = None
+    verified_key = None
     if form.validate():
         verification = get_provider().verify_meter(
             form.disco.data, form.meter_number.data, form.meter_type.data
         )
-    return render_template("bills/_verification.html", form=form, verification=verification)
+        if verification.is_valid:
+            verified_key = form.meter_key()
+    return render_template("bills/_verification.html", form=form, verification=verification,
+                           verified_key=verified_key)
 
 
 def _payment_or_404(reference: str):

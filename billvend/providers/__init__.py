@@ -41,4 +41,16 @@ def get_provider() -> Provider:
             success_rate=config["SIMULATOR_SUCCESS_RATE"],
             delay_seconds=config["SIMULATOR_DELAY_SECONDS"],
         )
+    if name == "vtpass":
+        from billvend.providers.vtpass import VTpassProvider
+
+        return VTpassProvider(
+            config["VTPASS_BASE_URL"],
+            config["VTPASS_API_KEY"],
+            config["VTPASS_SECRET_KEY"],
+            connect_timeout_seconds=config["VTPASS_CONNECT_TIMEOUT_SECONDS"],
+            read_timeout_seconds=config["VTPASS_READ_TIMEOUT_SECONDS"],
+            verify_timeout_seconds=config["VTPASS_VERIFY_TIMEOUT_SECONDS"],
+            send_attempts=config["VTPASS_SEND_ATTEMPTS"],
+        )
     raise ValueError(f"unknown VENDING_PROVIDER {name!r}")

@@ -89,4 +89,8 @@ class Provider(Protocol):
         phone: str,
     ) -> VendResult: ...
 
-    def requery(self, request_id: str) -> VendResult: ...
+    def requery(self, request_id: str, meter_type: Optional[str] = None) -> VendResult:
+        """What became of ``request_id``; never places an order. ``meter_type``
+        (when known) lets a provider tell a prepaid order that came back
+        without its token from a postpaid one."""
+        ...

@@ -119,7 +119,7 @@ class SimulatedProvider:
             return VendResult(FAILED, behaviour.code, _MESSAGES[behaviour.code])
         return VendResult(PENDING, behaviour.code, _MESSAGES[behaviour.code])
 
-    def requery(self, request_id: str) -> VendResult:
+    def requery(self, request_id: str, meter_type: str | None = None) -> VendResult:
         """Report an order's state; ``NOT_FOUND`` (definite) if never received."""
         self._wait(min(self.delay_seconds, 0.5))
         with self.engine.begin() as conn:

@@ -1,0 +1,379 @@
+"""The VTpass-style HTTP provider (``VENDING_PROVIDER=vtpass``).
+
+Speaks the API shape summarised in ``reference/vtpass-api.md``:
+``POST /api/merchant-verify``, ``/api/pay`` and ``/api/requery`` with JSON
+bodies and ``api-key``/``secret-key`` headers. The payment ``reference`` is
+the ``request_id`` (already ``YYYYMMDDHHII``-prefixed in Africa/Lagos time by
+``payments.new_reference``), so the provider sees one order however often we
+ask about it.
+
+The one rule that matters: only an answer that says the order definitely did
+not and will not vend is ``failed`` (safe to refund). A timeout, a dropped
+connection after the request went out, a 5xx, ``099`` or any reply we do not
+understand is ``pending``: the order may exist, so the payment goes
+``unknown`` and is requeried. Requery answering ``015`` (the provider never
+got this request_id) is as definite as a failure.
+
+Response code table (reference/vtpass-api.md, Response codes):
+
+=========================  ==========================================
+``000`` + delivered         delivered (token from ``purchased_code``)
+``000`` + reversed          failed
+``000`` + initiated/pending pending (requery)
+``099``                     pending (processing)
+``014`` on pay              requery that request_id at once
+``015``                     failed (``NOT_FOUND``: never received)
+``016``, ``091``, ``018``,   failed, final
+``019``, ``011``-``013``,
+``017``, ``030``
+anything else               pending (``UNEXPECTED_RESPONSE``)
+=========================  ==========================================
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable, Optional
+
+import requests
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
+
+from billvend.providers.base import (
+    CODE_DUPLICATE,
+    CODE_INSUFFICIENT_CREDIT,
+    CODE_NO_RESPONSE,
+    CODE_NOT_FOUND,
+    CODE_PROCESSING,
+    CODE_SERVICE_UNAVAILABLE,
+    CODE_TIMEOUT,
+    CODE_UNEXPECTED_RESPONSE,
+    DELIVERED,
+    FAILED,
+    PENDING,
+    MeterVerification,
+    VendResult,
+)
+
+log = logging.getLogger(__name__)
+
+#: Definite failures: VTpass code -> (provider-neutral code, what it means).
+#: ``015`` means "never received" on requery and "rejected request_id" on pay;
+#: either way no order exists.
+FAILURE_CODES: dict[str, tuple[str, str]] = {
+    "015": (CODE_NOT_FOUND, "The provider has no order with this request_id"),
+    "016": ("TRANSACTION_FAILED", "The provider says the transaction failed"),
+    "091": ("NOT_PROCESSED", "The provider did not process or charge the transaction"),
+    "018": (CODE_INSUFFICIENT_CREDIT, "The provider's merchant balance is too low"),
+    "019": ("DUPLICATE_TRANSACTION", "Same meter and amount within 30 seconds"),
+    "011": ("INVALID_ARGUMENTS", "The provider rejected the request's arguments"),
+    "012": ("PRODUCT_NOT_FOUND", "The provider does not sell this product"),
+    "013": ("BELOW_MINIMUM", "The amount is below the disco's minimum"),
+    "017": ("ABOVE_MAXIMUM", "The amount is above the disco's maximum"),
+    "030": (CODE_SERVICE_UNAVAILABLE, "The biller (disco) is unreachable"),
+}
+PROCESSING_CODE = "099"
+DUPLICATE_REQUEST_CODE = "014"
+OK_CODE = "000"
+
+_TOKEN_RE = re.compile(r"(\d[\d\s\-]{18,}\d)")
+_UNITS_RE = re.compile(r"(\d+(?:\.\d+)?)")
+
+
+class _NotSent(Exception):
+    """The request never left this machine (connection refused, connect timeout)."""
+
+
+def _never_sent(exc: requests.ConnectionError) -> bool:
+    """True only if ``exc`` happened while opening the TCP connection, i.e.
+    before a byte of the request was written; then a retry cannot create a
+    second order. A connection reset or EOF after sending is NOT this."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, MaxRetryError):
+        reason = reason.reason
+    return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
+
+
+def parse_token(purchased_code: Any) -> Optional[str]:
+    """The 20-digit token in ``"Token : 2636 2054 4059 8275 7802"`` (any
+    spacing or dashes); None when there is no 20-digit number."""
+    if not isinstance(purchased_code, str):
+        return None
+    match = _TOKEN_RE.search(purchased_code)
+    if not match:
+        return None
+    digits = re.sub(r"\D", "", match.group(1))
+    return digits if len(digits) == 20 else None
+
+
+def parse_units_kwh(units: Any) -> Optional[str]:
+    """``"79.9 kWh"`` (or ``79.9``) -> ``"79.9"``; None if absent or garbled."""
+    if isinstance(units, (int, float)) and not isinstance(units, bool):
+        units = str(units)
+    if not isinstance(units, str):
+        return None
+    match = _UNITS_RE.search(units)
+    if not match:
+        return None
+    try:
+        return str(Decimal(match.group(1)))
+    except InvalidOperation:
+        return None
+
+
+def naira_amount(amount_kobo: int) -> str:
+    """Kobo -> the naira amount VTpass expects, exact: 150050 -> ``"1500.50"``,
+    150000 -> ``"1500"``."""
+    naira, kobo = divmod(amount_kobo, 100)
+    return f"{naira}.{kobo:02d}" if kobo else str(naira)
+
+
+class VTpassProvider:
+    """HTTP client for a VTpass-style aggregator.
+
+    :param base_url: e.g. ``https://sandbox.vtpass.com`` or the local sandbox
+        ``http://127.0.0.1:5055``.
+    :param connect_timeout_seconds: / ``read_timeout_seconds``: per request.
+    :param verify_timeout_seconds: read timeout for meter verification, which
+        runs inside a web request and so must be short.
+    :param send_attempts: how many times to try a request whose connection
+        could not even be opened (>= 1); nothing else is ever retried here.
+    :param session: a ``requests.Session`` (tests mount adapters on it).
+    :param sleep: called between send attempts (tests pass a no-op).
+    """
+
+    name = "vtpass"
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        secret_key: str,
+        *,
+        connect_timeout_seconds: float = 5.0,
+        read_timeout_seconds: float = 30.0,
+        verify_timeout_seconds: float = 10.0,
+        send_attempts: int = 3,
+        retry_delay_seconds: float = 0.5,
+        session: Optional[requests.Session] = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        if send_attempts < 1:
+            raise ValueError("send_attempts must be at least 1")
+        self.base_url = base_url.rstrip("/")
+        self.headers = {
+            "api-key": api_key,
+            "secret-key": secret_key,
+            # A fresh connection per call: a reused keep-alive connection the
+            # server already closed fails *after* we start writing, which
+            # would turn a harmless retry into an ambiguous vend.
+            "Connection": "close",
+        }
+        self.connect_timeout_seconds = connect_timeout_seconds
+        self.read_timeout_seconds = read_timeout_seconds
+        self.verify_timeout_seconds = verify_timeout_seconds
+        self.send_attempts = send_attempts
+        self.retry_delay_seconds = retry_delay_seconds
+        self.session = session or requests.Session()
+        self._sleep = sleep
+
+    # -- transport -----------------------------------------------------------
+
+    def _post(self, path: str, body: dict[str, Any], read_timeout_seconds: float) -> requests.Response:
+        """POST ``body`` as JSON, retrying only while the connection cannot be
+        opened (bounded by ``send_attempts``).
+
+        :raises _NotSent: every attempt failed before sending.
+        :raises requests.RequestException: anything after sending (timeout,
+            reset, ...); the caller treats it as ambiguous.
+        """
+        url = self.base_url + path
+        for attempt in range(1, self.send_attempts + 1):
+            try:
+                return self.session.post(
+                    url, json=body, headers=self.headers,
+                    timeout=(self.connect_timeout_seconds, read_timeout_seconds),
+                )
+            except requests.ConnectionError as exc:
+                if not _never_sent(exc):
+                    raise
+                log.warning("%s: could not connect (attempt %d/%d): %s",
+                            path, attempt, self.send_attempts, exc)
+                if attempt == self.send_attempts:
+                    raise _NotSent(str(exc)) from exc
+                self._sleep(self.retry_delay_seconds * attempt)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _json(response: requests.Response) -> Optional[dict[str, Any]]:
+        try:
+            data = response.json()
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    # -- API -----------------------------------------------------------------
+
+    def verify_meter(self, service_id: str, meter_number: str, meter_type: str) -> MeterVerification:
+        """``POST /api/merchant-verify``: the customer on a meter.
+
+        ``invalid`` for ``WrongBillersCode`` or a prepaid/postpaid mismatch;
+        ``error`` when the provider or disco cannot answer (any non-``000``
+        code, 5xx, timeout, garbage). Never raises for network trouble.
+        """
+        body = {"billersCode": meter_number, "serviceID": service_id, "type": meter_type}
+        try:
+            response = self._post("/api/merchant-verify", body, self.verify_timeout_seconds)
+        except (_NotSent, requests.RequestException) as exc:
+            log.warning("merchant-verify failed: %s", exc)
+            return MeterVerification("error", message="The disco could not be reached")
+        data = self._json(response)
+        if response.status_code != 200 or data is None or data.get("code") != OK_CODE:
+            description = (data or {}).get("response_description") or f"HTTP {response.status_code}"
+            return MeterVerification("error", message=str(description))
+        content = data.get("content")
+        if not isinstance(content, dict):
+            return MeterVerification("error", message="Unexpected reply from the provider")
+        if content.get("WrongBillersCode") or not content.get("Customer_Name"):
+            return MeterVerification(
+                "invalid", message=str(content.get("error") or "Meter number not found at the disco")
+            )
+        actual_type = str(content.get("Meter_Type") or meter_type).strip().lower()
+        if actual_type in ("prepaid", "postpaid") and actual_type != meter_type:
+            return MeterVerification("invalid", message=f"This is a {actual_type} meter, not {meter_type}")
+        can_vend = str(content.get("Can_Vend", "yes")).strip().lower()
+        if can_vend in ("no", "false", "0"):
+            return MeterVerification("invalid", message="The disco does not allow vending to this meter")
+        min_kobo = None
+        try:
+            if content.get("Min_Purchase_Amount") not in (None, ""):
+                min_kobo = int(Decimal(str(content["Min_Purchase_Amount"])) * 100)
+        except InvalidOperation:
+            min_kobo = None
+        return MeterVerification(
+            "valid",
+            customer_name=str(content["Customer_Name"]).strip(),
+            address=(str(content.get("Address") or "").strip() or None),
+            meter_type=actual_type if actual_type in ("prepaid", "postpaid") else meter_type,
+            min_purchase_kobo=min_kobo,
+        )
+
+    def vend(self, request_id: str, service_id: str, meter_number: str, meter_type: str,
+             amount_kobo: int, phone: str) -> VendResult:
+        """``POST /api/pay`` once for ``request_id`` (plus bounded re-sends
+        while the connection cannot be opened). Never raises for network
+        trouble; see the module docstring for the mapping."""
+        body = {
+            "request_id": request_id,
+            "serviceID": service_id,
+            "billersCode": meter_number,
+            "variation_code": meter_type,
+            "amount": naira_amount(amount_kobo),
+            "phone": phone,
+        }
+        try:
+            response = self._post("/api/pay", body, self.read_timeout_seconds)
+        except _NotSent as exc:
+            # Never sent: requery will say 015 and the payment is refunded.
+            return VendResult(PENDING, CODE_NO_RESPONSE, f"Could not connect to the provider: {exc}"[:500])
+        except requests.Timeout:
+            return VendResult(PENDING, CODE_TIMEOUT, "The provider did not answer in time")
+        except requests.RequestException as exc:
+            return VendResult(PENDING, CODE_NO_RESPONSE,
+                              f"Connection lost after sending: {type(exc).__name__}")
+        result = self._interpret(response, meter_type)
+        if result is _REQUERY_NOW:
+            # 014: the provider already has this request_id. Ask what became
+            # of it; a "never heard of it" here contradicts 014, so it stays
+            # pending rather than refunding.
+            requeried = self.requery(request_id, meter_type=meter_type)
+            if requeried.status == FAILED and requeried.code == CODE_NOT_FOUND:
+                return VendResult(PENDING, CODE_DUPLICATE, "Duplicate request_id; requery found no order")
+            return requeried
+        return result
+
+    def requery(self, request_id: str, meter_type: Optional[str] = None) -> VendResult:
+        """``POST /api/requery``: what became of ``request_id``. Never places
+        an order; ``015`` -> ``failed``/``NOT_FOUND``.
+
+        :param meter_type: when known, a delivered ``prepaid`` order without a
+            readable token stays ``pending``; otherwise the response decides.
+        """
+        try:
+            response = self._post("/api/requery", {"request_id": request_id}, self.read_timeout_seconds)
+        except _NotSent as exc:
+            return VendResult(PENDING, CODE_NO_RESPONSE, f"Could not connect to the provider: {exc}"[:500])
+        except requests.Timeout:
+            return VendResult(PENDING, CODE_TIMEOUT, "The provider did not answer the requery in time")
+        except requests.RequestException as exc:
+            return VendResult(PENDING, CODE_NO_RESPONSE, f"Requery failed: {type(exc).__name__}")
+        result = self._interpret(response, meter_type)
+        if result is _REQUERY_NOW:
+            return VendResult(PENDING, CODE_UNEXPECTED_RESPONSE, "Requery answered 014")
+        return result
+
+    # -- response mapping ----------------------------------------------------
+
+    def _interpret(self, response: requests.Response, meter_type: Optional[str]) -> VendResult:
+        data = self._json(response)
+        if data is None:
+            return VendResult(PENDING, CODE_UNEXPECTED_RESPONSE,
+                              f"Unreadable reply from the provider (HTTP {response.status_code})")
+        code = str(data.get("code", "")).strip()
+        description = str(data.get("response_description") or "").strip()
+        if response.status_code >= 500:
+            return VendResult(PENDING, CODE_UNEXPECTED_RESPONSE,
+                              f"Provider error HTTP {response.status_code} {description}".strip())
+        if code == OK_CODE:
+            return self._transaction(data, meter_type, description)
+        if code == PROCESSING_CODE:
+            return VendResult(PENDING, CODE_PROCESSING, description or "The provider is processing the order")
+        if code == DUPLICATE_REQUEST_CODE:
+            return _REQUERY_NOW
+        if code in FAILURE_CODES:
+            neutral, meaning = FAILURE_CODES[code]
+            if code == "018":
+                # Every purchase fails until someone tops up the float.
+                log.error("VTpass 018: merchant balance too low; top up the provider wallet")
+            return VendResult(FAILED, neutral, f"VTpass {code}: {description or meaning}"[:500])
+        return VendResult(PENDING, CODE_UNEXPECTED_RESPONSE,
+                          f"Unexpected provider code {code or '(none)'}: {description}"[:500])
+
+    @staticmethod
+    def _transaction(data: dict[str, Any], meter_type: Optional[str], description: str) -> VendResult:
+        content = data.get("content")
+        transaction = content.get("transactions") if isinstance(content, dict) else None
+        if not isinstance(transaction, dict):
+            return VendResult(PENDING, CODE_UNEXPECTED_RESPONSE, "000 without a transaction")
+        status = str(transaction.get("status", "")).strip().lower()
+        if status in ("initiated", "pending"):
+            return VendResult(PENDING, CODE_PROCESSING, f"Transaction {status}")
+        if status == "reversed":
+            return VendResult(FAILED, "REVERSED", description or "The provider reversed the transaction")
+        if status != "delivered":
+            return VendResult(PENDING, CODE_UNEXPECTED_RESPONSE, f"Unknown transaction status {status!r}")
+        token = parse_token(data.get("purchased_code")) or parse_token(data.get("token")) \
+            or parse_token(data.get("mainToken"))
+        product_type = meter_type or str(transaction.get("type") or "").lower() or None
+        if token is None and (product_type == "prepaid" or data.get("purchased_code")):
+            # Delivered but the token is unreadable: never lose a token,
+            # requery (which repeats it) rather than finish without one.
+            return VendResult(PENDING, CODE_UNEXPECTED_RESPONSE, "Delivered without a readable token")
+        receipt = data.get("exchangeReference") or transaction.get("transactionId")
+        return VendResult(
+            DELIVERED,
+            code="delivered",
+            message=description or "Transaction successful",
+            token=token,
+            units_kwh=parse_units_kwh(data.get("units")) if token else None,
+            receipt_reference=str(receipt) if receipt else None,
+        )
+
+
+# Sentinel for "014: requery this request_id now".
+_REQUERY_NOW = VendResult(PENDING, CODE_DUPLICATE, "Duplicate request_id")
+

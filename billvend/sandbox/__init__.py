@@ -1,0 +1,398 @@
+"""A VTpass-style sandbox server: the aggregator billvend's ``vtpass`` provider talks to.
+
+A small Flask app (not part of the billvend web app) speaking the API shape of
+``reference/vtpass-api.md`` with the deterministic outcome table of
+``billvend.providers.outcomes`` (the same table the in-process simulator
+uses), so the HTTP path, timeouts included, is exercised over a real socket:
+
+- ``300000000000``: the order is recorded as delivered, then the answer is
+  held back longer than the client's read timeout (a real read timeout);
+- ``400000000000``: the connection is dropped without an answer and the order
+  is never recorded (requery says ``015``);
+- ``500000000000``: the order is recorded as delivered and the answer is
+  garbage (truncated JSON);
+- ``201000000000``: ``000`` with status ``pending``; delivered on requery;
+- ``0000000000000``: no such meter (``WrongBillersCode``; pay says ``016``).
+
+Start it with one command (it listens where ``VTPASS_BASE_URL`` points,
+``127.0.0.1:5055`` by default)::
+
+    python -m billvend.sandbox          # or: make sandbox
+    flask --app billvend.sandbox run -p 5055
+
+The order book lives in memory, so run ONE process (threads are fine).
+Control endpoints for tests and demos (no auth; bind to localhost):
+``GET /sandbox/orders/<request_id>`` (pay and requery call counts, the
+order), ``POST /sandbox/discos/<serviceID>/down`` and ``.../up`` (make
+verification and payments answer ``030`` biller unreachable), and
+``POST /sandbox/reset``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any, Optional
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from billvend.config import from_env
+from billvend.providers import DISCOS, outcomes
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("sandbox", __name__)
+
+REQUEST_ID_RE = re.compile(r"^(\d{12})[A-Za-z0-9_\-]*$")
+# VTpass's electricity limits, in kobo (Min_Purchase_Amount is ₦500).
+MIN_PURCHASE_KOBO = 500_00
+MAX_PURCHASE_KOBO = 500_000_00
+
+#: outcome-table failure code -> the VTpass answer to ``pay``.
+FAILURE_ANSWERS: dict[str, tuple[str, str]] = {
+    "INVALID_ACCOUNT": ("016", "TRANSACTION FAILED: INVALID METER NUMBER"),
+    "SERVICE_UNAVAILABLE": ("030", "BILLER NOT REACHABLE AT THIS POINT"),
+    "INSUFFICIENT_CREDIT": ("018", "LOW WALLET BALANCE"),
+}
+
+
+@dataclass
+class Order:
+    """One order the sandbox accepted. ``status``: pending/delivered/failed."""
+
+    request_id: str
+    service_id: str
+    meter_number: str
+    meter_type: str
+    amount_kobo: int
+    phone: str
+    status: str
+    code: Optional[str]
+    created_at: str
+
+
+@dataclass
+class SandboxState:
+    """The sandbox's order book and switches, shared by its request threads."""
+
+    success_rate: float
+    timeout_sleep_seconds: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    orders: dict[str, Order] = field(default_factory=dict)
+    pay_calls: Counter = field(default_factory=Counter)
+    requery_calls: Counter = field(default_factory=Counter)
+    discos_down: set[str] = field(default_factory=set)
+
+    def pay_calls_for(self, request_id: str) -> int:
+        """How many ``/api/pay`` calls arrived for ``request_id``."""
+        with self.lock:
+            return self.pay_calls[request_id]
+
+    def disco_down(self, service_id: str) -> bool:
+        with self.lock:
+            return service_id in self.discos_down or "all" in self.discos_down
+
+    def reset(self) -> None:
+        with self.lock:
+            self.orders.clear()
+            self.pay_calls.clear()
+            self.requery_calls.clear()
+            self.discos_down.clear()
+
+
+def state() -> SandboxState:
+    """The current sandbox app's state."""
+    return current_app.extensions["vtpass_sandbox"]
+
+
+def _answer(code: str, description: str, **extra: Any) -> Response:
+    return jsonify({"code": code, "response_description": description, **extra})
+
+
+def _naira(amount_kobo: int) -> str:
+    naira, kobo = divmod(amount_kobo, 100)
+    return f"{naira}.{kobo:02d}"
+
+
+def _transaction_answer(order: Order, status: str) -> Response:
+    """A ``000`` answer for ``order`` with ``content.transactions.status``."""
+    name, _address = outcomes.customer_for(order.meter_number, order.service_id)
+    body: dict[str, Any] = {
+        "code": "000",
+        "content": {
+            "transactions": {
+                "status": status,
+                "product_name": f"{DISCOS.get(order.service_id, order.service_id)} Payment",
+                "unique_element": order.meter_number,
+                "unit_price": _naira(order.amount_kobo),
+                "quantity": 1,
+                "type": "Electricity Bill",
+                "phone": order.phone,
+                "amount": _naira(order.amount_kobo),
+                "transactionId": outcomes.receipt_reference_for(order.request_id)[3:],
+            }
+        },
+        "response_description": {
+            "delivered": "TRANSACTION SUCCESSFUL",
+            "reversed": "TRANSACTION REVERSED",
+        }.get(status, "TRANSACTION PROCESSING"),
+        "requestId": order.request_id,
+        "amount": _naira(order.amount_kobo),
+        "transaction_date": order.created_at,
+        "purchased_code": "",
+    }
+    if status == "delivered":
+        body["exchangeReference"] = outcomes.receipt_reference_for(order.request_id)
+        body["customerName"] = name
+        if order.meter_type == "prepaid":
+            token = outcomes.token_for(order.request_id)
+            units = outcomes.units_kwh_for(order.amount_kobo)
+            net_kobo = int(Decimal(order.amount_kobo) / (1 + outcomes.VAT_RATE))
+            body.update({
+                "purchased_code": f"Token : {token}",
+                "token": f"Token : {token}",
+                "units": f"{units} kWh",
+                "tokenAmount": _naira(net_kobo),
+                "tariff": f"{outcomes.TARIFF_NAIRA_PER_KWH}/kWh",
+            })
+    return jsonify(body)
+
+
+def _authorised() -> bool:
+    config = current_app.config
+    given_key = request.headers.get("api-key", "")
+    given_secret = request.headers.get("secret-key", "")
+    return hmac.compare_digest(given_key, config["VTPASS_API_KEY"]) and hmac.compare_digest(
+        given_secret, config["VTPASS_SECRET_KEY"]
+    )
+
+
+@bp.before_request
+def _check_credentials():
+    if request.path.startswith("/api/") and not _authorised():
+        return _answer("087", "INVALID CREDENTIALS")
+    return None
+
+
+def _drop_connection() -> Response:
+    """Close the client's connection without a byte of answer."""
+    sock = request.environ.get("werkzeug.socket") or request.environ.get("gunicorn.socket")
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        # The server's attempt to write this response fails quietly.
+        return Response(b"", status=500)
+    # A server that hides its socket: an empty 502 is just as ambiguous.
+    return Response(b"", status=502)
+
+
+@bp.post("/api/merchant-verify")
+def merchant_verify():
+    body = request.get_json(silent=True) or {}
+    meter_number = str(body.get("billersCode") or "").strip()
+    service_id = str(body.get("serviceID") or "").strip()
+    meter_type = str(body.get("type") or "").strip().lower()
+    if service_id not in DISCOS:
+        return _answer("012", "PRODUCT DOES NOT EXIST")
+    if not meter_number or meter_type not in ("prepaid", "postpaid"):
+        return _answer("011", "INVALID ARGUMENTS")
+    if state().disco_down(service_id):
+        return _answer("030", "BILLER NOT REACHABLE AT THIS POINT")
+    if not outcomes.is_known_meter(meter_number):
+        return _answer("000", "", content={
+            "error": "This meter is not correct or is not a valid "
+                     f"{DISCOS[service_id]} meter. Please check and try again.",
+            "WrongBillersCode": True,
+        })
+    name, address = outcomes.customer_for(meter_number, service_id)
+    actual_type = outcomes.METER_TYPES_OF_TEST_METERS.get(meter_number, meter_type)
+    return _answer("000", "", content={
+        "Customer_Name": name,
+        "Address": address,
+        "Meter_Number": meter_number,
+        "Meter_Type": actual_type.upper(),
+        "Customer_Account_Type": "NMD",
+        "Can_Vend": "yes",
+        "Min_Purchase_Amount": MIN_PURCHASE_KOBO // 100,
+        "Customer_Arrears": "0.00",
+        "WrongBillersCode": False,
+    })
+
+
+def _parse_amount_kobo(raw: Any) -> Optional[int]:
+    if isinstance(raw, bool) or raw is None:
+        return None
+    try:
+        naira = Decimal(str(raw).strip())
+    except InvalidOperation:
+        return None
+    kobo = naira * 100
+    if not kobo.is_finite() or kobo != kobo.to_integral_value():
+        return None
+    return int(kobo)
+
+
+@bp.post("/api/pay")
+def pay():
+    sandbox = state()
+    body = request.get_json(silent=True) or {}
+    request_id = str(body.get("request_id") or "").strip()
+    with sandbox.lock:
+        sandbox.pay_calls[request_id] += 1
+    match = REQUEST_ID_RE.fullmatch(request_id)
+    if not match:
+        return _answer("015", "INVALID REQUEST ID")
+    try:
+        datetime.strptime(match.group(1), "%Y%m%d%H%M")
+    except ValueError:
+        return _answer("015", "INVALID REQUEST ID")
+    service_id = str(body.get("serviceID") or "").strip()
+    meter_number = str(body.get("billersCode") or "").strip()
+    meter_type = str(body.get("variation_code") or "").strip().lower()
+    phone = str(body.get("phone") or "").strip()
+    amount_kobo = _parse_amount_kobo(body.get("amount"))
+    if service_id not in DISCOS:
+        return _answer("012", "PRODUCT DOES NOT EXIST")
+    if not meter_number or not phone or meter_type not in ("prepaid", "postpaid") or amount_kobo is None:
+        return _answer("011", "INVALID ARGUMENTS")
+    if amount_kobo < MIN_PURCHASE_KOBO:
+        return _answer("013", "BELOW MINIMUM AMOUNT ALLOWED")
+    if amount_kobo > MAX_PURCHASE_KOBO:
+        return _answer("017", "ABOVE MAXIMUM AMOUNT ALLOWED")
+    if sandbox.disco_down(service_id):
+        return _answer("030", "BILLER NOT REACHABLE AT THIS POINT")
+
+    behaviour = outcomes.behaviour_for(meter_number, request_id, sandbox.success_rate)
+    if behaviour.recorded:
+        status = "pending" if behaviour.answer == "pending" else behaviour.final
+    else:
+        status = None
+    order = Order(request_id, service_id, meter_number, meter_type, amount_kobo, phone,
+                  status or "not_received", behaviour.code,
+                  datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    with sandbox.lock:
+        if request_id in sandbox.orders:
+            return _answer("014", "REQUEST ID ALREADY EXIST")
+        if status is not None:
+            sandbox.orders[request_id] = order
+
+    if behaviour.answer == "no_response":
+        return _drop_connection()
+    if behaviour.answer == "unexpected":
+        # Claims to be JSON, is not: a proxy cut the answer short.
+        return Response(b'{"code":"000","content":{"transactions":{"status":"deliv',
+                        status=200, mimetype="application/json")
+    if behaviour.answer == "timeout":
+        # The order stands (or not, per the table); the client gives up first.
+        time.sleep(sandbox.timeout_sleep_seconds)
+    if order.status == "failed":
+        code, description = FAILURE_ANSWERS.get(behaviour.code or "", ("016", "TRANSACTION FAILED"))
+        return _answer(code, description, requestId=request_id)
+    if order.status == "not_received":
+        return _answer("016", "TRANSACTION FAILED", requestId=request_id)
+    return _transaction_answer(order, order.status)
+
+
+@bp.post("/api/requery")
+def requery():
+    sandbox = state()
+    body = request.get_json(silent=True) or {}
+    request_id = str(body.get("request_id") or "").strip()
+    with sandbox.lock:
+        sandbox.requery_calls[request_id] += 1
+        order = sandbox.orders.get(request_id)
+        if order is not None and order.status == "pending":
+            # A processing order settles by the time anyone asks again.
+            behaviour = outcomes.behaviour_for(order.meter_number, request_id, sandbox.success_rate)
+            order.status = behaviour.final
+    if order is None:
+        return _answer("015", "INVALID REQUEST ID")
+    return _transaction_answer(order, "reversed" if order.status == "failed" else order.status)
+
+
+@bp.get("/sandbox/orders/<request_id>")
+def show_order(request_id: str):
+    """Test hook: call counts and the order (``null`` if never recorded)."""
+    sandbox = state()
+    with sandbox.lock:
+        order = sandbox.orders.get(request_id)
+        return jsonify({
+            "request_id": request_id,
+            "pay_calls": sandbox.pay_calls[request_id],
+            "requery_calls": sandbox.requery_calls[request_id],
+            "order": asdict(order) if order else None,
+        })
+
+
+@bp.post("/sandbox/discos/<service_id>/<switch>")
+def switch_disco(service_id: str, switch: str):
+    """``down``: verification and payments for ``service_id`` (or ``all``)
+    answer ``030`` biller unreachable; ``up`` restores it."""
+    if (service_id not in DISCOS and service_id != "all") or switch not in ("down", "up"):
+        return jsonify({"error": "use /sandbox/discos/<serviceID|all>/<down|up>"}), 404
+    sandbox = state()
+    with sandbox.lock:
+        if switch == "down":
+            sandbox.discos_down.add(service_id)
+        else:
+            sandbox.discos_down.discard(service_id)
+        return jsonify({"discos_down": sorted(sandbox.discos_down)})
+
+
+@bp.post("/sandbox/reset")
+def reset():
+    state().reset()
+    return jsonify({"ok": True})
+
+
+@bp.get("/")
+def index():
+    return jsonify({"service": "billvend VTpass sandbox",
+                    "endpoints": ["/api/merchant-verify", "/api/pay", "/api/requery"]})
+
+
+def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
+    """The sandbox app. Reads the same configuration as billvend
+    (``VTPASS_API_KEY``/``VTPASS_SECRET_KEY`` it accepts,
+    ``SIMULATOR_SUCCESS_RATE`` for ordinary meters,
+    ``SANDBOX_TIMEOUT_SLEEP_SECONDS`` for the timeout meter, defaulting to
+    ``VTPASS_READ_TIMEOUT_SECONDS`` + 5).
+
+    :param config: overrides on top of the environment's config.
+    """
+    app = Flask(__name__)
+    app.config.update(from_env())
+    if config:
+        app.config.update(config)
+    sleep_seconds = app.config["SANDBOX_TIMEOUT_SLEEP_SECONDS"] or (
+        app.config["VTPASS_READ_TIMEOUT_SECONDS"] + 5
+    )
+    app.extensions["vtpass_sandbox"] = SandboxState(
+        success_rate=app.config["SIMULATOR_SUCCESS_RATE"],
+        timeout_sleep_seconds=sleep_seconds,
+    )
+    app.register_blueprint(bp)
+    return app
+
+
+def serve_in_thread(app: Flask, host: str = "127.0.0.1", port: int = 0) -> tuple[BaseWSGIServer, str]:
+    """Serve ``app`` on a background thread (port 0: any free port).
+
+    :returns: ``(server, base_url)``; stop with ``server.shutdown()``.
+    """
+    server = make_server(host, port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="vtpass-sandbox", daemon=True)
+    thread.start()
+    return server, f"http://{host}:{server.server_port}"

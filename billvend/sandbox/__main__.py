@@ -1,0 +1,31 @@
+"""``python -m billvend.sandbox [--host H] [--port P]``: run the VTpass sandbox.
+
+By default it listens where ``VTPASS_BASE_URL`` points (``127.0.0.1:5055``),
+so billvend's ``vtpass`` provider finds it with no further setting. One
+process, many threads: the order book is in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+from urllib.parse import urlsplit
+
+from werkzeug.serving import run_simple
+
+from billvend.sandbox import create_app
+
+
+def main(argv: list[str] | None = None) -> None:
+    app = create_app()
+    where = urlsplit(app.config["VTPASS_BASE_URL"])
+    parser = argparse.ArgumentParser(prog="python -m billvend.sandbox", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default=where.hostname or "127.0.0.1")
+    parser.add_argument("--port", type=int, default=where.port or 5055)
+    args = parser.parse_args(argv)
+    print(f" * VTpass sandbox on http://{args.host}:{args.port} "
+          f"(timeout meter sleeps {app.extensions['vtpass_sandbox'].timeout_sleep_seconds:g} s)", flush=True)
+    run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
+
+
+if __name__ == "__main__":
+    main()
