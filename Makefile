@@ -31,7 +31,13 @@ run: install
 	@echo "  billvend is starting at http://127.0.0.1:$(PORT)   (Ctrl-C stops web and worker)"
 	@echo
 	PATH="$(BIN):$$PATH" PORT=$(PORT) HTMX_URL="$${HTMX_URL:-/$(HTMX)}" \
-		$(BIN)/honcho start web worker
+		$(BIN)/honcho start web worker $(if $(filter vtpass,$(VENDING_PROVIDER)),sandbox)
+
+# The VTpass-style sandbox server alone (where VTPASS_BASE_URL points,
+# 127.0.0.1:5055 by default). `make run` starts it too when
+# VENDING_PROVIDER=vtpass.
+sandbox: install
+	$(BIN)/python -m billvend.sandbox
 
 # The whole suite: on SQLite, then again on PostgreSQL when TEST_DATABASE_URL
 # is set (CI sets it; see .ci/run).
