@@ -381,3 +381,23 @@ def test_sandbox_checks_credentials(vtpass):
     result = wrong_keys.vend("202611220900abc", "ikeja-electric", "1111111111111", "prepaid", 100_000, "080")
     assert result.status == "pending"  # not understood: never a refund on its own
     assert re.search(r"087", result.message)
+
+
+def test_unknown_past_the_alert_age_stays_unknown_and_is_flagged(vtpass, app):
+    from tests.helpers import make_user
+
+    app.config["UNKNOWN_ALERT_AGE_SECONDS"] = 0
+    user = make_user(balance_kobo=500_000)
+    payment = make_payment(user, meter_number=outcomes.TIMEOUT_METER, amount_kobo=100_000)
+    tasks.vend(payment.id)
+    app.config["VTPASS_BASE_URL"] = f"http://127.0.0.1:{free_port()}"  # the provider goes away
+    app.config["VTPASS_SEND_ATTEMPTS"] = 1
+    for _ in range(2):
+        tasks.requery(payment.id)
+    db.session.expire_all()
+    payment = db.session.get(Payment, payment.id)
+    assert (payment.status, payment.needs_attention) == ("unknown", True)
+    assert payment.requery_count == 2 and reversals(payment.id) == 0
+    assert db.session.get(User, user.id).wallet.balance_kobo == 400_000  # never refunded silently
+    assert vtpass.pay_calls(payment.reference) == 1
+    assert_books_balance()
