@@ -30,7 +30,7 @@ def stack(tmp_path):
     sandbox_url = f"http://127.0.0.1:{free_port()}"
     env = {
         "VENDING_PROVIDER": "vtpass", "VTPASS_BASE_URL": sandbox_url,
-        "VTPASS_READ_TIMEOUT_SECONDS": "1", "SANDBOX_TIMEOUT_SLEEP_SECONDS": "2",
+        "VTPASS_READ_TIMEOUT_SECONDS": "2", "SANDBOX_TIMEOUT_SLEEP_SECONDS": "4",
         "REQUERY_BASE_DELAY_SECONDS": "1", "SIMULATOR_SUCCESS_RATE": "1",
     }
     with Stack(tmp_path, env) as running:
