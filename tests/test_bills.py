@@ -106,15 +106,15 @@ def test_payment_page_token_units_timeline(client, auth, fund, pay):
     html = client.get(f"/payments/{reference}").get_data(as_text=True)
     groups = payment.token_groups
     assert re.fullmatch(r"\d{4}(-\d{4}){4}", groups) and groups in html
-    assert f'data-copy="{payment.token}" hidden' in html  # shown by copy.js only
-    assert "js/copy.js" in html
+    assert re.search(rf'class="[^"]*js-only[^"]*" data-copy="{payment.token}"', html)  # a JS-only button
+    assert "js/app.js" in html
     assert f"{payment.units_kwh} kWh" in html
     assert "Ikeja Electric (IKEDC)" in html and "1111111111111" in html and "₦1,000.00" in html
     timeline = html[html.index('data-testid="timeline"'):]
     assert timeline.count('class="timeline-event"') == len(payment.events) == 3
     assert "new → queued" in timeline and "queued → contacting the disco" in timeline
     assert "contacting the disco → successful" in timeline and "delivered" in timeline
-    assert client.get("/static/js/copy.js").status_code == 200
+    assert client.get("/static/js/app.js").status_code == 200
 
 
 def test_postpaid_page_shows_the_receipt(client, auth, fund, pay):
