@@ -127,6 +127,10 @@ def test_screenshots_of_dashboard_pay_form_and_successful_payment(context_factor
         expect(page.get_by_test_id("balance")).to_have_text("₦18,500.00")
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), name
         shoot(page, f"dashboard-{name}")
+        page.goto("/history")
+        shoot(page, f"history-{name}")
+        page.goto("/no-such-page")
+        shoot(page, f"not-found-{name}")
 
 
 def test_a_payment_the_disco_never_receives_is_refunded_on_screen(context_factory):
