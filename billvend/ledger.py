@@ -7,11 +7,17 @@ model follows TigerBeetle's and Modern Treasury's ledgers: balances are a
 cache of the entries, kept in step inside the same database transaction.
 
 Concurrency (DESIGN.md, Money): a debit is never read-check-write in Python.
-The balance check and the change are one conditional ``UPDATE ... WHERE
-balance_kobo >= :amount ... RETURNING balance_kobo, version``; the database
+The balance check and the change happen inside the database, on a locked
+row, in one statement: on PostgreSQL the whole transfer (lock both wallets in
+ascending id order, check the debit is covered, move both balances and bump
+their versions, insert the transfer and its entries) is a single statement
+(``_TRANSFER_SQL``); on SQLite a conditional ``UPDATE ... WHERE balance_kobo
+>= :amount RETURNING balance_kobo, version`` per wallet. The database
 serialises writers on the row, so no update can be lost and no user wallet can
-go negative (the CHECK constraint backs this up). Wallet rows are updated in
-ascending id order so two transfers touching the same pair cannot deadlock.
+go negative (the CHECK constraint backs this up). ``unit_of_work`` reruns a
+whole transaction that lost a race (deadlock, serialization failure, stale
+ORM version) with bounded, jittered retries, so such an error never reaches a
+user as a 500.
 
 Functions here flush but never commit: the caller owns the transaction, so a
 transfer commits or rolls back together with whatever caused it (a payment, a
@@ -20,10 +26,15 @@ funding, a reversal).
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+import functools
+import logging
+import random
+import time
+from typing import Callable, NamedTuple, Optional, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.orm import attributes
+from sqlalchemy.orm import attributes, make_transient_to_detached
+from sqlalchemy.orm.exc import StaleDataError
 
 from billvend.extensions import db
 from billvend.models import (
@@ -35,6 +46,10 @@ from billvend.models import (
     Wallet,
     utcnow,
 )
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class LedgerError(Exception):
@@ -48,6 +63,75 @@ class InsufficientFunds(LedgerError):
         super().__init__(f"wallet {wallet_id} cannot cover {amount_kobo} kobo")
         self.wallet_id = wallet_id
         self.amount_kobo = amount_kobo
+
+
+# SQLSTATEs that mean "this transaction lost a race; the same work would
+# succeed if run again": serialization_failure, deadlock_detected.
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors that a fresh attempt of the same unit of work can fix.
+
+    Those are the ORM's optimistic-lock failure (``StaleDataError``: a loaded
+    row's ``version`` moved under us) and PostgreSQL's serialization failure
+    and deadlock (SQLSTATE 40001, 40P01). Anything else (bad input, a
+    constraint, the database being down) is not retried.
+    """
+    if isinstance(exc, StaleDataError):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):
+        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        return sqlstate in TRANSIENT_SQLSTATES
+    return False
+
+
+def unit_of_work(
+    func: Optional[Callable[..., T]] = None,
+    *,
+    attempts: int = 5,
+    base_delay_seconds: float = 0.005,
+    max_delay_seconds: float = 0.2,
+    on_retry: Optional[Callable[[int, BaseException], None]] = None,
+):
+    """Decorate a function that does one whole transaction (and commits) so
+    a transient conflict (:func:`is_transient`) reruns it from the start.
+
+    Between attempts the session is rolled back and the caller sleeps a
+    random time up to ``base_delay_seconds * 2**attempt`` (capped at
+    ``max_delay_seconds``): "full jitter", so racing retries spread out
+    instead of colliding again. The function must be safe to rerun after a
+    rollback, which every idempotent money operation is (it re-reads its
+    idempotency key first). Usable bare (``@unit_of_work``) or with options.
+
+    :param attempts: total tries, at least 1; the last error is re-raised.
+    :param on_retry: called with ``(attempt number, error)`` before each retry
+        (benchmarks count retries with it).
+    :raises: whatever the function raises; a transient error only once
+        ``attempts`` are used up (the web layer then answers 503, not 500).
+    """
+
+    def decorate(fn: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs) -> T:
+            for attempt in range(1, attempts + 1):
+                try:
+                    return fn(*args, **kwargs)
+                except Exception as exc:
+                    if not is_transient(exc) or attempt == attempts:
+                        raise
+                    db.session.rollback()
+                    log.info("%s: transient conflict (%s), retry %d",
+                             fn.__qualname__, type(exc).__name__, attempt)
+                    if on_retry is not None:
+                        on_retry(attempt, exc)
+                    cap = min(max_delay_seconds, base_delay_seconds * 2 ** attempt)
+                    time.sleep(random.uniform(0, cap))
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        return wrapper
+
+    return decorate(func) if func is not None else decorate
 
 
 def ensure_system_wallets() -> None:
@@ -93,6 +177,23 @@ def open_wallet(user: User) -> Wallet:
     return wallet
 
 
+def _sync_loaded_wallet(wallet_id: int, balance_kobo: int, version: int) -> None:
+    # Keep any loaded Wallet object truthful without another SELECT; the
+    # ORM's version check then compares against the version we produced.
+    session = db.session()
+    loaded = session.identity_map.get(session.identity_key(Wallet, wallet_id))
+    if loaded is not None:
+        attributes.set_committed_value(loaded, "balance_kobo", balance_kobo)
+        attributes.set_committed_value(loaded, "version", version)
+
+
+def _refusal(wallet_id: int, delta_kobo: int) -> LedgerError:
+    """Why the conditional UPDATE of ``wallet_id`` matched no row."""
+    if delta_kobo < 0 and db.session.get(Wallet, wallet_id) is not None:
+        return InsufficientFunds(wallet_id, -delta_kobo)
+    return LedgerError(f"no wallet {wallet_id}")
+
+
 def _move(wallet_id: int, delta_kobo: int) -> tuple[int, int]:
     """Apply ``delta_kobo`` to one wallet atomically; returns (balance, version).
 
@@ -116,17 +217,76 @@ def _move(wallet_id: int, delta_kobo: int) -> tuple[int, int]:
         )
     row = db.session.execute(stmt).one_or_none()
     if row is None:
-        if delta_kobo < 0 and db.session.get(Wallet, wallet_id) is not None:
-            raise InsufficientFunds(wallet_id, -delta_kobo)
-        raise LedgerError(f"no wallet {wallet_id}")
+        raise _refusal(wallet_id, delta_kobo)
     balance_kobo, version = row
-    # Keep any loaded Wallet object truthful without another SELECT; the
-    # ORM's version check then compares against the version we produced.
-    loaded = db.session.identity_map.get(db.session.identity_key(Wallet, wallet_id))
-    if loaded is not None:
-        attributes.set_committed_value(loaded, "balance_kobo", balance_kobo)
-        attributes.set_committed_value(loaded, "version", version)
+    _sync_loaded_wallet(wallet_id, balance_kobo, version)
     return balance_kobo, version
+
+
+# The whole transfer as ONE PostgreSQL statement (data-modifying CTEs).
+#
+# Why one statement: a wallet row stays locked from its UPDATE until COMMIT,
+# and every client round trip in between is time that other writers of a hot
+# wallet spend waiting. Here the locks are held for one statement plus the
+# commit, as for a bare conditional UPDATE (see bench/hot_wallet.py).
+#
+# How it keeps the guarantees:
+# - ``locked`` takes both row locks in ascending id order (ORDER BY ... FOR
+#   NO KEY UPDATE locks rows as the sort emits them), so two transfers that
+#   touch the same wallets cannot deadlock; after waiting for a concurrent
+#   writer PostgreSQL re-reads the newest row version (READ COMMITTED), so
+#   the balance check below sees every committed debit: no lost update;
+# - ``verdict`` aggregates over ``locked``, so both locks are taken before
+#   anything is decided; it says whether both wallets exist and the debit
+#   wallet (if a user's) covers the amount;
+# - every write is conditional on the verdict: a refused transfer writes
+#   nothing at all;
+# - the entries carry the balances and versions the UPDATE returned.
+_TRANSFER_SQL = sa.text("""
+WITH locked AS (
+    SELECT id, user_id, balance_kobo
+      FROM wallets
+     WHERE id IN (CAST(:debit_id AS INTEGER), CAST(:credit_id AS INTEGER))
+     ORDER BY id
+       FOR NO KEY UPDATE
+), verdict AS (
+    SELECT count(*) AS found,
+           count(*) = 2 AND coalesce(bool_and(id <> CAST(:debit_id AS INTEGER)
+                                              OR user_id IS NULL
+                                              OR balance_kobo >= CAST(:amount AS BIGINT)), FALSE) AS ok
+      FROM locked
+), moved AS (
+    UPDATE wallets
+       SET balance_kobo = balance_kobo + CASE WHEN id = CAST(:debit_id AS INTEGER)
+                                              THEN -CAST(:amount AS BIGINT)
+                                              ELSE CAST(:amount AS BIGINT) END,
+           version = version + 1
+     WHERE id IN (CAST(:debit_id AS INTEGER), CAST(:credit_id AS INTEGER))
+       AND (SELECT ok FROM verdict)
+    RETURNING id, balance_kobo, version
+), transfer AS (
+    INSERT INTO transfers (kind, debit_wallet_id, credit_wallet_id, amount_kobo,
+                           payment_id, funding_id, description, created_at)
+    SELECT CAST(:kind AS VARCHAR), CAST(:debit_id AS INTEGER), CAST(:credit_id AS INTEGER),
+           CAST(:amount AS BIGINT), CAST(:payment_id AS INTEGER), CAST(:funding_id AS INTEGER),
+           CAST(:description AS VARCHAR), CAST(:now AS TIMESTAMPTZ)
+     WHERE (SELECT ok FROM verdict)
+    RETURNING id
+), entries AS (
+    INSERT INTO ledger_entries (transfer_id, wallet_id, delta_kobo, balance_after_kobo,
+                                wallet_version, created_at)
+    SELECT transfer.id, moved.id,
+           CASE WHEN moved.id = CAST(:debit_id AS INTEGER)
+                THEN -CAST(:amount AS BIGINT) ELSE CAST(:amount AS BIGINT) END,
+           moved.balance_kobo, moved.version, CAST(:now AS TIMESTAMPTZ)
+      FROM transfer, moved
+)
+SELECT verdict.found, verdict.ok, (SELECT id FROM transfer),
+       debit.balance_kobo, debit.version, credit.balance_kobo, credit.version
+  FROM verdict
+  LEFT JOIN moved AS debit ON debit.id = CAST(:debit_id AS INTEGER)
+  LEFT JOIN moved AS credit ON credit.id = CAST(:credit_id AS INTEGER)
+""")
 
 
 def post_transfer(
@@ -141,18 +301,24 @@ def post_transfer(
 ) -> Transfer:
     """Move ``amount_kobo`` from one wallet to another, with two ledger entries.
 
-    Runs inside the caller's transaction and flushes; the caller commits. On
-    any exception the caller must roll back: one wallet may already have been
-    updated in this transaction.
+    Runs inside the caller's transaction: it first flushes the session (so
+    the caller's own rows are written before any wallet is locked), then
+    writes the transfer; the caller commits, and should commit soon, since
+    both wallet rows stay locked until then. A refused transfer (the errors
+    below) writes nothing; on any other exception the caller must roll back.
+
+    On PostgreSQL the transfer is one statement (``_TRANSFER_SQL``); on
+    SQLite, which serialises all writers with one database lock, a few.
 
     :param kind: one of ``models.TRANSFER_KINDS``.
     :param amount_kobo: a positive ``int`` number of kobo.
-    :returns: the flushed ``Transfer`` with its two ``entries``.
+    :returns: the persistent ``Transfer``; its ``entries`` load on access.
     :raises InsufficientFunds: the debit wallet is a user wallet whose balance
         is below ``amount_kobo``.
     :raises LedgerError: bad kind or amount, same wallet twice, no such wallet.
     :raises sqlalchemy.exc.IntegrityError: a second transfer of the same
-        ``kind`` for one payment (``UNIQUE(payment_id, kind)``).
+        ``kind`` for one payment (``UNIQUE(payment_id, kind)``), or a second
+        transfer for one funding.
     """
     if kind not in TRANSFER_KINDS:
         raise LedgerError(f"unknown transfer kind {kind!r}")
@@ -161,31 +327,47 @@ def post_transfer(
     if debit_wallet_id == credit_wallet_id:
         raise LedgerError("a transfer needs two different wallets")
 
-    transfer = Transfer(
-        kind=kind,
-        debit_wallet_id=debit_wallet_id,
-        credit_wallet_id=credit_wallet_id,
-        amount_kobo=amount_kobo,
-        payment_id=payment_id,
-        funding_id=funding_id,
-        description=description,
-    )
-    db.session.add(transfer)
-    db.session.flush()
+    session = db.session()
+    session.flush()
+    fields = dict(kind=kind, debit_wallet_id=debit_wallet_id, credit_wallet_id=credit_wallet_id,
+                  amount_kobo=amount_kobo, payment_id=payment_id, funding_id=funding_id,
+                  description=description, created_at=utcnow())
+    if session.get_bind().dialect.name == "postgresql":
+        (found, ok, transfer_id, debit_balance, debit_version, credit_balance,
+         credit_version) = session.execute(_TRANSFER_SQL, {
+            "debit_id": debit_wallet_id, "credit_id": credit_wallet_id, "amount": amount_kobo,
+            "kind": kind, "payment_id": payment_id, "funding_id": funding_id,
+            "description": description, "now": fields["created_at"],
+        }).one()
+        if not ok:
+            if found == 2:
+                raise InsufficientFunds(debit_wallet_id, amount_kobo)
+            missing = [w for w in (debit_wallet_id, credit_wallet_id)
+                       if session.get(Wallet, w) is None]
+            raise LedgerError(f"no wallet {missing[0] if missing else debit_wallet_id}")
+        if session.identity_map:
+            _sync_loaded_wallet(debit_wallet_id, debit_balance, debit_version)
+            _sync_loaded_wallet(credit_wallet_id, credit_balance, credit_version)
+        # The row exists in this transaction: make the object persistent
+        # without a SELECT.
+        transfer = Transfer(id=transfer_id, **fields)
+        make_transient_to_detached(transfer)
+        session.add(transfer)
+        return transfer
 
-    legs = sorted([(debit_wallet_id, -amount_kobo), (credit_wallet_id, amount_kobo)])
-    for wallet_id, delta_kobo in legs:
-        balance_after_kobo, wallet_version = _move(wallet_id, delta_kobo)
-        db.session.add(
-            LedgerEntry(
-                transfer_id=transfer.id,
-                wallet_id=wallet_id,
-                delta_kobo=delta_kobo,
-                balance_after_kobo=balance_after_kobo,
-                wallet_version=wallet_version,
-            )
-        )
-    db.session.flush()
+    # SQLite: the debit first, so a refusal writes nothing; then the credit,
+    # the transfer and both entries.
+    moves = [(debit_wallet_id, -amount_kobo), (credit_wallet_id, amount_kobo)]
+    results = [(wallet_id, delta_kobo, *_move(wallet_id, delta_kobo)) for wallet_id, delta_kobo in moves]
+    transfer = Transfer(**fields)
+    session.add(transfer)
+    session.flush()
+    session.execute(sa.insert(LedgerEntry.__table__).values([
+        dict(transfer_id=transfer.id, wallet_id=wallet_id, delta_kobo=delta_kobo,
+             balance_after_kobo=balance_after_kobo, wallet_version=wallet_version,
+             created_at=fields["created_at"])
+        for wallet_id, delta_kobo, balance_after_kobo, wallet_version in sorted(results)
+    ]))
     return transfer
 
 
