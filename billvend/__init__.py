@@ -96,6 +96,7 @@ def _register_template_helpers(app: Flask) -> None:
 
 def _register_error_handlers(app: Flask) -> None:
     from flask_wtf.csrf import CSRFError
+    from sqlalchemy.orm.exc import StaleDataError
 
     @app.errorhandler(404)
     def not_found(error):
@@ -106,9 +107,12 @@ def _register_error_handlers(app: Flask) -> None:
         return render_template("errors/400.html", reason=error.description), 400
 
     @app.errorhandler(sa.exc.OperationalError)
+    @app.errorhandler(StaleDataError)
     def database_unavailable(error):
-        # The database is down or unreachable: say so plainly; nothing was
-        # committed, so nothing was debited.
+        # The database is down or unreachable, or a transaction kept losing a
+        # race (deadlock, serialization failure, stale version) after
+        # ledger.unit_of_work's retries: say so plainly, never a 500; nothing
+        # was committed, so nothing was debited.
         log.error("database unavailable on %s %s: %s", request.method, request.path, error)
         try:
             db.session.rollback()

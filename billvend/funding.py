@@ -70,6 +70,7 @@ def find_by_key(user_id: int, idempotency_key: str) -> Optional[Funding]:
     )
 
 
+@ledger.unit_of_work
 def fund_wallet(
     user: User,
     amount_kobo: int,

@@ -180,6 +180,7 @@ def _same_order(payment: Payment, details: dict[str, Any]) -> bool:
     return all(getattr(payment, name) == value for name, value in details.items())
 
 
+@ledger.unit_of_work
 def create_payment(
     user: User,
     *,
@@ -239,6 +240,9 @@ def create_payment(
     try:
         db.session.add(payment)
         db.session.flush()  # claims (user, idempotency_key) first
+        # Recorded before the debit: post_transfer flushes it before locking
+        # the wallets, so nothing else is written while they are locked.
+        record_event(payment.id, None, PENDING, message="Wallet debited; vend queued")
         ledger.post_transfer(
             kind=KIND_BILL_PAYMENT,
             debit_wallet_id=wallet_id,
@@ -247,7 +251,6 @@ def create_payment(
             payment_id=payment.id,
             description=f"Electricity {meter_number}",
         )
-        record_event(payment.id, None, PENDING, message="Wallet debited; vend queued")
         db.session.commit()
     except sa.exc.IntegrityError:
         db.session.rollback()
@@ -403,6 +406,7 @@ def requery_payment(payment_id: int, provider: Provider, *, include_vending: boo
     return apply_result(payment_id, from_status, result)
 
 
+@ledger.unit_of_work
 def reverse_payment(payment_id: int, *, reason: str = "Vend failed; refunded to wallet") -> bool:
     """Refund a ``failed`` payment to its wallet: ``failed`` -> ``reversed`` and
     the reversal transfer in ONE transaction. Exactly once: a second call (or

@@ -1,9 +1,13 @@
 """Shared fixtures: a fresh database per test, a client, an auth helper, and
 Huey in immediate mode (tasks run inline at enqueue).
 
-``TEST_DATABASE_URL`` (a PostgreSQL URL) switches the ``app`` fixture from a
-temporary SQLite file to a throwaway PostgreSQL database created for this
-test session; with ``CI=true`` it is required.
+Two passes (``make test``): the default backend is a temporary SQLite file;
+``BILLVEND_TEST_BACKEND=postgresql`` switches the ``app`` fixture to a
+throwaway database created for this session on the server named by
+``TEST_DATABASE_URL``. On that pass a missing ``TEST_DATABASE_URL`` fails the
+run (never silently falls back to SQLite). Tests marked ``postgresql`` (real
+concurrency: SQLite serialises writers, so there is no race to test) are
+skipped on the SQLite pass and run on the PostgreSQL pass.
 """
 
 from __future__ import annotations
@@ -37,15 +41,37 @@ def base_config(database_url: str) -> dict:
     }
 
 
+def selected_backend() -> str:
+    """``sqlite`` (default) or ``postgresql``, from ``BILLVEND_TEST_BACKEND``."""
+    return os.environ.get("BILLVEND_TEST_BACKEND") or "sqlite"
+
+
+def pytest_configure(config):
+    backend = selected_backend()
+    if backend not in {"sqlite", "postgresql"}:
+        raise pytest.UsageError(f"BILLVEND_TEST_BACKEND must be sqlite or postgresql, not {backend!r}")
+    if backend == "postgresql" and not os.environ.get("TEST_DATABASE_URL"):
+        raise pytest.UsageError(
+            "BILLVEND_TEST_BACKEND=postgresql needs TEST_DATABASE_URL "
+            "(e.g. postgresql://postgres@127.0.0.1/postgres)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if selected_backend() == "postgresql":
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL: runs on the PostgreSQL pass (make test)")
+    for item in items:
+        if "postgresql" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory):
     """A database URL for this test session (SQLite file, or PostgreSQL)."""
-    pg_url = os.environ.get("TEST_DATABASE_URL")
-    if not pg_url:
-        if os.environ.get("CI") == "true" and os.environ.get("BILLVEND_TEST_BACKEND") == "postgresql":
-            pytest.fail("TEST_DATABASE_URL is required for the PostgreSQL run in CI")
+    if selected_backend() != "postgresql":
         yield "sqlite:///" + str(tmp_path_factory.mktemp("db") / "test.sqlite3")
         return
+    pg_url = os.environ["TEST_DATABASE_URL"]
     from billvend.config import _database_url
 
     admin_url = sa.engine.make_url(_database_url(pg_url))

@@ -99,3 +99,28 @@ def test_ledger_check_cli(app):
     result = runner.invoke(args=["ledger", "check"])
     assert result.exit_code == 1
     assert "balance_matches" in result.output
+
+
+@pytest.mark.parametrize("debit_is_lower_id", [True, False])
+def test_refused_transfer_writes_nothing(app, debit_is_lower_id):
+    """A refusal leaves the transaction clean: committing after it is harmless."""
+    first = make_user(balance_kobo=10_000).wallet.id
+    second = make_user(balance_kobo=10_000).wallet.id
+    debit, credit = (first, second) if debit_is_lower_id else (second, first)
+    with pytest.raises(ledger.InsufficientFunds):
+        ledger.post_transfer(kind=KIND_ADJUSTMENT, debit_wallet_id=debit, credit_wallet_id=credit,
+                             amount_kobo=10_001)
+    db.session.commit()
+    db.session.expire_all()
+    assert balances(first, second) == [10_000, 10_000]
+    assert db.session.get(Wallet, first).version == db.session.get(Wallet, second).version == 1
+    assert db.session.scalar(sa.select(sa.func.count(Transfer.id))) == 2
+    assert_books_balance()
+
+
+def test_unknown_wallet_refused(app):
+    user = make_user(balance_kobo=10_000)
+    with pytest.raises(ledger.LedgerError, match="no wallet 9999"):
+        ledger.post_transfer(kind=KIND_ADJUSTMENT, debit_wallet_id=user.wallet.id,
+                             credit_wallet_id=9999, amount_kobo=100)
+    db.session.rollback()
