@@ -1,0 +1,141 @@
+"""A hypothesis state machine over the money operations, on both backends.
+
+Random sequences of fund / pay / repeat a payment / claim / succeed / fail /
+reverse run against the real service layer; after every step the ledger
+invariants must hold and the wallet must hold exactly what a plain Python
+model of the rules says.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import sqlalchemy as sa
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+
+from billvend import funding, ledger, payments
+from billvend.extensions import db
+from billvend.models import FAILED, PENDING, REVERSED, SUCCESSFUL, VENDING, Payment, User, Wallet
+from tests.helpers import make_user
+
+AMOUNTS_KOBO = st.integers(min_value=1, max_value=200_000)
+
+
+def reset_database() -> None:
+    """Empty every table (faster than drop/create per example)."""
+    db.session.rollback()
+    with db.engine.begin() as conn:
+        for table in reversed(db.metadata.sorted_tables):
+            conn.execute(table.delete())
+    ledger.ensure_system_wallets()
+
+
+class MoneyMachine(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        reset_database()
+        self.user_id = make_user().id
+        self.balance_kobo = 0  # the model
+        self.status: dict[int, str] = {}
+        self.amount: dict[int, int] = {}
+        self.keys: dict[int, str] = {}
+
+    def user(self) -> User:
+        return db.session.get(User, self.user_id)
+
+    def pick(self, status: str, index: int) -> int:
+        ids = sorted(pid for pid, s in self.status.items() if s == status)
+        return ids[index % len(ids)]
+
+    def has(self, status: str) -> bool:
+        return status in self.status.values()
+
+    @rule(amount_kobo=AMOUNTS_KOBO)
+    def fund(self, amount_kobo):
+        _, created = funding.fund_wallet(self.user(), amount_kobo, secrets.token_urlsafe(16))
+        assert created
+        self.balance_kobo += amount_kobo
+
+    @rule(amount_kobo=AMOUNTS_KOBO)
+    def pay(self, amount_kobo):
+        key = secrets.token_urlsafe(16)
+        try:
+            payment, created = payments.create_payment(
+                self.user(), service_id="ikeja-electric", meter_type="prepaid",
+                meter_number="1111111111111", phone="08031234567",
+                amount_kobo=amount_kobo, idempotency_key=key)
+        except ledger.InsufficientFunds:
+            assert amount_kobo > self.balance_kobo
+            return
+        assert created and amount_kobo <= self.balance_kobo
+        self.balance_kobo -= amount_kobo
+        self.status[payment.id] = PENDING
+        self.amount[payment.id] = amount_kobo
+        self.keys[payment.id] = key
+
+    @precondition(lambda self: self.status)
+    @rule(index=st.integers(min_value=0, max_value=10**6), same_details=st.booleans())
+    def repeat_payment(self, index, same_details):
+        """Resubmitting a form: the same payment back, or a clear refusal."""
+        payment_id = sorted(self.status)[index % len(self.status)]
+        amount_kobo = self.amount[payment_id] + (0 if same_details else 1)
+        try:
+            payment, created = payments.create_payment(
+                self.user(), service_id="ikeja-electric", meter_type="prepaid",
+                meter_number="1111111111111", phone="08031234567",
+                amount_kobo=amount_kobo, idempotency_key=self.keys[payment_id])
+        except payments.IdempotencyConflict:
+            assert not same_details
+            return
+        assert same_details and payment.id == payment_id and not created
+
+    @precondition(lambda self: self.has(PENDING))
+    @rule(index=st.integers(min_value=0, max_value=10**6))
+    def claim(self, index):
+        payment_id = self.pick(PENDING, index)
+        assert payments.claim(payment_id)
+        assert not payments.claim(payment_id)
+        self.status[payment_id] = VENDING
+
+    @precondition(lambda self: self.has(VENDING))
+    @rule(index=st.integers(min_value=0, max_value=10**6), succeeded=st.booleans())
+    def finish(self, index, succeeded):
+        payment_id = self.pick(VENDING, index)
+        outcome = SUCCESSFUL if succeeded else FAILED
+        assert payments.transition(payment_id, VENDING, outcome, code="TEST")
+        db.session.commit()
+        self.status[payment_id] = outcome
+
+    @precondition(lambda self: self.has(FAILED))
+    @rule(index=st.integers(min_value=0, max_value=10**6))
+    def reverse(self, index):
+        payment_id = self.pick(FAILED, index)
+        assert payments.reverse_payment(payment_id)
+        assert not payments.reverse_payment(payment_id)
+        self.status[payment_id] = REVERSED
+        self.balance_kobo += self.amount[payment_id]
+
+    @precondition(lambda self: self.has(SUCCESSFUL) or self.has(PENDING))
+    @rule()
+    def reverse_refused_unless_failed(self):
+        """Only a failed payment can be refunded."""
+        for payment_id, status in self.status.items():
+            if status in (SUCCESSFUL, PENDING):
+                assert not payments.reverse_payment(payment_id)
+
+    @invariant()
+    def books_balance(self):
+        db.session.expire_all()
+        assert ledger.check_invariants() == []
+        balance = db.session.scalar(sa.select(Wallet.balance_kobo).where(Wallet.user_id == self.user_id))
+        assert balance == self.balance_kobo
+        statuses = dict(db.session.execute(sa.select(Payment.id, Payment.status)).all())
+        assert statuses == self.status
+
+
+def test_money_state_machine(app):
+    run_state_machine_as_test(MoneyMachine, settings=settings(
+        max_examples=15, stateful_step_count=15, deadline=None, database=None,
+        suppress_health_check=[HealthCheck.too_slow]))
