@@ -390,7 +390,7 @@ class Violation(NamedTuple):
 
 
 INVARIANTS: dict[str, str] = {
-    "transfer_balanced": "Every transfer has two entries that sum to zero",
+    "transfer_balanced": "Every transfer has two entries that sum to zero, on its debit and credit wallets",
     "balance_matches": "Each wallet's balance equals the sum of its entries and its last balance_after",
     "versions_gapless": "Each wallet's entries are numbered 1..version with no gap",
     "user_wallet_negative": "No user wallet is below zero",
@@ -413,6 +413,15 @@ def check_invariants() -> list[Violation]:
     session = db.session
     entry = LedgerEntry
 
+    # An entry is "right" when it is the debit wallet's -amount or the credit
+    # wallet's +amount; a balanced transfer has exactly two, one of each.
+    right_entry = sa.case(
+        (sa.and_(entry.wallet_id == Transfer.debit_wallet_id,
+                 entry.delta_kobo == -Transfer.amount_kobo), 1),
+        (sa.and_(entry.wallet_id == Transfer.credit_wallet_id,
+                 entry.delta_kobo == Transfer.amount_kobo), 2),
+        else_=100,
+    )
     rows = session.execute(
         sa.select(Transfer.id, Transfer.amount_kobo,
                   sa.func.count(entry.id), sa.func.coalesce(sa.func.sum(entry.delta_kobo), 0),
@@ -421,12 +430,14 @@ def check_invariants() -> list[Violation]:
         .group_by(Transfer.id, Transfer.amount_kobo)
         .having(sa.or_(sa.func.count(entry.id) != 2,
                        sa.func.coalesce(sa.func.sum(entry.delta_kobo), 0) != 0,
-                       sa.func.coalesce(sa.func.max(entry.delta_kobo), 0) != Transfer.amount_kobo))
+                       sa.func.coalesce(sa.func.max(entry.delta_kobo), 0) != Transfer.amount_kobo,
+                       sa.func.coalesce(sa.func.sum(right_entry), 0) != 3))
     )
     for transfer_id, amount_kobo, count, total, credit in rows:
         violations.append(Violation(
             "transfer_balanced", "transfer", transfer_id,
-            f"{count} entries summing to {total} kobo (credit {credit}, amount {amount_kobo})"))
+            f"{count} entries summing to {total} kobo (credit {credit}, amount {amount_kobo}),"
+            " or not on the transfer's debit and credit wallets"))
 
     totals = (
         sa.select(entry.wallet_id.label("wallet_id"),

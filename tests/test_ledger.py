@@ -124,3 +124,29 @@ def test_unknown_wallet_refused(app):
         ledger.post_transfer(kind=KIND_ADJUSTMENT, debit_wallet_id=user.wallet.id,
                              credit_wallet_id=9999, amount_kobo=100)
     db.session.rollback()
+
+
+def test_check_invariants_reports_an_entry_on_the_wrong_wallet(app):
+    user = make_user(balance_kobo=100_000)
+    other = make_user(balance_kobo=100_000)
+    make_payment(user, amount_kobo=60_000)
+    assert_books_balance()
+    # Move the debit entry of the payment to another wallet, keeping sums.
+    entry = db.session.scalar(sa.select(LedgerEntry).where(LedgerEntry.wallet_id == user.wallet.id,
+                                                           LedgerEntry.wallet_version == 2))
+    entry.wallet_id = other.wallet.id
+    entry.wallet_version = 99
+    db.session.commit()
+    found = {(v.invariant, v.subject) for v in ledger.check_invariants()}
+    assert ("transfer_balanced", "transfer") in found
+
+
+def test_check_invariants_reports_a_version_gap(app):
+    user = make_user(balance_kobo=100_000)
+    make_payment(user, amount_kobo=60_000)
+    db.session.execute(sa.update(LedgerEntry).where(LedgerEntry.wallet_id == user.wallet.id,
+                                                    LedgerEntry.wallet_version == 1)
+                       .values(wallet_version=7))
+    db.session.commit()
+    found = {(v.invariant, v.subject, v.subject_id) for v in ledger.check_invariants()}
+    assert ("versions_gapless", "wallet", user.wallet.id) in found
