@@ -122,7 +122,9 @@ def csrf_of(client, path: str) -> str:
 def electricity_form(amount_naira: str, key: str, csrf: str) -> dict:
     return {"disco": "ikeja-electric", "meter_type": "prepaid", "meter_number": "1111111111111",
             "amount": amount_naira, "phone": "08031234567", "idempotency_key": key,
-            "csrf_token": csrf}
+            "csrf_token": csrf,
+            # As the htmx verification leaves it: the customer saw the name.
+            "verified_meter": "ikeja-electric:prepaid:1111111111111"}
 
 
 def test_200_concurrent_payments_exactly_exhaust_the_wallet(app):

@@ -108,7 +108,8 @@ def test_a_deadlock_mid_funding_is_retried_and_funds_once(app, client, auth, mon
 @pytest.mark.parametrize("path,fields", [
     ("/wallet/fund", {"amount": "1000"}),
     ("/bills/electricity", {"disco": "ikeja-electric", "meter_type": "prepaid",
-                            "meter_number": "1111111111111", "amount": "1000", "phone": "08031234567"}),
+                            "meter_number": "1111111111111", "amount": "1000", "phone": "08031234567",
+                            "verified_meter": "ikeja-electric:prepaid:1111111111111"}),
 ])
 @pytest.mark.parametrize("error", [StaleDataError("stale"), db_error("40001")], ids=["stale", "serialization"])
 def test_a_race_lost_every_time_is_a_503_not_a_500(app, client, auth, fund, monkeypatch, path, fields, error):
