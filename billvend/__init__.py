@@ -118,7 +118,10 @@ def _register_error_handlers(app: Flask) -> None:
             db.session.rollback()
         except Exception:  # noqa: BLE001 - the connection may be gone too
             pass
-        return render_template("errors/503.html"), 503
+        # Straight from the Jinja environment: render_template would run the
+        # context processors, and Flask-Login's loads current_user from the
+        # database that is down, turning this page into a 500.
+        return app.jinja_env.get_template("errors/503.html").render(), 503
 
     @app.errorhandler(500)
     def server_error(error):

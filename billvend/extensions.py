@@ -19,6 +19,7 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from huey import Huey
 from huey.storage import RedisStorage, SqliteStorage
+from redis import ConnectionPool
 from sqlalchemy.orm import DeclarativeBase
 
 
@@ -41,9 +42,31 @@ migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
 
+
+class BillvendHuey(Huey):
+    """``Huey`` whose consumer is :class:`billvend.worker.Consumer`.
+
+    ``huey_consumer wsgi.huey`` builds its consumer through
+    ``create_consumer``, so the Procfile's stock command gets our sweep clock
+    and signal handling without a custom entry point.
+    """
+
+    def create_consumer(self, **options):
+        from billvend.worker import Consumer
+
+        return Consumer(self, **options)
+
+
 # Storage is replaced by init_huey; immediate memory storage until then keeps
 # importing the tasks free of side effects (no file, no Redis connection).
-huey = Huey("billvend", immediate=True)
+huey = BillvendHuey("billvend", immediate=True)
+
+# A Redis that is down refuses at once; one that is unreachable (a network
+# partition) must not hang a web request either: the enqueue gives up and the
+# sweep vends the payment later. socket_timeout stays above the consumer's
+# 1 s blocking read.
+REDIS_CONNECT_TIMEOUT_SECONDS = 2
+REDIS_SOCKET_TIMEOUT_SECONDS = 5
 
 _huey_app: Flask | None = None
 
@@ -66,7 +89,12 @@ def init_huey(app: Flask) -> None:
         return
     huey._immediate = False  # noqa: SLF001
     if app.config["REDIS_URL"]:
-        huey.storage = RedisStorage(name, url=app.config["REDIS_URL"])
+        pool = ConnectionPool.from_url(
+            app.config["REDIS_URL"],
+            socket_connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS,
+            socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+        )
+        huey.storage = RedisStorage(name, connection_pool=pool)
     else:
         path = Path(app.config["HUEY_SQLITE_PATH"])
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import functools
 import logging
-from datetime import timedelta
+import math
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 import sqlalchemy as sa
 from flask import current_app
-from huey import crontab
+from huey.signals import SIGNAL_INTERRUPTED
 
 from billvend import payments
 from billvend.extensions import db, huey, huey_app
@@ -131,11 +132,41 @@ def sweep_once() -> dict[str, int]:
     }
 
 
-@huey.periodic_task(crontab(minute="*"))
+def sweep_is_due(timestamp: datetime) -> bool:
+    """Huey's once-a-minute periodic check for :func:`sweep`.
+
+    True every ``ceil(SWEEP_INTERVAL_SECONDS / 60)`` minutes (every minute by
+    default). Always False for an interval under a minute: then the
+    consumer's sweep clock enqueues ``sweep`` itself (``billvend.worker``).
+
+    :param timestamp: the check's time, naive UTC (``huey.utc``) or aware.
+    """
+    interval_seconds = huey_app().config["SWEEP_INTERVAL_SECONDS"]
+    if interval_seconds < 60:
+        return False
+    every_minutes = math.ceil(interval_seconds / 60)
+    if timestamp.tzinfo is None:
+        timestamp = timestamp.replace(tzinfo=timezone.utc)
+    return int(timestamp.timestamp() // 60) % every_minutes == 0
+
+
+@huey.periodic_task(sweep_is_due)
 @huey.lock_task("sweep")
 @in_app_context
 def sweep() -> None:
-    """Every minute: :func:`sweep_once`, one sweeper at a time."""
+    """Every ``SWEEP_INTERVAL_SECONDS``: :func:`sweep_once`, one sweeper at a time.
+
+    A sweep that finds another one running is skipped (Huey logs
+    "unable to acquire lock"); the next tick comes soon enough.
+    """
     counts = sweep_once()
     if any(counts.values()):
         log.info("sweep re-drove %s", counts)
+
+
+@huey.signal(SIGNAL_INTERRUPTED)
+def _log_interrupted(signal_name: str, task, *args) -> None:
+    # The consumer stopped before this task finished (shutdown timeout, a
+    # second signal). Nothing to undo: every step committed on its own.
+    log.warning("worker stopped during %s%s; the sweep will finish that payment",
+                task.name, tuple(task.args or ()))

@@ -10,7 +10,7 @@ again on every submit, so an invalid meter is refused before any debit.
 
 from __future__ import annotations
 
-from flask import abort, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from billvend import ledger, payments, tasks
@@ -54,8 +54,11 @@ def _pay(form: ElectricityForm, verification=None):
     except payments.IdempotencyConflict as exc:
         form.amount.errors.append(str(exc))
         return _render_form(form, verification)
-    if created:
-        tasks.enqueue_vend(payment.id)
+    if created and not tasks.enqueue_vend(payment.id):
+        # The queue is down: the payment is safe in the database and the
+        # sweep sends it once the queue is back.
+        flash("Your payment is recorded and queued. It is taking longer than usual "
+              "to reach the disco; this page updates by itself.", "info")
     return redirect(url_for("bills.payment", reference=payment.reference), code=303)
 
 
