@@ -89,6 +89,15 @@ class Consumer(huey_consumer.Consumer):
 
     def __init__(self, huey, **options):
         super().__init__(huey, **options)
+        # huey_consumer sets up logging for "huey" only; billvend's own
+        # records (what the sweep re-drove, interrupted payments) go to the
+        # same place.
+        app_logger = logging.getLogger("billvend")
+        huey_logger = logging.getLogger("huey")
+        if not app_logger.handlers and huey_logger.handlers:
+            for handler in huey_logger.handlers:
+                app_logger.addHandler(handler)
+            app_logger.setLevel(logging.INFO)
         # (restart, graceful) as in Huey: both stop signals are graceful.
         self._signal_actions[signal.SIGINT] = (False, True)
         self._signal_actions[signal.SIGTERM] = (False, True)

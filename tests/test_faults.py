@@ -303,7 +303,9 @@ def test_sigkill_worker_repeatedly_while_200_payments_vend(tmp_path, postgres, r
         books.wait_final(references, timeout_seconds=last_start + window_seconds - time.monotonic())
         final_after_seconds = time.monotonic() - last_start
         counts = books.assert_money_safe(references)
-        print(f"{kills} kills; all final {final_after_seconds:.1f} s after the last restart; {counts}")
+        redrives = re.findall(r"sweep re-drove (\{.*\})", stack.log("worker"))
+        print(f"{kills} kills; all final {final_after_seconds:.1f} s after the last restart; {counts}; "
+              f"sweeps that re-drove payments: {redrives}")
         assert counts.get(SUCCESSFUL, 0) > 0 and counts.get(REVERSED, 0) > 0
         books.close()
 
