@@ -25,7 +25,7 @@ from billvend.models import (
     SimulatorOrder,
 )
 from billvend.providers import get_provider
-from tests.conftest import Auth, FreshSessionClient, base_config, form_tokens
+from tests.conftest import Auth, FreshSessionClient, base_config, form_tokens, verified_meter
 from tests.helpers import assert_books_balance, make_payment, make_user
 from tests.stack import free_port
 
@@ -153,9 +153,11 @@ def test_queue_down_payment_is_recorded_queued_then_swept(queue_down):
     client = queue_down.test_client()
     Auth(client).signup()
     client.post("/wallet/fund", data=form_tokens(client, "/wallet/fund") | {"amount": "10000"})
-    response = client.post("/bills/electricity", data=form_tokens(client, "/bills/electricity") | {
+    data = form_tokens(client, "/bills/electricity") | {
         "disco": "ikeja-electric", "meter_type": "prepaid", "meter_number": "1111111111111",
-        "amount": "2500", "phone": "08031234567"}, follow_redirects=True)
+        "amount": "2500", "phone": "08031234567"}
+    response = client.post("/bills/electricity", data=data | {"verified_meter": verified_meter(data)},
+                           follow_redirects=True)
     assert response.status_code == 200
     html = response.get_data(as_text=True)
     assert "recorded and queued" in html and "Queued" in html
