@@ -180,7 +180,13 @@ def _database_gone(*args, **kwargs):
 def test_database_fails_mid_payment_503_and_nothing_debited(client, auth, fund, pay, monkeypatch):
     auth.signup()
     fund("10000")
-    monkeypatch.setattr(payments, "record_event", _database_gone)  # after the debit, before commit
+    real_post_transfer = ledger.post_transfer
+
+    def debit_then_connection_lost(*args, **kwargs):
+        real_post_transfer(*args, **kwargs)  # the wallet UPDATE ran...
+        _database_gone()  # ...and the connection died before the commit
+
+    monkeypatch.setattr(ledger, "post_transfer", debit_then_connection_lost)
     response = pay(amount="2500")
     assert response.status_code == 503
     assert "nothing was charged" in response.get_data(as_text=True)
