@@ -8,7 +8,7 @@ HTMX := static/vendor/htmx.min.js
 PORT ?= 5000
 PYTEST_ARGS ?=
 
-.PHONY: install run sandbox test test-sqlite test-postgresql bench clean
+.PHONY: install run sandbox test bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -56,9 +56,11 @@ test: install
 	fi
 
 # Hot-wallet throughput on PostgreSQL (BENCH_DATABASE_URL, default the local
-# server); prints a table for README.md. Not part of `make test`.
+# server), then admin page timings with 100k payments; each prints a table
+# for README.md. Not part of `make test`.
 bench: install
 	$(BIN)/python bench/hot_wallet.py
+	$(BIN)/python bench/admin_lists.py
 
 clean:
 	rm -rf $(VENV) node_modules static/vendor instance .pytest_cache

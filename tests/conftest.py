@@ -25,6 +25,7 @@ from billvend.extensions import db
 
 CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"')
 KEY_RE = re.compile(r'id="idempotency_key" name="idempotency_key" type="hidden" value="([^"]+)"')
+CONFIRM_RE = re.compile(r'name="confirm_meter" type="hidden" value="([^"]*)"')
 
 
 def base_config(database_url: str) -> dict:
@@ -150,12 +151,17 @@ def auth(client):
 
 
 def form_tokens(client, path: str) -> dict[str, str]:
-    """The CSRF token and fresh idempotency key a GET of ``path`` renders."""
+    """The hidden fields a browser sends back from the form at ``path``: the
+    CSRF token, a fresh idempotency key, and the pay page's ``confirm_meter``."""
     html = client.get(path).get_data(as_text=True)
     csrf = CSRF_RE.search(html)
     key = KEY_RE.search(html)
     assert csrf and key, f"form tokens missing on {path}"
-    return {"csrf_token": csrf.group(1) or csrf.group(2), "idempotency_key": key.group(1)}
+    tokens = {"csrf_token": csrf.group(1) or csrf.group(2), "idempotency_key": key.group(1)}
+    confirm = CONFIRM_RE.search(html)
+    if confirm:
+        tokens["confirm_meter"] = confirm.group(1)
+    return tokens
 
 
 def verified_meter(data: dict) -> str:

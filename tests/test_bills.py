@@ -138,3 +138,24 @@ def test_timeline_shows_provider_codes_of_an_unknown_payment(app, client, auth, 
                       headers={"HX-Request": "true"}).get_data(as_text=True)
     assert 'data-status="unknown"' in html and "TIMEOUT" in html and "awaiting the disco" in html
     assert "hx-trigger" in html  # still polling
+
+
+def test_documented_fields_alone_pay_at_once(client, auth, fund):
+    """DESIGN.md's contract: a client posting just the documented fields is
+    verified on the server and gets 303 to the payment (no confirm step)."""
+    auth.signup()
+    fund("5000")
+    html = client.get("/bills/electricity").get_data(as_text=True)
+    assert 'name="confirm_meter" type="hidden" value="1"' in html
+    tokens = form_tokens(client, "/bills/electricity")
+    data = {"csrf_token": tokens["csrf_token"], "idempotency_key": tokens["idempotency_key"],
+            "disco": "jos-electric", "meter_type": "prepaid", "meter_number": "1111111111111",
+            "amount": "1000", "phone": "08031234567"}
+    response = client.post("/bills/electricity", data=data)
+    assert response.status_code == 303 and response.headers["Location"].startswith("/payments/")
+    payment = db.session.scalar(sa.select(Payment))
+    assert payment.customer_name and payment.status == "successful"
+    assert balance() == 400_000
+    invalid = client.post("/bills/electricity", data=data | {
+        "meter_number": "0000000000000", "idempotency_key": form_tokens(client, "/bills/electricity")["idempotency_key"]})
+    assert invalid.status_code == 422 and payment_count() == 1 and balance() == 400_000

@@ -92,11 +92,15 @@ class ElectricityForm(MeterForm):
     )
     idempotency_key = idempotency_key_field()
     # Set when the customer has been shown the name on this exact meter (by
-    # the htmx verification, or on the confirm step). Without it, a valid
-    # submission renders the confirm step instead of paying: the debit only
-    # ever follows the customer seeing whose meter it is. Not a security
-    # check: the server verifies the meter again on every submit.
+    # the htmx verification, or on the confirm step). Not a security check:
+    # the server verifies the meter again on every submit.
     verified_meter = HiddenField()
+    # Rendered by our own pay page. A submission from that page without a
+    # matching ``verified_meter`` (no JavaScript, or the meter changed)
+    # gets the confirm step with the name before any debit. A client that
+    # posts only the documented fields (DESIGN.md, Pages and URLs) keeps the
+    # contract: verified on the server, then paid, 303 to the payment.
+    confirm_meter = HiddenField()
     # The confirm step's "Change details" button.
     edit = SubmitField("Change details")
     submit = SubmitField("Pay")

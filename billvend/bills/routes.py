@@ -1,9 +1,11 @@
 """Pay for electricity, verify a meter, and watch a payment until it is final.
 
-The pay form never debits a wallet before the customer has seen the name on
+The pay page never debits a wallet before the customer has seen the name on
 the meter: with JavaScript the htmx verification shows it beside the form
 (and marks the form ``verified_meter``); without JavaScript the first valid
-submit renders a confirm step with the name, and the second pays. Both steps
+submit (the page's form carries ``confirm_meter``) renders a confirm step with
+the name, and the second pays. A client posting just the documented fields
+is verified and paid at once (303), as DESIGN.md's URL contract says. Both steps
 carry the same ``idempotency_key``. The meter is verified with the provider
 again on every submit, so an invalid meter is refused before any debit.
 """
@@ -92,9 +94,9 @@ def electricity():
     if minimum_kobo and form.amount.kobo < minimum_kobo:
         form.amount.errors.append(f"The smallest amount for this meter is {format_naira(minimum_kobo)}.")
         return _render_form(form, verification)
-    if form.verified_meter.data != form.meter_key():
-        # The customer has not seen the name on this meter yet (no
-        # JavaScript, or the meter changed since): confirm first.
+    if form.confirm_meter.data and form.verified_meter.data != form.meter_key():
+        # A customer on our pay page has not seen the name on this meter yet
+        # (no JavaScript, or the meter changed since): confirm first.
         return render_template(
             "bills/confirm.html", form=form, verification=verification,
             verified_key=form.meter_key(), disco_name=DISCOS[form.disco.data],
