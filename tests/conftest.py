@@ -12,6 +12,7 @@ skipped on the SQLite pass and run on the PostgreSQL pass.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import uuid
@@ -86,21 +87,31 @@ def database_url(tmp_path_factory):
     admin.dispose()
 
 
-@pytest.fixture
-def app(database_url):
-    """An app on a freshly emptied database (tables from the models)."""
-    app = create_app(base_config(database_url))
+@contextlib.contextmanager
+def fresh_app(config: dict):
+    """An app built from ``config`` on a freshly emptied database (tables
+    from the models, system wallets seeded), its app context pushed."""
+    app = create_app(config)
     with app.app_context():
         db.drop_all()
         db.create_all()
         ledger.ensure_system_wallets()
     ctx = app.app_context()
     ctx.push()
-    yield app
-    db.session.remove()
-    ctx.pop()
-    with app.app_context():
-        db.engine.dispose()
+    try:
+        yield app
+    finally:
+        db.session.remove()
+        ctx.pop()
+        with app.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(database_url):
+    """An app on a freshly emptied database (tables from the models)."""
+    with fresh_app(base_config(database_url)) as app:
+        yield app
 
 
 class FreshSessionClient(FlaskClient):

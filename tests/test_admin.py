@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from billvend import payments
 from billvend.extensions import db
 from billvend.models import (FAILED, PENDING, REVERSED, SUCCESSFUL, UNKNOWN, VENDING, AdminAction,
-                             LedgerEntry, Payment, PaymentEvent, Transfer, User, Wallet)
+                             LedgerEntry, Payment, Transfer, User, Wallet)
 from billvend.providers import get_provider
 from tests.conftest import CSRF_RE
 from tests.helpers import assert_books_balance, make_payment, make_user

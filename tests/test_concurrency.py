@@ -18,11 +18,11 @@ from collections import Counter
 import pytest
 import sqlalchemy as sa
 
-from billvend import create_app, ledger, payments
+from billvend import ledger, payments
 from billvend.extensions import db
 from billvend.models import (FAILED, KIND_REVERSAL, PENDING, REVERSED, SUCCESSFUL, VENDING,
                              Funding, Payment, PaymentEvent, Transfer, User, Wallet)
-from tests.conftest import CSRF_RE, base_config
+from tests.conftest import CSRF_RE, base_config, fresh_app
 from tests.helpers import assert_books_balance, make_user
 
 pytestmark = pytest.mark.postgresql
@@ -38,19 +38,9 @@ def app(database_url, monkeypatch):
     config = base_config(database_url) | {
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_size": 16, "max_overflow": 0, "pool_timeout": 60},
     }
-    app = create_app(config)
     monkeypatch.setattr("billvend.tasks.enqueue_vend", lambda payment_id: True)
-    with app.app_context():
-        db.drop_all()
-        db.create_all()
-        ledger.ensure_system_wallets()
-    ctx = app.app_context()
-    ctx.push()
-    yield app
-    db.session.remove()
-    ctx.pop()
-    with app.app_context():
-        db.engine.dispose()
+    with fresh_app(config) as app:
+        yield app
 
 
 def run_threads(app, count: int, target, *args) -> list:

@@ -7,9 +7,9 @@ import sqlalchemy as sa
 
 from billvend import tasks
 from billvend.extensions import db
-from billvend.models import Funding, Payment, User, Wallet
+from billvend.models import Funding, Payment, User
 from tests.conftest import form_tokens
-from tests.helpers import assert_books_balance, make_payment, make_user
+from tests.helpers import assert_books_balance, make_payment
 
 
 def wallet_balance(email="ada@example.com"):

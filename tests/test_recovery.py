@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from flask import g
 
-from billvend import create_app, ledger, payments, tasks
+from billvend import ledger, payments, tasks
 from billvend.extensions import db, init_huey, login_manager
 from billvend.models import (
     FAILED,
@@ -25,7 +25,7 @@ from billvend.models import (
     SimulatorOrder,
 )
 from billvend.providers import get_provider
-from tests.conftest import Auth, FreshSessionClient, base_config, form_tokens, verified_meter
+from tests.conftest import Auth, FreshSessionClient, base_config, form_tokens, fresh_app, verified_meter
 from tests.helpers import assert_books_balance, make_payment, make_user
 from tests.stack import free_port
 
@@ -131,21 +131,11 @@ def test_periodic_sweep_check(app, interval_seconds, minute, due):
 @pytest.fixture
 def queue_down(database_url):
     """An app whose Redis refuses connections (nothing listens on the port)."""
-    app = create_app(base_config(database_url) | {
+    with fresh_app(base_config(database_url) | {
         "HUEY_IMMEDIATE": False, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
         "PENDING_GRACE_SECONDS": 0,
-    })
-    with app.app_context():
-        db.drop_all()
-        db.create_all()
-        ledger.ensure_system_wallets()
-    ctx = app.app_context()
-    ctx.push()
-    yield app
-    db.session.remove()
-    ctx.pop()
-    with app.app_context():
-        db.engine.dispose()
+    }) as app:
+        yield app
 
 
 def test_queue_down_payment_is_recorded_queued_then_swept(queue_down):
