@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from flask import Flask, render_template, request
 from sqlalchemy.engine import Engine
 
-from billvend.config import INSTANCE_DIR, PROJECT_ROOT, from_env
+from billvend.config import INSTANCE_DIR, PROJECT_ROOT, check_timings, from_env
 from billvend.extensions import csrf, db, init_huey, login_manager, migrate
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     app.config.update(from_env())
     if config:
         app.config.update(config)
+    check_timings(app.config)
     INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
 
     db.init_app(app)
@@ -105,6 +106,16 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def csrf_error(error):
         return render_template("errors/400.html", reason=error.description), 400
+
+    @app.errorhandler(sa.exc.DataError)
+    @app.errorhandler(OverflowError)
+    def unrepresentable_input(error):
+        # A value the database cannot hold or compare (a NUL byte, an integer
+        # beyond 64 bits in a URL): the request is bad, not the server, and
+        # nothing was written.
+        log.warning("unrepresentable input on %s %s: %s", request.method, request.path, error)
+        db.session.rollback()
+        return render_template("errors/400.html", reason="That request has a value we cannot use."), 400
 
     @app.errorhandler(sa.exc.OperationalError)
     @app.errorhandler(StaleDataError)

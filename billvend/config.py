@@ -100,3 +100,32 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "MAX_PAYMENT_KOBO": 500_000_00,
         "PAYMENTS_PER_PAGE": 20,
     }
+
+
+def longest_vend_seconds(config: Mapping[str, Any]) -> float:
+    """The longest one ``vend`` call can take with this configuration.
+
+    VTpass: every connection attempt may use its whole connect timeout (plus
+    the pause between attempts), then the read timeout; the simulator: its
+    delay.
+    """
+    if config["VENDING_PROVIDER"] == "vtpass":
+        attempts = config["VTPASS_SEND_ATTEMPTS"]
+        return (attempts * (config["VTPASS_CONNECT_TIMEOUT_SECONDS"] + 1.0)
+                + config["VTPASS_READ_TIMEOUT_SECONDS"])
+    return config["SIMULATOR_DELAY_SECONDS"]
+
+
+def check_timings(config: Mapping[str, Any]) -> None:
+    """Refuse a configuration whose vending lease could expire while a
+    ``pay`` call is still in flight: the sweep would requery too early, hear
+    "no such order" and refund a payment that is about to be delivered.
+
+    :raises ValueError: ``VENDING_LEASE_SECONDS`` is not longer than
+        :func:`longest_vend_seconds`.
+    """
+    longest = longest_vend_seconds(config)
+    if config["VENDING_LEASE_SECONDS"] <= longest:
+        raise ValueError(
+            f"VENDING_LEASE_SECONDS ({config['VENDING_LEASE_SECONDS']}) must be longer than the "
+            f"longest vend call ({longest:g} s with {config['VENDING_PROVIDER']})")

@@ -48,11 +48,27 @@ class NairaField(StringField):
         self.kobo = kobo
 
 
-def idempotency_key_field() -> HiddenField:
-    return HiddenField(
+EXPIRED_FORM_MESSAGE = "This form has expired. Please check the details and submit again."
+
+
+class IdempotencyKeyField(HiddenField):
+    """The hidden ``idempotency_key`` of a money form (DESIGN.md, Money).
+
+    A missing or malformed key is a form error shown above the form; the
+    re-rendered form carries a fresh key, so the customer's next submit is a
+    new request rather than the same bad one again.
+    """
+
+    def post_validate(self, form, validation_stopped):
+        if self.errors:
+            self.data = new_idempotency_key()
+
+
+def idempotency_key_field() -> IdempotencyKeyField:
+    return IdempotencyKeyField(
         validators=[
-            DataRequired(message="This form has expired. Please try again."),
-            Regexp(r"^[A-Za-z0-9_\-]{16,64}$", message="This form has expired. Please try again."),
+            DataRequired(message=EXPIRED_FORM_MESSAGE),
+            Regexp(r"^[A-Za-z0-9_\-]{16,64}\Z", message=EXPIRED_FORM_MESSAGE),
         ],
         default=new_idempotency_key,
     )

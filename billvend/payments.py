@@ -20,6 +20,8 @@ commit.
 
 from __future__ import annotations
 
+import logging
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -49,6 +51,8 @@ from billvend.models import (
 from billvend.providers import base as provider_base
 from billvend.providers.base import Provider, VendResult
 
+log = logging.getLogger(__name__)
+
 #: Legal transitions; anything else is refused before touching the database.
 TRANSITIONS: dict[str, frozenset[str]] = {
     PENDING: frozenset({VENDING}),
@@ -58,6 +62,11 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     SUCCESSFUL: frozenset(),
     REVERSED: frozenset(),
 }
+
+#: What :func:`new_reference` makes: Lagos ``YYYYMMDDHHII`` + 12 hex digits.
+REFERENCE_RE = re.compile(r"[0-9]{12}[0-9a-f]{12}")
+#: A prepaid (STS) token: 20 decimal digits (reference/vtpass-api.md, Tokens).
+TOKEN_RE = re.compile(r"[0-9]{20}")
 
 # Nigeria keeps West Africa Time all year (UTC+1, no daylight saving).
 LAGOS = timezone(timedelta(hours=1), "Africa/Lagos")
@@ -233,8 +242,8 @@ def create_payment(
         wallet_id=wallet_id,
         status=PENDING,
         idempotency_key=idempotency_key,
-        customer_name=customer_name,
-        customer_address=customer_address,
+        customer_name=_clip(customer_name, 200),
+        customer_address=_clip(customer_address, 300),
         **details,
     )
     try:
@@ -289,13 +298,16 @@ def apply_result(payment_id: int, from_status: str, result: VendResult) -> Follo
     now = utcnow()
     try:
         if result.status == provider_base.DELIVERED:
-            transition(
+            token = result.token if result.token and TOKEN_RE.fullmatch(result.token) else None
+            moved = transition(
                 payment_id, from_status, SUCCESSFUL,
                 code=result.code, message=result.message or "Delivered",
-                token=result.token, units_kwh=result.units_kwh,
-                receipt_reference=result.receipt_reference,
+                token=token, units_kwh=_clip(result.units_kwh, 20),
+                receipt_reference=_clip(result.receipt_reference, 64),
                 needs_attention=False, next_requery_at=None,
             )
+            if not moved:
+                _record_late_delivery(payment_id, from_status, result)
             db.session.commit()
             return NOTHING
         if result.status == provider_base.FAILED:
@@ -340,6 +352,34 @@ def apply_result(payment_id: int, from_status: str, result: VendResult) -> Follo
         raise
 
 
+def _clip(value: Optional[str], length: int) -> Optional[str]:
+    """Provider text cut to its column, so an overlong answer cannot make
+    every retry of a payment fail on the database."""
+    return value[:length] if value else None
+
+
+def _record_late_delivery(payment_id: int, expected_status: str, result: VendResult) -> None:
+    """A delivery arrived for a payment that had already moved on from
+    ``expected_status`` (another worker or an admin settled it). If it had
+    been failed or refunded, the customer may now hold a token AND the money:
+    never drop that silently. Keep the provider's proof on the timeline and
+    flag the payment for an admin (in the caller's transaction)."""
+    payment = db.session.get(Payment, payment_id)
+    if payment is None or payment.status == SUCCESSFUL:
+        return
+    proof = result.token or result.receipt_reference or "no token"
+    record_event(payment_id, payment.status, payment.status, code=result.code,
+                 message=f"Provider reported delivery ({proof}) after the payment was "
+                         f"{payment.status}: needs an admin")
+    db.session.execute(
+        sa.update(Payment).where(Payment.id == payment_id)
+        .values(needs_attention=True, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    log.error("payment %s delivered after it became %s (expected %s)",
+              payment_id, payment.status, expected_status)
+
+
 def claim(payment_id: int) -> bool:
     """``pending`` -> ``vending`` for one worker; commits. True if we own it."""
     try:
@@ -382,22 +422,64 @@ def vend_payment(payment_id: int, provider: Provider) -> FollowUp:
     return apply_result(payment_id, VENDING, result)
 
 
-def requery_payment(payment_id: int, provider: Provider, *, include_vending: bool = False) -> FollowUp:
-    """Ask the provider about an ``unknown`` payment (or, for the sweep, a
-    stale ``vending`` one) and record the answer. Never places a new order.
+def vending_lease_expired(payment: Payment, now: Optional[datetime] = None) -> bool:
+    """True when a ``vending`` payment's claim is older than
+    ``VENDING_LEASE_SECONDS``: the worker that claimed it is presumed dead.
+    Before that its ``pay`` call may still be in flight, and a requery answer
+    of "never received" would be premature."""
+    if payment.claimed_at is None:
+        return True
+    now = now or utcnow()
+    lease = timedelta(seconds=current_app.config["VENDING_LEASE_SECONDS"])
+    return payment.claimed_at < now - lease
+
+
+def requery_payment(payment_id: int, provider: Provider, *, include_vending: bool = False,
+                    force: bool = False) -> FollowUp:
+    """Ask the provider about an ``unknown`` payment (or a ``vending`` one
+    whose lease expired: the sweep and admins) and record the answer. Never
+    places a new order.
+
+    One requery at a time per payment: the requery is claimed by a
+    compare-and-set on ``next_requery_at`` (and, for ``vending``, on
+    ``claimed_at``) that also pushes it a lease into the future, so a sweep
+    tick or a racing task that finds the payment mid-requery does nothing.
+    An ``unknown`` payment is only requeried when due (``next_requery_at``
+    reached, with a second of slack for the scheduler), so a task queued by
+    the sweep that runs after the backoff chain already asked does not start
+    a second chain; ``force`` (an admin's "requery now") skips that check.
     """
     payment = db.session.get(Payment, payment_id)
     allowed = {UNKNOWN, VENDING} if include_vending else {UNKNOWN}
     if payment is None or payment.status not in allowed:
         db.session.rollback()
         return NOTHING
+    now = utcnow()
+    if payment.status == VENDING and not vending_lease_expired(payment, now):
+        db.session.rollback()
+        return NOTHING
+    due_at = payment.next_requery_at
+    if (payment.status == UNKNOWN and not force and due_at is not None
+            and due_at > now + timedelta(seconds=1)):
+        db.session.rollback()
+        return NOTHING
     from_status, reference, meter_type = payment.status, payment.reference, payment.meter_type
-    db.session.execute(
-        sa.update(Payment).where(Payment.id == payment_id)
-        .values(requery_count=Payment.requery_count + 1)
+    lease_until = now + timedelta(seconds=current_app.config["VENDING_LEASE_SECONDS"])
+    claim_requery = (
+        sa.update(Payment)
+        .where(Payment.id == payment_id, Payment.status == from_status)
+        .values(requery_count=Payment.requery_count + 1, next_requery_at=lease_until)
         .execution_options(synchronize_session=False)
     )
+    observed = payment.next_requery_at
+    claim_requery = claim_requery.where(
+        Payment.next_requery_at.is_(None) if observed is None else Payment.next_requery_at == observed)
+    if from_status == VENDING:
+        claim_requery = claim_requery.where(Payment.claimed_at == payment.claimed_at).values(claimed_at=now)
+    claimed = db.session.execute(claim_requery).rowcount == 1
     db.session.commit()
+    if not claimed:
+        return NOTHING
     try:
         result = provider.requery(reference, meter_type=meter_type)
     except Exception as exc:  # noqa: BLE001
@@ -440,7 +522,10 @@ def reverse_payment(payment_id: int, *, reason: str = "Vend failed; refunded to 
 
 
 def payment_for_user(reference: str, user: User) -> Optional[Payment]:
-    """The payment with ``reference`` if ``user`` owns it (or is an admin)."""
+    """The payment with ``reference`` if ``user`` owns it (or is an admin);
+    None for anything else, including a string that is not a reference."""
+    if not REFERENCE_RE.fullmatch(reference):
+        return None
     payment = db.session.scalar(sa.select(Payment).where(Payment.reference == reference))
     if payment is None or (payment.user_id != user.id and not user.is_admin):
         return None

@@ -54,9 +54,11 @@ def vend(payment_id: int) -> None:
 
 @huey.task()
 @in_app_context
-def requery(payment_id: int, include_vending: bool = False) -> None:
-    """Ask the provider about an ``unknown`` (or stale ``vending``) payment."""
-    follow_up = payments.requery_payment(payment_id, get_provider(), include_vending=include_vending)
+def requery(payment_id: int, include_vending: bool = False, force: bool = False) -> None:
+    """Ask the provider about an ``unknown`` (or stale ``vending``) payment
+    when it is due (``force``: now); see ``payments.requery_payment``."""
+    follow_up = payments.requery_payment(payment_id, get_provider(),
+                                         include_vending=include_vending, force=force)
     _follow_up(payment_id, follow_up)
 
 

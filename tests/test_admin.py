@@ -16,6 +16,7 @@ from billvend.extensions import db
 from billvend.models import (FAILED, PENDING, REVERSED, SUCCESSFUL, UNKNOWN, VENDING, AdminAction,
                              LedgerEntry, Payment, Transfer, User, Wallet)
 from billvend.providers import get_provider
+from billvend.providers.base import VendResult
 from tests.conftest import CSRF_RE
 from tests.helpers import assert_books_balance, make_payment, make_user
 
@@ -179,15 +180,63 @@ def test_refund_failed_payment(client, admin):
     assert_books_balance()
 
 
-def test_refund_unknown_goes_through_failed(client, admin):
+def test_refund_unknown_asks_the_provider_first(client, admin):
+    """The provider never got the order: the requery inside the action fails
+    the payment and the ordinary refund follows."""
+    customer = make_user(balance_kobo=500_000)
+    payment = to_status(make_payment(customer), UNKNOWN)  # never sent to the simulator
+    post_action(client, payment, "refund", reason="provider says never received")
+    paid = reload(payment.id)
+    assert paid.status == REVERSED and reversal_count(payment.id) == 1
+    assert [(e.from_status, e.to_status) for e in paid.events][-2:] == [(UNKNOWN, FAILED), (FAILED, REVERSED)]
+    assert paid.provider_code == "NOT_FOUND" or "NOT_FOUND" in [e.provider_code for e in paid.events]
+    assert "(failed → reversed)" in actions_of(payment.id)[0].result
+    assert_books_balance()
+
+
+def test_refund_of_an_unknown_payment_the_disco_delivered_is_refused(client, admin):
+    """A timeout after which the disco vended: the admin's refund finds the
+    token instead, so the customer never has both."""
+    customer = make_user(balance_kobo=500_000)
+    payment = make_payment(customer, meter_number="300000000000")
+    payments.vend_payment(payment.id, get_provider())
+    assert reload(payment.id).status == UNKNOWN
+    post_action(client, payment, "refund", reason="customer says no token")
+    paid = reload(payment.id)
+    assert paid.status == SUCCESSFUL and len(paid.token) == 20 and reversal_count(payment.id) == 0
+    assert actions_of(payment.id)[0].result.startswith("refused: the provider says this order was delivered")
+    assert_books_balance()
+
+
+def test_refund_unknown_when_the_provider_cannot_say(client, admin, monkeypatch):
+    """Still no definite answer: the admin's refund, with its reason, goes
+    unknown -> failed -> reversed."""
+    from billvend.admin import services
+    from billvend.providers.base import VendResult
+
+    class Silent:
+        name = "silent"
+
+        def requery(self, request_id, meter_type=None):
+            return VendResult("pending", "TIMEOUT", "no answer")
+
+    monkeypatch.setattr(services, "get_provider", Silent)
     customer = make_user(balance_kobo=500_000)
     payment = to_status(make_payment(customer), UNKNOWN)
-    post_action(client, payment, "refund", reason="provider says never received")
+    post_action(client, payment, "refund", reason="provider support confirmed no token")
     paid = reload(payment.id)
     assert paid.status == REVERSED and reversal_count(payment.id) == 1
     assert [(e.from_status, e.to_status) for e in paid.events][-2:] == [(UNKNOWN, FAILED), (FAILED, REVERSED)]
     assert "unknown → failed → reversed" in actions_of(payment.id)[0].result
     assert_books_balance()
+
+
+def test_requery_of_a_payment_a_worker_is_vending_is_refused(client, admin):
+    """Inside the vending lease a pay call may be in flight: no requery yet."""
+    payment = to_status(make_payment(make_user(balance_kobo=500_000)), VENDING)
+    post_action(client, payment, "requery", reason="impatient")
+    assert reload(payment.id).status == VENDING and reload(payment.id).requery_count == 0
+    assert actions_of(payment.id)[0].result.startswith("refused: a worker is vending this payment")
 
 
 def test_refund_double_submit_refunds_once(client, admin):
@@ -529,3 +578,13 @@ def test_create_admin_command(app):
     assert mismatch.exit_code != 0
     assert db.session.scalar(sa.select(User).where(User.email == "x@example.com")) is None
     assert runner.invoke(args=["create-admin", "not-an-email"]).exit_code != 0
+
+
+def test_overview_alerts_when_the_provider_float_is_low(client, admin):
+    """VTpass 018 (merchant balance too low) fails the payment and must reach
+    an admin (reference/vtpass-api.md: "failed, alert admins")."""
+    assert b"float-alert" not in client.get("/admin/").data
+    payment = to_status(make_payment(make_user(balance_kobo=500_000)), VENDING)
+    payments.apply_result(payment.id, VENDING, VendResult("failed", "INSUFFICIENT_CREDIT", "low float"))
+    page = client.get("/admin/").get_data(as_text=True)
+    assert 'data-testid="float-alert"' in page and "1 payment in the last 24 hours" in page

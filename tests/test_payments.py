@@ -1,6 +1,7 @@
 """The payment state machine: every transition, and illegal ones refused."""
 
 import itertools
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -8,7 +9,7 @@ import sqlalchemy as sa
 from billvend import payments
 from billvend.extensions import db
 from billvend.models import (FAILED, PAYMENT_STATUSES, PENDING, REVERSED, SUCCESSFUL, UNKNOWN,
-                             VENDING, Payment, PaymentEvent)
+                             VENDING, Payment, PaymentEvent, utcnow)
 from billvend.providers.base import VendResult
 from tests.helpers import assert_books_balance, make_payment, make_user
 
@@ -96,4 +97,87 @@ def test_idempotent_create(app):
     assert db.session.scalar(sa.select(sa.func.count(Payment.id))) == 1
     db.session.refresh(user.wallet)
     assert user.wallet.balance_kobo == 400_000
+    assert_books_balance()
+
+
+# --- Requery discipline (one requery at a time, never inside the vend lease) -----
+
+
+class CountingProvider:
+    """Answers every requery with ``result`` and counts the calls."""
+
+    name = "counting"
+
+    def __init__(self, result):
+        self.result = result
+        self.calls = 0
+
+    def requery(self, request_id, meter_type=None):
+        self.calls += 1
+        return self.result
+
+
+def unknown_payment(app):
+    user = make_user(balance_kobo=100_000)
+    payment = make_payment(user)
+    payments.claim(payment.id)
+    payments.apply_result(payment.id, VENDING, VendResult("pending", "TIMEOUT"))
+    return db.session.get(Payment, payment.id)
+
+
+def test_requery_of_a_vending_payment_waits_for_its_lease(app):
+    user = make_user(balance_kobo=100_000)
+    payment = make_payment(user)
+    payments.claim(payment.id)
+    provider = CountingProvider(VendResult("failed", "NOT_FOUND"))
+    # A worker's pay call may still be in flight: "not found" now would refund too early.
+    assert payments.requery_payment(payment.id, provider, include_vending=True).action is None
+    assert provider.calls == 0 and db.session.get(Payment, payment.id).status == VENDING
+    stale = utcnow() - timedelta(seconds=app.config["VENDING_LEASE_SECONDS"] + 1)
+    db.session.execute(sa.update(Payment).where(Payment.id == payment.id).values(claimed_at=stale))
+    db.session.commit()
+    assert payments.requery_payment(payment.id, provider, include_vending=True).action == "reverse"
+    assert provider.calls == 1
+
+
+def test_a_requery_that_is_not_due_is_skipped_unless_forced(app):
+    payment = unknown_payment(app)
+    provider = CountingProvider(VendResult("pending", "PROCESSING"))
+    assert payment.next_requery_at > utcnow()  # backoff: not due yet
+    assert payments.requery_payment(payment.id, provider).action is None and provider.calls == 0
+    assert payments.requery_payment(payment.id, provider, force=True).action == "requery"
+    assert provider.calls == 1
+
+
+def test_a_requery_in_flight_is_not_started_twice(app):
+    """The sweep (or a racing task) finds the payment mid-requery: nothing."""
+    payment = unknown_payment(app)
+    db.session.execute(sa.update(Payment).where(Payment.id == payment.id)
+                       .values(next_requery_at=utcnow() - timedelta(seconds=5)))
+    db.session.commit()
+    inner_results = []
+
+    class Reentrant(CountingProvider):
+        def requery(self, request_id, meter_type=None):
+            # A second requery while the first one is talking to the provider.
+            inner_results.append(payments.requery_payment(payment.id, self))
+            return super().requery(request_id, meter_type)
+
+    provider = Reentrant(VendResult("delivered", token="2" * 20))
+    assert payments.requery_payment(payment.id, provider).action is None
+    assert inner_results == [payments.NOTHING] and provider.calls == 1
+    assert db.session.get(Payment, payment.id).status == SUCCESSFUL
+
+
+def test_a_delivery_after_a_refund_is_flagged_never_dropped(app):
+    payment = unknown_payment(app)
+    assert payments.transition(payment.id, UNKNOWN, FAILED, code="NOT_FOUND")
+    db.session.commit()
+    assert payments.reverse_payment(payment.id)
+    follow = payments.apply_result(payment.id, UNKNOWN, VendResult("delivered", token="3" * 20))
+    assert follow.action is None
+    db.session.expire_all()
+    late = db.session.get(Payment, payment.id)
+    assert late.status == REVERSED and late.needs_attention and late.token is None
+    assert "3" * 20 in late.events[-1].message and "needs an admin" in late.events[-1].message
     assert_books_balance()

@@ -271,7 +271,7 @@ def test_outcome_table_through_the_pay_form(vtpass, client, auth, fund, pay, met
     assert balance() == 400_000  # debited; never refunded on an ambiguous answer
     if after_vend == "unknown":
         assert payment.next_requery_at is not None
-        tasks.requery(payment.id)
+        tasks.requery(payment.id, force=True)
         db.session.expire_all()
         payment = db.session.get(Payment, payment.id)
     assert payment.status == final, (payment.provider_code, payment.provider_message)
@@ -395,7 +395,7 @@ def test_unknown_past_the_alert_age_stays_unknown_and_is_flagged(vtpass, app):
     app.config["VTPASS_BASE_URL"] = f"http://127.0.0.1:{free_port()}"  # the provider goes away
     app.config["VTPASS_SEND_ATTEMPTS"] = 1
     for _ in range(2):
-        tasks.requery(payment.id)
+        tasks.requery(payment.id, force=True)
     db.session.expire_all()
     payment = db.session.get(Payment, payment.id)
     assert (payment.status, payment.needs_attention) == ("unknown", True)

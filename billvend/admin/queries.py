@@ -38,6 +38,7 @@ from billvend.models import (
     utcnow,
 )
 from billvend.payments import LAGOS
+from billvend.providers.base import CODE_INSUFFICIENT_CREDIT
 
 PAGE_SIZE = 50
 IN_FLIGHT_STATUSES = (PENDING, VENDING, UNKNOWN, FAILED)
@@ -331,9 +332,20 @@ def daily(days: int = 30, today: Optional[date] = None) -> list[Day]:
     return result
 
 
+def provider_float_alerts(hours: int = 24) -> int:
+    """Payments refused in the last ``hours`` because the provider's own
+    balance with the disco ran low (VTpass ``018``, reference/vtpass-api.md:
+    "failed, alert admins"): someone must top up the provider account."""
+    since = datetime.now(timezone.utc) - timedelta(hours=hours)
+    return db.session.scalar(
+        sa.select(sa.func.count(Payment.id))
+        .where(Payment.created_at >= since, Payment.provider_code == CODE_INSUFFICIENT_CREDIT))
+
+
 def overview() -> dict[str, Any]:
     """Everything the overview page shows."""
     return {
+        "provider_float_alerts": provider_float_alerts(),
         "today": totals(lagos_day_start(lagos_today())),
         "all_time": totals(),
         "biller_clearing_kobo": system_balance_kobo(BILLER_CLEARING_WALLET),

@@ -137,9 +137,16 @@ def requery_now(admin: User, payment_id: int, reason: str) -> Outcome:
     payment = _load(payment_id)
     if payment.status not in ALLOWED_FROM[REQUERY]:
         return _refuse(admin, payment, REQUERY, reason)
+    if payment.status == VENDING and not payments.vending_lease_expired(payment):
+        # A worker's pay call may still be in flight: a requery now could hear
+        # "no such order" and refund a payment that is about to be delivered.
+        message = ("refused: a worker is vending this payment right now; requery it "
+                   "once its lease has expired (the sweep will too) (status vending)")
+        return Outcome(False, message, _record_alone(admin, payment_id, REQUERY, reason, message))
     before = payment.status
     try:
-        follow_up = payments.requery_payment(payment_id, get_provider(), include_vending=True)
+        follow_up = payments.requery_payment(payment_id, get_provider(), include_vending=True,
+                                             force=True)
     except Exception as exc:  # noqa: BLE001 - tell the admin, keep the record
         log.exception("admin requery of payment %s failed", payment_id)
         message = f"error: the requery failed ({type(exc).__name__}); nothing changed"
@@ -206,6 +213,10 @@ def resolve_delivered(admin: User, payment_id: int, reason: str, *, token: Optio
 def refund(admin: User, payment_id: int, reason: str) -> Outcome:
     """Refund a ``failed`` or ``unknown`` payment to its wallet, exactly once.
 
+    An ``unknown`` payment is requeried first: if the provider says it was
+    delivered it becomes ``successful`` and the refund is refused; if the
+    provider still cannot say, the admin's refund (with its reason) proceeds.
+
     ``unknown`` goes ``unknown → failed → reversed`` and ``failed`` goes
     ``failed → reversed``, through ``payments.reverse_payment`` (the same
     reversal path the workers use), in ONE transaction with the
@@ -217,6 +228,21 @@ def refund(admin: User, payment_id: int, reason: str) -> Outcome:
     payment = _load(payment_id)
     if payment.status not in ALLOWED_FROM[REFUND]:
         return _refuse(admin, payment, REFUND, reason)
+    if payment.status == UNKNOWN:
+        # The token may exist (DESIGN.md: a timeout is not a failure). Ask the
+        # provider first: a delivered order is recorded, not refunded; a
+        # definite failure takes the ordinary refund path below.
+        try:
+            payments.requery_payment(payment_id, get_provider(), force=True)
+        except Exception:  # noqa: BLE001 - the admin's decision still stands
+            log.exception("requery before the admin refund of payment %s failed", payment_id)
+        payment = _load(payment_id)
+        if payment.status == SUCCESSFUL:
+            message = ("refused: the provider says this order was delivered; it is now "
+                       "successful with its token, so no refund (status successful)")
+            return Outcome(False, message, _record_alone(admin, payment_id, REFUND, reason, message))
+        if payment.status not in ALLOWED_FROM[REFUND]:
+            return _refuse(admin, payment, REFUND, reason)
     before, amount_kobo = payment.status, payment.amount_kobo
     path = "unknown → failed → reversed" if before == UNKNOWN else "failed → reversed"
     message = f"done: refunded {format_naira(amount_kobo)} to the customer's wallet ({path})"

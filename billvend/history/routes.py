@@ -11,6 +11,9 @@ from billvend.history.forms import KIND_LABELS, HistoryFilterForm
 from billvend.history.queries import statement_query
 
 
+MAX_PAGE = 100_000
+
+
 @bp.route("/history")
 @login_required
 def index():
@@ -18,8 +21,11 @@ def index():
     kind = status = None
     if form.validate():
         kind, status = form.kind.data or None, form.status.data or None
+    # Clamped: an absurd ?page= is an empty page, not an integer overflow.
+    page_number = min(max(request.args.get("page", 1, type=int) or 1, 1), MAX_PAGE)
     page = db.paginate(
         statement_query(current_user.wallet.id, kind=kind, status=status),
+        page=page_number,
         per_page=current_app.config["PAYMENTS_PER_PAGE"],
         error_out=False,
         max_per_page=100,

@@ -252,7 +252,7 @@ class VTpassProvider:
         try:
             if content.get("Min_Purchase_Amount") not in (None, ""):
                 min_kobo = int(Decimal(str(content["Min_Purchase_Amount"])) * 100)
-        except InvalidOperation:
+        except (InvalidOperation, ValueError, OverflowError):  # garbage, NaN, Infinity
             min_kobo = None
         return MeterVerification(
             "valid",

@@ -1,0 +1,58 @@
+"""Hostile or absurd input gets a clear 4xx and changes nothing: never a 500."""
+
+import pytest
+import sqlalchemy as sa
+
+from billvend.extensions import db
+from billvend.models import Funding, Payment
+from tests.conftest import KEY_RE, form_tokens
+
+
+@pytest.fixture
+def customer(client, auth, fund):
+    auth.signup()
+    fund("5000")
+
+
+@pytest.mark.parametrize("path", [
+    "/history?page=100000000000000000000", "/history?page=-3", "/history?page=abc",
+])
+def test_absurd_history_pages(client, customer, path):
+    assert client.get(path).status_code == 200
+
+
+@pytest.mark.parametrize("reference", ["%00abc", "x" * 500, "202611220000ABCDEF123456", "..%2f..%2fetc"])
+def test_malformed_payment_references_are_404(client, customer, reference):
+    for suffix in ("", "/status", "/receipt"):
+        assert client.get(f"/payments/{reference}{suffix}").status_code == 404
+
+
+@pytest.mark.parametrize("key", ["k" * 64 + "\n", "k" * 65, "short", "ключ" * 5, "k" * 20 + "\x00"])
+def test_bad_idempotency_keys_are_refused(client, customer, key):
+    tokens = form_tokens(client, "/wallet/fund")
+    response = client.post("/wallet/fund", data={"csrf_token": tokens["csrf_token"],
+                                                 "idempotency_key": key, "amount": "100"})
+    assert response.status_code == 422 and b"This form has expired" in response.data
+    fresh = KEY_RE.search(response.get_data(as_text=True)).group(1)
+    assert fresh != key and len(fresh) >= 16  # the next submit is a new request
+    assert db.session.scalar(sa.select(sa.func.count(Funding.id))) == 1
+    tokens = form_tokens(client, "/bills/electricity")
+    response = client.post("/bills/electricity", data={
+        "csrf_token": tokens["csrf_token"], "idempotency_key": key, "disco": "ikeja-electric",
+        "meter_type": "prepaid", "meter_number": "1111111111111", "amount": "1000",
+        "phone": "08031234567"})
+    assert response.status_code == 422
+    assert db.session.scalar(sa.select(sa.func.count(Payment.id))) == 0
+
+
+@pytest.mark.parametrize("amount", ["1" * 40, "9" * 13, "1e400", "Infinity", "NaN", "١٠٠٠"])
+def test_huge_and_exotic_amounts(client, customer, pay, fund, amount):
+    assert fund(amount).status_code == 422
+    assert pay(amount=amount).status_code == 422
+    assert db.session.scalar(sa.select(sa.func.count(Payment.id))) == 0
+
+
+def test_nul_bytes_in_fields(client, customer, pay):
+    response = pay(meter_number="11111\x0011111", phone="0803\x001234567")
+    assert response.status_code == 422
+    assert db.session.scalar(sa.select(sa.func.count(Payment.id))) == 0
