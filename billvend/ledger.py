@@ -10,13 +10,14 @@ Concurrency (DESIGN.md, Money): a debit is never read-check-write in Python.
 The balance check and the change are one conditional UPDATE: on PostgreSQL
 the whole transfer (lock both wallets in ascending id order, debit with
 ``WHERE balance_kobo >= :amount``, credit, bump both versions, insert the
-transfer and its entries) is a single statement (``_TRANSFER_SQL``); on SQLite a conditional ``UPDATE ... WHERE balance_kobo
->= :amount RETURNING balance_kobo, version`` per wallet. The database
-serialises writers on the row, so no update can be lost and no user wallet can
-go negative (the CHECK constraint backs this up). ``unit_of_work`` reruns a
-whole transaction that lost a race (deadlock, serialization failure, stale
-ORM version) with bounded, jittered retries, so such an error never reaches a
-user as a 500.
+transfer and its entries) is one call of a PL/pgSQL function
+(``billvend_post_transfer``, see ``models.TRANSFER_FUNCTION_SQL``); on SQLite
+a conditional ``UPDATE ... WHERE balance_kobo >= :amount RETURNING
+balance_kobo, version`` per wallet. The database serialises writers on the
+row, so no update can be lost and no user wallet can go negative (the CHECK
+constraint backs this up). ``unit_of_work`` reruns a whole transaction that
+lost a race (deadlock, serialization failure, stale ORM version) with
+bounded, jittered retries, so such an error never reaches a user as a 500.
 
 Functions here flush but never commit: the caller owns the transaction, so a
 transfer commits or rolls back together with whatever caused it (a payment, a
@@ -32,7 +33,7 @@ import time
 from typing import Callable, NamedTuple, Optional, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.orm import attributes, make_transient_to_detached
+from sqlalchemy.orm import attributes
 from sqlalchemy.orm.exc import StaleDataError
 
 from billvend.extensions import db
@@ -222,71 +223,38 @@ def _move(wallet_id: int, delta_kobo: int) -> tuple[int, int]:
     return balance_kobo, version
 
 
-# The whole transfer as ONE PostgreSQL statement (data-modifying CTEs).
+# The whole transfer as ONE call of a PL/pgSQL function (models.
+# TRANSFER_FUNCTION_SQL, created by migration 0003 and by create_all).
 #
-# Why one statement: a wallet row stays locked from its UPDATE until COMMIT,
-# and every client round trip in between is time that other writers of a hot
-# wallet spend waiting. Here the locks are held for one statement plus the
-# commit, as for a bare conditional UPDATE (see bench/hot_wallet.py).
-#
-# How it keeps the guarantees:
-# - ``locked`` only takes both row locks, in ascending id order (ORDER BY ...
-#   FOR NO KEY UPDATE locks rows as the sort emits them), so two transfers
-#   touching the same wallets cannot deadlock. Its VALUES are deliberately
-#   not used: measured under contention (pgbench, 16 clients), a balance read
-#   through a locking CTE can be stale, and a check on it let a debit through
-#   that the CHECK constraint then refused;
-# - ``debit`` is the conditional UPDATE: PostgreSQL re-evaluates its WHERE on
-#   the newest row version after waiting for a concurrent writer (READ
-#   COMMITTED), so the balance check sees every committed change: no lost
-#   update, no overdraft. It runs only once both wallets are locked (the
-#   uncorrelated ``count(*) FROM locked`` is evaluated before its scan);
-# - ``credit``, the transfer and its entries are written only if the debit
-#   applied, so a refused transfer writes nothing at all;
-# - the entries carry the balances and versions the UPDATEs returned.
+# Why one call: a wallet row stays locked from its UPDATE until COMMIT, and
+# every client round trip in between is time that other writers of a hot
+# wallet spend waiting. Here the locks are held for one call plus the
+# commit, as for a bare conditional UPDATE (see bench/hot_wallet.py). The
+# function locks both wallets in ascending id order, then debits with a
+# conditional UPDATE (``WHERE balance_kobo >= :amount`` on a fresh snapshot
+# taken after the lock: no lost update, no overdraft), and writes the credit,
+# the transfer and its two entries only if the debit applied, so a refused
+# transfer writes nothing.
 _TRANSFER_SQL = sa.text("""
-WITH locked AS (
-    SELECT id
-      FROM wallets
-     WHERE id IN (CAST(:debit_id AS INTEGER), CAST(:credit_id AS INTEGER))
-     ORDER BY id
-       FOR NO KEY UPDATE
-), debit AS (
-    UPDATE wallets
-       SET balance_kobo = balance_kobo - CAST(:amount AS BIGINT), version = version + 1
-     WHERE id = CAST(:debit_id AS INTEGER)
-       AND (user_id IS NULL OR balance_kobo >= CAST(:amount AS BIGINT))
-       AND (SELECT count(*) FROM locked) = 2
-    RETURNING balance_kobo, version
-), credit AS (
-    UPDATE wallets
-       SET balance_kobo = balance_kobo + CAST(:amount AS BIGINT), version = version + 1
-     WHERE id = CAST(:credit_id AS INTEGER)
-       AND EXISTS (SELECT FROM debit)
-    RETURNING balance_kobo, version
-), transfer AS (
-    INSERT INTO transfers (kind, debit_wallet_id, credit_wallet_id, amount_kobo,
-                           payment_id, funding_id, description, created_at)
-    SELECT CAST(:kind AS VARCHAR), CAST(:debit_id AS INTEGER), CAST(:credit_id AS INTEGER),
-           CAST(:amount AS BIGINT), CAST(:payment_id AS INTEGER), CAST(:funding_id AS INTEGER),
-           CAST(:description AS VARCHAR), CAST(:now AS TIMESTAMPTZ)
-     WHERE EXISTS (SELECT FROM credit)
-    RETURNING id
-), entries AS (
-    INSERT INTO ledger_entries (transfer_id, wallet_id, delta_kobo, balance_after_kobo,
-                                wallet_version, created_at)
-    SELECT transfer.id, CAST(:debit_id AS INTEGER), -CAST(:amount AS BIGINT),
-           debit.balance_kobo, debit.version, CAST(:now AS TIMESTAMPTZ)
-      FROM transfer, debit
-    UNION ALL
-    SELECT transfer.id, CAST(:credit_id AS INTEGER), CAST(:amount AS BIGINT),
-           credit.balance_kobo, credit.version, CAST(:now AS TIMESTAMPTZ)
-      FROM transfer, credit
-)
-SELECT (SELECT count(*) FROM locked), (SELECT id FROM transfer),
-       (SELECT balance_kobo FROM debit), (SELECT version FROM debit),
-       (SELECT balance_kobo FROM credit), (SELECT version FROM credit)
+SELECT found_wallets, transfer_id, debit_balance_kobo, debit_version,
+       credit_balance_kobo, credit_version
+  FROM billvend_post_transfer(
+       CAST(:kind AS VARCHAR), CAST(:debit_id AS INTEGER), CAST(:credit_id AS INTEGER),
+       CAST(:amount AS BIGINT), CAST(:payment_id AS INTEGER), CAST(:funding_id AS INTEGER),
+       CAST(:description AS VARCHAR), CAST(:now AS TIMESTAMPTZ))
 """)
+
+
+class PostedTransfer(NamedTuple):
+    """What :func:`post_transfer` wrote: the transfer's primary key and the
+    balance (kobo) and version each wallet now has. Load the ``Transfer``
+    with ``db.session.get(Transfer, posted.transfer_id)`` if you need it."""
+
+    transfer_id: int
+    debit_balance_kobo: int
+    debit_version: int
+    credit_balance_kobo: int
+    credit_version: int
 
 
 def post_transfer(
@@ -298,7 +266,7 @@ def post_transfer(
     payment_id: Optional[int] = None,
     funding_id: Optional[int] = None,
     description: Optional[str] = None,
-) -> Transfer:
+) -> PostedTransfer:
     """Move ``amount_kobo`` from one wallet to another, with two ledger entries.
 
     Runs inside the caller's transaction: it first flushes the session (so
@@ -307,12 +275,17 @@ def post_transfer(
     both wallet rows stay locked until then. A refused transfer (the errors
     below) writes nothing; on any other exception the caller must roll back.
 
-    On PostgreSQL the transfer is one statement (``_TRANSFER_SQL``); on
-    SQLite, which serialises all writers with one database lock, a few.
+    On PostgreSQL the transfer is one call of a server-side function
+    (``_TRANSFER_SQL``), run on the session's connection without building ORM objects: between the row
+    lock and the caller's COMMIT there is as little Python as possible (see
+    bench/hot_wallet.py). On SQLite, which serialises all writers with one
+    database lock, a few statements.
 
     :param kind: one of ``models.TRANSFER_KINDS``.
     :param amount_kobo: a positive ``int`` number of kobo.
-    :returns: the persistent ``Transfer``; its ``entries`` load on access.
+    :returns: a :class:`PostedTransfer` (the new transfer's id, both wallets'
+        new balances and versions); any ``Wallet`` already loaded in the
+        session is updated to match, without a SELECT.
     :raises InsufficientFunds: the debit wallet is a user wallet whose balance
         is below ``amount_kobo``.
     :raises LedgerError: bad kind or amount, same wallet twice, no such wallet.
@@ -328,16 +301,18 @@ def post_transfer(
         raise LedgerError("a transfer needs two different wallets")
 
     session = db.session()
-    session.flush()
-    fields = dict(kind=kind, debit_wallet_id=debit_wallet_id, credit_wallet_id=credit_wallet_id,
-                  amount_kobo=amount_kobo, payment_id=payment_id, funding_id=funding_id,
-                  description=description, created_at=utcnow())
-    if session.get_bind().dialect.name == "postgresql":
+    session.flush()  # returns at once when nothing is pending
+    connection = session.connection()
+    now = utcnow()
+    if connection.dialect.name == "postgresql":
+        # Core execution on the session's connection: the ORM execute path
+        # (and an ORM Transfer object) cost Python time while a hot wallet
+        # is locked, waiting for our COMMIT.
         (found, transfer_id, debit_balance, debit_version, credit_balance,
-         credit_version) = session.execute(_TRANSFER_SQL, {
+         credit_version) = connection.execute(_TRANSFER_SQL, {
             "debit_id": debit_wallet_id, "credit_id": credit_wallet_id, "amount": amount_kobo,
             "kind": kind, "payment_id": payment_id, "funding_id": funding_id,
-            "description": description, "now": fields["created_at"],
+            "description": description, "now": now,
         }).one()
         if transfer_id is None:
             if found == 2 and debit_balance is None:
@@ -348,27 +323,28 @@ def post_transfer(
         if session.identity_map:
             _sync_loaded_wallet(debit_wallet_id, debit_balance, debit_version)
             _sync_loaded_wallet(credit_wallet_id, credit_balance, credit_version)
-        # The row exists in this transaction: make the object persistent
-        # without a SELECT.
-        transfer = Transfer(id=transfer_id, **fields)
-        make_transient_to_detached(transfer)
-        session.add(transfer)
-        return transfer
+        return PostedTransfer(transfer_id, debit_balance, debit_version,
+                              credit_balance, credit_version)
 
     # SQLite: the debit first, so a refusal writes nothing; then the credit,
     # the transfer and both entries.
-    moves = [(debit_wallet_id, -amount_kobo), (credit_wallet_id, amount_kobo)]
-    results = [(wallet_id, delta_kobo, *_move(wallet_id, delta_kobo)) for wallet_id, delta_kobo in moves]
-    transfer = Transfer(**fields)
-    session.add(transfer)
-    session.flush()
+    debit_balance, debit_version = _move(debit_wallet_id, -amount_kobo)
+    credit_balance, credit_version = _move(credit_wallet_id, amount_kobo)
+    transfer_id = session.execute(sa.insert(Transfer.__table__).values(
+        kind=kind, debit_wallet_id=debit_wallet_id, credit_wallet_id=credit_wallet_id,
+        amount_kobo=amount_kobo, payment_id=payment_id, funding_id=funding_id,
+        description=description, created_at=now,
+    ).returning(Transfer.__table__.c.id)).scalar_one()
     session.execute(sa.insert(LedgerEntry.__table__).values([
-        dict(transfer_id=transfer.id, wallet_id=wallet_id, delta_kobo=delta_kobo,
+        dict(transfer_id=transfer_id, wallet_id=wallet_id, delta_kobo=delta_kobo,
              balance_after_kobo=balance_after_kobo, wallet_version=wallet_version,
-             created_at=fields["created_at"])
-        for wallet_id, delta_kobo, balance_after_kobo, wallet_version in sorted(results)
+             created_at=now)
+        for wallet_id, delta_kobo, balance_after_kobo, wallet_version in sorted([
+            (debit_wallet_id, -amount_kobo, debit_balance, debit_version),
+            (credit_wallet_id, amount_kobo, credit_balance, credit_version)])
     ]))
-    return transfer
+    return PostedTransfer(transfer_id, debit_balance, debit_version,
+                          credit_balance, credit_version)
 
 
 # --- Invariants (DESIGN.md, Money) -------------------------------------------
