@@ -359,19 +359,25 @@ def overview() -> dict[str, Any]:
 # --- Wallets --------------------------------------------------------------------
 
 
+def _page_by_id(query: sa.Select, model: Any, before_id: Optional[int], size: int) -> Page:
+    """Run ``query`` (ordered by ``model.id`` descending) as one keyset page:
+    rows with ``id < before_id``, at most ``size``, and the next cursor."""
+    if before_id is not None:
+        query = query.where(model.id < before_id)
+    rows = db.session.scalars(query.limit(size + 1)).unique().all()
+    page = Page(list(rows[:size]))
+    if len(rows) > size:
+        page.next_cursor = str(rows[size - 1].id)
+    return page
+
+
 def user_wallets_page(email: Optional[str], before_id: Optional[int], size: int = PAGE_SIZE) -> Page:
     """User wallets, newest first (keyset on id), optionally one customer's."""
     query = (sa.select(Wallet).join(Wallet.user).options(so.contains_eager(Wallet.user))
              .where(Wallet.user_id.is_not(None)).order_by(Wallet.id.desc()))
     if email:
         query = query.where(User.email == email)
-    if before_id is not None:
-        query = query.where(Wallet.id < before_id)
-    rows = db.session.scalars(query.limit(size + 1)).unique().all()
-    page = Page(list(rows[:size]))
-    if len(rows) > size:
-        page.next_cursor = str(rows[size - 1].id)
-    return page
+    return _page_by_id(query, Wallet, before_id, size)
 
 
 @dataclass
@@ -417,10 +423,4 @@ def actions_page(before_id: Optional[int], size: int = PAGE_SIZE) -> Page:
     query = (sa.select(AdminAction)
              .options(so.joinedload(AdminAction.admin), so.joinedload(AdminAction.payment))
              .order_by(AdminAction.id.desc()))
-    if before_id is not None:
-        query = query.where(AdminAction.id < before_id)
-    rows = db.session.scalars(query.limit(size + 1)).unique().all()
-    page = Page(list(rows[:size]))
-    if len(rows) > size:
-        page.next_cursor = str(rows[size - 1].id)
-    return page
+    return _page_by_id(query, AdminAction, before_id, size)
