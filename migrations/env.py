@@ -96,6 +96,16 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite cannot ALTER a constraint, so batch mode rebuilds the
+            # table (copy, DROP, rename); with foreign keys enforced, the
+            # DROP of a referenced table fails. SQLite's own procedure
+            # (https://www.sqlite.org/lang_altertable.html#otheralter):
+            # foreign keys off outside any transaction, then
+            # foreign_key_check before turning them back on.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()  # SQLAlchemy began a transaction: end it
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),
@@ -105,6 +115,13 @@ def run_migrations_online():
 
         with context.begin_transaction():
             context.run_migrations()
+
+        if sqlite:
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()
+            if broken:
+                raise RuntimeError(f"foreign keys broken after migrating: {broken[:5]}")
 
 
 if context.is_offline_mode():

@@ -118,12 +118,63 @@ def test_refused_transfer_writes_nothing(app, debit_is_lower_id):
     assert_books_balance()
 
 
-def test_unknown_wallet_refused(app):
+@pytest.mark.parametrize("missing_id", [0, 9999])
+@pytest.mark.parametrize("missing", ["debit", "credit"])
+def test_unknown_wallet_refused(app, missing, missing_id):
+    """Either side missing, and locked before or after the real wallet (so
+    the real one may already be changed, and must be put back): refused,
+    and committing afterwards leaves no transfer and the wallet untouched."""
     user = make_user(balance_kobo=10_000)
-    with pytest.raises(ledger.LedgerError, match="no wallet 9999"):
-        ledger.post_transfer(kind=KIND_ADJUSTMENT, debit_wallet_id=user.wallet.id,
-                             credit_wallet_id=9999, amount_kobo=100)
+    ids = {"debit": user.wallet.id, "credit": user.wallet.id, missing: missing_id}
+    with pytest.raises(ledger.LedgerError, match=f"no wallet {missing_id}"):
+        ledger.post_transfer(kind=KIND_ADJUSTMENT, debit_wallet_id=ids["debit"],
+                             credit_wallet_id=ids["credit"], amount_kobo=100)
+    db.session.commit()
+    db.session.expire_all()
+    assert balances(user.wallet.id) == [10_000]
+    assert db.session.get(Wallet, user.wallet.id).version == 1
+    assert db.session.scalar(sa.select(sa.func.count(Transfer.id))) == 1
+    assert_books_balance()
+
+
+def test_second_debit_of_a_payment_is_an_integrity_error_and_moves_nothing(app):
+    """UNIQUE(payment_id, kind) surfaces as SQLAlchemy's IntegrityError (the
+    PostgreSQL path runs on a DBAPI cursor and must wrap it the same way)."""
+    user = make_user(balance_kobo=100_000)
+    payment = make_payment(user, amount_kobo=10_000)
+    clearing_id = ledger.system_wallet_id(BILLER_CLEARING_WALLET)
+    with pytest.raises(sa.exc.IntegrityError):
+        ledger.post_transfer(kind="bill_payment", debit_wallet_id=user.wallet.id,
+                             credit_wallet_id=clearing_id, amount_kobo=10_000,
+                             payment_id=payment.id)
     db.session.rollback()
+    db.session.expire_all()
+    assert balances(user.wallet.id, clearing_id) == [90_000, 10_000]
+    assert_books_balance()
+
+
+@pytest.mark.postgresql
+def test_lost_connection_during_a_transfer_is_wrapped_and_recovers(app):
+    """The server ends our backend mid-transaction: the caller sees a
+    SQLAlchemy OperationalError with the connection invalidated (a 503 in
+    the web layer), and after a rollback the session works on a new one."""
+    user = make_user(balance_kobo=10_000)
+    clearing_id = ledger.system_wallet_id(BILLER_CLEARING_WALLET)
+    pid = db.session.scalar(sa.text("SELECT pg_backend_pid()"))
+    with db.engine.connect() as other:
+        other.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    with pytest.raises(sa.exc.OperationalError) as raised:
+        ledger.post_transfer(kind=KIND_ADJUSTMENT, debit_wallet_id=user.wallet.id,
+                             credit_wallet_id=clearing_id, amount_kobo=100)
+    assert raised.value.connection_invalidated
+    assert not ledger.is_transient(raised.value)
+    db.session.rollback()
+    ledger.post_transfer(kind=KIND_ADJUSTMENT, debit_wallet_id=user.wallet.id,
+                         credit_wallet_id=clearing_id, amount_kobo=100)
+    db.session.commit()
+    db.session.expire_all()
+    assert balances(user.wallet.id, clearing_id) == [9_900, 100]
+    assert_books_balance()
 
 
 def test_check_invariants_reports_an_entry_on_the_wrong_wallet(app):

@@ -6,6 +6,8 @@ from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 
 from billvend.extensions import db
+from billvend.models import User
+from tests.helpers import assert_books_balance, make_payment, make_user
 
 
 def schema_diff():
@@ -14,18 +16,23 @@ def schema_diff():
         return compare_metadata(context, db.metadata)
 
 
-def transfer_function_exists() -> bool:
-    """Whether PostgreSQL has ledger.post_transfer's function (autogenerate
-    does not compare functions)."""
+def transfer_function_source() -> str | None:
+    """The body of ledger.post_transfer's PostgreSQL function, or None
+    (autogenerate does not compare functions, so the tests do)."""
     with db.engine.connect() as conn:
         return conn.scalar(sa.text(
-            "SELECT count(*) FROM pg_proc WHERE proname = 'billvend_post_transfer'")) == 1
+            "SELECT prosrc FROM pg_proc WHERE proname = 'billvend_post_transfer'"))
+
+
+def transfer_function_exists() -> bool:
+    return transfer_function_source() is not None
 
 
 def test_migrations_match_models(app):
     postgresql = db.engine.dialect.name == "postgresql"
     if postgresql:
-        assert transfer_function_exists()  # create_all made it
+        models_function = transfer_function_source()  # create_all made it
+        assert models_function
     db.drop_all()
     with db.engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
@@ -34,10 +41,41 @@ def test_migrations_match_models(app):
     upgrade()
     assert schema_diff() == []
     if postgresql:
-        assert transfer_function_exists()
+        assert transfer_function_source() == models_function
     downgrade(revision="base")
     assert set(sa.inspect(db.engine).get_table_names()) <= {"alembic_version"}
     if postgresql:
         assert not transfer_function_exists()
     upgrade()
     assert schema_diff() == []
+
+
+def test_migrations_carry_the_books(app):
+    """Upgrading through 0004 (which rebuilds ``transfers`` on SQLite) and
+    back keeps every row and every invariant, and transfers keep working."""
+    db.drop_all()
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+    upgrade(revision="0003_transfer_function")
+    user = make_user(balance_kobo=100_000)
+    user_id = user.id
+    make_payment(user, amount_kobo=40_000)
+    db.session.remove()  # no open transaction while the schema changes
+
+    def books():
+        with db.engine.connect() as conn:
+            return [conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY id")).all()
+                    for table in ("wallets", "transfers", "ledger_entries", "payments")]
+
+    before = books()
+    upgrade()
+    assert books() == before
+    assert_books_balance()
+    db.session.remove()
+    downgrade(revision="0003_transfer_function")
+    assert books() == before
+    upgrade()
+    assert schema_diff() == []
+    make_payment(db.session.get(User, user_id), amount_kobo=10_000)
+    assert db.session.get(User, user_id).wallet.balance_kobo == 50_000
+    assert_books_balance()
