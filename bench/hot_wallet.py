@@ -1,13 +1,19 @@
 """Hot-wallet benchmark: how fast can one wallet be debited, and at what cost?
 
 N threads (1, 8, 32 by default) debit ONE wallet row as fast as they can, for
-a few seconds each, through four paths, in the same run and interleaved:
+a few seconds each, through these paths, in the same run and interleaved:
 
 ``ceiling``
     a bare ``UPDATE wallets SET balance_kobo = balance_kobo - :x WHERE id =
-    :id AND balance_kobo >= :x`` in its own transaction: the physical ceiling
-    for one row (each commit must finish before the next writer gets the row
-    lock, so this measures lock hold time plus commit).
+    :id AND balance_kobo >= :x`` in its own transaction, on a DBAPI cursor
+    (the cheapest client path, the one ``post_transfer`` uses for its hot
+    call): the physical ceiling for one row (each commit must finish before
+    the next writer gets the row lock, so this measures lock hold time plus
+    commit). Every ratio is against this.
+``ceiling-core``
+    the same statement through SQLAlchemy Core (``engine.begin()`` and
+    ``Connection.execute``), for reference: the client-side cost of
+    SQLAlchemy's result handling while the row is locked.
 ``ledger``
     ``billvend.ledger.post_transfer`` (transfer + two ledger entries + both
     balances, in the caller's transaction) and commit, wrapped in
@@ -61,7 +67,7 @@ DEFAULT_URL = "postgresql://postgres@127.0.0.1/postgres"
 START_BALANCE_KOBO = 10**15
 AMOUNT_KOBO = 100
 NAIVE_MAX_ATTEMPTS = 10
-VARIANTS = ("ceiling", "ledger", "ledger+clearing", "naive")
+VARIANTS = ("ceiling", "ceiling-core", "ledger", "ledger+clearing", "naive")
 
 
 @dataclass
@@ -109,6 +115,10 @@ def balance_of(wallet_id: int) -> int:
     return db.session.scalar(sa.select(Wallet.balance_kobo).where(Wallet.id == wallet_id))
 
 
+CEILING_DRIVER_SQL = (
+    "UPDATE wallets SET balance_kobo = balance_kobo - %(x)s "
+    "WHERE id = %(id)s AND balance_kobo >= %(x)s RETURNING balance_kobo"
+)
 CEILING_SQL = sa.text(
     "UPDATE wallets SET balance_kobo = balance_kobo - :x "
     "WHERE id = :id AND balance_kobo >= :x RETURNING balance_kobo"
@@ -118,6 +128,20 @@ CEILING_SQL = sa.text(
 def make_op(variant: str, hot_id: int, sink_id: int, counts: Counts):
     """One debit of ``AMOUNT_KOBO`` from ``hot_id``; returns True if it happened."""
     if variant == "ceiling":
+        def op() -> bool:
+            dbapi_connection = db.engine.raw_connection()  # from the pool, as a session would
+            try:
+                cursor = dbapi_connection.cursor()
+                cursor.execute(CEILING_DRIVER_SQL, {"x": AMOUNT_KOBO, "id": hot_id})
+                debited = cursor.fetchone() is not None
+                cursor.close()
+                dbapi_connection.commit()
+                return debited
+            finally:
+                dbapi_connection.close()
+        return op
+
+    if variant == "ceiling-core":
         def op() -> bool:
             with db.engine.begin() as conn:
                 return conn.execute(CEILING_SQL, {"x": AMOUNT_KOBO, "id": hot_id}).first() is not None

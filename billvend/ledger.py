@@ -249,8 +249,8 @@ def _call_transfer_function(connection: sa.Connection, params: dict) -> tuple:
     transaction), not ``connection.execute``: building SQLAlchemy's
     ``CursorResult`` takes about 45 us of Python per call, and the result
     arrives while the hot wallet is locked, so that time is added to every
-    waiter (bench/hot_wallet.py measured ledger/ceiling 0.64 with it, 0.72
-    without). Errors are wrapped as SQLAlchemy would wrap them
+    waiter (bench/hot_wallet.py, 8 threads: ledger / ceiling-core 0.64 with
+    it, 0.72 without). Errors are wrapped as SQLAlchemy would wrap them
     (``sqlalchemy.exc.IntegrityError``, ``OperationalError``, ...), and a
     lost connection is invalidated, so callers and :func:`is_transient` see
     no difference.

@@ -340,10 +340,11 @@ class LedgerEntry(db.Model):
 # back (balance and version) and the transfer row deleted, so the caller may
 # still commit its transaction. Then ``transfer_id`` is NULL and
 # ``found_wallets`` says how many of the two wallets exist (2: insufficient
-# funds). Earlier shapes, measured: data-modifying CTEs in one statement
-# (EvalPlanQual re-fetch of every row after a lock wait: ledger/ceiling 0.42
-# at 8 threads), PERFORM ... FOR NO KEY UPDATE of both wallets in ascending
-# order, then everything (0.60).
+# funds). Earlier shapes, measured (bench/hot_wallet.py, ledger /
+# ceiling-core at 8 threads): data-modifying CTEs in one statement
+# (EvalPlanQual re-fetch of every row after a lock wait: 0.42), PERFORM ...
+# FOR NO KEY UPDATE of both wallets in ascending order, then everything
+# (0.60); this shape, with the call on a DBAPI cursor: 0.75.
 TRANSFER_FUNCTION_SQL = """
 CREATE OR REPLACE FUNCTION billvend_post_transfer(
     p_kind VARCHAR, p_debit_id INTEGER, p_credit_id INTEGER, p_amount_kobo BIGINT,
