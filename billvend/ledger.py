@@ -355,20 +355,28 @@ def post_transfer(
         return PostedTransfer(transfer_id, debit_balance, debit_version,
                               credit_balance, credit_version)
 
-    # SQLite: the debit first, so a refusal writes nothing; then the credit,
-    # the transfer and both entries. The credit wallet is looked up first so
-    # that a missing one cannot leave an applied debit behind (wallets are
-    # never deleted, and SQLite serialises writers, so the check holds).
+    # SQLite, in the function's order: the transfer row first (a duplicate
+    # payment or funding fails before any wallet moves), then the debit
+    # (conditional), then the credit and both entries. The credit wallet is
+    # looked up before the debit so that a missing one cannot leave an
+    # applied debit behind (wallets are never deleted, and SQLite serialises
+    # writers, so the check holds); a refused debit deletes the transfer row.
+    # Either way a refusal leaves the caller's transaction as it was.
     wallets = Wallet.__table__
     if session.execute(sa.select(wallets.c.id).where(wallets.c.id == credit_wallet_id)).first() is None:
         raise LedgerError(f"no wallet {credit_wallet_id}")
-    debit_balance, debit_version = _move(debit_wallet_id, -amount_kobo)
-    credit_balance, credit_version = _move(credit_wallet_id, amount_kobo)
-    transfer_id = session.execute(sa.insert(Transfer.__table__).values(
+    transfers = Transfer.__table__
+    transfer_id = session.execute(sa.insert(transfers).values(
         kind=kind, debit_wallet_id=debit_wallet_id, credit_wallet_id=credit_wallet_id,
         amount_kobo=amount_kobo, payment_id=payment_id, funding_id=funding_id,
         description=description, created_at=now,
-    ).returning(Transfer.__table__.c.id)).scalar_one()
+    ).returning(transfers.c.id)).scalar_one()
+    try:
+        debit_balance, debit_version = _move(debit_wallet_id, -amount_kobo)
+    except LedgerError:
+        session.execute(sa.delete(transfers).where(transfers.c.id == transfer_id))
+        raise
+    credit_balance, credit_version = _move(credit_wallet_id, amount_kobo)
     session.execute(sa.insert(LedgerEntry.__table__).values([
         dict(transfer_id=transfer_id, wallet_id=wallet_id, delta_kobo=delta_kobo,
              balance_after_kobo=balance_after_kobo, wallet_version=wallet_version,

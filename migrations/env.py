@@ -96,16 +96,9 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
-        sqlite = connection.dialect.name == "sqlite"
-        if sqlite:
-            # SQLite cannot ALTER a constraint, so batch mode rebuilds the
-            # table (copy, DROP, rename); with foreign keys enforced, the
-            # DROP of a referenced table fails. SQLite's own procedure
-            # (https://www.sqlite.org/lang_altertable.html#otheralter):
-            # foreign keys off outside any transaction, then
-            # foreign_key_check before turning them back on.
-            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
-            connection.commit()  # SQLAlchemy began a transaction: end it
+        if connection.dialect.name == "sqlite":
+            _run_sqlite_migrations(connection, conf_args)
+            return
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),
@@ -116,12 +109,45 @@ def run_migrations_online():
         with context.begin_transaction():
             context.run_migrations()
 
-        if sqlite:
-            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
-            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
-            connection.commit()
-            if broken:
-                raise RuntimeError(f"foreign keys broken after migrating: {broken[:5]}")
+
+def _run_sqlite_migrations(connection, conf_args):
+    """All pending SQLite migrations in ONE transaction, foreign keys off.
+
+    SQLite cannot ALTER a constraint, so batch mode rebuilds the table (copy,
+    DROP, rename); with foreign keys enforced, the DROP of a referenced table
+    fails. SQLite's own procedure
+    (https://www.sqlite.org/lang_altertable.html#otheralter): foreign keys
+    off outside any transaction, the changes and ``PRAGMA foreign_key_check``
+    inside one, then commit. pysqlite commits DDL on its own unless told to
+    leave transactions to us (SQLAlchemy's pysqlite "transactional DDL"
+    recipe), so a failure halfway (say, the database locked by a running
+    worker) rolls everything back instead of leaving a half-built table.
+    """
+    dbapi_connection = connection.connection.driver_connection
+    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    connection.commit()
+    isolation_level = dbapi_connection.isolation_level
+    dbapi_connection.isolation_level = None
+    try:
+        connection.exec_driver_sql("BEGIN")
+        context.configure(
+            connection=connection,
+            target_metadata=get_metadata(),
+            render_item=render_item,
+            **conf_args
+        )
+        context.run_migrations()  # in our transaction: Alembic leaves it to us
+        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise RuntimeError(f"foreign keys broken by the migration: {broken[:5]}")
+        connection.commit()
+    except BaseException:
+        connection.rollback()
+        raise
+    finally:
+        dbapi_connection.isolation_level = isolation_level
+        connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+        connection.commit()
 
 
 if context.is_offline_mode():

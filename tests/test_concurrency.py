@@ -281,7 +281,7 @@ def test_two_workers_racing_on_one_payment_have_exactly_one_effect(app):
 
 def test_crossing_transfers_between_two_wallets_do_not_deadlock(app):
     """A pays B while B pays A, many times at once: both transfers lock the
-    wallets in id order, so none deadlocks (a deadlock would surface as an
+    wallets in one (descending) id order, so none deadlocks (a deadlock would surface as an
     error here after unit_of_work's retries) and the totals are exact."""
     a = make_user(balance_kobo=1_000_000).wallet.id
     b = make_user(balance_kobo=1_000_000).wallet.id

@@ -148,6 +148,14 @@ def test_second_debit_of_a_payment_is_an_integrity_error_and_moves_nothing(app):
                              credit_wallet_id=clearing_id, amount_kobo=10_000,
                              payment_id=payment.id)
     db.session.rollback()
+    if db.engine.dialect.name == "sqlite":
+        # SQLite keeps the transaction usable after the error: committing it
+        # must not commit a half-posted transfer either.
+        with pytest.raises(sa.exc.IntegrityError):
+            ledger.post_transfer(kind="bill_payment", debit_wallet_id=user.wallet.id,
+                                 credit_wallet_id=clearing_id, amount_kobo=10_000,
+                                 payment_id=payment.id)
+        db.session.commit()
     db.session.expire_all()
     assert balances(user.wallet.id, clearing_id) == [90_000, 10_000]
     assert_books_balance()
