@@ -308,8 +308,9 @@ def post_transfer(
     On PostgreSQL the transfer is one call of a server-side function
     (``models.TRANSFER_FUNCTION_SQL``) on the session's connection, without
     ORM objects: between the hot wallet's lock and the caller's COMMIT there
-    is as little work as possible (see bench/hot_wallet.py). On SQLite, which serialises all writers with one
-    database lock, a few statements.
+    is as little work as possible (see bench/hot_wallet.py). On SQLite,
+    which serialises all writers with one database lock, a few statements
+    in the same order.
 
     :param kind: one of ``models.TRANSFER_KINDS``.
     :param amount_kobo: a positive ``int`` number of kobo.
