@@ -17,6 +17,13 @@ def schema_diff():
         return compare_metadata(context, db.metadata)
 
 
+def empty_database() -> None:
+    """No tables, no function, no Alembic version: ready for ``upgrade()``."""
+    db.drop_all()
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+
+
 def transfer_function_source() -> str | None:
     """The body of ledger.post_transfer's PostgreSQL function, or None
     (autogenerate does not compare functions, so the tests do)."""
@@ -34,9 +41,7 @@ def test_migrations_match_models(app):
     if postgresql:
         models_function = transfer_function_source()  # create_all made it
         assert models_function
-    db.drop_all()
-    with db.engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+    empty_database()
     if postgresql:
         assert not transfer_function_exists()  # drop_all dropped it
     upgrade()
@@ -54,9 +59,7 @@ def test_migrations_match_models(app):
 def test_migrations_carry_the_books(app):
     """Upgrading through 0004 (which rebuilds ``transfers`` on SQLite) and
     back keeps every row and every invariant, and transfers keep working."""
-    db.drop_all()
-    with db.engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+    empty_database()
     upgrade(revision="0003_transfer_function")
     user = make_user(balance_kobo=100_000)
     user_id = user.id
@@ -88,9 +91,7 @@ def test_a_failed_sqlite_migration_changes_nothing(app):
     version and foreign-key enforcement as they were, and a re-run works."""
     if db.engine.dialect.name != "sqlite":
         pytest.skip("PostgreSQL DDL is transactional without help")
-    db.drop_all()
-    with db.engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+    empty_database()
     upgrade(revision="0003_transfer_function")
 
     def fail_the_rename(conn, cursor, statement, *args):
