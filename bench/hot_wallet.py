@@ -61,7 +61,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from billvend import create_app, ledger  # noqa: E402
 from billvend.config import _database_url  # noqa: E402
 from billvend.extensions import db  # noqa: E402
-from billvend.models import FUNDING_WALLET, KIND_ADJUSTMENT, User, Wallet  # noqa: E402
+from billvend.models import (  # noqa: E402
+    FUNDING_WALLET, KIND_ADJUSTMENT, LedgerEntry, Transfer, User, Wallet,
+)
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1/postgres"
 START_BALANCE_KOBO = 10**15
@@ -237,6 +239,18 @@ def run(app, variant: str, threads: int, seconds: float) -> Result:
                   exact, total.errors)
 
 
+def drop_ledger_foreign_keys() -> None:
+    """Drop the foreign keys that every transfer checks while a wallet is
+    locked (transfers' two wallet columns, ledger entries' wallet and
+    transfer), in the benchmark's database only: ``--drop-foreign-keys``
+    shows what that integrity costs, as the README's figures do."""
+    with db.engine.begin() as conn:
+        for table in (Transfer.__table__, LedgerEntry.__table__):
+            for constraint in table.foreign_key_constraints:
+                if constraint.referred_table.name in ("wallets", "transfers"):
+                    conn.execute(sa.schema.DropConstraint(constraint))
+
+
 def create_database(server_url: str) -> tuple[sa.Engine, str]:
     admin_url = sa.engine.make_url(_database_url(server_url))
     if not admin_url.drivername.startswith("postgresql"):
@@ -254,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each run")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (figures are medians)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--drop-foreign-keys", action="store_true",
+                        help="drop the ledger's foreign keys in the benchmark's own database "
+                             "first, to measure what they cost (never do this to a real one)")
     args = parser.parse_args(argv)
     thread_counts = [int(n) for n in args.threads.split(",")]
     variants = [v for v in args.variants.split(",") if v]
@@ -275,8 +292,11 @@ def main(argv: list[str] | None = None) -> int:
         with app.app_context():
             db.create_all()
             ledger.ensure_system_wallets()
+            if args.drop_foreign_keys:
+                drop_ledger_foreign_keys()
         print(f"hot wallet: {args.rounds} round(s) x {args.seconds:g} s per run, "
-              f"{AMOUNT_KOBO} kobo per debit, PostgreSQL {bench_url.rsplit('@', 1)[-1]}")
+              f"{AMOUNT_KOBO} kobo per debit, PostgreSQL {bench_url.rsplit('@', 1)[-1]}"
+              + (", ledger foreign keys DROPPED" if args.drop_foreign_keys else ""))
         for round_number in range(args.rounds):
             for threads in thread_counts:
                 for variant in variants:
