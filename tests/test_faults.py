@@ -212,6 +212,14 @@ class Books:
             ).all()
         return dict(rows)
 
+    def wait_status(self, reference: str, status: str, timeout_seconds: float) -> str:
+        """Poll until the payment has ``status`` or the time is up; returns
+        the last status seen."""
+        deadline = time.monotonic() + timeout_seconds
+        while (seen := self.statuses([reference])[reference]) != status and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return seen
+
     def wait_final(self, references: list[str], timeout_seconds: float) -> dict[str, str]:
         """Poll until every payment is final or the time is up; returns the
         last statuses seen."""
@@ -412,9 +420,7 @@ def test_stop_signal_lets_in_flight_vend_finish(tmp_path, postgres, redis_server
         books = Books(stack.env["DATABASE_URL"])
         customer = Customer(stack.base_url)
         reference = customer.pay("1111111111111", "prepaid", 1000)
-        deadline = time.monotonic() + 30
-        while books.statuses([reference])[reference] != "vending" and time.monotonic() < deadline:
-            time.sleep(0.05)
+        books.wait_status(reference, "vending", timeout_seconds=30)
         worker = stack.processes["worker"]
         os.killpg(worker.pid, sig)
         assert worker.wait(timeout=25) == 0
@@ -433,9 +439,7 @@ def test_sigterm_past_shutdown_timeout_leaves_payment_for_the_sweep(tmp_path, po
         books = Books(stack.env["DATABASE_URL"])
         customer = Customer(stack.base_url)
         reference = customer.pay("1111111111111", "prepaid", 1000)
-        deadline = time.monotonic() + 30
-        while books.statuses([reference])[reference] != "vending" and time.monotonic() < deadline:
-            time.sleep(0.05)
+        books.wait_status(reference, "vending", timeout_seconds=30)
         stopped_at = time.monotonic()
         stack.stop("worker", signal.SIGTERM)
         assert time.monotonic() - stopped_at < 5
