@@ -82,6 +82,10 @@ class User(UserMixin, db.Model):
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     email: so.Mapped[str] = so.mapped_column(sa.String(254), unique=True)
     password_hash: so.Mapped[str] = so.mapped_column(sa.String(256))
+    # Nullable: accounts made before signup asked for them are asked once.
+    full_name: so.Mapped[Optional[str]] = so.mapped_column(sa.String(120))
+    #: Nigerian mobile number the tokens are sent to, as the customer typed it.
+    phone: so.Mapped[Optional[str]] = so.mapped_column(sa.String(20))
     is_admin: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), default=utcnow)
 

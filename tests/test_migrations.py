@@ -57,10 +57,16 @@ def test_migrations_match_models(app):
 
 
 def test_migrations_carry_the_books(app):
-    """Upgrading through 0004 (which rebuilds ``transfers`` on SQLite) and
-    back keeps every row and every invariant, and transfers keep working."""
+    """Downgrading through 0004 (which rebuilds ``transfers`` on SQLite) and
+    upgrading again keeps every row and every invariant, and transfers keep
+    working. Rows are compared on the columns that exist at 0003, so later
+    migrations that add columns do not change what is compared."""
     empty_database()
     upgrade(revision="0003_transfer_function")
+    tables = ("wallets", "transfers", "ledger_entries", "payments")
+    inspector = sa.inspect(db.engine)
+    columns = {table: [c["name"] for c in inspector.get_columns(table)] for table in tables}
+    upgrade()
     user = make_user(balance_kobo=100_000)
     user_id = user.id
     make_payment(user, amount_kobo=40_000)
@@ -68,18 +74,17 @@ def test_migrations_carry_the_books(app):
 
     def books():
         with db.engine.connect() as conn:
-            return [conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY id")).all()
-                    for table in ("wallets", "transfers", "ledger_entries", "payments")]
+            return [conn.execute(sa.text(
+                f"SELECT {', '.join(columns[table])} FROM {table} ORDER BY id")).all()
+                for table in tables]
 
     before = books()
-    upgrade()
-    assert books() == before
-    assert_books_balance()
-    db.session.remove()
     downgrade(revision="0003_transfer_function")
     assert books() == before
     upgrade()
+    assert books() == before
     assert schema_diff() == []
+    assert_books_balance()
     make_payment(db.session.get(User, user_id), amount_kobo=10_000)
     assert db.session.get(User, user_id).wallet.balance_kobo == 50_000
     assert_books_balance()
