@@ -11,7 +11,8 @@ from flask import Flask, render_template, request
 from sqlalchemy.engine import Engine
 
 from billvend.config import INSTANCE_DIR, PROJECT_ROOT, check_timings, from_env
-from billvend.extensions import csrf, db, init_huey, login_manager, migrate
+from billvend.extensions import csrf, db, login_manager, migrate
+from billvend.queue import init_huey
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,12 @@ def _register_template_helpers(app: Flask) -> None:
 
     app.add_template_filter(format_naira, "naira")
 
+    @app.template_filter("customer_reason")
+    def customer_reason(payment):
+        from billvend.payments import customer_reason as reason
+
+        return reason(payment) or ""
+
     @app.template_filter("lagos_time")
     def lagos_time(value, fmt="%d %b %Y, %H:%M"):
         from billvend.payments import LAGOS
@@ -122,7 +129,7 @@ def _register_error_handlers(app: Flask) -> None:
     def database_unavailable(error):
         # The database is down or unreachable, or a transaction kept losing a
         # race (deadlock, serialization failure, stale version) after
-        # ledger.unit_of_work's retries: say so plainly, never a 500; nothing
+        # transactions.unit_of_work's retries: say so plainly, never a 500; nothing
         # was committed, so nothing was debited.
         log.error("database unavailable on %s %s: %s", request.method, request.path, error)
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import click
 from flask import Flask
 from flask.cli import AppGroup
@@ -11,10 +13,20 @@ ledger_cli = AppGroup("ledger", help="Inspect the double-entry ledger.")
 
 @ledger_cli.command("check")
 def ledger_check() -> None:
-    """Check the ledger invariants; exit 1 and list violations if any."""
-    from billvend.ledger import check_invariants
+    """Check the ledger invariants, one line per invariant (including that
+    each reversal moves exactly its payment's amount back to the payment's
+    own wallet, and that biller_clearing reconciles with the payments); exit
+    1 and list violations if any. Read-only: no unit of work, rolled back."""
+    from billvend.extensions import db
+    from billvend.ledger import INVARIANTS, check_invariants
 
-    violations = check_invariants()
+    try:
+        violations = check_invariants()
+    finally:
+        db.session.rollback()  # read-only; end the read transaction
+    broken = {v.invariant for v in violations}
+    for key, description in INVARIANTS.items():
+        click.echo(f"{'FAIL' if key in broken else 'ok  '} {key}: {description}")
     if not violations:
         click.echo("ledger ok: all invariants hold")
         return
@@ -40,14 +52,21 @@ def create_admin(email: str) -> None:
         validate_email(email, check_deliverability=False)
     except EmailNotValidError as exc:
         raise click.BadParameter(str(exc), param_hint="EMAIL") from None
-    user = db.session.scalar(sa.select(User).where(User.email == email))
-    if user is not None:
+    from billvend.transactions import unit_of_work
+
+    @unit_of_work
+    def promote() -> Optional[bool]:
+        user = db.session.scalar(sa.select(User).where(User.email == email))
+        if user is None:
+            return None
         if user.is_admin:
-            click.echo(f"{email} is already an admin")
-            return
+            return False
         user.is_admin = True
-        db.session.commit()
-        click.echo(f"promoted {email} to admin")
+        return True
+
+    promoted = promote()
+    if promoted is not None:
+        click.echo(f"promoted {email} to admin" if promoted else f"{email} is already an admin")
         return
 
     def check_password(value: str) -> str:
@@ -57,11 +76,15 @@ def create_admin(email: str) -> None:
 
     password = click.prompt("Password", hide_input=True, confirmation_prompt=True,
                             value_proc=check_password)
-    user = User(email=email, is_admin=True)
-    user.set_password(password)
-    db.session.add(user)
-    ledger.open_wallet(user)  # every account has a wallet; pages rely on it
-    db.session.commit()
+
+    @unit_of_work
+    def create() -> None:
+        user = User(email=email, is_admin=True)
+        user.set_password(password)
+        db.session.add(user)
+        ledger.open_wallet(user)  # every account has a wallet; pages rely on it
+
+    create()
     click.echo(f"created admin {email}")
 
 

@@ -79,9 +79,20 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "VTPASS_VERIFY_TIMEOUT_SECONDS": float(get("VTPASS_VERIFY_TIMEOUT_SECONDS") or 10.0),
         # Tries of a request whose connection cannot even be opened.
         "VTPASS_SEND_ATTEMPTS": int(get("VTPASS_SEND_ATTEMPTS") or 3),
+        # The hard wall-clock deadline of one whole pay or requery call (name
+        # lookup, every connection attempt, a slow-dripping body); 0 means
+        # what longest_vend_seconds computes (see vend_deadline_seconds).
+        "VTPASS_DEADLINE_SECONDS": float(get("VTPASS_DEADLINE_SECONDS") or 0.0),
         # The sandbox server (billvend.sandbox): how long the timeout meter
         # keeps the client waiting; 0 means VTPASS_READ_TIMEOUT_SECONDS + 5.
         "SANDBOX_TIMEOUT_SLEEP_SECONDS": float(get("SANDBOX_TIMEOUT_SLEEP_SECONDS") or 0.0),
+        # The sandbox's drip meter: how long its pay answer takes in all (0:
+        # VENDING_LEASE_SECONDS + 5) and the gap between its pieces (0: half
+        # of VTPASS_READ_TIMEOUT_SECONDS, so no single read times out).
+        "SANDBOX_DRIP_SECONDS": float(get("SANDBOX_DRIP_SECONDS") or 0.0),
+        "SANDBOX_DRIP_INTERVAL_SECONDS": float(get("SANDBOX_DRIP_INTERVAL_SECONDS") or 0.0),
+        # The sandbox's late-record meter: requery says 015 this long after pay.
+        "SANDBOX_LATE_RECORD_SECONDS": float(get("SANDBOX_LATE_RECORD_SECONDS") or 30.0),
         "HTMX_URL": get("HTMX_URL") or HTMX_CDN_URL,
         "HTMX_SRI": HTMX_SRI,
         # Payment recovery timings (seconds); see DESIGN.md, Vending.
@@ -91,6 +102,11 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "REQUERY_BASE_DELAY_SECONDS": float(get("REQUERY_BASE_DELAY_SECONDS") or 5.0),
         "REQUERY_MAX_DELAY_SECONDS": float(get("REQUERY_MAX_DELAY_SECONDS") or 600.0),
         "UNKNOWN_ALERT_AGE_SECONDS": int(get("UNKNOWN_ALERT_AGE_SECONDS") or 3600),
+        # A "never received" requery answer (VTpass 015) is believed only this
+        # long after a pay could last have been in flight.
+        "PROVIDER_NOT_FOUND_GRACE_SECONDS": float(get("PROVIDER_NOT_FOUND_GRACE_SECONDS") or 120.0),
+        # The sweep's lease: one sweeper at a time; expires if its holder dies.
+        "SWEEP_LOCK_SECONDS": int(get("SWEEP_LOCK_SECONDS") or 300),
         # Test-only fault injection: die between commit and enqueue.
         "FAULT_SKIP_ENQUEUE": _bool(get("FAULT_SKIP_ENQUEUE")),
         # Money limits, in kobo.
@@ -116,16 +132,31 @@ def longest_vend_seconds(config: Mapping[str, Any]) -> float:
     return config["SIMULATOR_DELAY_SECONDS"]
 
 
+def vend_deadline_seconds(config: Mapping[str, Any]) -> float:
+    """The hard wall-clock deadline of one provider call (``pay`` or
+    ``requery``), enforced by the client: ``VTPASS_DEADLINE_SECONDS`` for
+    VTpass (default: :func:`longest_vend_seconds`), the simulator's delay for
+    the simulator."""
+    if config["VENDING_PROVIDER"] == "vtpass" and config.get("VTPASS_DEADLINE_SECONDS"):
+        return float(config["VTPASS_DEADLINE_SECONDS"])
+    return float(longest_vend_seconds(config))
+
+
 def check_timings(config: Mapping[str, Any]) -> None:
     """Refuse a configuration whose vending lease could expire while a
     ``pay`` call is still in flight: the sweep would requery too early, hear
     "no such order" and refund a payment that is about to be delivered.
 
     :raises ValueError: ``VENDING_LEASE_SECONDS`` is not longer than
-        :func:`longest_vend_seconds`.
+        :func:`vend_deadline_seconds`, or a timing is negative.
     """
-    longest = longest_vend_seconds(config)
+    longest = vend_deadline_seconds(config)
     if config["VENDING_LEASE_SECONDS"] <= longest:
         raise ValueError(
             f"VENDING_LEASE_SECONDS ({config['VENDING_LEASE_SECONDS']}) must be longer than the "
             f"longest vend call ({longest:g} s with {config['VENDING_PROVIDER']})")
+    for name in ("VTPASS_DEADLINE_SECONDS", "PROVIDER_NOT_FOUND_GRACE_SECONDS"):
+        if config.get(name, 0) < 0:
+            raise ValueError(f"{name} must not be negative")
+    if config.get("SWEEP_LOCK_SECONDS", 1) < 1:
+        raise ValueError("SWEEP_LOCK_SECONDS must be at least 1")

@@ -126,7 +126,6 @@ def fund_wallet(
             funding_id=funding.id,
             description=f"Wallet funding via {gateway.name}",
         )
-        db.session.commit()
     except sa.exc.IntegrityError:
         db.session.rollback()
         existing = find_by_key(user.id, idempotency_key)

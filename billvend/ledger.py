@@ -11,33 +11,31 @@ The balance check and the change are one conditional UPDATE: on PostgreSQL
 the whole transfer (insert the transfer, lock and change both wallets in
 descending id order with the debit's ``WHERE balance_kobo >= :amount``,
 bump both versions, insert the entries) is one call of a PL/pgSQL function
-(``billvend_post_transfer``, see ``models.TRANSFER_FUNCTION_SQL``); on SQLite
+(``billvend_post_transfer``, see ``billvend.pg_transfer``); on SQLite
 a conditional ``UPDATE ... WHERE balance_kobo >= :amount RETURNING
 balance_kobo, version`` per wallet. The database serialises writers on the
 row, so no update can be lost and no user wallet can go negative (the CHECK
-constraint backs this up). ``unit_of_work`` reruns a whole transaction that
-lost a race (deadlock, serialization failure, stale ORM version) with
-bounded, jittered retries, so such an error never reaches a user as a 500.
+constraint backs this up).
 
-Functions here flush but never commit: the caller owns the transaction, so a
-transfer commits or rolls back together with whatever caused it (a payment, a
-funding, a reversal).
+Functions here flush but never commit: the caller's unit of work
+(``billvend.transactions.unit_of_work``, also reachable as
+``ledger.unit_of_work``) owns the transaction, so a transfer commits or rolls
+back together with whatever caused it (a payment, a funding, a reversal),
+and a transaction that lost a race is rerun whole.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import random
-import time
-from typing import Callable, NamedTuple, Optional, TypeVar
+from typing import NamedTuple, Optional
 
 import sqlalchemy as sa
 from sqlalchemy.orm import attributes
-from sqlalchemy.orm.exc import StaleDataError
 
+from billvend import transactions
 from billvend.extensions import db
 from billvend.models import (
+    BILLER_CLEARING_WALLET,
     SYSTEM_WALLETS,
     LedgerEntry,
     Transfer,
@@ -48,8 +46,6 @@ from billvend.models import (
 )
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 class LedgerError(Exception):
@@ -65,73 +61,11 @@ class InsufficientFunds(LedgerError):
         self.amount_kobo = amount_kobo
 
 
-# SQLSTATEs that mean "this transaction lost a race; the same work would
-# succeed if run again": serialization_failure, deadlock_detected.
-TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for errors that a fresh attempt of the same unit of work can fix.
-
-    Those are the ORM's optimistic-lock failure (``StaleDataError``: a loaded
-    row's ``version`` moved under us) and PostgreSQL's serialization failure
-    and deadlock (SQLSTATE 40001, 40P01). Anything else (bad input, a
-    constraint, the database being down) is not retried.
-    """
-    if isinstance(exc, StaleDataError):
-        return True
-    if isinstance(exc, sa.exc.DBAPIError):
-        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-        return sqlstate in TRANSIENT_SQLSTATES
-    return False
-
-
-def unit_of_work(
-    func: Optional[Callable[..., T]] = None,
-    *,
-    attempts: int = 5,
-    base_delay_seconds: float = 0.005,
-    max_delay_seconds: float = 0.2,
-    on_retry: Optional[Callable[[int, BaseException], None]] = None,
-):
-    """Decorate a function that does one whole transaction (and commits) so
-    a transient conflict (:func:`is_transient`) reruns it from the start.
-
-    Between attempts the session is rolled back and the caller sleeps a
-    random time up to ``base_delay_seconds * 2**attempt`` (capped at
-    ``max_delay_seconds``): "full jitter", so racing retries spread out
-    instead of colliding again. The function must be safe to rerun after a
-    rollback, which every idempotent money operation is (it re-reads its
-    idempotency key first). Usable bare (``@unit_of_work``) or with options.
-
-    :param attempts: total tries, at least 1; the last error is re-raised.
-    :param on_retry: called with ``(attempt number, error)`` before each retry
-        (benchmarks count retries with it).
-    :raises: whatever the function raises; a transient error only once
-        ``attempts`` are used up (the web layer then answers 503, not 500).
-    """
-
-    def decorate(fn: Callable[..., T]) -> Callable[..., T]:
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs) -> T:
-            for attempt in range(1, attempts + 1):
-                try:
-                    return fn(*args, **kwargs)
-                except Exception as exc:
-                    if not is_transient(exc) or attempt == attempts:
-                        raise
-                    db.session.rollback()
-                    log.info("%s: transient conflict (%s), retry %d",
-                             fn.__qualname__, type(exc).__name__, attempt)
-                    if on_retry is not None:
-                        on_retry(attempt, exc)
-                    cap = min(max_delay_seconds, base_delay_seconds * 2 ** attempt)
-                    time.sleep(random.uniform(0, cap))
-            raise AssertionError("unreachable")  # pragma: no cover
-
-        return wrapper
-
-    return decorate(func) if func is not None else decorate
+# The unit-of-work boundary lives in billvend.transactions; these names stay
+# here for callers that knew them as the ledger's (the same objects).
+TRANSIENT_SQLSTATES = transactions.TRANSIENT_SQLSTATES
+is_transient = transactions.is_transient
+unit_of_work = transactions.unit_of_work
 
 
 def ensure_system_wallets() -> None:
@@ -223,8 +157,9 @@ def _move(wallet_id: int, delta_kobo: int) -> tuple[int, int]:
     return balance_kobo, version
 
 
-# The whole transfer as ONE call of a PL/pgSQL function (models.
-# TRANSFER_FUNCTION_SQL, created by the migrations and by create_all).
+# The whole transfer as ONE call of a PL/pgSQL function (billvend.
+# pg_transfer.TRANSFER_FUNCTION_SQL, created by the migrations and by
+# create_all).
 #
 # Why one call: a wallet row stays locked from its UPDATE until COMMIT, and
 # every client round trip in between is time that other writers of a hot
@@ -249,8 +184,7 @@ def _call_transfer_function(connection: sa.Connection, params: dict) -> tuple:
     transaction), not ``connection.execute``: building SQLAlchemy's
     ``CursorResult`` takes about 45 us of Python per call, and the result
     arrives while the hot wallet is locked, so that time is added to every
-    waiter (bench/hot_wallet.py, 8 threads: ledger / ceiling-core 0.64 with
-    it, 0.72 without). Errors are wrapped as SQLAlchemy would wrap them
+    waiter (bench/hot_wallet.py measures it; README has the figures). Errors are wrapped as SQLAlchemy would wrap them
     (``sqlalchemy.exc.IntegrityError``, ``OperationalError``, ...), and a
     lost connection is invalidated, so callers and :func:`is_transient` see
     no difference.
@@ -306,7 +240,7 @@ def post_transfer(
     below) writes nothing; on any other exception the caller must roll back.
 
     On PostgreSQL the transfer is one call of a server-side function
-    (``models.TRANSFER_FUNCTION_SQL``) on the session's connection, without
+    (``billvend.pg_transfer``) on the session's connection, without
     ORM objects: between the hot wallet's lock and the caller's COMMIT there
     is as little work as possible (see bench/hot_wallet.py). On SQLite,
     which serialises all writers with one database lock, a few statements
@@ -398,8 +332,9 @@ class Violation(NamedTuple):
 
     ``invariant`` is a short key (``transfer_balanced``, ``balance_matches``,
     ``versions_gapless``, ``user_wallet_negative``, ``payment_debits``,
-    ``payment_reversals``); ``subject`` names what is wrong (``wallet``,
-    ``transfer`` or ``payment``) and ``subject_id`` its primary key.
+    ``payment_reversals``, ``reversal_amount``, ``biller_clearing_reconciles``);
+    ``subject`` names what is wrong (``wallet``, ``transfer`` or ``payment``)
+    and ``subject_id`` its primary key.
     """
 
     invariant: str
@@ -415,6 +350,10 @@ INVARIANTS: dict[str, str] = {
     "user_wallet_negative": "No user wallet is below zero",
     "payment_debits": "Each payment has exactly one debit",
     "payment_reversals": "A reversed payment has exactly one reversal; any other payment none",
+    "reversal_amount": "Each reversal moves exactly its payment's amount from biller_clearing "
+                       "back to the payment's own wallet",
+    "biller_clearing_reconciles": "biller_clearing's balance equals the amounts of all payments "
+                                  "not reversed (less settlements: none yet)",
 }
 
 
@@ -522,5 +461,37 @@ def check_invariants() -> list[Violation]:
     ):
         violations.append(Violation(
             "payment_reversals", "payment", payment_id, f"{status} payment with {n} reversals"))
+
+    # DESIGN.md invariant 5: a refund returns exactly what was taken, to
+    # whoever it was taken from, out of the money held for the provider.
+    clearing_id = session.scalar(
+        sa.select(Wallet.id).where(Wallet.system_code == BILLER_CLEARING_WALLET))
+    for transfer_id, payment_id, amount, debit_id, credit_id, expected_amount, wallet_id in session.execute(
+        sa.select(Transfer.id, Transfer.payment_id, Transfer.amount_kobo, Transfer.debit_wallet_id,
+                  Transfer.credit_wallet_id, Payment.amount_kobo, Payment.wallet_id)
+        .outerjoin(Payment, Payment.id == Transfer.payment_id)
+        .where(Transfer.kind == KIND_REVERSAL)
+        .where(sa.or_(Payment.id.is_(None), Transfer.amount_kobo != Payment.amount_kobo,
+                      Transfer.credit_wallet_id != Payment.wallet_id,
+                      Transfer.debit_wallet_id != clearing_id if clearing_id is not None
+                      else sa.true()))
+    ):
+        violations.append(Violation(
+            "reversal_amount", "transfer", transfer_id,
+            f"reversal of {amount} kobo from wallet {debit_id} to wallet {credit_id} for payment "
+            f"{payment_id} of {expected_amount} kobo from wallet {wallet_id} "
+            f"(biller_clearing is wallet {clearing_id})"))
+
+    # DESIGN.md invariant 6: biller_clearing holds exactly the money of
+    # payments not refunded (settlements to the provider would come off it;
+    # there are none yet).
+    if clearing_id is not None:
+        balance = session.scalar(sa.select(Wallet.balance_kobo).where(Wallet.id == clearing_id))
+        owed = session.scalar(sa.select(sa.func.coalesce(sa.func.sum(Payment.amount_kobo), 0))
+                              .where(Payment.status != REVERSED))
+        if balance != owed:
+            violations.append(Violation(
+                "biller_clearing_reconciles", "wallet", clearing_id,
+                f"balance {balance} kobo, but payments not reversed total {owed} kobo"))
 
     return violations

@@ -16,6 +16,7 @@ from flask_login import UserMixin
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from billvend.extensions import db, login_manager
+from billvend.pg_transfer import DROP_TRANSFER_FUNCTION_SQL, TRANSFER_FUNCTION_SQL
 
 
 def utcnow() -> datetime:
@@ -215,6 +216,11 @@ class Payment(db.Model):
         default=False, server_default=sa.false()
     )
     claimed_at: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())
+    # The last moment a ``pay`` for this reference could still be in flight:
+    # claim time + the call's hard deadline, or when the call returned
+    # (database clock). A "never received" requery answer is trusted only
+    # PROVIDER_NOT_FOUND_GRACE_SECONDS after it (payments.not_found_trusted).
+    pay_in_flight_until: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())
     next_requery_at: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())
     finalized_at: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), default=utcnow)
@@ -272,7 +278,7 @@ class Transfer(db.Model):
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     kind: so.Mapped[str] = so.mapped_column(sa.String(20))
-    # Deferred to COMMIT: see TRANSFER_FUNCTION_SQL (no KEY SHARE on a hot
+    # Deferred to COMMIT: see billvend.pg_transfer (no KEY SHARE on a hot
     # wallet before the transfer holds it).
     debit_wallet_id: so.Mapped[int] = so.mapped_column(
         sa.ForeignKey("wallets.id", deferrable=True, initially="DEFERRED"))
@@ -312,111 +318,8 @@ class LedgerEntry(db.Model):
     wallet: so.Mapped[Wallet] = so.relationship()
 
 
-# The PostgreSQL transfer as one server-side function (billvend.ledger.
-# post_transfer calls it; SQLite has no functions and runs the steps from
-# Python). Migrations 0003_transfer_function and 0004_transfer_lock_order
-# create the same function, so a change here needs a new migration too
-# (tests/test_migrations.py compares the bodies).
-#
-# The shape comes from one rule: a wallet row stays locked from its UPDATE
-# until COMMIT, and other writers of a hot wallet queue for exactly that
-# long, so do as little as possible while holding the hot row
-# (bench/hot_wallet.py measures it against a bare conditional UPDATE):
-#
-# 1. The transfer row goes in first, before any wallet is locked. Its UNIQUE
-#    checks (one debit and one reversal per payment, one transfer per
-#    funding) run there, so a duplicate fails without touching a wallet.
-#    Its two wallet foreign keys are DEFERRABLE INITIALLY DEFERRED: checked
-#    at COMMIT, when this transaction holds both rows, because an immediate
-#    check takes KEY SHARE on a wallet another transfer may hold, which
-#    PostgreSQL records as a MultiXact on the hottest row there is.
-# 2. Each wallet is locked by its own UPDATE, in DESCENDING id order. One
-#    fixed order means crossing transfers cannot deadlock; descending means
-#    the system wallets (funding, biller_clearing: made first, so the lowest
-#    ids, and touched by every funding and payment) are locked last and held
-#    for the shortest time. The debit is a conditional UPDATE (balance check
-#    and change in one statement; the CHECK constraint backs it).
-# 3. The two ledger entries, carrying the balances and versions the UPDATEs
-#    returned: the only writes left under the last lock.
-#
-# A refusal (the debit wallet cannot cover the amount, or a wallet does not
-# exist) leaves nothing behind: a wallet already credited or debited is put
-# back (balance and version) and the transfer row deleted, so the caller may
-# still commit its transaction. Then ``transfer_id`` is NULL and
-# ``found_wallets`` says how many of the two wallets exist (2: insufficient
-# funds). Earlier shapes, measured (bench/hot_wallet.py, ledger /
-# ceiling-core at 8 threads): data-modifying CTEs in one statement
-# (EvalPlanQual re-fetch of every row after a lock wait: 0.42), PERFORM ...
-# FOR NO KEY UPDATE of both wallets in ascending order, then everything
-# (0.60); this shape, with the call on a DBAPI cursor: 0.75.
-TRANSFER_FUNCTION_SQL = """
-CREATE OR REPLACE FUNCTION billvend_post_transfer(
-    p_kind VARCHAR, p_debit_id INTEGER, p_credit_id INTEGER, p_amount_kobo BIGINT,
-    p_payment_id INTEGER, p_funding_id INTEGER, p_description VARCHAR, p_now TIMESTAMPTZ,
-    OUT found_wallets INTEGER, OUT transfer_id INTEGER,
-    OUT debit_balance_kobo BIGINT, OUT debit_version INTEGER,
-    OUT credit_balance_kobo BIGINT, OUT credit_version INTEGER)
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    INSERT INTO transfers (kind, debit_wallet_id, credit_wallet_id, amount_kobo,
-                           payment_id, funding_id, description, created_at)
-    VALUES (p_kind, p_debit_id, p_credit_id, p_amount_kobo,
-            p_payment_id, p_funding_id, p_description, p_now)
-    RETURNING id INTO transfer_id;
-
-    IF p_debit_id > p_credit_id THEN
-        -- System wallets may run negative: funding mirrors all money that came in.
-        UPDATE wallets SET balance_kobo = balance_kobo - p_amount_kobo, version = version + 1
-         WHERE id = p_debit_id AND (user_id IS NULL OR balance_kobo >= p_amount_kobo)
-        RETURNING balance_kobo, version INTO debit_balance_kobo, debit_version;
-        IF FOUND THEN
-            UPDATE wallets SET balance_kobo = balance_kobo + p_amount_kobo, version = version + 1
-             WHERE id = p_credit_id
-            RETURNING balance_kobo, version INTO credit_balance_kobo, credit_version;
-            IF NOT FOUND THEN
-                UPDATE wallets SET balance_kobo = balance_kobo + p_amount_kobo,
-                                   version = version - 1
-                 WHERE id = p_debit_id;
-            END IF;
-        END IF;
-    ELSE
-        UPDATE wallets SET balance_kobo = balance_kobo + p_amount_kobo, version = version + 1
-         WHERE id = p_credit_id
-        RETURNING balance_kobo, version INTO credit_balance_kobo, credit_version;
-        IF FOUND THEN
-            UPDATE wallets SET balance_kobo = balance_kobo - p_amount_kobo, version = version + 1
-             WHERE id = p_debit_id AND (user_id IS NULL OR balance_kobo >= p_amount_kobo)
-            RETURNING balance_kobo, version INTO debit_balance_kobo, debit_version;
-            IF NOT FOUND THEN
-                UPDATE wallets SET balance_kobo = balance_kobo - p_amount_kobo,
-                                   version = version - 1
-                 WHERE id = p_credit_id;
-            END IF;
-        END IF;
-    END IF;
-
-    IF debit_version IS NULL OR credit_version IS NULL THEN
-        DELETE FROM transfers WHERE id = transfer_id;
-        SELECT count(*) INTO found_wallets FROM wallets WHERE id IN (p_debit_id, p_credit_id);
-        transfer_id := NULL;
-        debit_balance_kobo := NULL;
-        debit_version := NULL;
-        credit_balance_kobo := NULL;
-        credit_version := NULL;
-        RETURN;
-    END IF;
-    found_wallets := 2;
-
-    INSERT INTO ledger_entries (transfer_id, wallet_id, delta_kobo, balance_after_kobo,
-                                wallet_version, created_at)
-    VALUES (transfer_id, p_debit_id, -p_amount_kobo, debit_balance_kobo, debit_version, p_now),
-           (transfer_id, p_credit_id, p_amount_kobo, credit_balance_kobo, credit_version, p_now);
-END
-$$
-"""
-DROP_TRANSFER_FUNCTION_SQL = "DROP FUNCTION IF EXISTS billvend_post_transfer"
-
-# create_all / drop_all (tests, benchmarks) make and drop it with the tables.
+# create_all / drop_all (tests, benchmarks) make and drop the PostgreSQL
+# transfer function (billvend.pg_transfer) with the tables.
 sa.event.listen(LedgerEntry.__table__, "after_create",
                 sa.DDL(TRANSFER_FUNCTION_SQL.replace("%", "%%")).execute_if(dialect="postgresql"))
 sa.event.listen(LedgerEntry.__table__, "before_drop",
@@ -464,3 +367,15 @@ class SimulatorOrder(db.Model):
     pay_calls: so.Mapped[int] = so.mapped_column(default=1)
     requery_calls: so.Mapped[int] = so.mapped_column(default=0)
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Lease(db.Model):
+    """A named lease one process holds until ``expires_at`` (database clock):
+    the sweep's "one sweeper at a time" lock (``billvend.leases``). A holder
+    that dies simply stops renewing; the lease then expires by itself."""
+
+    __tablename__ = "leases"
+
+    name: so.Mapped[str] = so.mapped_column(sa.String(40), primary_key=True)
+    holder: so.Mapped[Optional[str]] = so.mapped_column(sa.String(120))
+    expires_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())

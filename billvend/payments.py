@@ -1,21 +1,41 @@
-"""The payment state machine (DESIGN.md, Vending).
+"""The payment lifecycle: the ONE place that knows the payment state machine
+(DESIGN.md, Vending; README, Architecture).
 
 ::
 
-    pending --claim--> vending --delivered--> successful            (final)
-                          |----failed-------> failed --refund--> reversed (final)
-                          '----no answer----> unknown --requery--> successful | failed
+    pending --claim--> vending --delivered--> successful                (final)
+       |                  |----failed-------> failed --refund--> reversed (final)
+       |                  '----no answer----> unknown --requery--> successful | failed
+       '-- (sweep / admin "re-drive now": vend again; the claim makes a duplicate harmless)
+
+This module holds the statuses' rules: :data:`TRANSITIONS` (the transition
+table), what each status allows (:func:`may_vend`, :func:`may_requery`,
+:func:`may_reverse`, :func:`sweep_candidates`) and which admin action applies
+to which payment, with the refusal message when it does not
+(:func:`admin_refusal`, :func:`admin_actions`). ``tasks.py`` and
+``admin/services.py`` ask it and keep no rules of their own.
+
+Transactions (``billvend.transactions``): the functions here either only
+stage work in the caller's unit of work (:func:`transition`,
+:func:`stage_reversal`, :func:`record_event`) or ARE one unit of work
+(:func:`create_payment`, :func:`claim`, :func:`apply_result`,
+:func:`reverse_payment`). The two that talk to the provider
+(:func:`vend_payment`, :func:`requery_payment`) are a sequence: commit the
+intent (the claim, one unit), call the provider outside any transaction with
+its hard deadline, record the answer (a second unit, safe to repeat). They
+return a :class:`FollowUp` telling the task layer what to enqueue; this
+module never enqueues.
 
 Every transition is one conditional ``UPDATE payments SET status = :to ...
-WHERE id = :id AND status = :from``: if two workers race, exactly one UPDATE
-matches a row and only that one goes on to act (call the provider, post the
-refund). Each transition writes a ``PaymentEvent`` in the same transaction.
+WHERE id = :id AND status = :from``: when two workers race, exactly one
+UPDATE matches the row and only that one acts. Each writes a
+``PaymentEvent``. Times that decide (leases, grace periods, requeries) are
+the database's (``billvend.clock.db_now``).
 
-Functions that talk to the provider commit before the call, so no database
-transaction or lock is held across network I/O, and they return a
-``FollowUp`` telling the task layer what to enqueue; this module never
-enqueues, so it stays free of queue concerns and enqueueing happens only after
-commit.
+A delivery we have received is never refunded automatically: on ``vending``
+or ``unknown`` it completes the payment; on ``failed`` it is kept on the
+payment (token/receipt), blocks the reversal and flags the payment; on
+``reversed`` it is flagged for an admin.
 """
 
 from __future__ import annotations
@@ -31,10 +51,13 @@ import sqlalchemy as sa
 from flask import current_app
 
 from billvend import ledger
+from billvend.clock import db_now
+from billvend.config import vend_deadline_seconds
 from billvend.extensions import db
 from billvend.models import (
     BILLER_CLEARING_WALLET,
     FAILED,
+    FINAL_STATUSES,
     KIND_BILL_PAYMENT,
     KIND_REVERSAL,
     PENDING,
@@ -42,7 +65,6 @@ from billvend.models import (
     SUCCESSFUL,
     UNKNOWN,
     VENDING,
-    FINAL_STATUSES,
     Payment,
     PaymentEvent,
     User,
@@ -50,18 +72,34 @@ from billvend.models import (
 )
 from billvend.providers import base as provider_base
 from billvend.providers.base import Provider, VendResult
+from billvend.transactions import unit_of_work
 
 log = logging.getLogger(__name__)
 
+# --- The state machine ---------------------------------------------------------
+
 #: Legal transitions; anything else is refused before touching the database.
+#: ``failed -> successful`` is only for an admin resolving a failed payment
+#: whose delivery arrived late (see :func:`admin_refusal`).
 TRANSITIONS: dict[str, frozenset[str]] = {
     PENDING: frozenset({VENDING}),
     VENDING: frozenset({SUCCESSFUL, FAILED, UNKNOWN}),
     UNKNOWN: frozenset({SUCCESSFUL, FAILED}),
-    FAILED: frozenset({REVERSED}),
+    FAILED: frozenset({REVERSED, SUCCESSFUL}),
     SUCCESSFUL: frozenset(),
     REVERSED: frozenset(),
 }
+
+#: Where an answer came from: ``pay`` (the vend call itself) or ``requery``.
+SOURCE_PAY = "pay"
+SOURCE_REQUERY = "requery"
+
+#: The event note of a reversal the workers post.
+REVERSAL_NOTE = "Refunded to the wallet"
+
+#: Requery backoff doubles per requery up to this exponent; past it the delay
+#: is the cap anyway, and 2**count of a week-old payment would overflow a float.
+MAX_BACKOFF_EXPONENT = 32
 
 #: What :func:`new_reference` makes: Lagos ``YYYYMMDDHHII`` + 12 hex digits.
 REFERENCE_RE = re.compile(r"[0-9]{12}[0-9a-f]{12}")
@@ -70,6 +108,28 @@ TOKEN_RE = re.compile(r"[0-9]{20}")
 
 # Nigeria keeps West Africa Time all year (UTC+1, no daylight saving).
 LAGOS = timezone(timedelta(hours=1), "Africa/Lagos")
+
+#: Plain-language reasons a customer reads for a failed or refunded payment,
+#: by provider-neutral code (providers/base.py, providers/vtpass.py). Admins
+#: see the code and the provider's own text instead.
+CUSTOMER_REASONS: dict[str, str] = {
+    provider_base.CODE_NOT_FOUND: "The disco never received the order.",
+    provider_base.CODE_INVALID_ACCOUNT: "The disco does not recognise this meter number.",
+    provider_base.CODE_SERVICE_UNAVAILABLE: "The disco's vending service was unavailable.",
+    provider_base.CODE_INSUFFICIENT_CREDIT: "Our provider could not vend electricity at that moment.",
+    provider_base.CODE_TIMEOUT: "The disco did not answer in time.",
+    provider_base.CODE_NO_RESPONSE: "The disco did not answer.",
+    provider_base.CODE_UNEXPECTED_RESPONSE: "The disco's answer could not be understood.",
+    "TRANSACTION_FAILED": "The disco declined the purchase.",
+    "NOT_PROCESSED": "The disco did not process the purchase.",
+    "REVERSED": "The disco reversed the purchase.",
+    "DUPLICATE_TRANSACTION": "The disco refused it as a repeat of a purchase made moments before.",
+    "INVALID_ARGUMENTS": "The disco rejected the purchase details.",
+    "PRODUCT_NOT_FOUND": "The disco does not sell this product.",
+    "BELOW_MINIMUM": "The amount is below the disco's minimum.",
+    "ABOVE_MAXIMUM": "The amount is above the disco's maximum.",
+}
+DEFAULT_CUSTOMER_REASON = "The disco could not complete the purchase."
 
 
 class PaymentError(Exception):
@@ -100,6 +160,179 @@ NOTHING = FollowUp()
 REVERSE = FollowUp("reverse")
 
 
+# --- What each status allows -----------------------------------------------------
+
+
+def has_delivery(payment: Payment) -> bool:
+    """True when the provider's proof of delivery (token or receipt) is on the
+    payment: it must never be refunded automatically."""
+    return bool(payment.token or payment.receipt_reference)
+
+
+def may_vend(payment: Payment) -> bool:
+    """Only a ``pending`` payment is sent to the provider (by its claim)."""
+    return payment.status == PENDING
+
+
+def vending_lease_expired(payment: Payment, now: datetime) -> bool:
+    """True when a ``vending`` payment's claim is older than
+    ``VENDING_LEASE_SECONDS`` (database time ``now``): the worker that
+    claimed it is presumed dead. The lease outlasts the provider call's hard
+    deadline (``config.check_timings``), so by then no ``pay`` is in flight."""
+    if payment.claimed_at is None:
+        return True
+    lease = timedelta(seconds=current_app.config["VENDING_LEASE_SECONDS"])
+    return payment.claimed_at < now - lease
+
+
+def may_requery(payment: Payment, now: datetime, *, include_vending: bool = False) -> bool:
+    """``unknown`` payments are requeried; a ``vending`` one only when asked
+    (the sweep, an admin) and once its lease expired."""
+    if payment.status == UNKNOWN:
+        return True
+    return include_vending and payment.status == VENDING and vending_lease_expired(payment, now)
+
+
+def may_reverse(payment: Payment) -> bool:
+    """Only a ``failed`` payment without a reported delivery is refunded."""
+    return payment.status == FAILED and not has_delivery(payment)
+
+
+def not_found_trusted(payment: Payment, now: datetime) -> bool:
+    """May a "never received" answer (VTpass ``015``) be believed at ``now``?
+
+    Only ``PROVIDER_NOT_FOUND_GRACE_SECONDS`` after the last moment a ``pay``
+    for this reference could still have been in flight
+    (``pay_in_flight_until``: claim time + the call's hard deadline, or the
+    moment the call returned); before that the provider may simply not have
+    recorded the order yet (reference/vtpass-api.md, requery). A payment
+    that was never claimed was never sent, so the answer is believed.
+    """
+    in_flight_until = payment.pay_in_flight_until or payment.claimed_at
+    if in_flight_until is None:
+        return True
+    grace = timedelta(seconds=current_app.config["PROVIDER_NOT_FOUND_GRACE_SECONDS"])
+    return now >= in_flight_until + grace
+
+
+def customer_reason(payment: Payment) -> Optional[str]:
+    """The plain-language reason a customer reads for a ``failed`` or
+    ``reversed`` payment, from the provider's code; None otherwise."""
+    if payment.status not in (FAILED, REVERSED):
+        return None
+    return CUSTOMER_REASONS.get(payment.provider_code or "", DEFAULT_CUSTOMER_REASON)
+
+
+def sweep_candidates(now: datetime) -> dict[str, list[int]]:
+    """The payments whose next step may have been lost, by what the sweep
+    should do (database time ``now``):
+
+    - ``pending``: created longer ago than ``PENDING_GRACE_SECONDS``: vend;
+    - ``vending``: claimed longer ago than ``VENDING_LEASE_SECONDS``: requery
+      (never a second ``pay``);
+    - ``unknown``: ``next_requery_at`` due: requery;
+    - ``failed``: without a reported delivery: reverse.
+    """
+    config = current_app.config
+    ids = lambda query: list(db.session.scalars(query))  # noqa: E731
+    return {
+        "pending": ids(sa.select(Payment.id).where(
+            Payment.status == PENDING,
+            Payment.created_at < now - timedelta(seconds=config["PENDING_GRACE_SECONDS"]))),
+        "vending": ids(sa.select(Payment.id).where(
+            Payment.status == VENDING,
+            Payment.claimed_at < now - timedelta(seconds=config["VENDING_LEASE_SECONDS"]))),
+        "unknown": ids(sa.select(Payment.id).where(
+            Payment.status == UNKNOWN,
+            sa.or_(Payment.next_requery_at.is_(None), Payment.next_requery_at <= now))),
+        "failed": ids(sa.select(Payment.id).where(
+            Payment.status == FAILED, Payment.token.is_(None),
+            Payment.receipt_reference.is_(None))),
+    }
+
+
+# --- Admin actions: eligibility and refusals, from the rules above ---------------
+
+ADMIN_REQUERY = "requery"
+ADMIN_RESOLVE_DELIVERED = "resolve_delivered"
+ADMIN_REFUND = "refund"
+ADMIN_REDRIVE = "redrive"
+ADMIN_ACTIONS = (ADMIN_REQUERY, ADMIN_RESOLVE_DELIVERED, ADMIN_REFUND, ADMIN_REDRIVE)
+
+_ADMIN_REFUSALS: dict[str, dict[str, str]] = {
+    ADMIN_REQUERY: {
+        PENDING: "the payment has not been sent to the provider yet (re-drive it, or the sweep re-queues it)",
+        VENDING: "a worker is vending this payment right now; requery it once its lease has "
+                 "expired (the sweep will too)",
+        SUCCESSFUL: "the payment is already successful",
+        FAILED: "the provider already said the payment failed; refund it instead",
+        REVERSED: "the payment is already refunded",
+    },
+    ADMIN_RESOLVE_DELIVERED: {
+        PENDING: "the payment has not been sent to the provider yet",
+        SUCCESSFUL: "the payment is already successful",
+        FAILED: "the payment failed and its refund is due; a failed payment cannot become delivered",
+        REVERSED: "the payment was refunded; it cannot become delivered",
+    },
+    ADMIN_REFUND: {
+        PENDING: "the payment is still in flight; wait for the provider's answer or requery it",
+        VENDING: "the payment is still in flight; wait for the provider's answer or requery it",
+        SUCCESSFUL: "the payment was delivered (successful); a delivered payment is never refunded",
+        FAILED: "the provider reported a delivery for this payment after it failed; it is never "
+                "refunded automatically: check the token with the provider and resolve it as delivered",
+        REVERSED: "the payment is already refunded",
+    },
+    ADMIN_REDRIVE: {
+        PENDING: "the payment was queued moments ago; its vend should still run "
+                 "(re-drive it once PENDING_GRACE_SECONDS have passed)",
+        VENDING: "a worker has already sent this payment to the provider; requery it instead",
+        UNKNOWN: "the payment was already sent to the provider; requery it instead",
+        SUCCESSFUL: "the payment is already successful",
+        FAILED: "the payment was already sent to the provider and failed",
+        REVERSED: "the payment is already refunded",
+    },
+}
+
+
+def admin_refusal(action: str, payment: Payment, now: datetime) -> Optional[str]:
+    """Why ``action`` does not apply to ``payment`` at database time ``now``,
+    or None when it does. The admin pages offer exactly the actions with no
+    refusal; ``admin/services`` records the refusal text when one is tried.
+
+    - requery now: ``unknown``, or ``vending`` past its lease;
+    - resolve delivered: ``vending``/``unknown``, or ``failed`` with a late
+      delivery on record;
+    - refund: ``unknown`` (after asking the provider), or ``failed`` without
+      a delivery on record;
+    - re-drive now: ``pending`` older than ``PENDING_GRACE_SECONDS``.
+
+    :raises ValueError: for an unknown action.
+    """
+    if action not in _ADMIN_REFUSALS:
+        raise ValueError(f"unknown admin action {action!r}")
+    status = payment.status
+    if action == ADMIN_REQUERY:
+        allowed = may_requery(payment, now, include_vending=True)
+    elif action == ADMIN_RESOLVE_DELIVERED:
+        allowed = status in (VENDING, UNKNOWN) or (status == FAILED and has_delivery(payment))
+    elif action == ADMIN_REFUND:
+        allowed = status == UNKNOWN or may_reverse(payment)
+    else:
+        grace = timedelta(seconds=current_app.config["PENDING_GRACE_SECONDS"])
+        allowed = status == PENDING and payment.created_at <= now - grace
+    if allowed:
+        return None
+    return _ADMIN_REFUSALS[action].get(status, f"not allowed from {status}")
+
+
+def admin_actions(payment: Payment, now: datetime) -> list[str]:
+    """The admin actions that apply to ``payment`` now (in display order)."""
+    return [action for action in ADMIN_ACTIONS if admin_refusal(action, payment, now) is None]
+
+
+# --- Staging (in the caller's unit of work) --------------------------------------
+
+
 def new_reference(now: Optional[datetime] = None) -> str:
     """A fresh payment reference, used as the provider ``request_id``.
 
@@ -112,6 +345,13 @@ def new_reference(now: Optional[datetime] = None) -> str:
     return now.astimezone(LAGOS).strftime("%Y%m%d%H%M") + secrets.token_hex(6)
 
 
+def _expire_loaded(payment_id: int) -> None:
+    # A bulk UPDATE bypasses the identity map; reload on next access.
+    loaded = db.session.identity_map.get(db.session.identity_key(Payment, payment_id))
+    if loaded is not None:
+        db.session.expire(loaded)
+
+
 def transition(
     payment_id: int,
     from_status: str,
@@ -119,12 +359,21 @@ def transition(
     *,
     code: Optional[str] = None,
     message: Optional[str] = None,
+    note: Optional[str] = None,
+    now: Optional[datetime] = None,
+    where: tuple = (),
     **fields: Any,
 ) -> bool:
     """Move a payment from ``from_status`` to ``to_status`` if it is still there.
 
-    Runs in the caller's transaction (flushes the event, does not commit).
+    Stages in the caller's transaction (flushes the event, never commits).
 
+    :param code: / ``message``: the provider's code and text, stored on the
+        payment (``provider_code``, ``provider_message``) and on the event.
+    :param note: the event's text when it is not the provider's (a
+        reversal's or an admin's note); the payment's provider text is kept.
+    :param now: database time (read with ``clock.db_now`` when omitted).
+    :param where: extra conditions the row must meet for the change.
     :param fields: other ``Payment`` columns to set in the same UPDATE.
     :returns: True if this call made the change; False if the payment was not
         in ``from_status`` (another worker got there first).
@@ -132,7 +381,7 @@ def transition(
     """
     if to_status not in TRANSITIONS.get(from_status, ()):
         raise IllegalTransition(f"{from_status} -> {to_status} is not allowed")
-    now = utcnow()
+    now = now or db_now()
     values: dict[str, Any] = {"status": to_status, "updated_at": now, **fields}
     if code is not None:
         values["provider_code"] = code
@@ -142,17 +391,15 @@ def transition(
         values["finalized_at"] = now
     result = db.session.execute(
         sa.update(Payment)
-        .where(Payment.id == payment_id, Payment.status == from_status)
+        .where(Payment.id == payment_id, Payment.status == from_status, *where)
         .values(**values)
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
         return False
-    record_event(payment_id, from_status, to_status, code=code, message=message)
-    # The UPDATE bypassed the identity map; reload on next access.
-    loaded = db.session.identity_map.get(db.session.identity_key(Payment, payment_id))
-    if loaded is not None:
-        db.session.expire(loaded)
+    record_event(payment_id, from_status, to_status, code=code,
+                 message=note if note is not None else message, now=now)
+    _expire_loaded(payment_id)
     return True
 
 
@@ -163,17 +410,49 @@ def record_event(
     *,
     code: Optional[str] = None,
     message: Optional[str] = None,
+    now: Optional[datetime] = None,
 ) -> None:
-    """Append a timeline entry for a payment (in the caller's transaction)."""
-    db.session.add(
-        PaymentEvent(
-            payment_id=payment_id,
-            from_status=from_status,
-            to_status=to_status,
-            provider_code=code,
-            message=(message or "")[:500] or None,
-        )
+    """Append a timeline entry for a payment (staged in the caller's transaction)."""
+    event = PaymentEvent(payment_id=payment_id, from_status=from_status, to_status=to_status,
+                         provider_code=code, message=(message or "")[:500] or None)
+    if now is not None:
+        event.created_at = now
+    db.session.add(event)
+
+
+def stage_reversal(payment_id: int, *, note: str = REVERSAL_NOTE) -> bool:
+    """Stage the refund of a ``failed`` payment in the caller's unit of work:
+    ``failed -> reversed`` and the reversal transfer (exactly the payment's
+    amount, from ``biller_clearing`` back to the payment's own wallet).
+
+    The provider's code and text stay on the payment (customers read the
+    reason from them); ``note`` goes on the reversal's event. Refused (False,
+    nothing staged) when the payment is not ``failed`` or a delivery was
+    reported for it (:func:`may_reverse`), or another transaction reversed it
+    first.
+    """
+    payment = db.session.get(Payment, payment_id, populate_existing=True)
+    if payment is None or not may_reverse(payment):
+        return False
+    wallet_id, amount_kobo = payment.wallet_id, payment.amount_kobo
+    clearing_id = ledger.system_wallet_id(BILLER_CLEARING_WALLET)
+    # The conditional UPDATE re-checks "no delivery" too: a late delivery
+    # may have been recorded since the read above.
+    if not transition(payment_id, FAILED, REVERSED, note=note,
+                      where=(Payment.token.is_(None), Payment.receipt_reference.is_(None))):
+        return False
+    ledger.post_transfer(
+        kind=KIND_REVERSAL,
+        debit_wallet_id=clearing_id,
+        credit_wallet_id=wallet_id,
+        amount_kobo=amount_kobo,
+        payment_id=payment_id,
+        description=note[:200],
     )
+    return True
+
+
+# --- Units of work ----------------------------------------------------------------
 
 
 def find_by_key(user_id: int, idempotency_key: str) -> Optional[Payment]:
@@ -189,7 +468,6 @@ def _same_order(payment: Payment, details: dict[str, Any]) -> bool:
     return all(getattr(payment, name) == value for name, value in details.items())
 
 
-@ledger.unit_of_work
 def create_payment(
     user: User,
     *,
@@ -202,11 +480,12 @@ def create_payment(
     customer_name: Optional[str] = None,
     customer_address: Optional[str] = None,
 ) -> tuple[Payment, bool]:
-    """Debit the wallet and record a ``pending`` payment, in ONE transaction.
+    """Debit the wallet and record a ``pending`` payment: ONE unit of work.
 
     Idempotent per (user, ``idempotency_key``): a repeat with the same details
     returns the first payment, also when the repeats race (the UNIQUE
-    constraint decides the winner).
+    constraint decides the winner; the loser's unit rolls back whole and it
+    reads the winner's row).
 
     :param amount_kobo: positive int, already validated against limits.
     :returns: ``(payment, created)``; ``created`` is False for a repeat. The
@@ -222,61 +501,69 @@ def create_payment(
         "phone": phone,
         "amount_kobo": amount_kobo,
     }
+    try:
+        return _create_payment(user, details, idempotency_key, customer_name, customer_address)
+    except sa.exc.IntegrityError:
+        existing = find_by_key(user.id, idempotency_key)
+        if existing is None:
+            raise
+        return _repeat(existing, details)
 
-    def repeat(existing: Payment) -> tuple[Payment, bool]:
-        if not _same_order(existing, details):
-            raise IdempotencyConflict(
-                "This form was already used for a different payment. Please start a new payment."
-            )
-        return existing, False
 
+def _repeat(existing: Payment, details: dict[str, Any]) -> tuple[Payment, bool]:
+    if not _same_order(existing, details):
+        raise IdempotencyConflict(
+            "This form was already used for a different payment. Please start a new payment."
+        )
+    return existing, False
+
+
+@unit_of_work
+def _create_payment(user: User, details: dict[str, Any], idempotency_key: str,
+                    customer_name: Optional[str], customer_address: Optional[str]) -> tuple[Payment, bool]:
     existing = find_by_key(user.id, idempotency_key)
     if existing is not None:
-        return repeat(existing)
-
+        return _repeat(existing, details)
     wallet_id = user.wallet.id
     clearing_id = ledger.system_wallet_id(BILLER_CLEARING_WALLET)
+    now = db_now()
     payment = Payment(
-        reference=new_reference(),
+        reference=new_reference(now),
         user_id=user.id,
         wallet_id=wallet_id,
         status=PENDING,
         idempotency_key=idempotency_key,
         customer_name=_clip(customer_name, 200),
         customer_address=_clip(customer_address, 300),
+        created_at=now,
+        updated_at=now,
         **details,
     )
-    try:
-        db.session.add(payment)
-        db.session.flush()  # claims (user, idempotency_key) first
-        # Recorded before the debit: post_transfer flushes it before locking
-        # the wallets, so nothing else is written while they are locked.
-        record_event(payment.id, None, PENDING, message="Wallet debited; vend queued")
-        ledger.post_transfer(
-            kind=KIND_BILL_PAYMENT,
-            debit_wallet_id=wallet_id,
-            credit_wallet_id=clearing_id,
-            amount_kobo=amount_kobo,
-            payment_id=payment.id,
-            description=f"Electricity {meter_number}",
-        )
-        db.session.commit()
-    except sa.exc.IntegrityError:
-        db.session.rollback()
-        existing = find_by_key(user.id, idempotency_key)
-        if existing is None:
-            raise
-        return repeat(existing)
-    except Exception:
-        db.session.rollback()
-        raise
+    db.session.add(payment)
+    db.session.flush()  # claims (user, idempotency_key) first
+    # Recorded before the debit: post_transfer flushes it before locking
+    # the wallets, so nothing else is written while they are locked.
+    record_event(payment.id, None, PENDING, message="Wallet debited; vend queued", now=now)
+    ledger.post_transfer(
+        kind=KIND_BILL_PAYMENT,
+        debit_wallet_id=wallet_id,
+        credit_wallet_id=clearing_id,
+        amount_kobo=details["amount_kobo"],
+        payment_id=payment.id,
+        description=f"Electricity {details['meter_number']}",
+    )
     return payment, True
 
 
-def _requery_delay_seconds(requery_count: int) -> float:
+def requery_delay_seconds(requery_count: int) -> float:
+    """Exponential backoff for the next requery: ``REQUERY_BASE_DELAY_SECONDS
+    * 2**requery_count``, capped at ``REQUERY_MAX_DELAY_SECONDS``, for any
+    count (the exponent is bounded, so a payment requeried for weeks still
+    gets its next requery instead of an ``OverflowError``)."""
     config = current_app.config
-    base_delay = config["REQUERY_BASE_DELAY_SECONDS"]
-    return min(base_delay * (2 ** requery_count), config["REQUERY_MAX_DELAY_SECONDS"])
+    exponent = min(max(requery_count, 0), MAX_BACKOFF_EXPONENT)
+    return min(config["REQUERY_BASE_DELAY_SECONDS"] * (2.0 ** exponent),
+               config["REQUERY_MAX_DELAY_SECONDS"])
 
 
 def _is_overdue(payment: Payment, now: datetime) -> bool:
@@ -284,72 +571,93 @@ def _is_overdue(payment: Payment, now: datetime) -> bool:
     return age_seconds >= current_app.config["UNKNOWN_ALERT_AGE_SECONDS"]
 
 
-def apply_result(payment_id: int, from_status: str, result: VendResult) -> FollowUp:
-    """Record what the provider said about a ``vending`` or ``unknown`` payment.
+@unit_of_work
+def apply_result(payment_id: int, from_status: str, result: VendResult, *,
+                 source: str = SOURCE_REQUERY) -> FollowUp:
+    """Record what the provider said about a ``vending`` or ``unknown``
+    payment: ONE unit of work, safe to repeat.
 
-    ``delivered`` -> ``successful`` (token, units, receipt); ``failed`` ->
-    ``failed`` (the caller then reverses); ``pending`` -> ``unknown`` with the
-    next requery scheduled by exponential backoff, and flagged
-    ``needs_attention`` once older than ``UNKNOWN_ALERT_AGE_SECONDS`` (never
-    refunded on that account). Commits.
+    - ``delivered``: a ``vending``/``unknown`` payment becomes ``successful``
+      (token, units, receipt), whatever ``from_status`` was (another step may
+      have moved it from ``vending`` to ``unknown`` meanwhile); on a
+      ``failed`` payment the proof is kept, the reversal blocked and the
+      payment flagged; on ``reversed`` the payment is flagged.
+    - ``failed``: ``failed`` (the caller then reverses), except a requery's
+      "never received" (``NOT_FOUND``, VTpass ``015``) inside the grace of
+      :func:`not_found_trusted`, which counts as ``pending``.
+    - ``pending``: ``unknown`` with the next requery by capped exponential
+      backoff, flagged ``needs_attention`` once older than
+      ``UNKNOWN_ALERT_AGE_SECONDS`` (never refunded on that account).
 
+    :param source: ``pay`` when ``result`` answers the vend call itself (the
+        call has ended, so ``pay_in_flight_until`` becomes now), ``requery``
+        otherwise.
     :returns: the follow-up for the task layer.
     """
-    now = utcnow()
-    try:
-        if result.status == provider_base.DELIVERED:
-            token = result.token if result.token and TOKEN_RE.fullmatch(result.token) else None
-            moved = transition(
-                payment_id, from_status, SUCCESSFUL,
-                code=result.code, message=result.message or "Delivered",
-                token=token, units_kwh=_clip(result.units_kwh, 20),
-                receipt_reference=_clip(result.receipt_reference, 64),
-                needs_attention=False, next_requery_at=None,
-            )
-            if not moved:
-                _record_late_delivery(payment_id, from_status, result)
-            db.session.commit()
-            return NOTHING
-        if result.status == provider_base.FAILED:
-            moved = transition(
-                payment_id, from_status, FAILED,
-                code=result.code, message=result.message or "Failed",
-                next_requery_at=None,
-            )
-            db.session.commit()
-            return REVERSE if moved else NOTHING
+    now = db_now()
+    if source == SOURCE_PAY:
+        db.session.execute(
+            sa.update(Payment)
+            .where(Payment.id == payment_id,
+                   sa.or_(Payment.pay_in_flight_until.is_(None), Payment.pay_in_flight_until > now))
+            .values(pay_in_flight_until=now)
+            .execution_options(synchronize_session=False))
+        _expire_loaded(payment_id)
+    payment = db.session.get(Payment, payment_id, populate_existing=True)
+    if payment is None:
+        return NOTHING
+    status = payment.status
 
-        payment = db.session.get(Payment, payment_id)
-        if payment is None or payment.status != from_status:
-            db.session.rollback()
+    if result.status == provider_base.DELIVERED:
+        token = result.token if result.token and TOKEN_RE.fullmatch(result.token) else None
+        proof = dict(token=token, units_kwh=_clip(result.units_kwh, 20),
+                     receipt_reference=_clip(result.receipt_reference, 64))
+        if status in (VENDING, UNKNOWN) and transition(
+            payment_id, status, SUCCESSFUL, code=result.code,
+            message=result.message or "Delivered", now=now,
+            needs_attention=False, next_requery_at=None, **proof,
+        ):
             return NOTHING
-        delay_seconds = _requery_delay_seconds(payment.requery_count)
-        fields = {
-            "next_requery_at": now + timedelta(seconds=delay_seconds),
-            "needs_attention": _is_overdue(payment, now),
-        }
-        if from_status == VENDING:
-            moved = transition(
-                payment_id, VENDING, UNKNOWN,
-                code=result.code, message=result.message or "No definite answer", **fields,
-            )
-        else:
-            # Still unknown: no status change, but the attempt goes on record.
-            moved = db.session.execute(
-                sa.update(Payment)
-                .where(Payment.id == payment_id, Payment.status == UNKNOWN)
-                .values(updated_at=now, provider_code=result.code,
-                        provider_message=(result.message or "")[:500], **fields)
-                .execution_options(synchronize_session=False)
-            ).rowcount == 1
-            if moved:
-                record_event(payment_id, UNKNOWN, UNKNOWN, code=result.code,
-                             message=f"Requery: {result.message or 'still pending'}")
-        db.session.commit()
-        return FollowUp("requery", delay_seconds) if moved else NOTHING
-    except Exception:
-        db.session.rollback()
-        raise
+        _record_late_delivery(payment_id, from_status, result, proof, now)
+        return NOTHING
+
+    if status != from_status:
+        return NOTHING  # another worker or an admin settled it meanwhile
+
+    if result.status == provider_base.FAILED:
+        untrusted_not_found = (source == SOURCE_REQUERY and result.code == provider_base.CODE_NOT_FOUND
+                               and not not_found_trusted(payment, now))
+        if not untrusted_not_found:
+            moved = transition(payment_id, from_status, FAILED, code=result.code,
+                               message=result.message or "Failed", now=now, next_requery_at=None)
+            return REVERSE if moved else NOTHING
+        result = VendResult(
+            provider_base.PENDING, result.code,
+            f"{result.message or 'No record of the order'} (not trusted yet: a pay may have "
+            "been in flight moments ago)")
+
+    delay_seconds = requery_delay_seconds(payment.requery_count)
+    fields = {
+        "next_requery_at": now + timedelta(seconds=delay_seconds),
+        "needs_attention": _is_overdue(payment, now),
+    }
+    if from_status == VENDING:
+        moved = transition(payment_id, VENDING, UNKNOWN, code=result.code,
+                           message=result.message or "No definite answer", now=now, **fields)
+    else:
+        # Still unknown: no status change, but the attempt goes on record.
+        moved = db.session.execute(
+            sa.update(Payment)
+            .where(Payment.id == payment_id, Payment.status == UNKNOWN)
+            .values(updated_at=now, provider_code=result.code,
+                    provider_message=(result.message or "")[:500], **fields)
+            .execution_options(synchronize_session=False)
+        ).rowcount == 1
+        if moved:
+            _expire_loaded(payment_id)
+            record_event(payment_id, UNKNOWN, UNKNOWN, code=result.code,
+                         message=f"Requery: {result.message or 'still pending'}", now=now)
+    return FollowUp("requery", delay_seconds) if moved else NOTHING
 
 
 def _clip(value: Optional[str], length: int) -> Optional[str]:
@@ -358,80 +666,112 @@ def _clip(value: Optional[str], length: int) -> Optional[str]:
     return value[:length] if value else None
 
 
-def _record_late_delivery(payment_id: int, expected_status: str, result: VendResult) -> None:
-    """A delivery arrived for a payment that had already moved on from
-    ``expected_status`` (another worker or an admin settled it). If it had
-    been failed or refunded, the customer may now hold a token AND the money:
-    never drop that silently. Keep the provider's proof on the timeline and
-    flag the payment for an admin (in the caller's transaction)."""
-    payment = db.session.get(Payment, payment_id)
+def _record_late_delivery(payment_id: int, expected_status: str, result: VendResult,
+                          proof: dict[str, Any], now: datetime) -> None:
+    """A delivery arrived for a payment that is no longer ``vending`` or
+    ``unknown``. On ``failed`` the proof is kept on the payment, which blocks
+    its reversal (:func:`may_reverse`); on ``failed`` and ``reversed`` the
+    payment is flagged and the provider's proof goes on the timeline, so the
+    customer never silently holds a token AND the money."""
+    payment = db.session.get(Payment, payment_id, populate_existing=True)
     if payment is None or payment.status == SUCCESSFUL:
         return
-    proof = result.token or result.receipt_reference or "no token"
-    record_event(payment_id, payment.status, payment.status, code=result.code,
-                 message=f"Provider reported delivery ({proof}) after the payment was "
+    shown = result.token or result.receipt_reference or "no token"
+    record_event(payment_id, payment.status, payment.status, code=result.code, now=now,
+                 message=f"Provider reported delivery ({shown}) after the payment was "
                          f"{payment.status}: needs an admin")
+    values: dict[str, Any] = {"needs_attention": True, "updated_at": now}
+    if payment.status == FAILED:
+        values.update({k: v for k, v in proof.items() if v})
+        if not (values.get("token") or values.get("receipt_reference")):
+            values["receipt_reference"] = "delivered"  # the provider said so, without proof
     db.session.execute(
-        sa.update(Payment).where(Payment.id == payment_id)
-        .values(needs_attention=True, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
+        sa.update(Payment).where(Payment.id == payment_id, Payment.status == payment.status)
+        .values(**values).execution_options(synchronize_session=False))
+    _expire_loaded(payment_id)
     log.error("payment %s delivered after it became %s (expected %s)",
               payment_id, payment.status, expected_status)
 
 
-def claim(payment_id: int) -> bool:
-    """``pending`` -> ``vending`` for one worker; commits. True if we own it."""
-    try:
-        claimed = transition(
-            payment_id, PENDING, VENDING,
-            message="A worker is contacting the disco",
-            claimed_at=utcnow(), vend_attempts=Payment.vend_attempts + 1,
-        )
-        db.session.commit()
-    except Exception:
-        db.session.rollback()
-        raise
-    return claimed
+@unit_of_work
+def claim(payment_id: int) -> Optional[dict[str, Any]]:
+    """``pending`` -> ``vending`` for one worker: ONE unit of work (the
+    intent, committed before the provider is called).
+
+    Records ``claimed_at`` and ``pay_in_flight_until`` (claim time + the
+    provider call's hard deadline, ``config.vend_deadline_seconds``) from the
+    database clock.
+
+    :returns: the order to send (``request_id``, ``service_id``,
+        ``meter_number``, ``meter_type``, ``amount_kobo``, ``phone``) if this
+        call claimed it; None if another worker did, or it is not pending.
+    """
+    now = db_now()
+    deadline = timedelta(seconds=vend_deadline_seconds(current_app.config))
+    if not transition(payment_id, PENDING, VENDING, now=now,
+                      message="A worker is contacting the disco", claimed_at=now,
+                      pay_in_flight_until=now + deadline,
+                      vend_attempts=Payment.vend_attempts + 1):
+        return None
+    payment = db.session.get(Payment, payment_id)
+    return dict(request_id=payment.reference, service_id=payment.service_id,
+                meter_number=payment.meter_number, meter_type=payment.meter_type,
+                amount_kobo=payment.amount_kobo, phone=payment.phone)
 
 
 def vend_payment(payment_id: int, provider: Provider) -> FollowUp:
-    """Claim a ``pending`` payment and vend it through ``provider``.
+    """Claim a ``pending`` payment (one unit), vend it through ``provider``
+    outside any transaction (the provider enforces its hard deadline), and
+    record the answer (a second unit).
 
     Safe to call any number of times and concurrently: only the worker whose
     claim succeeds calls the provider, with the payment's ``reference`` as the
     ``request_id``.
     """
-    if not claim(payment_id):
+    order = claim(payment_id)
+    if order is None:
         return NOTHING
-    payment = db.session.get(Payment, payment_id)
-    order = dict(
-        request_id=payment.reference,
-        service_id=payment.service_id,
-        meter_number=payment.meter_number,
-        meter_type=payment.meter_type,
-        amount_kobo=payment.amount_kobo,
-        phone=payment.phone,
-    )
-    db.session.rollback()  # end the read transaction before network I/O
     try:
         result = provider.vend(**order)
     except Exception as exc:  # noqa: BLE001 - any crash mid-call is ambiguous
+        log.exception("vend of payment %s raised", payment_id)
         result = VendResult(provider_base.PENDING, provider_base.CODE_NO_RESPONSE,
                             f"Provider call failed: {type(exc).__name__}")
-    return apply_result(payment_id, VENDING, result)
+    return apply_result(payment_id, VENDING, result, source=SOURCE_PAY)
 
 
-def vending_lease_expired(payment: Payment, now: Optional[datetime] = None) -> bool:
-    """True when a ``vending`` payment's claim is older than
-    ``VENDING_LEASE_SECONDS``: the worker that claimed it is presumed dead.
-    Before that its ``pay`` call may still be in flight, and a requery answer
-    of "never received" would be premature."""
-    if payment.claimed_at is None:
-        return True
-    now = now or utcnow()
-    lease = timedelta(seconds=current_app.config["VENDING_LEASE_SECONDS"])
-    return payment.claimed_at < now - lease
+@unit_of_work
+def _claim_requery(payment_id: int, include_vending: bool, force: bool) -> Optional[tuple[str, str, str]]:
+    """Take the one requery of a payment: a compare-and-set on
+    ``next_requery_at`` (and, for ``vending``, ``claimed_at``) that pushes it
+    a lease ahead, so a racing sweep tick or task finds it taken.
+
+    :returns: ``(from_status, reference, meter_type)``, or None.
+    """
+    now = db_now()
+    payment = db.session.get(Payment, payment_id, populate_existing=True)
+    if payment is None or not may_requery(payment, now, include_vending=include_vending):
+        return None
+    due_at = payment.next_requery_at
+    if (payment.status == UNKNOWN and not force and due_at is not None
+            and due_at > now + timedelta(seconds=1)):
+        return None
+    from_status = payment.status
+    lease_until = now + timedelta(seconds=current_app.config["VENDING_LEASE_SECONDS"])
+    claim_requery = (
+        sa.update(Payment)
+        .where(Payment.id == payment_id, Payment.status == from_status,
+               Payment.next_requery_at.is_(None) if due_at is None
+               else Payment.next_requery_at == due_at)
+        .values(requery_count=Payment.requery_count + 1, next_requery_at=lease_until)
+        .execution_options(synchronize_session=False)
+    )
+    if from_status == VENDING:
+        claim_requery = claim_requery.where(Payment.claimed_at == payment.claimed_at).values(claimed_at=now)
+    if db.session.execute(claim_requery).rowcount != 1:
+        return None
+    _expire_loaded(payment_id)
+    return from_status, payment.reference, payment.meter_type
 
 
 def requery_payment(payment_id: int, provider: Provider, *, include_vending: bool = False,
@@ -440,85 +780,35 @@ def requery_payment(payment_id: int, provider: Provider, *, include_vending: boo
     whose lease expired: the sweep and admins) and record the answer. Never
     places a new order.
 
-    One requery at a time per payment: the requery is claimed by a
-    compare-and-set on ``next_requery_at`` (and, for ``vending``, on
-    ``claimed_at``) that also pushes it a lease into the future, so a sweep
-    tick or a racing task that finds the payment mid-requery does nothing.
-    An ``unknown`` payment is only requeried when due (``next_requery_at``
-    reached, with a second of slack for the scheduler), so a task queued by
-    the sweep that runs after the backoff chain already asked does not start
-    a second chain; ``force`` (an admin's "requery now") skips that check.
+    Three steps: claim the requery (one unit, :func:`_claim_requery`), call
+    the provider outside any transaction, record the answer
+    (:func:`apply_result`, a second unit). An ``unknown`` payment is only
+    requeried when due (``next_requery_at`` reached, with a second of slack
+    for the scheduler); ``force`` (an admin's "requery now") skips that.
     """
-    payment = db.session.get(Payment, payment_id)
-    allowed = {UNKNOWN, VENDING} if include_vending else {UNKNOWN}
-    if payment is None or payment.status not in allowed:
-        db.session.rollback()
+    claimed = _claim_requery(payment_id, include_vending, force)
+    if claimed is None:
         return NOTHING
-    now = utcnow()
-    if payment.status == VENDING and not vending_lease_expired(payment, now):
-        db.session.rollback()
-        return NOTHING
-    due_at = payment.next_requery_at
-    if (payment.status == UNKNOWN and not force and due_at is not None
-            and due_at > now + timedelta(seconds=1)):
-        db.session.rollback()
-        return NOTHING
-    from_status, reference, meter_type = payment.status, payment.reference, payment.meter_type
-    lease_until = now + timedelta(seconds=current_app.config["VENDING_LEASE_SECONDS"])
-    claim_requery = (
-        sa.update(Payment)
-        .where(Payment.id == payment_id, Payment.status == from_status)
-        .values(requery_count=Payment.requery_count + 1, next_requery_at=lease_until)
-        .execution_options(synchronize_session=False)
-    )
-    observed = payment.next_requery_at
-    claim_requery = claim_requery.where(
-        Payment.next_requery_at.is_(None) if observed is None else Payment.next_requery_at == observed)
-    if from_status == VENDING:
-        claim_requery = claim_requery.where(Payment.claimed_at == payment.claimed_at).values(claimed_at=now)
-    claimed = db.session.execute(claim_requery).rowcount == 1
-    db.session.commit()
-    if not claimed:
-        return NOTHING
+    from_status, reference, meter_type = claimed
     try:
         result = provider.requery(reference, meter_type=meter_type)
     except Exception as exc:  # noqa: BLE001
+        log.exception("requery of payment %s raised", payment_id)
         result = VendResult(provider_base.PENDING, provider_base.CODE_NO_RESPONSE,
                             f"Requery failed: {type(exc).__name__}")
-    return apply_result(payment_id, from_status, result)
+    return apply_result(payment_id, from_status, result, source=SOURCE_REQUERY)
 
 
-@ledger.unit_of_work
-def reverse_payment(payment_id: int, *, reason: str = "Vend failed; refunded to wallet") -> bool:
-    """Refund a ``failed`` payment to its wallet: ``failed`` -> ``reversed`` and
-    the reversal transfer in ONE transaction. Exactly once: a second call (or
-    a racing worker) finds the payment no longer ``failed`` and does nothing.
+@unit_of_work
+def reverse_payment(payment_id: int, *, note: str = REVERSAL_NOTE) -> bool:
+    """Refund a ``failed`` payment to its wallet: ONE unit of work
+    (:func:`stage_reversal`). Exactly once: a second call (or a racing
+    worker) finds the payment no longer ``failed`` and does nothing; a
+    payment with a reported delivery is never refunded here.
 
     :returns: True if this call posted the refund.
     """
-    try:
-        payment = db.session.get(Payment, payment_id)
-        if payment is None or payment.status != FAILED:
-            db.session.rollback()
-            return False
-        wallet_id, amount_kobo = payment.wallet_id, payment.amount_kobo
-        clearing_id = ledger.system_wallet_id(BILLER_CLEARING_WALLET)
-        if not transition(payment_id, FAILED, REVERSED, message=reason):
-            db.session.rollback()
-            return False
-        ledger.post_transfer(
-            kind=KIND_REVERSAL,
-            debit_wallet_id=clearing_id,
-            credit_wallet_id=wallet_id,
-            amount_kobo=amount_kobo,
-            payment_id=payment_id,
-            description=reason[:200],
-        )
-        db.session.commit()
-        return True
-    except Exception:
-        db.session.rollback()
-        raise
+    return stage_reversal(payment_id, note=note)
 
 
 def payment_for_user(reference: str, user: User) -> Optional[Payment]:

@@ -1,10 +1,12 @@
 """Huey tasks: ``vend``, ``requery``, ``reverse`` and the periodic ``sweep``.
 
 The tasks are thin: each pushes the app context, asks ``billvend.payments``
-to do one step of the state machine, and enqueues whatever follow-up that
-step returns. The database row is the source of truth; Huey may lose a task
-(a killed worker does not acknowledge), which is why ``sweep`` re-drives
-every payment that is not where it should be.
+(the lifecycle module) to do one step of the state machine, and enqueues
+whatever follow-up that step returns, after the step's units of work have
+committed. They hold no lifecycle rules: what to re-drive comes from
+``payments.sweep_candidates``. The database row is the source of truth;
+Huey may lose a task (a killed worker does not acknowledge), which is why
+``sweep`` re-drives every payment that is not where it should be.
 """
 
 from __future__ import annotations
@@ -12,17 +14,20 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from datetime import datetime, timedelta, timezone
+import os
+import secrets
+import socket
+from datetime import datetime, timezone
 from typing import Callable
 
-import sqlalchemy as sa
 from flask import current_app
 from huey.signals import SIGNAL_INTERRUPTED
 
-from billvend import payments
-from billvend.extensions import db, huey, huey_app
-from billvend.models import FAILED, PENDING, UNKNOWN, VENDING, Payment, utcnow
+from billvend import leases, payments
+from billvend.clock import db_now
+from billvend.extensions import db
 from billvend.providers import get_provider
+from billvend.queue import huey, huey_app
 
 log = logging.getLogger(__name__)
 
@@ -87,51 +92,27 @@ def enqueue_vend(payment_id: int) -> bool:
 
 
 def sweep_once() -> dict[str, int]:
-    """Re-drive payments whose tasks may have been lost. Returns counts by action.
+    """Re-drive payments whose tasks may have been lost
+    (``payments.sweep_candidates``, decided on the database clock). Returns
+    counts by status.
 
-    - ``pending`` older than ``PENDING_GRACE_SECONDS``: enqueue ``vend`` again
+    - ``pending`` past ``PENDING_GRACE_SECONDS``: enqueue ``vend`` again
       (the claim makes a duplicate harmless);
-    - ``vending`` claimed longer ago than ``VENDING_LEASE_SECONDS``: requery,
-      never a second ``pay``;
-    - ``unknown`` whose ``next_requery_at`` is due: requery;
-    - ``failed`` (never reversed): reverse.
+    - ``vending`` past ``VENDING_LEASE_SECONDS``: requery, never a second ``pay``;
+    - ``unknown`` due: requery;
+    - ``failed`` without a reported delivery: reverse.
     """
-    config = current_app.config
-    now = utcnow()
-    pending_ids = db.session.scalars(
-        sa.select(Payment.id).where(
-            Payment.status == PENDING,
-            Payment.created_at < now - timedelta(seconds=config["PENDING_GRACE_SECONDS"]),
-        )
-    ).all()
-    stale_vending_ids = db.session.scalars(
-        sa.select(Payment.id).where(
-            Payment.status == VENDING,
-            Payment.claimed_at < now - timedelta(seconds=config["VENDING_LEASE_SECONDS"]),
-        )
-    ).all()
-    due_unknown_ids = db.session.scalars(
-        sa.select(Payment.id).where(
-            Payment.status == UNKNOWN,
-            sa.or_(Payment.next_requery_at.is_(None), Payment.next_requery_at <= now),
-        )
-    ).all()
-    failed_ids = db.session.scalars(sa.select(Payment.id).where(Payment.status == FAILED)).all()
-    db.session.rollback()
-    for payment_id in pending_ids:
+    candidates = payments.sweep_candidates(db_now())
+    db.session.rollback()  # end the read before the tasks run
+    for payment_id in candidates["pending"]:
         vend(payment_id)
-    for payment_id in stale_vending_ids:
+    for payment_id in candidates["vending"]:
         requery(payment_id, include_vending=True)
-    for payment_id in due_unknown_ids:
+    for payment_id in candidates["unknown"]:
         requery(payment_id)
-    for payment_id in failed_ids:
+    for payment_id in candidates["failed"]:
         reverse(payment_id)
-    return {
-        "pending": len(pending_ids),
-        "vending": len(stale_vending_ids),
-        "unknown": len(due_unknown_ids),
-        "failed": len(failed_ids),
-    }
+    return {status: len(ids) for status, ids in candidates.items()}
 
 
 def sweep_is_due(timestamp: datetime) -> bool:
@@ -152,16 +133,27 @@ def sweep_is_due(timestamp: datetime) -> bool:
     return int(timestamp.timestamp() // 60) % every_minutes == 0
 
 
+SWEEP_LEASE = "sweep"
+
+
 @huey.periodic_task(sweep_is_due)
-@huey.lock_task("sweep")
 @in_app_context
 def sweep() -> None:
     """Every ``SWEEP_INTERVAL_SECONDS``: :func:`sweep_once`, one sweeper at a time.
 
-    A sweep that finds another one running is skipped (Huey logs
-    "unable to acquire lock"); the next tick comes soon enough.
+    The sweep runs under the ``sweep`` lease (``billvend.leases``), which
+    expires ``SWEEP_LOCK_SECONDS`` after it was taken (database clock) if
+    its holder dies; a sweep that finds it held is skipped, the next tick
+    comes soon enough.
     """
-    counts = sweep_once()
+    holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    if not leases.acquire(SWEEP_LEASE, holder, current_app.config["SWEEP_LOCK_SECONDS"]):
+        log.info("sweep skipped: another sweep holds the lease")
+        return
+    try:
+        counts = sweep_once()
+    finally:
+        leases.release(SWEEP_LEASE, holder)
     if any(counts.values()):
         log.info("sweep re-drove %s", counts)
 

@@ -1,6 +1,6 @@
 """The Huey consumer billvend runs (``huey_consumer wsgi.huey``, Procfile ``worker``).
 
-``BillvendHuey.create_consumer`` (``billvend.extensions``) hands the stock
+``BillvendHuey.create_consumer`` (``billvend.queue``) hands the stock
 ``huey_consumer`` command this :class:`Consumer`, which differs from Huey's in
 two ways:
 
@@ -23,9 +23,12 @@ more (the default, 60). For a shorter interval, the consumer's scheduler
 thread (:class:`SweepClockScheduler`, which already wakes every second to move
 due scheduled tasks onto the queue) enqueues ``sweep`` every
 ``SWEEP_INTERVAL_SECONDS`` itself, starting as the consumer starts. Either
-way ``sweep`` runs under ``lock_task("sweep")``, so with several worker
-processes one sweep runs at a time and a tick that finds the lock held is
-skipped; ``--flush-locks`` clears a lock left by a killed worker.
+way ``sweep`` runs under the ``sweep`` lease (``billvend.leases``: a
+database row with an expiry from the database clock), so with several
+worker processes one sweep runs at a time, a tick that finds the lease held
+is skipped, a killed holder's lease expires by itself after
+``SWEEP_LOCK_SECONDS``, and a starting worker never clears a live sweep's
+lease (the Procfile no longer passes ``--flush-locks``).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import time
 from huey import consumer as huey_consumer
 from huey.exceptions import ConfigurationError
 
-from billvend.extensions import huey_app
+from billvend.queue import huey_app
 
 log = logging.getLogger(__name__)
 

@@ -38,6 +38,8 @@ def base_config(database_url: str) -> dict:
         "VENDING_PROVIDER": "simulated",
         "SIMULATOR_DELAY_SECONDS": 0.0,
         "SIMULATOR_SUCCESS_RATE": 1.0,
+        # Believe "never received" at once unless a test is about the grace.
+        "PROVIDER_NOT_FOUND_GRACE_SECONDS": 0,
         "REDIS_URL": None,
         "HTMX_URL": "/static/vendor/htmx.min.js",
     }

@@ -14,7 +14,8 @@ from billvend.providers.base import VendResult
 from tests.helpers import assert_books_balance, make_payment, make_user
 
 LEGAL = {(PENDING, VENDING), (VENDING, SUCCESSFUL), (VENDING, FAILED), (VENDING, UNKNOWN),
-         (UNKNOWN, SUCCESSFUL), (UNKNOWN, FAILED), (FAILED, REVERSED)}
+         (UNKNOWN, SUCCESSFUL), (UNKNOWN, FAILED), (FAILED, REVERSED),
+         (FAILED, SUCCESSFUL)}  # an admin resolving a failed payment whose delivery came late
 
 
 @pytest.mark.parametrize("from_status,to_status", sorted(itertools.product(PAYMENT_STATUSES, repeat=2)))

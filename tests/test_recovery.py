@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from flask import g
 
 from billvend import ledger, payments, tasks
-from billvend.extensions import db, init_huey, login_manager
+from billvend.extensions import db, login_manager
+from billvend.queue import init_huey
 from billvend.models import (
     FAILED,
     PENDING,

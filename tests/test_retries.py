@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm.exc import StaleDataError
 
-from billvend import ledger
+from billvend import ledger, transactions
 from billvend.extensions import db
 from billvend.models import Funding, Wallet
 from tests.conftest import form_tokens
@@ -120,7 +120,7 @@ def test_a_race_lost_every_time_is_a_503_not_a_500(app, client, auth, fund, monk
         raise error
 
     monkeypatch.setattr(ledger, "post_transfer", always_loses)
-    monkeypatch.setattr(ledger.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(transactions.time, "sleep", lambda seconds: None)
     response = client.post(path, data=form_tokens(client, path) | fields)
     assert response.status_code == 503
     assert b"nothing was charged" in response.data

@@ -131,11 +131,12 @@ def _payment_or_404(reference: str) -> Payment:
 
 def _render_payment(payment: Payment, status: int = 200, **forms):
     resolve_form = forms.get("resolve_form") or ResolveDeliveredForm(formdata=None)
-    allowed = services.allowed_actions(payment.status)
+    allowed = services.allowed_actions(payment)
     # A form sent back with errors is shown even if the action no longer
     # applies, so its message is visible.
     for name, action in (("requery_form", services.REQUERY), ("refund_form", services.REFUND),
-                         ("resolve_form", services.RESOLVE_DELIVERED)):
+                         ("resolve_form", services.RESOLVE_DELIVERED),
+                         ("redrive_form", services.REDRIVE)):
         if name in forms and action not in allowed:
             allowed.append(action)
     return render_template(
@@ -145,6 +146,7 @@ def _render_payment(payment: Payment, status: int = 200, **forms):
         allowed=allowed,
         requery_form=forms.get("requery_form") or ReasonForm(formdata=None, prefix="requery"),
         refund_form=forms.get("refund_form") or ReasonForm(formdata=None, prefix="refund"),
+        redrive_form=forms.get("redrive_form") or ReasonForm(formdata=None, prefix="redrive"),
         resolve_form=resolve_form,
     ), status
 
@@ -188,6 +190,15 @@ def refund(reference: str):
     if not form.validate_on_submit():
         return _render_payment(payment, 422, refund_form=form)
     return _after_action(payment, services.refund(current_user, payment.id, form.reason.data.strip()))
+
+
+@bp.route("/payments/<reference>/redrive", methods=["POST"])
+def redrive(reference: str):
+    payment = _payment_or_404(reference)
+    form = ReasonForm(prefix="redrive")
+    if not form.validate_on_submit():
+        return _render_payment(payment, 422, redrive_form=form)
+    return _after_action(payment, services.redrive_now(current_user, payment.id, form.reason.data.strip()))
 
 
 @bp.route("/stuck")

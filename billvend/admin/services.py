@@ -1,4 +1,5 @@
-"""Admin actions on payments: requery now, resolve as delivered, refund.
+"""Admin actions on payments: requery now, resolve as delivered, refund,
+re-drive now.
 
 Every action an admin submits (a valid form: CSRF and a reason) leaves one
 ``AdminAction`` row saying who, when, which payment, what, why and what came
@@ -6,10 +7,17 @@ of it, including a refusal: an attempt to refund a delivered payment is worth
 having on the record. ``result`` starts with ``done:``, ``refused:`` or
 ``error:``. Refusals change nothing else.
 
-Status changes go through ``billvend.payments`` (``transition``,
-``requery_payment``, ``reverse_payment``), so the admin path has the same
-guarantees as the workers: a conditional UPDATE per step, a ``PaymentEvent``
-per change, and a refund posted exactly once however often it is asked for.
+No rules live here: which action applies to which payment, and the refusal
+text when it does not, come from the lifecycle module
+(``payments.admin_refusal``); status changes go through it too
+(``transition``, ``requery_payment``, ``stage_reversal``), so the admin path
+has the same guarantees as the workers.
+
+Transactions (``billvend.transactions``): each action is a sequence of units
+of work. A decision and its ``AdminAction`` are ONE unit (the refund's
+``unknown -> failed -> reversed``, its reversal transfer and its record
+commit or roll back together, and a deadlock reruns all of it); a provider
+call (requery) happens between units, never inside one.
 """
 
 from __future__ import annotations
@@ -21,56 +29,20 @@ from typing import Optional
 import sqlalchemy as sa
 
 from billvend import payments, tasks
+from billvend.clock import db_now
 from billvend.extensions import db
-from billvend.models import (
-    FAILED,
-    PENDING,
-    PREPAID,
-    REVERSED,
-    SUCCESSFUL,
-    UNKNOWN,
-    VENDING,
-    AdminAction,
-    Payment,
-    User,
-)
+from billvend.models import PREPAID, SUCCESSFUL, UNKNOWN, AdminAction, Payment, User
 from billvend.money import format_naira
 from billvend.providers import get_provider
+from billvend.transactions import unit_of_work
 
 log = logging.getLogger(__name__)
 
-REQUERY = "requery"
-RESOLVE_DELIVERED = "resolve_delivered"
-REFUND = "refund"
-ACTIONS = (REQUERY, RESOLVE_DELIVERED, REFUND)
-
-#: The statuses each action starts from (anything else is refused).
-ALLOWED_FROM: dict[str, frozenset[str]] = {
-    REQUERY: frozenset({VENDING, UNKNOWN}),
-    RESOLVE_DELIVERED: frozenset({VENDING, UNKNOWN}),
-    REFUND: frozenset({FAILED, UNKNOWN}),
-}
-
-_REFUSALS: dict[str, dict[str, str]] = {
-    REQUERY: {
-        PENDING: "the payment has not been sent to the provider yet (the sweep re-queues it)",
-        SUCCESSFUL: "the payment is already successful",
-        FAILED: "the provider already said the payment failed; refund it instead",
-        REVERSED: "the payment is already refunded",
-    },
-    RESOLVE_DELIVERED: {
-        PENDING: "the payment has not been sent to the provider yet",
-        SUCCESSFUL: "the payment is already successful",
-        FAILED: "the payment failed and its refund is due; a failed payment cannot become delivered",
-        REVERSED: "the payment was refunded; it cannot become delivered",
-    },
-    REFUND: {
-        PENDING: "the payment is still in flight; wait for the provider's answer or requery it",
-        VENDING: "the payment is still in flight; wait for the provider's answer or requery it",
-        SUCCESSFUL: "the payment was delivered (successful); a delivered payment is never refunded",
-        REVERSED: "the payment is already refunded",
-    },
-}
+REQUERY = payments.ADMIN_REQUERY
+RESOLVE_DELIVERED = payments.ADMIN_RESOLVE_DELIVERED
+REFUND = payments.ADMIN_REFUND
+REDRIVE = payments.ADMIN_REDRIVE
+ACTIONS = payments.ADMIN_ACTIONS
 
 
 class ActionError(Exception):
@@ -87,79 +59,74 @@ class Outcome:
     action_id: int
 
 
-def allowed_actions(status: str) -> list[str]:
-    """The admin actions that make sense for a payment in ``status``."""
-    return [action for action in ACTIONS if status in ALLOWED_FROM[action]]
+def allowed_actions(payment: Payment) -> list[str]:
+    """The admin actions that apply to ``payment`` now (database clock)."""
+    return payments.admin_actions(payment, db_now())
 
 
-def _record(admin: User, payment_id: Optional[int], action: str, reason: str, result: str) -> int:
-    """Add the ``AdminAction`` row to the session (the caller commits)."""
-    row = AdminAction(admin_id=admin.id, payment_id=payment_id, action=action,
+def _record(admin_id: int, payment_id: Optional[int], action: str, reason: str, result: str) -> int:
+    """Stage the ``AdminAction`` row in the caller's unit of work."""
+    row = AdminAction(admin_id=admin_id, payment_id=payment_id, action=action,
                       reason=reason[:500], result=result[:500])
     db.session.add(row)
     db.session.flush()
     return row.id
 
 
-def _record_alone(admin: User, payment_id: Optional[int], action: str, reason: str, result: str) -> int:
-    """Write an ``AdminAction`` in its own transaction (after a rollback)."""
-    db.session.rollback()
-    action_id = _record(admin, payment_id, action, reason, result)
-    db.session.commit()
-    return action_id
+@unit_of_work
+def _record_alone(admin_id: int, payment_id: Optional[int], action: str, reason: str, result: str) -> int:
+    """Write an ``AdminAction`` as its own unit of work."""
+    return _record(admin_id, payment_id, action, reason, result)
 
 
-def _refuse(admin: User, payment: Payment, action: str, reason: str) -> Outcome:
-    status = payment.status
-    why = _REFUSALS[action].get(status, f"not allowed from {status}")
-    message = f"refused: {why} (status {status})"
-    return Outcome(False, message, _record_alone(admin, payment.id, action, reason, message))
+def _refusal_message(why: str, status: str) -> str:
+    return f"refused: {why} (status {status})"
 
 
-def _load(payment_id: int) -> Payment:
-    db.session.expire_all()  # decide on the row as it is now, not a cached copy
-    payment = db.session.get(Payment, payment_id)
+def _stage_refusal(admin_id: int, payment: Payment, action: str, reason: str,
+                   why: Optional[str] = None) -> Outcome:
+    """Stage the record of a refusal (in the caller's unit); ``why``
+    defaults to the lifecycle's reason (or, if the action now applies after
+    all, that another transaction changed the payment first)."""
+    if why is None:
+        why = payments.admin_refusal(action, payment, db_now()) or \
+            "another worker or admin changed this payment at the same moment; look again"
+    message = _refusal_message(why, payment.status)
+    return Outcome(False, message, _record(admin_id, payment.id, action, reason, message))
+
+
+@unit_of_work
+def _refuse(admin_id: int, payment_id: int, action: str, reason: str, why: Optional[str] = None) -> Outcome:
+    """Record a refusal as its own unit of work, from the payment as it is now."""
+    return _stage_refusal(admin_id, _get(payment_id), action, reason, why)
+
+
+def _get(payment_id: int) -> Payment:
+    payment = db.session.get(Payment, payment_id, populate_existing=True)
     if payment is None:
         raise ActionError(f"no payment {payment_id}")
     return payment
 
 
-def requery_now(admin: User, payment_id: int, reason: str) -> Outcome:
-    """Ask the provider about a ``vending``/``unknown`` payment now, in this
-    request, and record what it said. A definite failure queues the refund and
-    a still-pending answer the next requery, as the worker would.
+def _load(payment_id: int) -> Payment:
+    """The payment as it is now (a read outside any unit of work)."""
+    db.session.expire_all()  # decide on the row as it is now, not a cached copy
+    return _get(payment_id)
 
-    Not atomic with the ``AdminAction``: the requery is an observation; the
-    row is written after it with the status before and after.
 
-    :raises ActionError: no such payment.
-    """
+def _check(admin: User, action: str, payment_id: int, reason: str) -> tuple[Payment, Optional[Outcome]]:
+    """Load the payment; if ``action`` does not apply, record the refusal."""
     payment = _load(payment_id)
-    if payment.status not in ALLOWED_FROM[REQUERY]:
-        return _refuse(admin, payment, REQUERY, reason)
-    if payment.status == VENDING and not payments.vending_lease_expired(payment):
-        # A worker's pay call may still be in flight: a requery now could hear
-        # "no such order" and refund a payment that is about to be delivered.
-        message = ("refused: a worker is vending this payment right now; requery it "
-                   "once its lease has expired (the sweep will too) (status vending)")
-        return Outcome(False, message, _record_alone(admin, payment_id, REQUERY, reason, message))
-    before = payment.status
-    try:
-        follow_up = payments.requery_payment(payment_id, get_provider(), include_vending=True,
-                                             force=True)
-    except Exception as exc:  # noqa: BLE001 - tell the admin, keep the record
-        log.exception("admin requery of payment %s failed", payment_id)
-        message = f"error: the requery failed ({type(exc).__name__}); nothing changed"
-        return Outcome(False, message, _record_alone(admin, payment_id, REQUERY, reason, message))
-    after = _load(payment_id)
-    detail = f"{before} → {after.status}"
-    if after.provider_code:
-        detail += f", provider {after.provider_code}"
-    if after.provider_message:
-        detail += f": {after.provider_message}"
-    message = f"done: requeried; {detail}"
-    action_id = _record_alone(admin, payment_id, REQUERY, reason, message)
-    # Queue what the state machine asks for only after our commit.
+    why = payments.admin_refusal(action, payment, db_now())
+    if why is None:
+        db.session.rollback()  # end the read; the action's own units follow
+        return payment, None
+    db.session.rollback()
+    return payment, _refuse(admin.id, payment_id, action, reason, why)
+
+
+def _enqueue_follow_up(payment_id: int, follow_up: payments.FollowUp) -> None:
+    # Queue what the state machine asks for only after our commits.
     try:
         if follow_up.action == "reverse":
             tasks.reverse(payment_id)
@@ -167,103 +134,168 @@ def requery_now(admin: User, payment_id: int, reason: str) -> Outcome:
             tasks.requery.schedule((payment_id,), delay=follow_up.delay_seconds)
     except Exception:  # noqa: BLE001 - the sweep re-drives it
         log.exception("could not enqueue the follow-up of payment %s", payment_id)
+
+
+def requery_now(admin: User, payment_id: int, reason: str) -> Outcome:
+    """Ask the provider about an ``unknown`` payment (or a ``vending`` one
+    past its lease) now, in this request, and record what it said. A
+    definite failure queues the refund and a still-pending answer the next
+    requery, as the worker would.
+
+    Not atomic with the ``AdminAction``: the requery is an observation (its
+    own units of work); the row is written after it with the status before
+    and after.
+
+    :raises ActionError: no such payment.
+    """
+    payment, refused = _check(admin, REQUERY, payment_id, reason)
+    if refused:
+        return refused
+    before = payment.status
+    try:
+        follow_up = payments.requery_payment(payment_id, get_provider(), include_vending=True,
+                                             force=True)
+    except Exception as exc:  # noqa: BLE001 - tell the admin, keep the record
+        log.exception("admin requery of payment %s failed", payment_id)
+        db.session.rollback()
+        message = f"error: the requery failed ({type(exc).__name__}); nothing changed"
+        return Outcome(False, message, _record_alone(admin.id, payment_id, REQUERY, reason, message))
+    after = _load(payment_id)
+    detail = f"{before} → {after.status}"
+    if after.provider_code:
+        detail += f", provider {after.provider_code}"
+    if after.provider_message:
+        detail += f": {after.provider_message}"
+    message = f"done: requeried; {detail}"
+    db.session.rollback()
+    action_id = _record_alone(admin.id, payment_id, REQUERY, reason, message)
+    _enqueue_follow_up(payment_id, follow_up)
     return Outcome(True, message, action_id)
+
+
+@unit_of_work
+def _resolve(admin_id: int, admin_email: str, payment_id: int, reason: str, token: Optional[str],
+             receipt_reference: Optional[str], units_kwh: Optional[str]) -> Outcome:
+    payment = _get(payment_id)
+    now = db_now()
+    why = payments.admin_refusal(RESOLVE_DELIVERED, payment, now)
+    if why is not None:
+        return _stage_refusal(admin_id, payment, RESOLVE_DELIVERED, reason, why)
+    before = payment.status
+    if not payments.transition(
+        payment_id, before, SUCCESSFUL, code="ADMIN_RESOLVED", now=now,
+        message=f"Resolved as delivered by {admin_email}: {reason}",
+        token=token or None, receipt_reference=receipt_reference or None,
+        units_kwh=units_kwh or None, needs_attention=False, next_requery_at=None,
+    ):
+        return _stage_refusal(admin_id, _get(payment_id), RESOLVE_DELIVERED, reason)
+    proof = f"token {token}" if token else f"receipt {receipt_reference}"
+    message = f"done: {before} → successful with {proof}"
+    return Outcome(True, message, _record(admin_id, payment_id, RESOLVE_DELIVERED, reason, message))
 
 
 def resolve_delivered(admin: User, payment_id: int, reason: str, *, token: Optional[str],
                       receipt_reference: Optional[str], units_kwh: Optional[str]) -> Outcome:
-    """Mark a ``vending``/``unknown`` payment ``successful`` with the token (or
-    receipt) the admin found in the provider's records.
+    """Mark a payment ``successful`` with the token (or receipt) the admin
+    found in the provider's records: a ``vending``/``unknown`` payment, or a
+    ``failed`` one whose delivery arrived late (``payments.admin_refusal``).
 
-    One transaction: the conditional transition, its ``PaymentEvent`` and the
-    ``AdminAction``. If a worker settles the payment first, the transition
-    matches no row and the action is recorded as refused.
+    ONE unit of work: the conditional transition, its ``PaymentEvent`` and
+    the ``AdminAction``. If a worker settles the payment first, the
+    transition matches no row and the action is recorded as refused.
 
     :param token: 20 digits (required for prepaid; the form checks it).
     :raises ActionError: no such payment, or a prepaid payment without a
         20-digit token.
     """
     payment = _load(payment_id)
-    if payment.meter_type == PREPAID and not (token and len(token) == 20 and token.isdigit()):
+    meter_type = payment.meter_type
+    db.session.rollback()
+    if meter_type == PREPAID and not (token and len(token) == 20 and token.isdigit()):
         raise ActionError("a prepaid payment needs a 20-digit token")
-    if payment.status not in ALLOWED_FROM[RESOLVE_DELIVERED]:
-        return _refuse(admin, payment, RESOLVE_DELIVERED, reason)
-    before = payment.status
-    try:
-        moved = payments.transition(
-            payment_id, before, SUCCESSFUL,
-            code="ADMIN_RESOLVED",
-            message=f"Resolved as delivered by {admin.email}: {reason}",
-            token=token or None, receipt_reference=receipt_reference or None,
-            units_kwh=units_kwh or None, needs_attention=False, next_requery_at=None,
-        )
-        if not moved:
-            db.session.rollback()
-            return _refuse(admin, _load(payment_id), RESOLVE_DELIVERED, reason)
-        proof = f"token {token}" if token else f"receipt {receipt_reference}"
-        message = f"done: {before} → successful with {proof}"
-        action_id = _record(admin, payment_id, RESOLVE_DELIVERED, reason, message)
-        db.session.commit()
-    except Exception:
-        db.session.rollback()
-        raise
-    return Outcome(True, message, action_id)
+    return _resolve(admin.id, admin.email, payment_id, reason, token, receipt_reference, units_kwh)
+
+
+@unit_of_work
+def _refund(admin_id: int, admin_email: str, payment_id: int, reason: str) -> Outcome:
+    payment = _get(payment_id)
+    now = db_now()
+    why = payments.admin_refusal(REFUND, payment, now)
+    if why is not None:
+        return _stage_refusal(admin_id, payment, REFUND, reason, why)
+    before, amount_kobo = payment.status, payment.amount_kobo
+    if before == UNKNOWN and not payments.transition(
+        payment_id, UNKNOWN, payments.FAILED, now=now,
+        note=f"Marked failed by {admin_email} for a refund: {reason}",
+        needs_attention=False, next_requery_at=None,
+    ):
+        return _stage_refusal(admin_id, _get(payment_id), REFUND, reason)
+    if not payments.stage_reversal(payment_id, note=f"Refunded by an admin: {reason}"[:200]):
+        if before == UNKNOWN:
+            # We moved it to failed ourselves in this unit; nothing else can
+            # have touched it since. Undo everything rather than leave it failed.
+            raise ActionError("the refund could not be posted after marking the payment failed")
+        return _stage_refusal(admin_id, _get(payment_id), REFUND, reason)
+    path = "unknown → failed → reversed" if before == UNKNOWN else "failed → reversed"
+    message = f"done: refunded {format_naira(amount_kobo)} to the customer's wallet ({path})"
+    return Outcome(True, message, _record(admin_id, payment_id, REFUND, reason, message))
 
 
 def refund(admin: User, payment_id: int, reason: str) -> Outcome:
-    """Refund a ``failed`` or ``unknown`` payment to its wallet, exactly once.
+    """Refund a ``failed`` (without a reported delivery) or ``unknown``
+    payment to its wallet, exactly once.
 
-    An ``unknown`` payment is requeried first: if the provider says it was
-    delivered it becomes ``successful`` and the refund is refused; if the
-    provider still cannot say, the admin's refund (with its reason) proceeds.
+    An ``unknown`` payment is requeried first (its own units of work, the
+    provider call between them): if the provider says it was delivered it
+    becomes ``successful`` and the refund is refused; a definite failure
+    takes the ordinary path; if the provider still cannot say, the admin's
+    refund (with its reason) proceeds.
 
-    ``unknown`` goes ``unknown → failed → reversed`` and ``failed`` goes
-    ``failed → reversed``, through ``payments.reverse_payment`` (the same
-    reversal path the workers use), in ONE transaction with the
-    ``AdminAction``. Under a double submit (or a racing sweep) only one
-    conditional UPDATE matches; the loser is recorded as refused.
+    Then ONE unit of work: ``unknown -> failed`` (if needed), ``failed ->
+    reversed`` with its reversal transfer (``payments.stage_reversal``) and
+    the ``AdminAction``. A deadlock or serialization failure reruns the whole
+    unit; under a double submit (or a racing sweep) only one conditional
+    UPDATE matches and the loser is recorded as refused with the real reason.
 
     :raises ActionError: no such payment.
     """
-    payment = _load(payment_id)
-    if payment.status not in ALLOWED_FROM[REFUND]:
-        return _refuse(admin, payment, REFUND, reason)
+    payment, refused = _check(admin, REFUND, payment_id, reason)
+    if refused:
+        return refused
     if payment.status == UNKNOWN:
         # The token may exist (DESIGN.md: a timeout is not a failure). Ask the
-        # provider first: a delivered order is recorded, not refunded; a
-        # definite failure takes the ordinary refund path below.
+        # provider first: a delivered order is recorded, not refunded.
         try:
             payments.requery_payment(payment_id, get_provider(), force=True)
         except Exception:  # noqa: BLE001 - the admin's decision still stands
             log.exception("requery before the admin refund of payment %s failed", payment_id)
+            db.session.rollback()
         payment = _load(payment_id)
-        if payment.status == SUCCESSFUL:
+        status = payment.status
+        db.session.rollback()
+        if status == SUCCESSFUL:
             message = ("refused: the provider says this order was delivered; it is now "
                        "successful with its token, so no refund (status successful)")
-            return Outcome(False, message, _record_alone(admin, payment_id, REFUND, reason, message))
-        if payment.status not in ALLOWED_FROM[REFUND]:
-            return _refuse(admin, payment, REFUND, reason)
-    before, amount_kobo = payment.status, payment.amount_kobo
-    path = "unknown → failed → reversed" if before == UNKNOWN else "failed → reversed"
-    message = f"done: refunded {format_naira(amount_kobo)} to the customer's wallet ({path})"
-    try:
-        if before == UNKNOWN and not payments.transition(
-            payment_id, UNKNOWN, FAILED, code="ADMIN_REFUND",
-            message=f"Marked failed by {admin.email} for a refund: {reason}",
-            needs_attention=False, next_requery_at=None,
-        ):
-            db.session.rollback()
-            return _refuse(admin, _load(payment_id), REFUND, reason)
-        # Pending in the session: reverse_payment commits it together with
-        # the reversal, or rolls it back with everything else.
-        action_id = _record(admin, payment_id, REFUND, reason, message)
-        refunded = payments.reverse_payment(
-            payment_id, reason=f"Refunded by an admin: {reason}"[:200])
-    except Exception:
-        db.session.rollback()
-        raise
-    if not refunded:
-        return _refuse(admin, _load(payment_id), REFUND, reason)
+            return Outcome(False, message, _record_alone(admin.id, payment_id, REFUND, reason, message))
+    return _refund(admin.id, admin.email, payment_id, reason)
+
+
+def redrive_now(admin: User, payment_id: int, reason: str) -> Outcome:
+    """Queue the vend of a ``pending`` payment again, once it is older than
+    ``PENDING_GRACE_SECONDS`` (its task was probably lost): what the sweep
+    would do on its next tick. The claim makes a duplicate harmless: only
+    one worker ever calls the provider for a payment.
+
+    :raises ActionError: no such payment.
+    """
+    payment, refused = _check(admin, REDRIVE, payment_id, reason)
+    if refused:
+        return refused
+    message = "done: vend queued again (pending → the next free worker)"
+    action_id = _record_alone(admin.id, payment_id, REDRIVE, reason, message)
+    if not tasks.enqueue_vend(payment_id):
+        message = "error: the queue is unreachable; the sweep will vend this payment"
+        return Outcome(False, message, _record_alone(admin.id, payment_id, REDRIVE, reason, message))
     return Outcome(True, message, action_id)
 
 

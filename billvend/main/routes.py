@@ -6,7 +6,8 @@ import sqlalchemy as sa
 from flask import jsonify, render_template
 from flask_login import current_user
 
-from billvend.extensions import db, huey
+from billvend.extensions import db
+from billvend.queue import huey
 from billvend.main import bp
 from billvend.history.queries import statement_query
 from billvend.models import FINAL_STATUSES, Payment

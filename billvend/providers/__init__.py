@@ -42,6 +42,7 @@ def get_provider() -> Provider:
             delay_seconds=config["SIMULATOR_DELAY_SECONDS"],
         )
     if name == "vtpass":
+        from billvend.config import vend_deadline_seconds
         from billvend.providers.vtpass import VTpassProvider
 
         return VTpassProvider(
@@ -52,5 +53,6 @@ def get_provider() -> Provider:
             read_timeout_seconds=config["VTPASS_READ_TIMEOUT_SECONDS"],
             verify_timeout_seconds=config["VTPASS_VERIFY_TIMEOUT_SECONDS"],
             send_attempts=config["VTPASS_SEND_ATTEMPTS"],
+            deadline_seconds=vend_deadline_seconds(config),
         )
     raise ValueError(f"unknown VENDING_PROVIDER {name!r}")

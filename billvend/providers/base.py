@@ -37,6 +37,23 @@ CODE_NOT_FOUND = "NOT_FOUND"
 CODE_DUPLICATE = "DUPLICATE_REQUEST"
 
 
+def guard_external_call(what: str) -> None:
+    """Refuse a provider call made inside a database transaction (DESIGN.md,
+    "Transactions and external calls"): every client calls this before any
+    network I/O. Outside a Flask app context (a client used on its own)
+    there is no session to check.
+
+    :raises billvend.transactions.ExternalCallInTransaction: inside a unit
+        of work, or with uncommitted writes in the session.
+    """
+    from flask import has_app_context
+
+    if has_app_context():
+        from billvend.transactions import require_no_transaction
+
+        require_no_transaction(what)
+
+
 @dataclass(frozen=True)
 class VendResult:
     """What a ``vend`` or ``requery`` call learnt about one order.

@@ -23,6 +23,8 @@ TIMEOUT_METER = "300000000000"  # read timeout, but the order was vended
 NO_RESPONSE_METER = "400000000000"  # no answer, never processed
 UNEXPECTED_METER = "500000000000"  # garbled answer; the order was vended
 INVALID_METER = "0000000000000"  # no such meter
+DRIP_METER = "600000000000"  # the pay answer drips in slowly, then delivers
+LATE_RECORD_METER = "700000000000"  # no answer; requery says 015 for a while, then delivered
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,12 @@ FIXED_BEHAVIOURS: dict[str, Behaviour] = {
     NO_RESPONSE_METER: Behaviour("no_response", False, "failed", "NO_RESPONSE"),
     UNEXPECTED_METER: Behaviour("unexpected", True, "delivered", "UNEXPECTED_RESPONSE"),
     INVALID_METER: Behaviour("failed", True, "failed", "INVALID_ACCOUNT"),
+    # VTpass sandbox: the answer takes longer than the lease, each piece
+    # inside the read timeout; the order exists only once it is complete.
+    DRIP_METER: Behaviour("drip", True, "delivered", "TIMEOUT"),
+    # VTpass sandbox: the connection drops; the provider records the order
+    # only SANDBOX_LATE_RECORD_SECONDS later (requery: 015 until then).
+    LATE_RECORD_METER: Behaviour("late_record", True, "delivered", "NO_RESPONSE"),
 }
 
 METER_TYPES_OF_TEST_METERS = {

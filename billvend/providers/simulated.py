@@ -23,6 +23,7 @@ from billvend.providers.base import (
     CODE_INVALID_ACCOUNT,
     CODE_NOT_FOUND,
     DELIVERED,
+    guard_external_call,
     FAILED,
     PENDING,
     MeterVerification,
@@ -64,6 +65,7 @@ class SimulatedProvider:
     def verify_meter(self, service_id: str, meter_number: str, meter_type: str) -> MeterVerification:
         """Look up the customer on a meter; ``invalid`` for the unknown meter
         or a prepaid/postpaid mismatch on a test meter."""
+        guard_external_call("simulated merchant-verify")
         self._wait(min(self.delay_seconds, 0.5))
         if not outcomes.is_known_meter(meter_number):
             return MeterVerification("invalid", message=_MESSAGES[CODE_INVALID_ACCOUNT])
@@ -78,6 +80,7 @@ class SimulatedProvider:
     def vend(self, request_id: str, service_id: str, meter_number: str, meter_type: str,
              amount_kobo: int, phone: str) -> VendResult:
         """Place an order; the answer depends on the meter (see ``outcomes``)."""
+        guard_external_call("simulated pay")
         self._wait(self.delay_seconds)
         behaviour = outcomes.behaviour_for(meter_number, request_id, self.success_rate)
         with self.engine.begin() as conn:
@@ -121,6 +124,7 @@ class SimulatedProvider:
 
     def requery(self, request_id: str, meter_type: str | None = None) -> VendResult:
         """Report an order's state; ``NOT_FOUND`` (definite) if never received."""
+        guard_external_call("simulated requery")
         self._wait(min(self.delay_seconds, 0.5))
         with self.engine.begin() as conn:
             order = conn.execute(

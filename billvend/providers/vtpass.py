@@ -34,15 +34,19 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Optional
 
 import requests
+import urllib3
+from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
 from billvend.providers.base import (
     CODE_DUPLICATE,
+    guard_external_call,
     CODE_INSUFFICIENT_CREDIT,
     CODE_NO_RESPONSE,
     CODE_NOT_FOUND,
@@ -84,6 +88,71 @@ _UNITS_RE = re.compile(r"(\d+(?:\.\d+)?)")
 
 class _NotSent(Exception):
     """The request never left this machine (connection refused, connect timeout)."""
+
+
+class DeadlineExceeded(requests.Timeout):
+    """The whole call ran past its hard wall-clock deadline (a ``Timeout``:
+    the request may have been sent, so the answer is ambiguous)."""
+
+
+# The deadline of the call running on this thread, for the connection guard.
+_call = threading.local()
+
+
+def _deadline_passed() -> bool:
+    deadline = getattr(_call, "deadline", None)
+    return deadline is not None and time.monotonic() >= deadline
+
+
+class _GuardedConnectionMixin:
+    """A connection that refuses to send once the call's deadline passed.
+
+    ``requests`` timeouts bound each socket operation, not name lookup (a
+    blocking ``getaddrinfo``) nor the whole call. A call abandoned at its
+    deadline (see ``VTpassProvider._post``) may still be connecting on its
+    thread; this check, right after the connection opens and before a byte
+    of the request is written, makes sure no ``pay`` leaves after the
+    deadline the payment recorded (``pay_in_flight_until``).
+    """
+
+    def _new_conn(self):
+        sock = super()._new_conn()
+        if _deadline_passed():
+            sock.close()
+            raise NewConnectionError(self, "the call's deadline passed before the request was sent")
+        return sock
+
+
+class _GuardedHTTPConnection(_GuardedConnectionMixin, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _GuardedHTTPSConnection(_GuardedConnectionMixin, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _GuardedHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _GuardedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """``requests`` adapter whose connections honour the call's deadline."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+
+
+def default_deadline_seconds(connect_timeout_seconds: float, read_timeout_seconds: float,
+                             send_attempts: int) -> float:
+    """Every connection attempt (plus the pause after it), then the read:
+    the longest a call could take with per-operation timeouts alone
+    (``config.longest_vend_seconds`` for the vend)."""
+    return send_attempts * (connect_timeout_seconds + 1.0) + read_timeout_seconds
 
 
 def _never_sent(exc: requests.ConnectionError) -> bool:
@@ -142,7 +211,12 @@ class VTpassProvider:
         runs inside a web request and so must be short.
     :param send_attempts: how many times to try a request whose connection
         could not even be opened (>= 1); nothing else is ever retried here.
-    :param session: a ``requests.Session`` (tests mount adapters on it).
+    :param deadline_seconds: the hard wall-clock deadline of a whole ``pay``
+        or ``requery`` call (``VTPASS_DEADLINE_SECONDS``); None: every
+        connect attempt plus the read timeout. Verification gets the same
+        rule with its own read timeout.
+    :param session: a ``requests.Session`` (tests mount adapters on it);
+        by default one whose connections honour the deadline.
     :param sleep: called between send attempts (tests pass a no-op).
     """
 
@@ -159,6 +233,7 @@ class VTpassProvider:
         verify_timeout_seconds: float = 10.0,
         send_attempts: int = 3,
         retry_delay_seconds: float = 0.5,
+        deadline_seconds: Optional[float] = None,
         session: Optional[requests.Session] = None,
         sleep: Callable[[float], None] = time.sleep,
     ):
@@ -178,25 +253,71 @@ class VTpassProvider:
         self.verify_timeout_seconds = verify_timeout_seconds
         self.send_attempts = send_attempts
         self.retry_delay_seconds = retry_delay_seconds
-        self.session = session or requests.Session()
+        self.deadline_seconds = deadline_seconds or default_deadline_seconds(
+            connect_timeout_seconds, read_timeout_seconds, send_attempts)
+        self.verify_deadline_seconds = default_deadline_seconds(
+            connect_timeout_seconds, verify_timeout_seconds, send_attempts)
+        if session is None:
+            session = requests.Session()
+            adapter = DeadlineAdapter()
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        self.session = session
         self._sleep = sleep
 
     # -- transport -----------------------------------------------------------
 
-    def _post(self, path: str, body: dict[str, Any], read_timeout_seconds: float) -> requests.Response:
-        """POST ``body`` as JSON, retrying only while the connection cannot be
-        opened (bounded by ``send_attempts``).
+    def _post(self, path: str, body: dict[str, Any], read_timeout_seconds: float,
+              deadline_seconds: float) -> requests.Response:
+        """POST ``body`` as JSON within a hard wall-clock deadline for the
+        whole call, retrying only while the connection cannot be opened.
+
+        The call runs on its own thread and the caller waits at most
+        ``deadline_seconds``: name lookup, connection attempts and a body
+        that drips in slower than any per-read timeout cannot hold it
+        longer. A call abandoned at the deadline sends nothing afterwards
+        (:class:`_GuardedConnectionMixin`) and ends by its own timeouts.
 
         :raises _NotSent: every attempt failed before sending.
-        :raises requests.RequestException: anything after sending (timeout,
-            reset, ...); the caller treats it as ambiguous.
+        :raises DeadlineExceeded: the deadline passed (ambiguous: the
+            request may have been sent).
+        :raises requests.RequestException: anything else after sending
+            (timeout, reset, ...); the caller treats it as ambiguous.
         """
+        guard_external_call(f"VTpass {path}")
+        deadline = time.monotonic() + deadline_seconds
+        outcome: dict[str, Any] = {}
+        finished = threading.Event()
+
+        def call() -> None:
+            _call.deadline = deadline
+            try:
+                outcome["response"] = self._post_until(path, body, read_timeout_seconds, deadline)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                outcome["error"] = exc
+            finally:
+                finished.set()
+
+        threading.Thread(target=call, name=f"vtpass{path}", daemon=True).start()
+        if not finished.wait(max(0.0, deadline - time.monotonic())):
+            log.warning("%s: no complete answer within the %g s deadline", path, deadline_seconds)
+            raise DeadlineExceeded(f"{path}: no complete answer within {deadline_seconds:g} s")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["response"]
+
+    def _post_until(self, path: str, body: dict[str, Any], read_timeout_seconds: float,
+                    deadline: float) -> requests.Response:
         url = self.base_url + path
         for attempt in range(1, self.send_attempts + 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _NotSent("the deadline passed before a connection could be opened")
             try:
-                return self.session.post(
-                    url, json=body, headers=self.headers,
-                    timeout=(self.connect_timeout_seconds, read_timeout_seconds),
+                response = self.session.post(
+                    url, json=body, headers=self.headers, stream=True,
+                    timeout=(min(self.connect_timeout_seconds, remaining),
+                             min(read_timeout_seconds, remaining)),
                 )
             except requests.ConnectionError as exc:
                 if not _never_sent(exc):
@@ -205,8 +326,28 @@ class VTpassProvider:
                             path, attempt, self.send_attempts, exc)
                 if attempt == self.send_attempts:
                     raise _NotSent(str(exc)) from exc
-                self._sleep(self.retry_delay_seconds * attempt)
+                self._sleep(max(0.0, min(self.retry_delay_seconds * attempt,
+                                         deadline - time.monotonic())))
+                continue
+            return self._read_body(response, deadline)
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _read_body(response: requests.Response, deadline: float) -> requests.Response:
+        """Read the streamed body piece by piece, giving up at the deadline
+        (a drip of bytes resets a per-read timeout forever)."""
+        if response._content is not False:  # noqa: SLF001 - already read (a test adapter)
+            return response
+        chunks = []
+        try:
+            for chunk in response.iter_content(chunk_size=256):
+                chunks.append(chunk)
+                if time.monotonic() >= deadline:
+                    raise DeadlineExceeded("the answer was still arriving at the deadline")
+        finally:
+            response.close()
+        response._content = b"".join(chunks)  # noqa: SLF001 - what .content would hold
+        return response
 
     @staticmethod
     def _json(response: requests.Response) -> Optional[dict[str, Any]]:
@@ -227,7 +368,8 @@ class VTpassProvider:
         """
         body = {"billersCode": meter_number, "serviceID": service_id, "type": meter_type}
         try:
-            response = self._post("/api/merchant-verify", body, self.verify_timeout_seconds)
+            response = self._post("/api/merchant-verify", body, self.verify_timeout_seconds,
+                                  self.verify_deadline_seconds)
         except (_NotSent, requests.RequestException) as exc:
             log.warning("merchant-verify failed: %s", exc)
             return MeterVerification("error", message="The disco could not be reached")
@@ -276,11 +418,11 @@ class VTpassProvider:
             "phone": phone,
         }
         try:
-            response = self._post("/api/pay", body, self.read_timeout_seconds)
+            response = self._post("/api/pay", body, self.read_timeout_seconds, self.deadline_seconds)
         except _NotSent as exc:
             # Never sent: requery will say 015 and the payment is refunded.
             return VendResult(PENDING, CODE_NO_RESPONSE, f"Could not connect to the provider: {exc}"[:500])
-        except requests.Timeout:
+        except requests.Timeout:  # a read timeout, or the call's hard deadline
             return VendResult(PENDING, CODE_TIMEOUT, "The provider did not answer in time")
         except requests.RequestException as exc:
             return VendResult(PENDING, CODE_NO_RESPONSE,
@@ -304,7 +446,8 @@ class VTpassProvider:
             readable token stays ``pending``; otherwise the response decides.
         """
         try:
-            response = self._post("/api/requery", {"request_id": request_id}, self.read_timeout_seconds)
+            response = self._post("/api/requery", {"request_id": request_id},
+                                  self.read_timeout_seconds, self.deadline_seconds)
         except _NotSent as exc:
             return VendResult(PENDING, CODE_NO_RESPONSE, f"Could not connect to the provider: {exc}"[:500])
         except requests.Timeout:

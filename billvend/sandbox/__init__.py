@@ -12,7 +12,15 @@ uses), so the HTTP path, timeouts included, is exercised over a real socket:
 - ``500000000000``: the order is recorded as delivered and the answer is
   garbage (truncated JSON);
 - ``201000000000``: ``000`` with status ``pending``; delivered on requery;
-- ``0000000000000``: no such meter (``WrongBillersCode``; pay says ``016``).
+- ``0000000000000``: no such meter (``WrongBillersCode``; pay says ``016``);
+- ``600000000000``: the ``pay`` answer drips in, a piece every
+  ``SANDBOX_DRIP_INTERVAL_SECONDS`` (each gap inside the client's read
+  timeout) for ``SANDBOX_DRIP_SECONDS`` in all (longer than the vending
+  lease), and delivers; the order exists (requery finds it) only once the
+  answer is complete, as with a provider that commits at the end;
+- ``700000000000``: the connection is dropped; the order is recorded
+  ``SANDBOX_LATE_RECORD_SECONDS`` later, so a requery says ``015`` until
+  then and ``delivered`` after.
 
 Start it with one command (it listens where ``VTPASS_BASE_URL`` points,
 ``127.0.0.1:5055`` by default)::
@@ -79,6 +87,8 @@ class Order:
     status: str
     code: Optional[str]
     created_at: str
+    #: ``time.monotonic()`` before which a requery says 015 (late-record meter).
+    visible_after: float = 0.0
 
 
 @dataclass
@@ -87,6 +97,9 @@ class SandboxState:
 
     success_rate: float
     timeout_sleep_seconds: float
+    drip_seconds: float = 10.0
+    drip_interval_seconds: float = 1.0
+    late_record_seconds: float = 30.0
     lock: threading.Lock = field(default_factory=threading.Lock)
     orders: dict[str, Order] = field(default_factory=dict)
     pay_calls: Counter = field(default_factory=Counter)
@@ -285,9 +298,16 @@ def pay():
     with sandbox.lock:
         if request_id in sandbox.orders:
             return _answer("014", "REQUEST ID ALREADY EXIST")
-        if status is not None:
+        if status is not None and behaviour.answer not in ("drip", "late_record"):
             sandbox.orders[request_id] = order
 
+    if behaviour.answer == "drip":
+        return _drip(sandbox, order)
+    if behaviour.answer == "late_record":
+        order.visible_after = time.monotonic() + sandbox.late_record_seconds
+        with sandbox.lock:
+            sandbox.orders[request_id] = order
+        return _drop_connection()
     if behaviour.answer == "no_response":
         return _drop_connection()
     if behaviour.answer == "unexpected":
@@ -317,9 +337,32 @@ def requery():
             # A processing order settles by the time anyone asks again.
             behaviour = outcomes.behaviour_for(order.meter_number, request_id, sandbox.success_rate)
             order.status = behaviour.final
-    if order is None:
+    if order is None or time.monotonic() < order.visible_after:
         return _answer("015", "INVALID REQUEST ID")
     return _transaction_answer(order, "reversed" if order.status == "failed" else order.status)
+
+
+def _drip(sandbox: SandboxState, order: Order) -> Response:
+    """The delivered answer for ``order``, a few bytes at a time over
+    ``drip_seconds``; the order is recorded when the answer completes,
+    whether or not the client is still listening."""
+    body = _transaction_answer(order, "delivered").get_data()
+    pieces = max(2, int(sandbox.drip_seconds / sandbox.drip_interval_seconds))
+    size = -(-len(body) // pieces)
+
+    def record() -> None:
+        with sandbox.lock:
+            sandbox.orders.setdefault(order.request_id, order)
+
+    threading.Timer(sandbox.drip_seconds, record).start()
+
+    def generate():
+        for start in range(0, len(body), size):
+            time.sleep(sandbox.drip_interval_seconds)
+            yield body[start:start + size]
+
+    return Response(generate(), status=200, mimetype="application/json",
+                    headers={"Content-Length": str(len(body))})
 
 
 @bp.get("/sandbox/orders/<request_id>")
@@ -382,6 +425,10 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     app.extensions["vtpass_sandbox"] = SandboxState(
         success_rate=app.config["SIMULATOR_SUCCESS_RATE"],
         timeout_sleep_seconds=sleep_seconds,
+        drip_seconds=app.config["SANDBOX_DRIP_SECONDS"] or app.config["VENDING_LEASE_SECONDS"] + 5,
+        drip_interval_seconds=(app.config["SANDBOX_DRIP_INTERVAL_SECONDS"]
+                               or app.config["VTPASS_READ_TIMEOUT_SECONDS"] / 2),
+        late_record_seconds=app.config["SANDBOX_LATE_RECORD_SECONDS"],
     )
     app.register_blueprint(bp)
     return app
