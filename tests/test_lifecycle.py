@@ -318,7 +318,7 @@ def test_admin_refund_while_another_transaction_holds_the_row(app, monkeypatch, 
     [outcome] = outcomes_seen
     final = reload(payment_id)
     if other_delivers:
-        assert not outcome.ok and "a delivered payment is never refunded" in outcome.message
+        assert not outcome.ok and "delivered" in outcome.message and "successful" in outcome.message
         assert final.status == SUCCESSFUL and reversals(payment_id) == 0
     else:
         assert outcome.ok, outcome.message
