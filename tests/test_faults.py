@@ -61,6 +61,9 @@ FAST_RECOVERY = {
     "VENDING_LEASE_SECONDS": "4",
     "REQUERY_BASE_DELAY_SECONDS": "1",
     "REQUERY_MAX_DELAY_SECONDS": "2",
+    # "Never received" is believed 1 s after a pay could last be in flight
+    # (the production default, 120 s, would outlast these tests).
+    "PROVIDER_NOT_FOUND_GRACE_SECONDS": "1",
     "SIMULATOR_DELAY_SECONDS": "0.05",
     "SIMULATOR_SUCCESS_RATE": "0.8",
     "WEB_CONCURRENCY": "2",
