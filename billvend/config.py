@@ -106,7 +106,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         # long after a pay could last have been in flight.
         "PROVIDER_NOT_FOUND_GRACE_SECONDS": float(get("PROVIDER_NOT_FOUND_GRACE_SECONDS") or 120.0),
         # The sweep's lease: one sweeper at a time; expires if its holder dies.
-        "SWEEP_LOCK_SECONDS": int(get("SWEEP_LOCK_SECONDS") or 300),
+        # A sweep only enqueues tasks, so a minute is ample; an overlap with a
+        # slow sweep is harmless (every step claims its payment).
+        "SWEEP_LOCK_SECONDS": int(get("SWEEP_LOCK_SECONDS") or 60),
         # Test-only fault injection: die between commit and enqueue.
         "FAULT_SKIP_ENQUEUE": _bool(get("FAULT_SKIP_ENQUEUE")),
         # Money limits, in kobo.

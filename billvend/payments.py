@@ -693,10 +693,16 @@ def _record_late_delivery(payment_id: int, expected_status: str, result: VendRes
               payment_id, payment.status, expected_status)
 
 
-@unit_of_work
-def claim(payment_id: int) -> Optional[dict[str, Any]]:
+def claim(payment_id: int) -> bool:
     """``pending`` -> ``vending`` for one worker: ONE unit of work (the
-    intent, committed before the provider is called).
+    intent, committed before the provider is called). True if this call
+    claimed it; see :func:`_claim`."""
+    return _claim(payment_id) is not None
+
+
+@unit_of_work
+def _claim(payment_id: int) -> Optional[dict[str, Any]]:
+    """Claim ``payment_id`` (``pending`` -> ``vending``): ONE unit of work.
 
     Records ``claimed_at`` and ``pay_in_flight_until`` (claim time + the
     provider call's hard deadline, ``config.vend_deadline_seconds``) from the
@@ -728,7 +734,7 @@ def vend_payment(payment_id: int, provider: Provider) -> FollowUp:
     claim succeeds calls the provider, with the payment's ``reference`` as the
     ``request_id``.
     """
-    order = claim(payment_id)
+    order = _claim(payment_id)
     if order is None:
         return NOTHING
     try:

@@ -27,3 +27,16 @@ def test_a_lease_shorter_than_a_vend_is_refused(env):
         check_timings(from_env(env))
     with pytest.raises(ValueError, match="VENDING_LEASE_SECONDS"):
         create_app(from_env(env))
+
+
+def test_the_vtpass_deadline_defaults_to_the_longest_call_and_the_lease_must_outlast_it():
+    from billvend.config import longest_vend_seconds, vend_deadline_seconds
+
+    config = from_env({"VENDING_PROVIDER": "vtpass"})
+    assert vend_deadline_seconds(config) == longest_vend_seconds(config) == 3 * (5 + 1) + 30
+    assert from_env({})["PROVIDER_NOT_FOUND_GRACE_SECONDS"] == 120
+    short = from_env({"VENDING_PROVIDER": "vtpass", "VTPASS_DEADLINE_SECONDS": "20",
+                      "VENDING_LEASE_SECONDS": "25"})
+    check_timings(short)  # a 20 s deadline fits in a 25 s lease
+    with pytest.raises(ValueError, match="VENDING_LEASE_SECONDS"):
+        check_timings(short | {"VTPASS_DEADLINE_SECONDS": 25.0})

@@ -61,6 +61,12 @@ FAST_RECOVERY = {
     "VENDING_LEASE_SECONDS": "4",
     "REQUERY_BASE_DELAY_SECONDS": "1",
     "REQUERY_MAX_DELAY_SECONDS": "2",
+    # The simulator records an order before it answers, so "never received"
+    # may be believed at once here (the production default, 120 s, would
+    # outlast these tests; tests/test_lifecycle.py covers the grace).
+    "PROVIDER_NOT_FOUND_GRACE_SECONDS": "0",
+    # A worker killed mid-sweep leaves the sweep lease to expire.
+    "SWEEP_LOCK_SECONDS": "5",
     "SIMULATOR_DELAY_SECONDS": "0.05",
     "SIMULATOR_SUCCESS_RATE": "0.8",
     "WEB_CONCURRENCY": "2",

@@ -318,7 +318,7 @@ def test_admin_refund_while_another_transaction_holds_the_row(app, monkeypatch, 
     [outcome] = outcomes_seen
     final = reload(payment_id)
     if other_delivers:
-        assert not outcome.ok and "a delivered payment is never refunded" in outcome.message
+        assert not outcome.ok and "delivered" in outcome.message and "successful" in outcome.message
         assert final.status == SUCCESSFUL and reversals(payment_id) == 0
     else:
         assert outcome.ok, outcome.message
@@ -346,7 +346,6 @@ def test_a_refunded_payment_shows_the_providers_reason(client, auth):
     an event; the admin sees the code and the provider's text apart."""
     auth.signup()
     customer = db.session.scalar(sa.select(User).where(User.email == "ada@example.com"))
-    ledger_user_funds = make_user(balance_kobo=0)  # noqa: F841 - a second wallet nearby
     from billvend import funding
 
     funding.fund_wallet(customer, 500_000, "fund-key-1")

@@ -32,6 +32,7 @@ def stack(tmp_path):
         "VENDING_PROVIDER": "vtpass", "VTPASS_BASE_URL": sandbox_url,
         "VTPASS_READ_TIMEOUT_SECONDS": "2", "SANDBOX_TIMEOUT_SLEEP_SECONDS": "4",
         "REQUERY_BASE_DELAY_SECONDS": "1", "SIMULATOR_SUCCESS_RATE": "1",
+        "PROVIDER_NOT_FOUND_GRACE_SECONDS": "1",
     }
     with Stack(tmp_path, env) as running:
         running.migrate()

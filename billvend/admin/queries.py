@@ -17,6 +17,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import current_app
 
+from billvend.clock import db_now
 from billvend.extensions import db
 from billvend.models import (
     BILLER_CLEARING_WALLET,
@@ -175,10 +176,11 @@ def stuck_conditions(now: Optional[datetime] = None) -> dict[str, sa.ColumnEleme
     - ``pending`` older than ``PENDING_GRACE_SECONDS`` (its vend task was lost);
     - ``vending`` claimed longer ago than ``VENDING_LEASE_SECONDS`` (the worker died);
     - ``unknown`` older than ``UNKNOWN_ALERT_AGE_SECONDS`` or flagged ``needs_attention``;
-    - ``failed`` not reversed within ``PENDING_GRACE_SECONDS`` (the refund task was lost).
+    - ``failed`` not reversed within ``PENDING_GRACE_SECONDS`` (the refund task was
+      lost, or a late delivery blocks it: the payment needs an admin).
     """
     config = current_app.config
-    now = now or utcnow()
+    now = now or db_now()  # the same clock the sweep decides by
     grace = now - timedelta(seconds=config["PENDING_GRACE_SECONDS"])
     lease = now - timedelta(seconds=config["VENDING_LEASE_SECONDS"])
     alert = now - timedelta(seconds=config["UNKNOWN_ALERT_AGE_SECONDS"])
