@@ -384,6 +384,9 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
         timeout_sleep_seconds=sleep_seconds,
     )
     app.register_blueprint(bp)
+    from billvend.sandbox import paystack  # the Paystack-shaped API, same process (issue 15)
+
+    paystack.init_app(app)
     return app
 
 
