@@ -585,3 +585,21 @@ def test_one_webhook_replayed_ten_times_with_the_callback_credits_once(live):
     assert event.deliveries == 10
     assert funding.check_invariants() == []
     assert_books_balance()
+
+
+def test_callback_when_the_database_fails_never_says_nothing_was_charged(live, monkeypatch):
+    base, sandbox = live
+    sandbox.settings(webhook="never")
+    s = customer(base)
+    checkout_url, reference = start_checkout(s, base)
+    callback = choose(s, checkout_url, "success")
+
+    def down(*args, **kwargs):
+        raise sa.exc.OperationalError("UPDATE fundings", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(funding, "apply_verification", down)
+    page = s.get(callback, timeout=20)
+    assert page.status_code == 503
+    assert "money is safe" in page.text and "nothing was charged" not in page.text
+    monkeypatch.undo()
+    assert funding_sweep_once() == 1 and credits_for(reference) == 1

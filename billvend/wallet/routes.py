@@ -4,8 +4,9 @@ it, the customer's dedicated bank-transfer account, and funding history."""
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import current_app, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
+from sqlalchemy.orm.exc import StaleDataError
 
 from billvend import funding
 from billvend.extensions import db
@@ -57,7 +58,13 @@ def fund_callback():
     if record is None:
         return render_template("wallet/unknown_funding.html"), 404
     funding_id, amount_kobo = record.id, record.amount_kobo
-    result = funding.verify_funding(funding_id)
+    try:
+        result = funding.verify_funding(funding_id)
+    except (sa.exc.OperationalError, StaleDataError):
+        # The generic 503 page says "nothing was charged", which may be
+        # false here: the customer may have paid. The sweep credits it.
+        db.session.rollback()
+        return current_app.jinja_env.get_template("wallet/callback_unavailable.html").render(), 503
     if result.outcome in ("credited", "already_credited"):
         flash(f"{format_naira(amount_kobo)} added to your wallet.", "success")
         return redirect(url_for("main.index"), code=303)
