@@ -415,6 +415,8 @@ INVARIANTS: dict[str, str] = {
     "user_wallet_negative": "No user wallet is below zero",
     "payment_debits": "Each payment has exactly one debit",
     "payment_reversals": "A reversed payment has exactly one reversal; any other payment none",
+    "funding_credits": "Every funding credit has one verified gateway success (a succeeded funding, "
+                       "its amount, exactly one credit)",
 }
 
 
@@ -523,4 +525,8 @@ def check_invariants() -> list[Violation]:
         violations.append(Violation(
             "payment_reversals", "payment", payment_id, f"{status} payment with {n} reversals"))
 
+    from billvend import funding  # invariant 6, funding part (issue 15)
+
+    violations.extend(Violation("funding_credits", subject, subject_id, detail)
+                      for subject, subject_id, detail in funding.check_invariants())
     return violations
