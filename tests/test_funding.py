@@ -407,6 +407,8 @@ def test_unknown_reference_is_stored_and_flagged_never_credited(live):
 @pytest.mark.parametrize("body,status", [
     (b"{not json", 400), (b"[]", 400), (b'{"event": "charge.success", "data": {}}', 400),
     (b'{"event": "charge.success", "data": {"reference": 12}}', 400),
+    (b'{"event": "charge.success", "data": {"reference": "FND-\\u0000"}}', 400),
+    (b'{"event": "charge.success", "data": {"reference": "' + b"x" * 101 + b'"}}', 400),
 ])
 def test_broken_webhook_bodies_are_refused_cleanly(live, body, status):
     base, sandbox = live

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -100,10 +101,16 @@ def find_by_key(user_id: int, idempotency_key: str) -> Optional[Funding]:
     )
 
 
+#: What a reference from outside (a callback URL, a webhook) may look like:
+#: printable ASCII without spaces (Paystack: alphanumerics and ``-.=``).
+EXTERNAL_REFERENCE_RE = re.compile(r"[\x21-\x7e]{1,100}")
+
+
 def funding_for_user(reference: str, user: User) -> Optional[Funding]:
     """The funding with our ``reference`` if it belongs to ``user``, else None
     (another customer's reference is "not found" too)."""
-    if not isinstance(reference, str) or not 1 <= len(reference) <= 40:
+    if (not isinstance(reference, str) or len(reference) > 40
+            or not EXTERNAL_REFERENCE_RE.fullmatch(reference)):
         return None
     return db.session.scalar(
         sa.select(Funding).where(Funding.reference == reference, Funding.user_id == user.id))

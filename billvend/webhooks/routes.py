@@ -52,8 +52,9 @@ def paystack_webhook():
     event = body.get("event") if isinstance(body, dict) else None
     data = body.get("data") if isinstance(body, dict) else None
     reference = data.get("reference") if isinstance(data, dict) else None
-    if not isinstance(event, str) or not event or not isinstance(reference, str) or not reference:
-        return _answer("event and data.reference are required", 400)
+    if (not isinstance(event, str) or not funding.EXTERNAL_REFERENCE_RE.fullmatch(event)
+            or not isinstance(reference, str) or not funding.EXTERNAL_REFERENCE_RE.fullmatch(reference)):
+        return _answer("event and data.reference are required (printable, at most 100 characters)", 400)
     stored = funding.store_event("paystack", event, reference, raw)
     # Every delivery is processed: a retry may come after a crash that lost
     # the first one's task; processing is idempotent.
