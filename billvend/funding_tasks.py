@@ -50,10 +50,16 @@ def enqueue_event(event_id: int) -> bool:
 
 
 def funding_sweep_once() -> int:
-    """Verify every open funding that is due (``funding.due_fundings``).
+    """Process webhooks whose task was lost, then verify every open funding
+    that is due (``funding.due_fundings``).
 
-    :returns: how many were verified.
+    :returns: how many fundings were verified.
     """
+    for event_id in funding.unprocessed_events():
+        try:
+            funding.process_event(event_id)
+        except Exception:  # noqa: BLE001 - one bad row must not stop the sweep
+            log.exception("funding sweep: gateway event %s failed", event_id)
     ids = funding.due_fundings()
     for funding_id in ids:
         try:

@@ -30,6 +30,7 @@ from billvend.sandbox import create_app as create_sandbox_app
 from billvend.sandbox import serve_in_thread
 from tests.conftest import CSRF_RE, KEY_RE
 from tests.helpers import assert_books_balance
+from tests.stack import free_port
 
 SECRET = "sk_test_funding_suite"
 PASSWORD = "correct horse 1"
@@ -605,3 +606,44 @@ def test_callback_when_the_database_fails_never_says_nothing_was_charged(live, m
     assert "money is safe" in page.text and "nothing was charged" not in page.text
     monkeypatch.undo()
     assert funding_sweep_once() == 1 and credits_for(reference) == 1
+
+
+def test_gateway_unreachable_at_initialize_takes_nothing_and_the_sweep_ends_it(live, app):
+    base, sandbox = live
+    s = customer(base)
+    app.config["PAYSTACK_BASE_URL"] = f"http://127.0.0.1:{free_port()}"  # nothing listens
+    r = s.post(base + "/wallet/fund", data=tokens(s, base + "/wallet/fund") | {"amount": "5000"},
+               allow_redirects=False, timeout=20)
+    assert r.status_code == 503
+    assert "could not reach the payment page. Nothing was taken" in r.text
+    db.session.rollback()
+    row = db.session.scalar(sa.select(Funding))
+    assert row.status == "initiated" and row.authorization_url is None
+    app.config["PAYSTACK_BASE_URL"] = sandbox.url
+    app.config["FUNDING_GIVE_UP_SECONDS"] = 0
+    assert funding_sweep_once() == 1  # the gateway never heard of it: failed
+    assert funding_row(row.reference).status == "failed" and credits_for(row.reference) == 0
+
+
+def test_a_bank_transfer_webhook_whose_task_was_lost_is_processed_by_the_sweep(live, app, monkeypatch):
+    base, sandbox = live
+    s = customer(base)
+    page = s.get(base + "/wallet/fund", timeout=10).text
+    csrf = CSRF_RE.search(page)
+    r = s.post(base + "/wallet/bank-transfer", data={"csrf_token": csrf.group(1) or csrf.group(2)}, timeout=15)
+    number = re.search(r'data-testid="account-number">(\d{10})<', r.text).group(1)
+    import billvend.funding_tasks as funding_tasks
+
+    monkeypatch.setattr(funding_tasks, "process_gateway_event", lambda event_id: (_ for _ in ()).throw(
+        ConnectionError("queue down")))
+    sandbox.bank_transfer(number, 400_000)  # stored, 200, but never processed
+    db.session.rollback()
+    event = db.session.scalar(sa.select(GatewayEvent))
+    assert event.processed_at is None and balance_of("ada@example.com") == 0
+    db.session.execute(sa.update(GatewayEvent).values(received_at=datetime(2020, 1, 1, tzinfo=timezone.utc)))
+    db.session.commit()
+    funding_sweep_once()
+    assert balance_of("ada@example.com") == 400_000
+    funding_sweep_once()
+    assert balance_of("ada@example.com") == 400_000
+    assert_books_balance()

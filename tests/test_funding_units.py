@@ -130,3 +130,21 @@ def test_a_second_credit_for_one_funding_is_refused_by_the_database(app):
     with pytest.raises(sa.exc.IntegrityError):
         db.session.commit()
     db.session.rollback()
+
+
+def test_daily_reconciliation_takes_yesterday_in_lagos():
+    from datetime import datetime, timezone
+
+    from billvend.funding_tasks import yesterday_in_lagos
+
+    # 23:30 UTC on 1 March is already 00:30 on 2 March in Lagos.
+    assert str(yesterday_in_lagos(datetime(2026, 3, 1, 23, 30, tzinfo=timezone.utc))) == "2026-03-01"
+    assert str(yesterday_in_lagos(datetime(2026, 3, 1, 22, 30, tzinfo=timezone.utc))) == "2026-02-28"
+
+
+def test_lagos_day_bounds_are_utc_plus_one():
+    from datetime import date, datetime, timezone
+
+    start, end = funding.lagos_day_bounds(date(2026, 3, 1))
+    assert start == datetime(2026, 2, 28, 23, 0, tzinfo=timezone.utc)
+    assert (end - start).total_seconds() == 86400

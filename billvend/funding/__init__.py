@@ -560,6 +560,18 @@ def due_fundings(limit: int = 500) -> list[int]:
     return list(ids)
 
 
+def unprocessed_events(older_than_seconds: int = 60, limit: int = 500) -> list[int]:
+    """Stored webhooks whose task never finished (a lost enqueue, a killed
+    worker), older than ``older_than_seconds`` by the database clock."""
+    cutoff = db_now() - timedelta(seconds=older_than_seconds)
+    ids = db.session.scalars(
+        sa.select(GatewayEvent.id).where(GatewayEvent.processed_at.is_(None),
+                                         GatewayEvent.received_at < cutoff)
+        .order_by(GatewayEvent.id).limit(limit)).all()
+    db.session.rollback()
+    return list(ids)
+
+
 # --- Reconciliation ----------------------------------------------------------
 
 
