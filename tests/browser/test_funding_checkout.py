@@ -14,7 +14,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from tests.browser.conftest import CHROMIUM_ARGS, DESKTOP  # noqa: F401
+from tests.browser.conftest import DESKTOP
 from tests.browser.flows import sign_up
 from tests.stack import Stack, free_port
 
