@@ -646,3 +646,19 @@ def test_a_bank_transfer_webhook_whose_task_was_lost_is_processed_by_the_sweep(l
     funding_sweep_once()
     assert balance_of("ada@example.com") == 400_000
     assert_books_balance()
+
+
+def test_reconciliation_flags_a_credit_the_gateway_does_not_back(live):
+    base, sandbox = live
+    sandbox.settings(webhook="never")
+    s = customer(base)
+    checkout_url, reference = start_checkout(s, base, "3000")
+    back_from_checkout(s, choose(s, checkout_url, "success"))
+    assert credits_for(reference) == 1
+    sandbox.set_status(reference, "failed")  # the gateway now says it never succeeded (a chargeback, a bug)
+    run = funding.reconcile(datetime.now(funding.LAGOS).date())
+    assert run.flagged == 1 and run.credited == 0
+    assert [i.kind for i in run.items] == ["credit_without_success"]
+    row = funding_row(reference)
+    assert row.needs_attention and "Reconciliation: credited, but the gateway says failed" in row.attention_reason
+    assert credits_for(reference) == 1  # flagged for an admin, nothing reversed automatically

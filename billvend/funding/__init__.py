@@ -679,10 +679,22 @@ def reconcile(day: date, gw: Optional[FundingGateway] = None) -> ReconciliationR
         ).all()
         db.session.rollback()
         for funding_id, reference, amount in ours:
-            if reference not in successes:
+            if reference in successes:
+                continue
+            # Paid late on the day before, or listed under another day: ask
+            # about this one reference before flagging it.
+            try:
+                tx = gw.verify(reference)
+            except GatewayError as exc:
+                flag("credit_without_success", f"credited; the gateway could not confirm it: {exc}",
+                     reference, funding_id, None)
+                continue
+            if tx.status == SUCCESS and tx.amount_kobo == amount and tx.currency == CURRENCY:
+                counts["matched"] += 1
+            else:
                 flag("credit_without_success",
-                     "credited, but the gateway lists no success for it that day", reference,
-                     funding_id, None)
+                     f"credited, but the gateway says {tx.status} {tx.amount_kobo} kobo {tx.currency}",
+                     reference, funding_id, tx.amount_kobo)
     _close_run(run_id, counts, items, error)
     run = db.session.get(ReconciliationRun, run_id)
     return run
