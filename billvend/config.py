@@ -51,11 +51,14 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
 
     :param environ: the variables to read; ``os.environ`` when ``None``.
     :returns: a dict of upper-case config keys, ready for ``app.config.update``.
-    :raises ValueError: when a numeric variable does not parse.
+    :raises ValueError: when a numeric variable does not parse, or
+        ``FUNDING_GATEWAY`` names no gateway.
     """
     env = os.environ if environ is None else environ
     get = env.get
     database_url = _database_url(get("DATABASE_URL"))
+    if (get("FUNDING_GATEWAY") or "paystack") not in ("paystack", "simulated"):
+        raise ValueError(f"FUNDING_GATEWAY must be paystack or simulated, not {get('FUNDING_GATEWAY')!r}")
     return {
         "SECRET_KEY": get("SECRET_KEY") or "dev-only-not-secret",
         "SQLALCHEMY_DATABASE_URI": database_url,

@@ -148,3 +148,13 @@ def test_lagos_day_bounds_are_utc_plus_one():
     start, end = funding.lagos_day_bounds(date(2026, 3, 1))
     assert start == datetime(2026, 2, 28, 23, 0, tzinfo=timezone.utc)
     assert (end - start).total_seconds() == 86400
+
+
+def test_config_names_the_gateway():
+    from billvend.config import from_env
+
+    assert from_env({})["FUNDING_GATEWAY"] == "paystack"
+    assert from_env({})["PAYSTACK_WEBHOOK_URL"] == "http://127.0.0.1:5000/webhooks/paystack"
+    assert from_env({"PORT": "8000"})["PAYSTACK_WEBHOOK_URL"] == "http://127.0.0.1:8000/webhooks/paystack"
+    with pytest.raises(ValueError, match="FUNDING_GATEWAY"):
+        from_env({"FUNDING_GATEWAY": "flutterwave"})

@@ -53,7 +53,7 @@ LAGOS = timezone(timedelta(hours=1), "Africa/Lagos")
 CURRENCY = "NGN"
 
 __all__ = [
-    "FundingError", "FundingIdempotencyConflict", "FundingDeclined", "GatewayError",
+    "FundingError", "FundingIdempotencyConflict", "GatewayError",
     "begin_checkout", "verify_funding", "apply_verification", "store_event", "process_event",
     "ensure_dedicated_account", "due_fundings", "reconcile", "check_invariants",
     "gateway", "fund_wallet", "SimulatedGateway",
@@ -66,10 +66,6 @@ class FundingError(Exception):
 
 class FundingIdempotencyConflict(FundingError):
     """An idempotency key reused with a different amount."""
-
-
-class FundingDeclined(FundingError):
-    """The gateway refused to start the checkout; nothing was taken."""
 
 
 def gateway() -> FundingGateway:
