@@ -662,3 +662,27 @@ def test_reconciliation_flags_a_credit_the_gateway_does_not_back(live):
     row = funding_row(reference)
     assert row.needs_attention and "Reconciliation: credited, but the gateway says failed" in row.attention_reason
     assert credits_for(reference) == 1  # flagged for an admin, nothing reversed automatically
+
+
+def test_one_form_submitted_five_times_at_once_initializes_once(live):
+    base, sandbox = live
+    s = customer(base)
+    data = tokens(s, base + "/wallet/fund") | {"amount": "1500"}
+    barrier = threading.Barrier(5)
+    answers = []
+
+    def submit():
+        barrier.wait(10)
+        r = s.post(base + "/wallet/fund", data=data, allow_redirects=False, timeout=30)
+        answers.append((r.status_code, r.headers.get("Location")))
+
+    threads = [threading.Thread(target=submit) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(answers) == 5 and {status for status, _ in answers} == {303}, answers
+    (checkout,) = {location for _, location in answers}
+    db.session.rollback()
+    (reference,) = db.session.scalars(sa.select(Funding.reference)).all()
+    assert sandbox.transaction(reference)["initializations"] == 1

@@ -29,6 +29,7 @@ import json
 import logging
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Optional
@@ -164,6 +165,20 @@ def _record_checkout(funding_id: int, authorization_url: str) -> None:
             updated_at=utcnow()))
 
 
+def _wait_for_checkout(funding_id: int, seconds: float) -> Optional[str]:
+    deadline = time.monotonic() + seconds
+    while True:
+        db.session.rollback()  # a fresh snapshot each look
+        row = db.session.execute(sa.select(Funding.authorization_url, Funding.status)
+                                 .where(Funding.id == funding_id)).first()
+        db.session.rollback()
+        if row.authorization_url is not None or row.status != FUNDING_INITIATED:
+            return row.authorization_url
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.1)
+
+
 def begin_checkout(user: User, amount_kobo: int, idempotency_key: str, callback_url: str,
                    gw: Optional[FundingGateway] = None) -> CheckoutStart:
     """Start a card funding: commit the ``initiated`` funding (unit 1), call
@@ -186,8 +201,12 @@ def begin_checkout(user: User, amount_kobo: int, idempotency_key: str, callback_
     if url is not None:
         return CheckoutStart(reference, amount_kobo, url, created)
     if not created:
-        # The first submit is still talking to the gateway (or died doing
-        # so): a second initialize would be refused as a duplicate reference.
+        # The first submit is still talking to the gateway (a second
+        # initialize would be refused as a duplicate reference): wait for its
+        # checkout URL, at most as long as its call may take.
+        url = _wait_for_checkout(funding_id, current_app.config["PAYSTACK_DEADLINE_SECONDS"] + 1)
+        if url is not None:
+            return CheckoutStart(reference, amount_kobo, url, False)
         return CheckoutStart(reference, amount_kobo, None, False,
                              "This payment is already being set up. Check your funding history "
                              "in a minute.")
