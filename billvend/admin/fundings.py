@@ -15,6 +15,7 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import DateField, SelectField, StringField, SubmitField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Optional as OptionalValidator
 
 from billvend import funding, transactions
@@ -32,11 +33,14 @@ class FundingFilterForm(FlaskForm):
     class Meta:
         csrf = False
 
-    status = SelectField("Status", choices=[("", "Any")] + [(s, s) for s in FUNDING_STATUSES],
+    status = SelectField("Status", choices=[SelectChoice("", "Any")]
+                         + [SelectChoice(s, s) for s in FUNDING_STATUSES],
                          validators=[OptionalValidator()])
-    method = SelectField("Method", choices=[("", "Any"), ("card", "card"), ("bank_transfer", "bank transfer")],
+    method = SelectField("Method", choices=[SelectChoice("", "Any"), SelectChoice("card", "card"),
+                                            SelectChoice("bank_transfer", "bank transfer")],
                          validators=[OptionalValidator()])
-    flagged = SelectField("Flagged", choices=[("", "Any"), ("yes", "needs attention")],
+    flagged = SelectField("Flagged", choices=[SelectChoice("", "Any"),
+                                              SelectChoice("yes", "needs attention")],
                           validators=[OptionalValidator()])
     email = StringField("Customer email", validators=[OptionalValidator()])
     q = StringField("Reference", validators=[OptionalValidator()])
