@@ -28,14 +28,15 @@ install: $(VENV)/.installed $(HTMX)
 run: install
 	$(BIN)/flask --app wsgi db upgrade
 	@echo
-	@echo "  billvend is starting at http://127.0.0.1:$(PORT)   (Ctrl-C stops web and worker)"
+	@echo "  billvend is starting at http://127.0.0.1:$(PORT)   (Ctrl-C stops web, worker and sandbox)"
 	@echo
 	PATH="$(BIN):$$PATH" PORT=$(PORT) HTMX_URL="$${HTMX_URL:-/$(HTMX)}" \
-		$(BIN)/honcho start web worker $(if $(filter vtpass,$(VENDING_PROVIDER)),sandbox)
+		$(BIN)/honcho start web worker sandbox
 
-# The VTpass-style sandbox server alone (where VTPASS_BASE_URL points,
-# 127.0.0.1:5055 by default). `make run` starts it too when
-# VENDING_PROVIDER=vtpass.
+# The sandbox server alone: the VTpass- and Paystack-shaped APIs (where
+# VTPASS_BASE_URL and PAYSTACK_BASE_URL point, 127.0.0.1:5055 by default).
+# `make run` always starts it: FUNDING_GATEWAY=paystack, the default, funds
+# wallets through it.
 sandbox: install
 	$(BIN)/python -m billvend.sandbox
 

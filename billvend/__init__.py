@@ -51,9 +51,11 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     from billvend.history import bp as history_bp
     from billvend.main import bp as main_bp
     from billvend.wallet import bp as wallet_bp
+    from billvend.webhooks import bp as webhooks_bp
 
     for blueprint in (main_bp, auth_bp, wallet_bp, bills_bp, history_bp, admin_bp):
         app.register_blueprint(blueprint)
+    app.register_blueprint(webhooks_bp)
 
     _register_template_helpers(app)
     _register_error_handlers(app)

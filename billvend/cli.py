@@ -92,3 +92,6 @@ def register_cli(app: Flask) -> None:
     """Attach billvend's commands to ``app.cli``."""
     app.cli.add_command(ledger_cli)
     app.cli.add_command(create_admin)
+    from billvend.funding.cli import funding_cli
+
+    app.cli.add_command(funding_cli)

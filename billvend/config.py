@@ -51,11 +51,14 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
 
     :param environ: the variables to read; ``os.environ`` when ``None``.
     :returns: a dict of upper-case config keys, ready for ``app.config.update``.
-    :raises ValueError: when a numeric variable does not parse.
+    :raises ValueError: when a numeric variable does not parse, or
+        ``FUNDING_GATEWAY`` names no gateway.
     """
     env = os.environ if environ is None else environ
     get = env.get
     database_url = _database_url(get("DATABASE_URL"))
+    if (get("FUNDING_GATEWAY") or "paystack") not in ("paystack", "simulated"):
+        raise ValueError(f"FUNDING_GATEWAY must be paystack or simulated, not {get('FUNDING_GATEWAY')!r}")
     return {
         "SECRET_KEY": get("SECRET_KEY") or "dev-only-not-secret",
         "SQLALCHEMY_DATABASE_URI": database_url,
@@ -111,6 +114,37 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "SWEEP_LOCK_SECONDS": int(get("SWEEP_LOCK_SECONDS") or 60),
         # Test-only fault injection: die between commit and enqueue.
         "FAULT_SKIP_ENQUEUE": _bool(get("FAULT_SKIP_ENQUEUE")),
+        # Money in (issue 15): the gateway, and Paystack's API (its sandbox
+        # in billvend.sandbox by default; Paystack's test or live mode when
+        # the base URL and keys point there).
+        "FUNDING_GATEWAY": get("FUNDING_GATEWAY") or "paystack",
+        "PAYSTACK_BASE_URL": (get("PAYSTACK_BASE_URL") or "http://127.0.0.1:5055").rstrip("/"),
+        "PAYSTACK_SECRET_KEY": get("PAYSTACK_SECRET_KEY") or "sk_test_billvend_sandbox",
+        "PAYSTACK_PUBLIC_KEY": get("PAYSTACK_PUBLIC_KEY") or "pk_test_billvend_sandbox",
+        # Where the sandbox sends its webhooks (the sandbox only reads it).
+        "PAYSTACK_WEBHOOK_URL": get("PAYSTACK_WEBHOOK_URL")
+        or f"http://127.0.0.1:{get('PORT') or 5000}/webhooks/paystack",
+        "PAYSTACK_CONNECT_TIMEOUT_SECONDS": float(get("PAYSTACK_CONNECT_TIMEOUT_SECONDS") or 5.0),
+        "PAYSTACK_READ_TIMEOUT_SECONDS": float(get("PAYSTACK_READ_TIMEOUT_SECONDS") or 10.0),
+        # The whole call, wall clock, whatever the socket does (a web
+        # request waits for initialize and verify).
+        "PAYSTACK_DEADLINE_SECONDS": float(get("PAYSTACK_DEADLINE_SECONDS") or 12.0),
+        # The bank a dedicated account is opened at (Paystack's test bank).
+        "PAYSTACK_PREFERRED_BANK": get("PAYSTACK_PREFERRED_BANK") or "test-bank",
+        # An open funding this old is verified again by the funding sweep,
+        # then with exponential backoff between these bounds.
+        "FUNDING_VERIFY_AFTER_SECONDS": int(get("FUNDING_VERIFY_AFTER_SECONDS") or 180),
+        "FUNDING_VERIFY_BASE_DELAY_SECONDS": float(get("FUNDING_VERIFY_BASE_DELAY_SECONDS") or 60.0),
+        "FUNDING_VERIFY_MAX_DELAY_SECONDS": float(get("FUNDING_VERIFY_MAX_DELAY_SECONDS") or 3600.0),
+        # A checkout the gateway still has never heard of after this long
+        # (initialize never reached it) ends failed.
+        "FUNDING_GIVE_UP_SECONDS": int(get("FUNDING_GIVE_UP_SECONDS") or 3600),
+        # Largest webhook body accepted (bytes); bigger gets 413 unread.
+        "WEBHOOK_MAX_BYTES": int(get("WEBHOOK_MAX_BYTES") or 65536),
+        # The Paystack sandbox's webhook timing: normal, late, twice,
+        # before_redirect or never; late waits this long.
+        "PAYSTACK_SANDBOX_WEBHOOK": get("PAYSTACK_SANDBOX_WEBHOOK") or "normal",
+        "PAYSTACK_SANDBOX_WEBHOOK_DELAY_SECONDS": float(get("PAYSTACK_SANDBOX_WEBHOOK_DELAY_SECONDS") or 5.0),
         # Money limits, in kobo.
         "MIN_FUNDING_KOBO": 100_00,
         "MAX_FUNDING_KOBO": 1_000_000_00,

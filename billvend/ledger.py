@@ -354,6 +354,8 @@ INVARIANTS: dict[str, str] = {
                        "back to the payment's own wallet",
     "biller_clearing_reconciles": "biller_clearing's balance equals the amounts of all payments "
                                   "not reversed (less settlements: none yet)",
+    "funding_credits": "Every funding credit has one verified gateway success (a succeeded funding, "
+                       "its amount, exactly one credit)",
 }
 
 
@@ -494,4 +496,8 @@ def check_invariants() -> list[Violation]:
                 "biller_clearing_reconciles", "wallet", clearing_id,
                 f"balance {balance} kobo, but payments not reversed total {owed} kobo"))
 
+    from billvend import funding  # invariant 6, funding part (issue 15)
+
+    violations.extend(Violation("funding_credits", subject, subject_id, detail)
+                      for subject, subject_id, detail in funding.check_invariants())
     return violations

@@ -164,3 +164,6 @@ def _log_interrupted(signal_name: str, task, *args) -> None:
     # second signal). Nothing to undo: every step committed on its own.
     log.warning("worker stopped during %s%s; the sweep will finish that payment",
                 task.name, tuple(task.args or ()))
+
+
+from billvend import funding_tasks  # noqa: E402,F401 - money-in tasks on the same huey (issue 15)

@@ -59,6 +59,9 @@ class Stack:
             "DATABASE_URL": f"sqlite:///{tmp_path / 'stack.sqlite3'}",
             "HUEY_SQLITE_PATH": str(tmp_path / "huey.sqlite3"),
             "SIMULATOR_DELAY_SECONDS": "0",
+            # Instant in-process card approvals unless a test runs the
+            # Paystack sandbox (env FUNDING_GATEWAY=paystack + PAYSTACK_*).
+            "FUNDING_GATEWAY": "simulated",
             "SECRET_KEY": "stack-test",
             "PORT": str(self.port),
             "WEB_CONCURRENCY": "2",

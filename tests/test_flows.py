@@ -102,9 +102,15 @@ def test_fund_bad_amounts(client, auth, fund, amount, message):
 def test_fund_twice_with_one_key_funds_once(client, auth):
     auth.signup()
     data = form_tokens(client, "/wallet/fund") | {"amount": "1000"}
-    assert client.post("/wallet/fund", data=data).status_code == 303
-    assert client.post("/wallet/fund", data=data).status_code == 303
+    first = client.post("/wallet/fund", data=data)
+    second = client.post("/wallet/fund", data=data)
+    # One funding, one checkout: the repeat is sent to the same checkout.
+    assert first.status_code == second.status_code == 303
+    assert first.headers["Location"] == second.headers["Location"]
+    client.get(first.headers["Location"])
+    client.get(second.headers["Location"])  # the callback again: no second credit
     assert wallet_balance() == 100_000
+    assert db.session.scalar(sa.select(sa.func.count(Funding.id))) == 1
     conflict = client.post("/wallet/fund", data=data | {"amount": "2000"})
     assert conflict.status_code == 422 and b"different amount" in conflict.data
     assert wallet_balance() == 100_000

@@ -143,7 +143,9 @@ def test_queue_down_payment_is_recorded_queued_then_swept(queue_down):
     queue_down.test_client_class = FreshSessionClient
     client = queue_down.test_client()
     Auth(client).signup()
-    client.post("/wallet/fund", data=form_tokens(client, "/wallet/fund") | {"amount": "10000"})
+    # Through the (simulated) checkout and back to the callback, as a browser.
+    client.post("/wallet/fund", data=form_tokens(client, "/wallet/fund") | {"amount": "10000"},
+                follow_redirects=True)
     data = form_tokens(client, "/bills/electricity") | {
         "disco": "ikeja-electric", "meter_type": "prepaid", "meter_number": "1111111111111",
         "amount": "2500", "phone": "08031234567"}

@@ -431,6 +431,9 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
         late_record_seconds=app.config["SANDBOX_LATE_RECORD_SECONDS"],
     )
     app.register_blueprint(bp)
+    from billvend.sandbox import paystack  # the Paystack-shaped API, same process (issue 15)
+
+    paystack.init_app(app)
     return app
 
 

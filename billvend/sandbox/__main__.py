@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default=where.hostname or "127.0.0.1")
     parser.add_argument("--port", type=int, default=where.port or 5055)
     args = parser.parse_args(argv)
-    print(f" * VTpass sandbox on http://{args.host}:{args.port} "
+    print(f" * VTpass + Paystack sandbox on http://{args.host}:{args.port} "
           f"(timeout meter sleeps {app.extensions['vtpass_sandbox'].timeout_sleep_seconds:g} s)", flush=True)
     run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
 

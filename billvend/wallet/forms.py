@@ -1,4 +1,4 @@
-"""The fund-wallet form. Field names are a contract (DESIGN.md)."""
+"""The fund-wallet forms. Field names are a contract (DESIGN.md)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ from billvend.forms import NairaField, idempotency_key_field
 class FundForm(FlaskForm):
     amount = NairaField(
         "Amount (₦)", min_key="MIN_FUNDING_KOBO", max_key="MAX_FUNDING_KOBO",
-        description="Paid with the simulated card gateway.",
+        description="You pay by card on the gateway's secure page.",
     )
     idempotency_key = idempotency_key_field()
     submit = SubmitField("Fund wallet")
+
+
+class BankTransferForm(FlaskForm):
+    """Asks for the customer's dedicated account (made on first use)."""
+
+    submit = SubmitField("Pay by bank transfer")

@@ -1,32 +1,111 @@
-"""Fund the wallet through the (simulated) gateway."""
+"""Fund the wallet: card checkout through the gateway, the callback back from
+it, the customer's dedicated bank-transfer account, and funding history."""
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, url_for
+import sqlalchemy as sa
+from flask import current_app, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
+from sqlalchemy.orm.exc import StaleDataError
 
 from billvend import funding
+from billvend.extensions import db
+from billvend.funding.gateways import GatewayError
+from billvend.models import Funding
 from billvend.money import format_naira
 from billvend.wallet import bp
-from billvend.wallet.forms import FundForm
+from billvend.wallet.forms import BankTransferForm, FundForm
+
+HISTORY_PAGE_SIZE = 50
+
+
+def _fund_page(form: FundForm, status: int = 200):
+    return render_template(
+        "wallet/fund.html", form=form, bank_form=BankTransferForm(),
+        account=funding.dedicated_account_of(current_user.id)), status
 
 
 @bp.route("/fund", methods=["GET", "POST"])
 @login_required
 def fund():
+    """GET: the fund page. POST (``amount``, ``idempotency_key``): commit an
+    ``initiated`` funding, then 303 to the gateway's hosted checkout."""
     form = FundForm()
     if form.validate_on_submit():
         try:
-            record, created = funding.fund_wallet(
-                current_user, form.amount.kobo, form.idempotency_key.data
-            )
+            start = funding.begin_checkout(
+                current_user, form.amount.kobo, form.idempotency_key.data,
+                url_for("wallet.fund_callback", _external=True))
         except funding.FundingError as exc:
             form.amount.errors.append(str(exc))
         else:
-            if created:
-                flash(f"{format_naira(record.amount_kobo)} added to your wallet.", "success")
-            else:
-                flash(f"This funding of {format_naira(record.amount_kobo)} was already made.", "info")
-            return redirect(url_for("main.index"), code=303)
-    status = 422 if form.errors else 200
-    return render_template("wallet/fund.html", form=form), status
+            if start.checkout_url:
+                return redirect(start.checkout_url, code=303)
+            form.amount.errors.append(start.error or "Please try again.")
+            return _fund_page(form, 503 if start.created else 409)
+    return _fund_page(form, 422 if form.errors else 200)
+
+
+@bp.get("/fund/callback")
+@login_required
+def fund_callback():
+    """Back from the hosted checkout (``?reference=``): verify with the
+    gateway server-side (the redirect itself proves nothing), then say what
+    happened. Only the owner's reference is accepted; anything else is 404
+    and changes nothing."""
+    reference = request.args.get("reference") or request.args.get("trxref") or ""
+    record = funding.funding_for_user(reference, current_user)
+    if record is None:
+        return render_template("wallet/unknown_funding.html"), 404
+    funding_id, amount_kobo = record.id, record.amount_kobo
+    try:
+        result = funding.verify_funding(funding_id)
+    except (sa.exc.OperationalError, StaleDataError):
+        # The generic 503 page says "nothing was charged", which may be
+        # false here: the customer may have paid. The sweep credits it.
+        db.session.rollback()
+        return current_app.jinja_env.get_template("wallet/callback_unavailable.html").render(), 503
+    if result.outcome in ("credited", "already_credited"):
+        flash(f"{format_naira(amount_kobo)} added to your wallet.", "success")
+        return redirect(url_for("main.index"), code=303)
+    if result.outcome == "failed":
+        flash("The payment did not go through: nothing was taken.", "error")
+        return redirect(url_for("wallet.fund"), code=303)
+    if result.outcome == "flagged":
+        flash("We are checking this payment with the bank; our team will credit it or contact you.",
+              "warning")
+        return redirect(url_for("wallet.history"), code=303)
+    flash(f"Your payment of {format_naira(amount_kobo)} is still processing: we will credit it as "
+          "soon as the bank confirms.", "info")
+    return redirect(url_for("wallet.history"), code=303)
+
+
+@bp.route("/bank-transfer", methods=["GET", "POST"])
+@login_required
+def bank_transfer():
+    """GET: the customer's dedicated account, if any. POST: create it at the
+    gateway on first use, then show it (303 back here)."""
+    account = funding.dedicated_account_of(current_user.id)
+    form = BankTransferForm()
+    if request.method == "POST":
+        if not form.validate_on_submit():
+            abort(400)
+        if account is None:
+            try:
+                funding.ensure_dedicated_account(current_user)
+            except GatewayError:
+                flash("We could not open your bank transfer account just now. Please try again "
+                      "in a minute.", "error")
+                return redirect(url_for("wallet.fund"), code=303)
+        return redirect(url_for("wallet.bank_transfer"), code=303)
+    return render_template("wallet/bank_transfer.html", account=account, form=form)
+
+
+@bp.get("/fundings")
+@login_required
+def history():
+    """The customer's funding attempts, newest first, with their status."""
+    rows = db.session.scalars(
+        sa.select(Funding).where(Funding.user_id == current_user.id)
+        .order_by(Funding.id.desc()).limit(HISTORY_PAGE_SIZE)).all()
+    return render_template("wallet/history.html", fundings=rows, late_note=funding.LATE_CREDIT_NOTE)

@@ -1,0 +1,125 @@
+"""Huey tasks for money in: webhook processing, the funding sweep, the daily
+reconciliation. Registered on billvend's one ``huey`` (``billvend.tasks``
+imports this module).
+
+Every task is safe to run twice or concurrently: the funding services
+(``billvend.funding``) verify with the gateway before any credit, and the
+database allows one credit per gateway reference.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from datetime import date, datetime, timedelta
+from typing import Callable
+
+from flask import current_app
+from huey import crontab
+
+from billvend import funding, leases
+from billvend.queue import huey
+from billvend.tasks import in_app_context
+
+log = logging.getLogger(__name__)
+
+
+@huey.task()
+@in_app_context
+def process_gateway_event(event_id: int) -> None:
+    """Act on a stored webhook (``funding.process_event``)."""
+    outcome = funding.process_event(event_id)
+    log.info("gateway event %s: %s", event_id, outcome)
+
+
+@huey.task()
+@in_app_context
+def verify_funding(funding_id: int) -> None:
+    """Verify one open funding with the gateway and apply the answer."""
+    result = funding.verify_funding(funding_id)
+    log.info("funding %s verified: %s %s", funding_id, result.outcome, result.detail)
+
+
+def enqueue_event(event_id: int) -> bool:
+    """Queue processing of a just-stored webhook. False when the queue is
+    unreachable: the event row stays unprocessed and the funding sweep (and
+    reconciliation) still find its funding."""
+    try:
+        process_gateway_event(event_id)
+    except Exception:  # noqa: BLE001 - Redis down, SQLite locked, ...
+        log.exception("could not enqueue gateway event %s; the sweep will catch up", event_id)
+        return False
+    return True
+
+
+def funding_sweep_once() -> int:
+    """Process webhooks whose task was lost, then verify every open funding
+    that is due (``funding.due_fundings``).
+
+    :returns: how many fundings were verified.
+    """
+    for event_id in funding.unprocessed_events():
+        try:
+            funding.process_event(event_id)
+        except Exception:  # noqa: BLE001 - one bad row must not stop the sweep
+            log.exception("funding sweep: gateway event %s failed", event_id)
+    ids = funding.due_fundings()
+    for funding_id in ids:
+        try:
+            funding.verify_funding(funding_id)
+        except Exception:  # noqa: BLE001 - one bad row must not stop the sweep
+            log.exception("funding sweep: verify of funding %s failed", funding_id)
+    return len(ids)
+
+
+def _under_lease(name: str, ttl_seconds: float, work: Callable[[], None]) -> None:
+    # A database lease, like the payment sweep's: Huey's lock_task never
+    # expires, so a worker killed mid-run would stop every later run.
+    holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    if not leases.acquire(name, holder, ttl_seconds):
+        log.info("%s skipped: another worker holds the lease", name)
+        return
+    try:
+        work()
+    finally:
+        leases.release(name, holder)
+
+
+def _funding_sweep() -> None:
+    count = funding_sweep_once()
+    if count:
+        log.info("funding sweep verified %d fundings", count)
+
+
+@huey.periodic_task(crontab(minute="*"))
+@in_app_context
+def funding_sweep() -> None:
+    """Every minute: verify stale ``initiated``/``pending`` fundings again
+    (with the backoff ``apply_verification`` sets), one sweeper at a time
+    (the ``funding-sweep`` lease, expiring after ``SWEEP_LOCK_SECONDS``)."""
+    _under_lease("funding-sweep", current_app.config["SWEEP_LOCK_SECONDS"], _funding_sweep)
+
+
+def yesterday_in_lagos(now: datetime | None = None) -> date:
+    """The previous calendar day in Africa/Lagos."""
+    now = now or datetime.now(funding.LAGOS)
+    return (now.astimezone(funding.LAGOS) - timedelta(days=1)).date()
+
+
+# 00:30 UTC is 01:30 in Lagos: yesterday is over, late webhooks have had time.
+@huey.periodic_task(crontab(minute="30", hour="0"))
+@in_app_context
+def daily_reconciliation() -> None:
+    """Once a day: reconcile yesterday (Africa/Lagos) with the gateway, one
+    worker at a time (the ``funding-reconcile`` lease; a run can take long
+    against a slow gateway, so the lease lasts an hour)."""
+    _under_lease("funding-reconcile", 3600, _reconcile_yesterday)
+
+
+def _reconcile_yesterday() -> None:
+    run = funding.reconcile(yesterday_in_lagos())
+    log.info("reconciliation of %s: %d gateway transactions, %d credited, %d flagged%s",
+             run.day, run.gateway_transactions, run.credited, run.flagged,
+             f", error: {run.error}" if run.error else "")

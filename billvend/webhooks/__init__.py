@@ -1,0 +1,7 @@
+"""Gateway webhooks (``POST /webhooks/paystack``)."""
+
+from flask import Blueprint
+
+bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+
+from billvend.webhooks import routes  # noqa: E402,F401

@@ -1,0 +1,145 @@
+"""Admin pages for money in: fundings, webhook events, reconciliation, flags,
+and their audited actions; ``flask funding reconcile``. The in-process
+simulated gateway stands in (no HTTP needed here; tests/test_funding.py
+drives the Paystack sandbox)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import pytest
+import sqlalchemy as sa
+
+from billvend import funding
+from billvend.extensions import db
+from billvend.funding import gateways
+from billvend.models import AdminAction, Funding, GatewayEvent, ReconciliationRun, Transfer
+from tests.conftest import CSRF_RE
+from tests.helpers import assert_books_balance, make_user
+
+PASSWORD = "correct horse 1"
+
+
+@pytest.fixture
+def admin(client, auth):
+    user = make_user("root@example.com")
+    user.is_admin = True
+    db.session.commit()
+    assert auth.login("root@example.com", PASSWORD).status_code == 303
+    return user
+
+
+def csrf(client, path):
+    match = CSRF_RE.search(client.get(path).get_data(as_text=True))
+    return match.group(1) or match.group(2)
+
+
+def open_funding(amount_kobo=250_000) -> Funding:
+    """A checkout started but not yet verified (the customer is on the
+    gateway's page)."""
+    user = make_user()
+    start = funding.begin_checkout(user, amount_kobo, secrets.token_urlsafe(16), "http://x/cb",
+                                   gateways.SimulatedGateway())
+    return db.session.scalar(sa.select(Funding).where(Funding.reference == start.reference))
+
+
+@pytest.mark.parametrize("path", ["/admin/fundings", "/admin/gateway-events", "/admin/reconciliation",
+                                  "/admin/funding-flags"])
+def test_admin_only(client, auth, path):
+    assert client.get(path).status_code in (302, 303)  # signed out: log in first
+    auth.signup()
+    assert client.get(path).status_code == 404
+
+
+def test_list_filters_and_detail(client, admin):
+    credited, _ = funding.fund_wallet(make_user(), 500_000, "k" * 20)
+    pending = open_funding()
+    page = client.get("/admin/fundings").get_data(as_text=True)
+    assert credited.reference in page and pending.reference in page
+    page = client.get("/admin/fundings?status=pending").get_data(as_text=True)
+    assert pending.reference in page and credited.reference not in page
+    page = client.get(f"/admin/fundings?q={credited.reference}").get_data(as_text=True)
+    assert credited.reference in page and pending.reference not in page
+    assert client.get("/admin/fundings?status=bogus").status_code == 200  # ignored, not a 500
+    detail = client.get(f"/admin/fundings/{credited.reference}").get_data(as_text=True)
+    assert "Transfer" in detail and "₦5,000.00" in detail
+    assert client.get("/admin/fundings/FND-nope").status_code == 404
+
+
+def test_verify_now_is_audited_and_credits_once(client, admin, app):
+    app.config["FUNDING_GATEWAY"] = "simulated"
+    row = open_funding()
+    path = f"/admin/fundings/{row.reference}"
+    data = {"verify-reason": "customer called", "verify-csrf_token": csrf(client, path)}
+    assert client.post(path + "/verify", data=data).status_code == 303
+    assert client.post(path + "/verify", data=data).status_code == 303
+    db.session.rollback()
+    assert db.session.scalar(sa.select(sa.func.count(Transfer.id)).where(Transfer.funding_id == row.id)) == 1
+    actions = db.session.scalars(sa.select(AdminAction).where(AdminAction.funding_id == row.id)
+                                 .order_by(AdminAction.id)).all()
+    assert [a.result for a in actions] == ["done: credited ₦2,500.00", "done: already credited, nothing more"]
+    assert actions[0].reason == "customer called"
+    empty = client.post(path + "/verify", data={"verify-reason": "", "verify-csrf_token": data["verify-csrf_token"]})
+    assert empty.status_code == 422
+    assert_books_balance()
+
+
+def test_flagged_funding_is_not_credited_by_verify_and_the_flag_is_cleared_with_a_reason(client, admin):
+    row = open_funding()
+    funding.apply_verification(row.id, gateways.GatewayTransaction(
+        row.gateway_reference, "success", amount_kobo=1, currency="NGN"))
+    db.session.rollback()
+    row = db.session.get(Funding, row.id)
+    assert row.needs_attention
+    path = f"/admin/fundings/{row.reference}"
+    assert client.get("/admin/funding-flags").get_data(as_text=True).count(row.reference) >= 1
+    token = csrf(client, path)
+    r = client.post(path + "/verify", data={"verify-reason": "try again please", "verify-csrf_token": token})
+    assert r.status_code == 303, r.get_data(as_text=True)
+    db.session.rollback()
+    assert db.session.scalar(sa.select(sa.func.count(Transfer.id)).where(Transfer.funding_id == row.id)) == 0
+    client.post(path + "/dismiss", data={"dismiss-reason": "gateway refunded the customer",
+                                         "dismiss-csrf_token": token})
+    client.post(path + "/dismiss", data={"dismiss-reason": "again, by mistake", "dismiss-csrf_token": token})
+    db.session.rollback()
+    assert not db.session.get(Funding, row.id).needs_attention
+    results = db.session.scalars(sa.select(AdminAction.result).where(AdminAction.funding_id == row.id)
+                                 .order_by(AdminAction.id)).all()
+    assert results[0].startswith("refused: flagged")
+    assert results[1].startswith("done: flag cleared (Not credited: gateway amount 1 kobo")
+    assert results[2] == "refused: the funding is not flagged"
+
+
+def test_webhook_events_pages_show_an_unknown_reference(client, admin, app):
+    body = json.dumps({"event": "charge.success", "data": {"reference": "T_ghost", "status": "success",
+                                                           "amount": 100, "currency": "NGN"}}).encode()
+    response = client.post("/webhooks/paystack", data=body, content_type="application/json",
+                           headers={"x-paystack-signature": gateways.sign(app.config["PAYSTACK_SECRET_KEY"], body)})
+    assert response.status_code == 200
+    event = db.session.scalar(sa.select(GatewayEvent))
+    assert "T_ghost" in client.get("/admin/gateway-events?flagged=yes").get_data(as_text=True)
+    assert "T_ghost" in client.get(f"/admin/gateway-events/{event.id}").get_data(as_text=True)
+    assert "T_ghost" in client.get("/admin/funding-flags").get_data(as_text=True)
+
+
+def test_reconcile_from_the_admin_page_is_audited(client, admin):
+    token = csrf(client, "/admin/reconciliation")
+    response = client.post("/admin/reconciliation", data={"day": "2026-03-01", "reason": "month end",
+                                                          "csrf_token": token})
+    assert response.status_code == 303
+    action = db.session.scalar(sa.select(AdminAction))
+    assert action.action == "reconcile 2026-03-01" and action.result.startswith("done: 0 gateway")
+    assert "2026-03-01" in client.get("/admin/reconciliation").get_data(as_text=True)
+    bad = client.post("/admin/reconciliation", data={"day": "yesterday", "reason": "x", "csrf_token": token})
+    assert bad.status_code == 422
+
+
+def test_reconcile_cli(app):
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["funding", "reconcile", "--date", "2026-03-01"])
+    assert result.exit_code == 0, result.output
+    assert "reconciled 2026-03-01" in result.output
+    assert db.session.scalar(sa.select(sa.func.count(ReconciliationRun.id))) == 1
+    bad = runner.invoke(args=["funding", "reconcile", "--date", "01/03/2026"])
+    assert bad.exit_code == 2 and "YYYY-MM-DD" in bad.output

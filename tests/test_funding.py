@@ -1,0 +1,688 @@
+"""Money in through the Paystack-shaped gateway, over real sockets.
+
+billvend (the test's app, served by werkzeug on a free port) and the Paystack
+sandbox (``billvend.sandbox``, another free port) talk HTTP to each other:
+``initialize``/``verify`` from billvend to the sandbox, signed webhooks from
+the sandbox to billvend. The customer is a ``requests.Session`` driving the
+same HTTP a browser does (forms, redirects, the hosted checkout's buttons).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from datetime import datetime, timezone
+
+import pytest
+import requests
+import sqlalchemy as sa
+from sqlalchemy.orm.exc import StaleDataError
+from werkzeug.serving import make_server
+
+from billvend import funding
+from billvend.extensions import db
+from billvend.funding import gateways
+from billvend.funding_tasks import funding_sweep_once
+from billvend.models import Funding, GatewayEvent, Transfer, User
+from billvend.sandbox import create_app as create_sandbox_app
+from billvend.sandbox import serve_in_thread
+from tests.conftest import CSRF_RE, KEY_RE
+from tests.helpers import assert_books_balance
+from tests.stack import free_port
+
+SECRET = "sk_test_funding_suite"
+PASSWORD = "correct horse 1"
+
+
+class Sandbox:
+    """The running Paystack sandbox and its test hooks."""
+
+    def __init__(self, url: str, app):
+        self.url, self.app = url, app
+
+    def settings(self, **values):
+        r = requests.post(self.url + "/sandbox/paystack/settings", json=values, timeout=5)
+        assert r.status_code == 200, r.text
+
+    def transaction(self, reference: str) -> dict:
+        return requests.get(f"{self.url}/sandbox/paystack/transactions/{reference}", timeout=5).json()
+
+    def set_status(self, reference: str, status: str, **extra) -> dict:
+        r = requests.post(f"{self.url}/sandbox/paystack/transactions/{reference}/status",
+                          json={"status": status, **extra}, timeout=5)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def bank_transfer(self, account_number: str, amount_kobo: int, sync: bool = True) -> dict:
+        r = requests.post(self.url + "/sandbox/bank-transfers",
+                          json={"account_number": account_number, "amount": amount_kobo, "sync": sync},
+                          timeout=15)
+        assert r.status_code == 201, r.text
+        return r.json()
+
+
+@pytest.fixture
+def live(app):
+    """``(billvend base URL, Sandbox)``: both served on free ports."""
+    app.config.update(FUNDING_GATEWAY="paystack", PAYSTACK_SECRET_KEY=SECRET,
+                      PAYSTACK_DEADLINE_SECONDS=8.0, PAYSTACK_READ_TIMEOUT_SECONDS=6.0,
+                      FUNDING_VERIFY_AFTER_SECONDS=0)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    sandbox_app = create_sandbox_app({"PAYSTACK_SECRET_KEY": SECRET,
+                                      "PAYSTACK_WEBHOOK_URL": base + "/webhooks/paystack",
+                                      "PAYSTACK_SANDBOX_WEBHOOK": "normal"})
+    sandbox_server, sandbox_url = serve_in_thread(sandbox_app)
+    app.config["PAYSTACK_BASE_URL"] = sandbox_url
+    try:
+        yield base, Sandbox(sandbox_url, sandbox_app)
+    finally:
+        sandbox_server.shutdown()
+        server.shutdown()
+
+
+def tokens(s: requests.Session, url: str) -> dict:
+    html = s.get(url, timeout=10).text
+    data = {"csrf_token": CSRF_RE.search(html).group(1) or CSRF_RE.search(html).group(2)}
+    key = KEY_RE.search(html)
+    if key:
+        data["idempotency_key"] = key.group(1)
+    return data
+
+
+def customer(base: str, email: str = "ada@example.com") -> requests.Session:
+    s = requests.Session()
+    r = s.post(base + "/signup", data=tokens(s, base + "/signup") | {
+        "email": email, "password": PASSWORD, "confirm_password": PASSWORD}, timeout=10)
+    assert r.status_code == 200, r.text
+    return s
+
+
+def start_checkout(s: requests.Session, base: str, amount: str = "5000") -> tuple[str, str]:
+    """POST the fund form; returns (checkout URL, reference)."""
+    r = s.post(base + "/wallet/fund", data=tokens(s, base + "/wallet/fund") | {"amount": amount},
+               allow_redirects=False, timeout=15)
+    assert r.status_code == 303, r.text
+    checkout_url = r.headers["Location"]
+    db.session.rollback()
+    reference = db.session.scalars(sa.select(Funding.reference).order_by(Funding.id.desc())).first()
+    return checkout_url, reference
+
+
+def choose(s: requests.Session, checkout_url: str, outcome: str) -> str:
+    """On the hosted checkout page, press the ``outcome`` button; returns the
+    callback URL the gateway redirects to."""
+    page = s.get(checkout_url, timeout=10)
+    assert page.status_code == 200 and f'name="outcome" value="{outcome}"' in page.text
+    r = s.post(checkout_url, data={"outcome": outcome}, allow_redirects=False, timeout=15)
+    assert r.status_code == 302
+    return r.headers["Location"]
+
+
+def back_from_checkout(s: requests.Session, callback_url: str) -> requests.Response:
+    return s.get(callback_url, timeout=20)  # follows our 303 to the result page
+
+
+def balance_of(email: str) -> int:
+    db.session.rollback()
+    return db.session.scalar(sa.select(User).where(User.email == email)).wallet.balance_kobo
+
+
+def credits_for(funding_reference: str) -> int:
+    db.session.rollback()
+    return db.session.scalar(sa.select(sa.func.count(Transfer.id)).join(
+        Funding, Funding.id == Transfer.funding_id).where(Funding.reference == funding_reference))
+
+
+def funding_row(reference: str) -> Funding:
+    db.session.rollback()
+    return db.session.scalar(sa.select(Funding).where(Funding.reference == reference))
+
+
+def wait_for(predicate, seconds: float = 15.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        db.session.rollback()
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail("condition not met in time")
+
+
+def signed_post(base: str, body: bytes, secret: str = SECRET, signature: str | None = None):
+    headers = {"Content-Type": "application/json",
+               "x-paystack-signature": signature if signature is not None else gateways.sign(secret, body)}
+    return requests.post(base + "/webhooks/paystack", data=body, headers=headers, timeout=20)
+
+
+# -- the card journey ---------------------------------------------------------
+
+def test_card_journey_success(live):
+    base, sandbox = live
+    s = customer(base)
+    checkout_url, reference = start_checkout(s, base, "5000")
+    assert checkout_url.startswith(sandbox.url + "/checkout/")
+    assert funding_row(reference).status == "pending"
+    page = back_from_checkout(s, choose(s, checkout_url, "success"))
+    assert page.url == base + "/"
+    assert "₦5,000.00 added to your wallet" in page.text
+    assert balance_of("ada@example.com") == 500_000  # what the customer paid, fees are ours
+    row = funding_row(reference)
+    assert row.status == "succeeded" and row.fees_kobo == 175_00 and row.channel == "card"
+    # The webhook raced the redirect; whichever came second found it credited.
+    event = wait_for(lambda: db.session.scalar(sa.select(GatewayEvent).where(
+        GatewayEvent.reference == reference, GatewayEvent.processed_at.is_not(None))))
+    assert event.event == "charge.success" and not event.needs_attention
+    assert credits_for(reference) == 1
+    assert sandbox.transaction(reference)["initializations"] == 1
+    history = s.get(base + "/wallet/fundings", timeout=10).text
+    assert reference in history and "Added to your wallet" in history
+    statement = s.get(base + "/history", timeout=10).text
+    assert "Wallet funding" in statement and "+₦5,000.00" in statement
+    assert funding.check_invariants() == []
+    assert_books_balance()
+
+
+@pytest.mark.parametrize("outcome", ["failed", "abandoned"])
+def test_card_journey_declined_or_abandoned_takes_nothing(live, outcome):
+    base, sandbox = live
+    s = customer(base)
+    checkout_url, reference = start_checkout(s, base, "2000")
+    page = back_from_checkout(s, choose(s, checkout_url, outcome))
+    assert "The payment did not go through: nothing was taken." in page.text
+    assert funding_row(reference).status == "failed"
+    assert balance_of("ada@example.com") == 0 and credits_for(reference) == 0
+    assert "Did not go through" in s.get(base + "/wallet/fundings", timeout=10).text
+    assert_books_balance()
+
+
+def test_webhook_before_the_redirect(live):
+    base, sandbox = live
+    sandbox.settings(webhook="before_redirect")
+    s = customer(base)
+    checkout_url, reference = start_checkout(s, base)
+    callback = choose(s, checkout_url, "success")
+    # The webhook was processed before the gateway even answered the button.
+    assert funding_row(reference).status == "succeeded" and credits_for(reference) == 1
+    page = back_from_checkout(s, callback)
+    assert "₦5,000.00 added to your wallet" in page.text
+    assert credits_for(reference) == 1 and balance_of("ada@example.com") == 500_000
+    assert_books_balance()
+
+
+def test_webhook_twice_and_late_credits_once(live):
+    base, sandbox = live
+    sandbox.settings(webhook="twice")
+    s = customer(base)
+    checkout_url, reference = start_checkout(s, base)
+    back_from_checkout(s, choose(s, checkout_url, "success"))
+    event = wait_for(lambda: db.session.scalar(sa.select(GatewayEvent).where(
+        GatewayEvent.reference == reference, GatewayEvent.deliveries == 2,
+        GatewayEvent.processed_at.is_not(None))))
+    assert event is not None
+    assert db.session.scalar(sa.select(sa.func.count(GatewayEvent.id))) == 1  # stored once
+    assert credits_for(reference) == 1 and balance_of("ada@example.com") == 500_000
+    assert_books_balance()
+
+
+def test_customer_never_comes_back_the_webhook_credits(live):
+    base, sandbox = live
+    s = customer(base)
+    checkout_url, reference = start_checkout(s, base)
+    choose(s, checkout_url, "success")  # closes the tab: no callback
+    wait_for(lambda: credits_for(reference) == 1)
+    assert balance_of("ada@example.com") == 500_000
+    assert_books_balance()
+
+
+# -- killed between the gateway's success and the credit ----------------------
+
+class DiesAfterHearing:
+    """The real gateway client, but the process "dies" right after verify
+    answers (before the credit is recorded)."""
+
+    def __init__(self, real):
+        self.real, self.name = real, real.name
+
+    def verify(self, reference):
+        answer = self.real.verify(reference)
+        raise KeyboardInterrupt(f"killed after hearing {answer.status}")
+
+
+def test_killed_between_success_and_credit_sweep_credits_once(live, app):
+    base, sandbox = live
+    sandbox.settings(webhook="never")
+    s = customer(base)
+    checkout_url, reference = start_checkout(s, base)
+    choose(s, checkout_url, "success")
+    row = funding_row(reference)
+    with pytest.raises(KeyboardInterrupt):
+        funding.verify_funding(row.id, DiesAfterHearing(funding.gateway()))
+    assert credits_for(reference) == 0 and funding_row(reference).status == "pending"
+    assert funding_sweep_once() == 1
+    assert credits_for(reference) == 1
+    assert funding_sweep_once() == 0  # nothing open any more
+    # Reconciliation afterwards finds it matched, credits nothing more.
+    run = funding.reconcile(datetime.now(funding.LAGOS).date())
+    assert (run.matched, run.credited, run.flagged) == (1, 0, 0)
+    assert credits_for(reference) == 1 and balance_of("ada@example.com") == 500_000
+    assert_books_balance()
+
+
+def test_reconciliation_credits_a_success_nobody_told_us_about(live):
+    base, sandbox = live
+    sandbox.settings(webhook="never")
+    s = customer(base)
+    checkout_url, reference = start_checkout(s, base, "3000")
+    choose(s, checkout_url, "success")  # no webhook, no callback, no sweep
+    result = funding.reconcile(datetime.now(funding.LAGOS).date())
+    assert (result.credited, result.flagged) == (1, 0)
+    assert credits_for(reference) == 1 and balance_of("ada@example.com") == 300_000
+    again = funding.reconcile(datetime.now(funding.LAGOS).date())
+    assert (again.matched, again.credited) == (1, 0) and credits_for(reference) == 1
+    assert_books_balance()
+
+
+def test_abandoned_then_a_late_verified_success_is_credited_once(live):
+    base, sandbox = live
+    sandbox.settings(webhook="never")
+    s = customer(base)
+    checkout_url, reference = start_checkout(s, base)
+    back_from_checkout(s, choose(s, checkout_url, "abandoned"))
+    assert funding_row(reference).status == "failed"
+    sandbox.set_status(reference, "success")  # the bank confirms after all
+    data = json.dumps({"event": "charge.success",
+                       "data": sandbox.transaction(reference)["transaction"] | {
+                           "status": "success", "amount": 500_000, "currency": "NGN",
+                           "reference": reference}}).encode()
+    assert signed_post(base, data).status_code == 200
+    assert signed_post(base, data).status_code == 200  # a retry
+    assert credits_for(reference) == 1 and funding_row(reference).status == "succeeded"
+    assert "Confirmed late by the bank" in s.get(base + "/wallet/fundings", timeout=10).text
+    assert_books_balance()
+
+
+def test_sweep_ends_an_abandoned_checkout_failed(live):
+    base, sandbox = live
+    sandbox.settings(webhook="never")
+    s = customer(base)
+    checkout_url, reference = start_checkout(s, base)
+    sandbox.set_status(reference, "abandoned")  # the customer walked away from the page
+    assert funding_sweep_once() == 1
+    assert funding_row(reference).status == "failed" and credits_for(reference) == 0
+
+
+def test_sweep_backs_off_while_the_gateway_says_ongoing(live):
+    base, sandbox = live
+    sandbox.settings(webhook="never")
+    s = customer(base)
+    start_checkout(s, base)
+    assert funding_sweep_once() == 1
+    assert funding_sweep_once() == 0  # next_verify_at is in the future now
+    db.session.rollback()
+    row = db.session.scalar(sa.select(Funding))
+    assert row.status == "pending" and row.verify_attempts == 1 and row.next_verify_at is not None
+
+
+# -- amounts ------------------------------------------------------------------
+
+def test_gateway_amount_different_from_stored_is_flagged_never_credited(live):
+    base, sandbox = live
+    sandbox.settings(webhook="never")
+    s = customer(base)
+    checkout_url, reference = start_checkout(s, base, "5000")
+    choose(s, checkout_url, "success")
+    sandbox.set_status(reference, "success", amount=50_00)  # the gateway took ₦50, not ₦5,000
+    page = back_from_checkout(s, f"{base}/wallet/fund/callback?reference={reference}")
+    assert "checking this payment" in page.text
+    row = funding_row(reference)
+    assert row.needs_attention and "gateway amount 5000 kobo" in row.attention_reason
+    assert credits_for(reference) == 0 and balance_of("ada@example.com") == 0
+    assert funding_sweep_once() == 0  # flagged: waits for an admin
+
+
+def test_signed_webhook_with_a_different_amount_credits_the_verified_amount_and_is_flagged(live):
+    """The webhook's own amount is never trusted: the verify answer decides."""
+    base, sandbox = live
+    sandbox.settings(webhook="never")
+    s = customer(base)
+    checkout_url, reference = start_checkout(s, base, "5000")
+    choose(s, checkout_url, "success")
+    body = json.dumps({"event": "charge.success", "data": {
+        "reference": reference, "status": "success", "amount": 9_999_999_00, "currency": "NGN",
+        "channel": "card"}}).encode()
+    assert signed_post(base, body).status_code == 200
+    assert credits_for(reference) == 1 and balance_of("ada@example.com") == 500_000
+    event = db.session.scalar(sa.select(GatewayEvent))
+    assert event.needs_attention and "the webhook said 999999900 kobo" in event.outcome
+
+
+# -- the webhook endpoint -------------------------------------------------------
+
+def charge_body(reference: str, amount: int = 500_000) -> bytes:
+    return json.dumps({"event": "charge.success", "data": {
+        "reference": reference, "status": "success", "amount": amount, "currency": "NGN"}}).encode()
+
+
+def test_bad_or_missing_signature_is_401_and_stores_nothing(live):
+    base, sandbox = live
+    s = customer(base)
+    _, reference = start_checkout(s, base)
+    body = charge_body(reference)
+    assert signed_post(base, body, secret="sk_test_someone_else").status_code == 401
+    assert signed_post(base, body, signature="").status_code == 401
+    r = requests.post(base + "/webhooks/paystack", data=body, timeout=10,
+                      headers={"Content-Type": "application/json"})
+    assert r.status_code == 401
+    # Tampered: signed, then the amount changed in transit.
+    signature = gateways.sign(SECRET, body)
+    tampered = body.replace(b"500000", b"900000")
+    assert signed_post(base, tampered, signature=signature).status_code == 401
+    # Re-serialised JSON is not the signed body either.
+    reserialised = json.dumps(json.loads(body), indent=2).encode()
+    assert signed_post(base, reserialised, signature=signature).status_code == 401
+    db.session.rollback()
+    assert db.session.scalar(sa.select(sa.func.count(GatewayEvent.id))) == 0
+    assert credits_for(reference) == 0
+
+
+def test_unknown_reference_is_stored_and_flagged_never_credited(live):
+    base, sandbox = live
+    customer(base)
+    r = signed_post(base, charge_body("T_not_ours_123"))
+    assert r.status_code == 200
+    db.session.rollback()
+    event = db.session.scalar(sa.select(GatewayEvent))
+    assert event.reference == "T_not_ours_123" and event.needs_attention
+    assert "unknown reference" in event.outcome
+    assert db.session.scalar(sa.select(sa.func.count(Funding.id))) == 0
+    assert db.session.scalar(sa.select(sa.func.count(Transfer.id))) == 0
+
+
+@pytest.mark.parametrize("body,status", [
+    (b"{not json", 400), (b"[]", 400), (b'{"event": "charge.success", "data": {}}', 400),
+    (b'{"event": "charge.success", "data": {"reference": 12}}', 400),
+    (b'{"event": "charge.success", "data": {"reference": "FND-\\u0000"}}', 400),
+    (b'{"event": "charge.success", "data": {"reference": "' + b"x" * 101 + b'"}}', 400),
+])
+def test_broken_webhook_bodies_are_refused_cleanly(live, body, status):
+    base, sandbox = live
+    assert signed_post(base, body).status_code == status
+    db.session.rollback()
+    assert db.session.scalar(sa.select(sa.func.count(GatewayEvent.id))) == 0
+
+
+def test_a_one_megabyte_webhook_is_413(live):
+    base, sandbox = live
+    body = b'{"event": "charge.success", "data": {"reference": "x", "pad": "' + b"a" * 1_000_000 + b'"}}'
+    assert signed_post(base, body).status_code == 413
+    db.session.rollback()
+    assert db.session.scalar(sa.select(sa.func.count(GatewayEvent.id))) == 0
+
+
+def test_other_events_are_stored_and_ignored(live):
+    base, sandbox = live
+    body = json.dumps({"event": "transfer.success", "data": {"reference": "TRF_1"}}).encode()
+    assert signed_post(base, body).status_code == 200
+    db.session.rollback()
+    assert db.session.scalar(sa.select(GatewayEvent.outcome)).startswith("ignored")
+
+
+# -- forged callbacks ---------------------------------------------------------
+
+def test_forged_callbacks_change_nothing(live):
+    base, sandbox = live
+    victim = customer(base, "victim@example.com")
+    checkout_url, reference = start_checkout(victim, base)
+    choose(victim, checkout_url, "success")
+    sandbox.settings(webhook="never")
+    mallory = customer(base, "mallory@example.com")
+    for ref in (reference, "FND-unknown", "x" * 500, "", "%00"):
+        r = mallory.get(f"{base}/wallet/fund/callback?reference={ref}", timeout=10)
+        assert r.status_code == 404 and "could not find that payment" in r.text
+    assert balance_of("mallory@example.com") == 0
+
+
+# -- bank transfer ------------------------------------------------------------
+
+def test_bank_transfer_journey(live):
+    base, sandbox = live
+    s = customer(base)
+    page = s.get(base + "/wallet/fund", timeout=10)
+    assert "Pay by bank transfer" in page.text
+    csrf = CSRF_RE.search(page.text)
+    r = s.post(base + "/wallet/bank-transfer", data={"csrf_token": csrf.group(1) or csrf.group(2)},
+               timeout=15)
+    assert r.status_code == 200 and r.url == base + "/wallet/bank-transfer"
+    number = re.search(r'data-testid="account-number">(\d{10})<', r.text).group(1)
+    assert "Test Bank" in r.text and "Copy account number" in r.text
+    # The account is made once: asking again shows the same one.
+    again = s.get(base + "/wallet/fund", timeout=10).text
+    assert number in again
+    first = sandbox.bank_transfer(number, 750_000)
+    second = sandbox.bank_transfer(number, 120_000)
+    assert balance_of("ada@example.com") == 870_000
+    db.session.rollback()
+    rows = db.session.scalars(sa.select(Funding).order_by(Funding.id)).all()
+    assert [(f.method, f.status, f.amount_kobo, f.gateway_reference) for f in rows] == [
+        ("bank_transfer", "succeeded", 750_000, first["reference"]),
+        ("bank_transfer", "succeeded", 120_000, second["reference"])]
+    assert rows[0].fees_kobo == 7_500
+    history = s.get(base + "/wallet/fundings", timeout=10).text
+    assert history.count("Bank transfer") == 2
+    # The same arrival's webhook again: still two credits.
+    body = json.dumps({"event": "charge.success", "data": first["data"]}).encode()
+    assert signed_post(base, body).status_code == 200
+    assert db.session.scalar(sa.select(sa.func.count(Transfer.id)).where(
+        Transfer.funding_id.is_not(None))) == 2
+    assert funding.check_invariants() == []
+    assert_books_balance()
+
+
+# -- the double charge: a deadlock at every step ------------------------------
+
+class FailNthCommit:
+    """Makes the n-th COMMIT (counting from :meth:`arm`) raise a transient
+    error, as a deadlock would, once."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.count = 0
+        self.fail_at = None
+        self.failed = False
+
+    def arm(self, n):
+        with self.lock:
+            self.count, self.fail_at, self.failed = 0, n, False
+
+    def __call__(self, session):
+        with self.lock:
+            if self.fail_at is None or not session.new and not session.dirty and not session.deleted \
+                    and not session.info.get("billvend.unit_of_work"):
+                return
+            self.count += 1
+            if self.count == self.fail_at and not self.failed:
+                self.failed = True
+                raise StaleDataError("injected: deadlock at this commit")
+
+
+def test_a_deadlock_at_every_step_never_charges_or_credits_twice(live, monkeypatch):
+    """Each unit of work of a card funding (intent, checkout URL, webhook
+    store, credit, event outcome, callback) fails once with a transient
+    error in turn; the rerun never calls the gateway again (the sandbox
+    counts initializations per reference) and never credits twice."""
+    base, sandbox = live
+    sandbox.settings(webhook="before_redirect")  # one fixed order of steps
+    injector = FailNthCommit()
+    sa.event.listen(db.session.registry().__class__, "before_commit", injector)
+    try:
+        n, done = 0, False
+        while not done:
+            n += 1
+            email = f"step{n}@example.com"
+            s = customer(base, email)
+            injector.arm(n)
+            checkout_url, reference = start_checkout(s, base, "1000")
+            page = back_from_checkout(s, choose(s, checkout_url, "success"))
+            done = not injector.failed  # the journey had fewer than n commits
+            injector.arm(None)
+            assert page.status_code == 200
+            assert sandbox.transaction(reference)["initializations"] == 1, n
+            db.session.rollback()
+            assert db.session.scalar(sa.select(sa.func.count(Funding.id)).join(User).where(
+                User.email == email)) == 1
+            assert credits_for(reference) == 1, n
+            assert balance_of(email) == 100_000, n
+            assert n < 30
+    finally:
+        sa.event.remove(db.session.registry().__class__, "before_commit", injector)
+    assert n > 4  # the journey really went through several units
+    assert_books_balance()
+
+
+# -- concurrency (PostgreSQL) ---------------------------------------------------
+
+@pytest.mark.postgresql
+def test_one_webhook_replayed_ten_times_with_the_callback_credits_once(live):
+    base, sandbox = live
+    sandbox.settings(webhook="never")
+    s = customer(base)
+    checkout_url, reference = start_checkout(s, base)
+    callback = choose(s, checkout_url, "success")
+    body = json.dumps({"event": "charge.success",
+                       "data": sandbox.transaction(reference)["transaction"] | {
+                           "reference": reference, "status": "success", "amount": 500_000,
+                           "currency": "NGN"}}).encode()
+    barrier = threading.Barrier(11)
+    codes, errors = [], []
+
+    def webhook():
+        try:
+            barrier.wait(10)
+            codes.append(signed_post(base, body).status_code)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    def come_back():
+        try:
+            barrier.wait(10)
+            codes.append(back_from_checkout(s, callback).status_code)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=webhook) for _ in range(10)] + [threading.Thread(target=come_back)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and codes == [200] * 11
+    assert credits_for(reference) == 1 and balance_of("ada@example.com") == 500_000
+    db.session.rollback()
+    event = db.session.scalar(sa.select(GatewayEvent))
+    assert event.deliveries == 10
+    assert funding.check_invariants() == []
+    assert_books_balance()
+
+
+def test_callback_when_the_database_fails_never_says_nothing_was_charged(live, monkeypatch):
+    base, sandbox = live
+    sandbox.settings(webhook="never")
+    s = customer(base)
+    checkout_url, reference = start_checkout(s, base)
+    callback = choose(s, checkout_url, "success")
+
+    def down(*args, **kwargs):
+        raise sa.exc.OperationalError("UPDATE fundings", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(funding, "apply_verification", down)
+    page = s.get(callback, timeout=20)
+    assert page.status_code == 503
+    assert "money is safe" in page.text and "nothing was charged" not in page.text
+    monkeypatch.undo()
+    assert funding_sweep_once() == 1 and credits_for(reference) == 1
+
+
+def test_gateway_unreachable_at_initialize_takes_nothing_and_the_sweep_ends_it(live, app):
+    base, sandbox = live
+    s = customer(base)
+    app.config["PAYSTACK_BASE_URL"] = f"http://127.0.0.1:{free_port()}"  # nothing listens
+    r = s.post(base + "/wallet/fund", data=tokens(s, base + "/wallet/fund") | {"amount": "5000"},
+               allow_redirects=False, timeout=20)
+    assert r.status_code == 503
+    assert "could not reach the payment page. Nothing was taken" in r.text
+    db.session.rollback()
+    row = db.session.scalar(sa.select(Funding))
+    assert row.status == "initiated" and row.authorization_url is None
+    app.config["PAYSTACK_BASE_URL"] = sandbox.url
+    app.config["FUNDING_GIVE_UP_SECONDS"] = 0
+    assert funding_sweep_once() == 1  # the gateway never heard of it: failed
+    assert funding_row(row.reference).status == "failed" and credits_for(row.reference) == 0
+
+
+def test_a_bank_transfer_webhook_whose_task_was_lost_is_processed_by_the_sweep(live, app, monkeypatch):
+    base, sandbox = live
+    s = customer(base)
+    page = s.get(base + "/wallet/fund", timeout=10).text
+    csrf = CSRF_RE.search(page)
+    r = s.post(base + "/wallet/bank-transfer", data={"csrf_token": csrf.group(1) or csrf.group(2)}, timeout=15)
+    number = re.search(r'data-testid="account-number">(\d{10})<', r.text).group(1)
+    import billvend.funding_tasks as funding_tasks
+
+    monkeypatch.setattr(funding_tasks, "process_gateway_event", lambda event_id: (_ for _ in ()).throw(
+        ConnectionError("queue down")))
+    sandbox.bank_transfer(number, 400_000)  # stored, 200, but never processed
+    db.session.rollback()
+    event = db.session.scalar(sa.select(GatewayEvent))
+    assert event.processed_at is None and balance_of("ada@example.com") == 0
+    db.session.execute(sa.update(GatewayEvent).values(received_at=datetime(2020, 1, 1, tzinfo=timezone.utc)))
+    db.session.commit()
+    funding_sweep_once()
+    assert balance_of("ada@example.com") == 400_000
+    funding_sweep_once()
+    assert balance_of("ada@example.com") == 400_000
+    assert_books_balance()
+
+
+def test_reconciliation_flags_a_credit_the_gateway_does_not_back(live):
+    base, sandbox = live
+    sandbox.settings(webhook="never")
+    s = customer(base)
+    checkout_url, reference = start_checkout(s, base, "3000")
+    back_from_checkout(s, choose(s, checkout_url, "success"))
+    assert credits_for(reference) == 1
+    sandbox.set_status(reference, "failed")  # the gateway now says it never succeeded (a chargeback, a bug)
+    run = funding.reconcile(datetime.now(funding.LAGOS).date())
+    assert run.flagged == 1 and run.credited == 0
+    assert [i.kind for i in run.items] == ["credit_without_success"]
+    row = funding_row(reference)
+    assert row.needs_attention and "Reconciliation: credited, but the gateway says failed" in row.attention_reason
+    assert credits_for(reference) == 1  # flagged for an admin, nothing reversed automatically
+
+
+def test_one_form_submitted_five_times_at_once_initializes_once(live):
+    base, sandbox = live
+    s = customer(base)
+    data = tokens(s, base + "/wallet/fund") | {"amount": "1500"}
+    barrier = threading.Barrier(5)
+    answers = []
+
+    def submit():
+        barrier.wait(10)
+        r = s.post(base + "/wallet/fund", data=data, allow_redirects=False, timeout=30)
+        answers.append((r.status_code, r.headers.get("Location")))
+
+    threads = [threading.Thread(target=submit) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(answers) == 5 and {status for status, _ in answers} == {303}, answers
+    (checkout,) = {location for _, location in answers}
+    db.session.rollback()
+    (reference,) = db.session.scalars(sa.select(Funding.reference)).all()
+    assert sandbox.transaction(reference)["initializations"] == 1

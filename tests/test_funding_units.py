@@ -1,0 +1,160 @@
+"""Small parts of money in: the deadline helper, the signature, invariant 6's
+funding check, the sandbox's fees, the transaction rule on gateway calls."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from billvend import funding, ledger, transactions
+from billvend.extensions import db
+from billvend.funding import gateways
+from billvend.funding.deadline import DeadlineExceeded, call_with_deadline
+from billvend.models import FUNDING_WALLET, KIND_FUNDING, Funding
+from billvend.sandbox.paystack import dva_fee_kobo, local_card_fee_kobo
+from tests.helpers import make_user
+
+
+def test_deadline_returns_results_and_errors():
+    assert call_with_deadline(lambda: 42, 1.0) == 42
+    with pytest.raises(ZeroDivisionError):
+        call_with_deadline(lambda: 1 / 0, 1.0)
+
+
+def test_deadline_is_wall_clock_whatever_the_call_does():
+    release = threading.Event()
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        call_with_deadline(lambda: release.wait(30), 0.3, "slow call")
+    assert time.monotonic() - started < 5  # not the call's 30 s
+    release.set()
+
+
+def test_gateway_call_through_a_trickling_server_gives_up_at_the_deadline(app):
+    """A server that sends a byte now and then never trips a per-read
+    timeout; the deadline still ends the call."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    stop = threading.Event()
+
+    def trickle():
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+        while not stop.is_set():
+            try:
+                conn.sendall(b" ")
+            except OSError:
+                break
+            time.sleep(0.2)
+        conn.close()
+
+    threading.Thread(target=trickle, daemon=True).start()
+    gw = gateways.PaystackGateway(f"http://127.0.0.1:{listener.getsockname()[1]}", "sk",
+                                  connect_timeout_seconds=1, read_timeout_seconds=1, deadline_seconds=1.5)
+    started = time.monotonic()
+    try:
+        with pytest.raises(gateways.GatewayError, match="no answer within"):
+            gw.verify("FND-x")
+    finally:
+        stop.set()
+        listener.close()
+    assert time.monotonic() - started < 5
+
+
+def test_signature_is_over_the_raw_body_in_constant_time():
+    body = b'{"event":"charge.success"}'
+    good = gateways.sign("sk_test", body)
+    assert len(good) == 128
+    assert gateways.signature_valid("sk_test", body, good)
+    assert gateways.signature_valid("sk_test", body, good.upper())  # hex is case-insensitive
+    assert not gateways.signature_valid("sk_test", body + b" ", good)
+    assert not gateways.signature_valid("sk_other", body, good)
+    assert not gateways.signature_valid("sk_test", body, None)
+    assert not gateways.signature_valid("sk_test", body, "")
+
+
+def test_gateway_calls_are_refused_inside_a_unit_of_work(app):
+    @transactions.unit_of_work
+    def bad():
+        gateways.SimulatedGateway().verify("FND-x")
+
+    with pytest.raises(transactions.ExternalCallInTransaction):
+        bad()
+
+
+@pytest.mark.parametrize("amount_kobo,fee_kobo", [
+    (1_000_00, 15_00), (2_499_00, 3748), (2_500_00, 137_50), (5_000_00, 175_00), (1_000_000_00, 2_000_00),
+])
+def test_sandbox_card_fee_is_paystacks_local_fee(amount_kobo, fee_kobo):
+    assert local_card_fee_kobo(amount_kobo) == fee_kobo
+
+
+def test_sandbox_dva_fee_is_capped():
+    assert dva_fee_kobo(7_500_00) == 75_00 and dva_fee_kobo(100_000_00) == 300_00
+
+
+def test_invariant_six_catches_a_credit_without_a_verified_success(app):
+    user = make_user()
+    start = funding.begin_checkout(user, 100_000, secrets.token_urlsafe(16), "http://x/cb",
+                                   gateways.SimulatedGateway())
+    row = db.session.scalar(sa.select(Funding).where(Funding.reference == start.reference))
+    assert ledger.check_invariants() == []
+    # Money moved by someone who skipped the gateway's verify:
+    ledger.post_transfer(kind=KIND_FUNDING, debit_wallet_id=ledger.system_wallet_id(FUNDING_WALLET),
+                         credit_wallet_id=user.wallet.id, amount_kobo=100_000, funding_id=row.id)
+    db.session.commit()
+    found = [v for v in ledger.check_invariants() if v.invariant == "funding_credits"]
+    assert len(found) == 1 and found[0].subject == "transfer" and "pending" in found[0].detail
+
+
+def test_a_second_credit_for_one_funding_is_refused_by_the_database(app):
+    user = make_user()
+    row, _ = funding.fund_wallet(user, 100_000, secrets.token_urlsafe(16))
+    with pytest.raises(sa.exc.IntegrityError):
+        ledger.post_transfer(kind=KIND_FUNDING, debit_wallet_id=ledger.system_wallet_id(FUNDING_WALLET),
+                             credit_wallet_id=user.wallet.id, amount_kobo=100_000, funding_id=row.id)
+        db.session.commit()
+    db.session.rollback()
+    # And one funding per gateway reference:
+    db.session.add(Funding(reference="FND-other", user_id=user.id, wallet_id=user.wallet.id,
+                           amount_kobo=1, gateway=row.gateway, gateway_reference=row.gateway_reference,
+                           status="pending", idempotency_key="other-key-123456"))
+    with pytest.raises(sa.exc.IntegrityError):
+        db.session.commit()
+    db.session.rollback()
+
+
+def test_daily_reconciliation_takes_yesterday_in_lagos():
+    from datetime import datetime, timezone
+
+    from billvend.funding_tasks import yesterday_in_lagos
+
+    # 23:30 UTC on 1 March is already 00:30 on 2 March in Lagos.
+    assert str(yesterday_in_lagos(datetime(2026, 3, 1, 23, 30, tzinfo=timezone.utc))) == "2026-03-01"
+    assert str(yesterday_in_lagos(datetime(2026, 3, 1, 22, 30, tzinfo=timezone.utc))) == "2026-02-28"
+
+
+def test_lagos_day_bounds_are_utc_plus_one():
+    from datetime import date, datetime, timezone
+
+    start, end = funding.lagos_day_bounds(date(2026, 3, 1))
+    assert start == datetime(2026, 2, 28, 23, 0, tzinfo=timezone.utc)
+    assert (end - start).total_seconds() == 86400
+
+
+def test_config_names_the_gateway():
+    from billvend.config import from_env
+
+    assert from_env({})["FUNDING_GATEWAY"] == "paystack"
+    assert from_env({})["PAYSTACK_WEBHOOK_URL"] == "http://127.0.0.1:5000/webhooks/paystack"
+    assert from_env({"PORT": "8000"})["PAYSTACK_WEBHOOK_URL"] == "http://127.0.0.1:8000/webhooks/paystack"
+    with pytest.raises(ValueError, match="FUNDING_GATEWAY"):
+        from_env({"FUNDING_GATEWAY": "flutterwave"})
