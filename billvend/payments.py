@@ -30,7 +30,7 @@ from typing import Any, Optional
 import sqlalchemy as sa
 from flask import current_app
 
-from billvend import ledger
+from billvend import journey, ledger
 from billvend.extensions import db
 from billvend.models import (
     BILLER_CLEARING_WALLET,
@@ -306,7 +306,9 @@ def apply_result(payment_id: int, from_status: str, result: VendResult) -> Follo
                 receipt_reference=_clip(result.receipt_reference, 64),
                 needs_attention=False, next_requery_at=None,
             )
-            if not moved:
+            if moved:
+                journey.record_delivery(payment_id, result)
+            else:
                 _record_late_delivery(payment_id, from_status, result)
             db.session.commit()
             return NOTHING
