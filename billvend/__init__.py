@@ -49,9 +49,10 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     from billvend.bills import bp as bills_bp
     from billvend.history import bp as history_bp
     from billvend.main import bp as main_bp
+    from billvend.meters import bp as meters_bp
     from billvend.wallet import bp as wallet_bp
 
-    for blueprint in (main_bp, auth_bp, wallet_bp, bills_bp, history_bp, admin_bp):
+    for blueprint in (main_bp, auth_bp, wallet_bp, bills_bp, history_bp, meters_bp, admin_bp):
         app.register_blueprint(blueprint)
 
     _register_template_helpers(app)

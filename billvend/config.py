@@ -91,6 +91,11 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "REQUERY_BASE_DELAY_SECONDS": float(get("REQUERY_BASE_DELAY_SECONDS") or 5.0),
         "REQUERY_MAX_DELAY_SECONDS": float(get("REQUERY_MAX_DELAY_SECONDS") or 600.0),
         "UNKNOWN_ALERT_AGE_SECONDS": int(get("UNKNOWN_ALERT_AGE_SECONDS") or 3600),
+        # The payment page says "the disco is slow" after this long.
+        "SLOW_PAYMENT_NOTICE_SECONDS": int(get("SLOW_PAYMENT_NOTICE_SECONDS") or 30),
+        # Whom a customer contacts about a payment still unresolved after
+        # UNKNOWN_ALERT_AGE_SECONDS (shown with the reference to quote).
+        "SUPPORT_CONTACT": get("SUPPORT_CONTACT") or "support@billvend.ng or 0201 888 0000",
         # Test-only fault injection: die between commit and enqueue.
         "FAULT_SKIP_ENQUEUE": _bool(get("FAULT_SKIP_ENQUEUE")),
         # Money limits, in kobo.
