@@ -159,9 +159,9 @@ def statement_pdf(rows: list[StatementRow], *, owner: str, period: str) -> bytes
     pdf.cell(0, 5, _latin1(f"Period: {period}"), new_x="LMARGIN", new_y="NEXT")
     pdf.cell(0, 5, f"Generated: {datetime.now(LAGOS):%d %b %Y, %H:%M} (Lagos)", new_x="LMARGIN", new_y="NEXT")
     pdf.ln(3)
-    with pdf.table(col_widths=(22, 60, 44, 30, 30), text_align=("LEFT", "LEFT", "LEFT", "RIGHT", "RIGHT"),
-                   font_size=None) as table:
-        pdf.set_font("Helvetica", "", 8)
+    pdf.set_font("Helvetica", "", 8)
+    with pdf.table(col_widths=(22, 60, 44, 30, 30),
+                   text_align=("LEFT", "LEFT", "LEFT", "RIGHT", "RIGHT")) as table:
         table.row(["Date", "Description", "Reference / token", "Amount", "Balance"])
         for row in rows:
             what = row.description
@@ -216,8 +216,8 @@ def receipt_pdf(payment: Payment, disco_name: str) -> bytes:
         ("Completed", f"{payment.finalized_at.astimezone(LAGOS):%d %b %Y, %H:%M} (Lagos)"
          if payment.finalized_at else None),
     ]
+    pdf.set_font("Helvetica", "", 10)
     with pdf.table(col_widths=(45, 135), first_row_as_headings=False) as table:
-        pdf.set_font("Helvetica", "", 10)
         for label, value in details:
             if value:
                 table.row([label, _latin1(str(value))])
