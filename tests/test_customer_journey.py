@@ -362,3 +362,36 @@ def test_pdf_receipt_is_owner_only(client, auth, fund, pay):
     auth.logout()
     auth.signup("other@example.com")
     assert client.get(f"/payments/{reference}/receipt.pdf").status_code == 404
+
+
+# -- admin polish -----------------------------------------------------------------------
+
+def test_admin_refund_asks_for_confirmation_and_lists_use_display_names(client, auth):
+    from tests.test_admin import make_admin, to_status
+
+    customer = make_user("ngozi@example.com", balance_kobo=500_000)
+    payment = to_status(make_payment(customer), "failed")
+    pending = make_payment(customer)
+    make_admin()
+    assert auth.login("root@example.com", "correct horse 1").status_code == 303
+
+    listing = client.get("/admin/payments").get_data(as_text=True)
+    rows = listing[listing.index("<tbody>"):]
+    assert "Ikeja Electric (IKEDC)" in rows and ">ikeja-electric<" not in rows
+    assert "Failed, not refunded yet" in rows and ">failed<" not in rows and 'data-label="Status"' in rows
+    assert "sweep" in client.get(f"/admin/payments/{pending.reference}").get_data(as_text=True)
+
+    page = client.get(f"/admin/payments/{payment.reference}").get_data(as_text=True)
+    assert re.search(r'class="button small danger-outline">Refund ₦1,000.00…<', page)
+    csrf = re.search(r'id="refund-csrf_token" name="refund-csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    form = {"refund-csrf_token": csrf, "refund-reason": "Disco confirmed failure", "refund-review": "1"}
+    confirm = client.post(f"/admin/payments/{payment.reference}/refund", data=form)
+    html = confirm.get_data(as_text=True)
+    assert confirm.status_code == 200 and "This cannot be undone" in html and "Yes, refund ₦1,000.00" in html
+    db.session.expire_all()
+    assert db.session.get(Payment, payment.id).status == "failed"  # nothing yet
+    done = client.post(f"/admin/payments/{payment.reference}/refund", data=form | {"refund-confirmed": "1"})
+    assert done.status_code == 303
+    db.session.expire_all()
+    assert db.session.get(Payment, payment.id).status == "reversed"
+    assert_books_balance()
