@@ -62,7 +62,7 @@ def test_sign_up_fund_verify_pay_copy_token_and_find_it_in_history(context_facto
 
     submit_payment(page)
     page.evaluate("window.__sameDocument = true")
-    expect(page.get_by_role("heading", name="Electricity payment")).to_be_visible()
+    expect(page.get_by_role("heading", name="Electricity · Ikeja Electric (IKEDC)")).to_be_visible()
     wait_final(page, "successful")
     # Same document all along: htmx swapped the status panel, nothing reloaded.
     assert page.evaluate("window.__sameDocument") is True
