@@ -15,6 +15,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import DESKTOP, MOBILE, new_email, shoot
+from tests.browser.test_accessibility import audit
 from tests.browser.flows import PAYMENT_URL, fill_payment, fund, sign_up, wait_final
 from tests.stack import ROOT, Stack
 
@@ -55,6 +56,7 @@ def test_review_token_buy_again_and_history_search(context_factory, javascript, 
     name = label(viewport, javascript)
     context = context_factory(javascript=javascript, viewport=viewport)
     page = context.new_page()
+    problems = []  # the accessibility audit of every new page
     sign_up(page)
     fund(page, "20000")
 
@@ -72,6 +74,7 @@ def test_review_token_buy_again_and_history_search(context_factory, javascript, 
     if javascript:
         expect(page.get_by_test_id("customer")).to_be_visible()
         expect(page.get_by_role("button", name="Continue · ₦2,000.00")).to_be_visible()
+    problems += audit(page)
     shoot(page, f"issue16-pay-form-{name}")
     page.get_by_role("button", name=re.compile("^Continue")).click()
     expect(page.get_by_role("heading", name="Confirm payment")).to_be_visible()
@@ -82,6 +85,7 @@ def test_review_token_buy_again_and_history_search(context_factory, javascript, 
     expect(page.get_by_test_id("total")).to_have_text("₦2,000.00")
     expect(page.get_by_text("balance ₦20,000.00")).to_be_visible()  # nothing charged yet
     no_horizontal_scroll(page)
+    problems += audit(page)
     shoot(page, f"issue16-review-{name}")
     page.get_by_role("button", name="Pay ₦2,000.00").click()
     expect(page).to_have_url(PAYMENT_URL)
@@ -99,6 +103,7 @@ def test_review_token_buy_again_and_history_search(context_factory, javascript, 
     expect(page.get_by_test_id("token-help")).to_contain_text("How to load your token")
     expect(page.get_by_test_id("timeline")).to_contain_text("Paid from your wallet")
     no_horizontal_scroll(page)
+    problems += audit(page)
     shoot(page, f"issue16-token-{name}")
     if javascript:
         page.get_by_role("button", name="Copy token").click()
@@ -112,6 +117,7 @@ def test_review_token_buy_again_and_history_search(context_factory, javascript, 
     page.goto("/")
     tiles = page.get_by_test_id("buy-again")
     expect(tiles).to_contain_text(KCT_METER)
+    problems += audit(page)
     shoot(page, f"issue16-dashboard-{name}")
     tiles.get_by_role("link").first.click()
     expect(page.get_by_label("Meter number")).to_have_value(KCT_METER)
@@ -134,9 +140,21 @@ def test_review_token_buy_again_and_history_search(context_factory, javascript, 
     expect(rows).to_have_count(1)
     expect(rows.get_by_test_id("row-token")).to_have_text(token_text)
     no_horizontal_scroll(page)
+    problems += audit(page)
     shoot(page, f"issue16-history-search-{name}")
     rows.get_by_role("link").click()  # the row is one link to the payment
     expect(page.get_by_test_id("token")).to_have_text(token_text)
+    page.goto("/meters")
+    expect(page.get_by_test_id("saved-meter")).to_contain_text(KCT_METER)
+    problems += audit(page)
+    shoot(page, f"issue16-meters-{name}")
+    page.get_by_role("link", name=re.compile("^Remove")).click()
+    expect(page.get_by_role("heading", name=re.compile(r"^Remove .*\?$"))).to_be_visible()
+    page.wait_for_load_state()
+    problems += audit(page)
+    page.get_by_role("button", name="Remove meter").click()
+    expect(page.get_by_test_id("saved-meter")).to_have_count(0)
+    assert problems == []
     if javascript:
         assert context.problems == []
 
