@@ -97,22 +97,6 @@
       }
       return;
     }
-    // A destructive link or button marked data-confirm-dialog opens the
-    // page's <dialog> instead of navigating; without JavaScript the link
-    // leads to the confirm page, which does the same job.
-    var confirmer = event.target.closest("[data-confirm-dialog]");
-    if (confirmer) {
-      var dialog = document.getElementById(confirmer.getAttribute("data-confirm-dialog"));
-      if (dialog && typeof dialog.showModal === "function") {
-        event.preventDefault();
-        dialog.showModal();
-      }
-      return;
-    }
-    if (event.target.closest("[data-dialog-close]")) {
-      var open = event.target.closest("dialog");
-      if (open) { open.close(); }
-    }
   });
 
   // The pay form: quick-amount chips fill the amount box, and the button
