@@ -50,10 +50,11 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     from billvend.bills import bp as bills_bp
     from billvend.history import bp as history_bp
     from billvend.main import bp as main_bp
+    from billvend.meters import bp as meters_bp
     from billvend.wallet import bp as wallet_bp
     from billvend.webhooks import bp as webhooks_bp
 
-    for blueprint in (main_bp, auth_bp, wallet_bp, bills_bp, history_bp, admin_bp):
+    for blueprint in (main_bp, auth_bp, wallet_bp, bills_bp, history_bp, meters_bp, admin_bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(webhooks_bp)
 

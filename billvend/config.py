@@ -112,6 +112,11 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         # A sweep only enqueues tasks, so a minute is ample; an overlap with a
         # slow sweep is harmless (every step claims its payment).
         "SWEEP_LOCK_SECONDS": int(get("SWEEP_LOCK_SECONDS") or 60),
+        # The payment page says "the disco is slow" after this long.
+        "SLOW_PAYMENT_NOTICE_SECONDS": int(get("SLOW_PAYMENT_NOTICE_SECONDS") or 30),
+        # Whom a customer contacts about a payment still unresolved after
+        # UNKNOWN_ALERT_AGE_SECONDS (shown with the reference to quote).
+        "SUPPORT_CONTACT": get("SUPPORT_CONTACT") or "support@billvend.ng or 0201 888 0000",
         # Test-only fault injection: die between commit and enqueue.
         "FAULT_SKIP_ENQUEUE": _bool(get("FAULT_SKIP_ENQUEUE")),
         # Money in (issue 15): the gateway, and Paystack's API (its sandbox

@@ -344,6 +344,16 @@ class Payment(db.Model):
     token: so.Mapped[Optional[str]] = so.mapped_column(sa.String(20))
     units_kwh: so.Mapped[Optional[str]] = so.mapped_column(sa.String(20))
     receipt_reference: so.Mapped[Optional[str]] = so.mapped_column(sa.String(64))
+    # What the disco returned with a delivery, when it did (reference/vtpass-api.md,
+    # "pay / requery, prepaid, extra fields"): shown to the customer on success.
+    tariff: so.Mapped[Optional[str]] = so.mapped_column(sa.String(100))
+    #: Arrears the disco deducted from this purchase before computing units.
+    debt_kobo: so.Mapped[Optional[int]] = so.mapped_column(sa.BigInteger)
+    #: Key-change tokens (STS KCT): entered on the meter, in order, before the token.
+    kct1: so.Mapped[Optional[str]] = so.mapped_column(sa.String(20))
+    kct2: so.Mapped[Optional[str]] = so.mapped_column(sa.String(20))
+    #: The disco's own reference for the order (VTpass ``exchangeReference``), for disputes.
+    exchange_reference: so.Mapped[Optional[str]] = so.mapped_column(sa.String(64))
     provider_code: so.Mapped[Optional[str]] = so.mapped_column(sa.String(40))
     provider_message: so.Mapped[Optional[str]] = so.mapped_column(sa.String(500))
     vend_attempts: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
@@ -374,12 +384,58 @@ class Payment(db.Model):
     @property
     def token_groups(self) -> Optional[str]:
         """The 20-digit token as five groups of four (``1234-5678-...``)."""
-        if not self.token:
-            return None
-        return "-".join(self.token[i : i + 4] for i in range(0, len(self.token), 4))
+        return group_digits(self.token)
+
+    @property
+    def kct_groups(self) -> list[str]:
+        """The key-change tokens in the order they are entered, grouped in fours."""
+        return [group_digits(kct) for kct in (self.kct1, self.kct2) if kct]
 
     def __repr__(self) -> str:
         return f"<Payment {self.reference} {self.status}>"
+
+
+def group_digits(digits: Optional[str]) -> Optional[str]:
+    """A 20-digit STS token as five groups of four (``1234-5678-...``), as
+    meters and receipts print it (reference/vtpass-api.md, Tokens)."""
+    if not digits:
+        return None
+    return "-".join(digits[i : i + 4] for i in range(0, len(digits), 4))
+
+
+class SavedMeter(db.Model):
+    """A meter a customer has bought for (a beneficiary), saved on a successful
+    purchase only. One row per (user, disco, meter number)."""
+
+    __tablename__ = "saved_meters"
+    __table_args__ = (
+        sa.UniqueConstraint("user_id", "service_id", "meter_number"),
+        sa.CheckConstraint(_in("meter_type", METER_TYPES), name="meter_type_known"),
+        sa.Index("ix_saved_meters_user_id_last_paid_at", "user_id", "last_paid_at"),
+    )
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("users.id"))
+    service_id: so.Mapped[str] = so.mapped_column(sa.String(40))
+    meter_type: so.Mapped[str] = so.mapped_column(sa.String(16))
+    meter_number: so.Mapped[str] = so.mapped_column(sa.String(20))
+    #: The name on the meter as the disco verified it.
+    customer_name: so.Mapped[Optional[str]] = so.mapped_column(sa.String(200))
+    #: The customer's own name for it ("Mum's flat"); None until they set one.
+    nickname: so.Mapped[Optional[str]] = so.mapped_column(sa.String(60))
+    last_amount_kobo: so.Mapped[int] = so.mapped_column(sa.BigInteger)
+    last_phone: so.Mapped[str] = so.mapped_column(sa.String(20))
+    purchase_count: so.Mapped[int] = so.mapped_column(default=1, server_default="1")
+    last_paid_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), default=utcnow)
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), default=utcnow)
+
+    @property
+    def label(self) -> str:
+        """What the customer calls this meter: the nickname, else the name on it."""
+        return self.nickname or self.customer_name or self.meter_number
+
+    def __repr__(self) -> str:
+        return f"<SavedMeter {self.service_id} {self.meter_number}>"
 
 
 class PaymentEvent(db.Model):

@@ -50,7 +50,7 @@ from typing import Any, Optional
 import sqlalchemy as sa
 from flask import current_app
 
-from billvend import ledger
+from billvend import journey, ledger
 from billvend.clock import db_now
 from billvend.config import vend_deadline_seconds
 from billvend.extensions import db
@@ -617,6 +617,7 @@ def apply_result(payment_id: int, from_status: str, result: VendResult, *,
             message=result.message or "Delivered", now=now,
             needs_attention=False, next_requery_at=None, **proof,
         ):
+            journey.record_delivery(payment_id, result)
             return NOTHING
         _record_late_delivery(payment_id, from_status, result, proof, now)
         return NOTHING

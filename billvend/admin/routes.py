@@ -189,6 +189,12 @@ def refund(reference: str):
     form = ReasonForm(prefix="refund")
     if not form.validate_on_submit():
         return _render_payment(payment, 422, refund_form=form)
+    if request.form.get("refund-review") and not request.form.get("refund-confirmed"):
+        # Our page's refund form: a refund cannot be undone, so ask once more
+        # on a page of its own (works without JavaScript). A client posting
+        # only the documented fields acts at once, as before.
+        return render_template("admin/refund_confirm.html", payment=payment, form=form,
+                               disco_name=DISCOS.get(payment.service_id))
     return _after_action(payment, services.refund(current_user, payment.id, form.reason.data.strip()))
 
 

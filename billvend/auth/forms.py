@@ -3,11 +3,38 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, PasswordField, SubmitField
-from wtforms.validators import DataRequired, Email, EqualTo, Length
+from wtforms import BooleanField, EmailField, PasswordField, StringField, SubmitField, TelField
+from wtforms.validators import DataRequired, Email, EqualTo, Length, Optional, ValidationError
 
 
-class SignupForm(FlaskForm):
+def _nigerian_phone(form, field):
+    from billvend.bills.forms import normalise_phone
+
+    if field.data:
+        phone = normalise_phone(field.data)
+        if phone is None:
+            raise ValidationError("Enter a Nigerian mobile number, like 08031234567.")
+        field.data = phone
+
+
+class ProfileDetailsMixin:
+    """Full name and phone: asked at signup, and once of accounts made before
+    signup asked. Optional, so a client posting only email and passwords
+    still signs up; the phone pre-fills payments."""
+
+    full_name = StringField(
+        "Full name",
+        validators=[Optional(), Length(max=120, message="Use at most 120 characters.")],
+        filters=[lambda value: value.strip() if isinstance(value, str) else value],
+    )
+    phone = TelField(
+        "Phone number",
+        validators=[Optional(), _nigerian_phone],
+        description="Where your tokens are sent. We fill it in for each payment.",
+    )
+
+
+class SignupForm(ProfileDetailsMixin, FlaskForm):
     email = EmailField(
         "Email",
         validators=[DataRequired(message="Enter your email address."),
@@ -40,3 +67,10 @@ class LoginForm(FlaskForm):
 
 class LogoutForm(FlaskForm):
     submit = SubmitField("Log out")
+
+
+class ProfileDetailsForm(ProfileDetailsMixin, FlaskForm):
+    """The dashboard's one-time "add your name and phone" prompt."""
+
+    submit = SubmitField("Save")
+    later = SubmitField("Not now")

@@ -34,7 +34,8 @@ def signup():
         if db.session.scalar(sa.select(User.id).where(User.email == email)) is not None:
             form.email.errors.append("An account with this email already exists. Log in instead.")
         else:
-            user = User(email=email)
+            user = User(email=email, full_name=form.full_name.data or None,
+                        phone=form.phone.data or None)
             user.set_password(form.password.data)
             db.session.add(user)
             ledger.open_wallet(user)

@@ -83,24 +83,37 @@ def verified_meter_key(service_id: str, meter_type: str, meter_number: str) -> s
     return f"{service_id}:{meter_type}:{meter_number}"
 
 
+#: One-tap amounts on the pay form, in naira (what VTpass and bank apps offer).
+QUICK_AMOUNTS_NAIRA = (1_000, 2_000, 5_000, 10_000)
+
+
 class ElectricityForm(MeterForm):
     amount = NairaField("Amount (₦)", min_key="MIN_PAYMENT_KOBO", max_key="MAX_PAYMENT_KOBO")
+    # Not a contract field: the quick-amount chips. Without JavaScript a chip
+    # chosen with the amount box left empty becomes the amount (the route
+    # copies it over before validation); with JavaScript a chip fills the box.
+    quick_amount = RadioField(
+        "Quick amounts",
+        choices=[SelectChoice(str(naira), f"₦{naira:,}") for naira in QUICK_AMOUNTS_NAIRA],
+        validate_choice=False,
+    )
     phone = StringField(
         "Phone number",
         validators=[DataRequired(message="Enter a phone number for the receipt."), NigerianPhone()],
         render_kw={"inputmode": "tel", "autocomplete": "tel"},
     )
     idempotency_key = idempotency_key_field()
-    # Set when the customer has been shown the name on this exact meter (by
-    # the htmx verification, or on the confirm step). Not a security check:
-    # the server verifies the meter again on every submit.
+    # Set by the review step only (bills/confirm.html): the customer has seen
+    # the summary (name on this exact meter, amount, no fee, total, phone).
+    # Not a security check: the server verifies the meter again on every
+    # submit; the review's own form carries the other values hidden.
     verified_meter = HiddenField()
     # Rendered by our own pay page. A submission from that page without a
-    # matching ``verified_meter`` (no JavaScript, or the meter changed)
-    # gets the confirm step with the name before any debit. A client that
-    # posts only the documented fields (DESIGN.md, Pages and URLs) keeps the
-    # contract: verified on the server, then paid, 303 to the payment.
+    # matching ``verified_meter`` gets the review step before any debit,
+    # with or without JavaScript. A client that posts only the documented
+    # fields (DESIGN.md, Pages and URLs) keeps the contract: verified on the
+    # server, then paid, 303 to the payment.
     confirm_meter = HiddenField()
-    # The confirm step's "Change details" button.
+    # The review step's "Change details" button.
     edit = SubmitField("Change details")
     submit = SubmitField("Pay")

@@ -1,35 +1,41 @@
 """Pay for electricity, verify a meter, and watch a payment until it is final.
 
-The pay page never debits a wallet before the customer has seen the name on
-the meter: with JavaScript the htmx verification shows it beside the form
-(and marks the form ``verified_meter``); without JavaScript the first valid
-submit (the page's form carries ``confirm_meter``) renders a confirm step with
-the name, and the second pays. A client posting just the documented fields
-is verified and paid at once (303), as DESIGN.md's URL contract says. Both steps
-carry the same ``idempotency_key``. The meter is verified with the provider
-again on every submit, so an invalid meter is refused before any debit.
+Review before debit, on every path of our own pages: the pay page's form
+carries ``confirm_meter``, and a submission from it goes to the review step
+(bills/confirm.html: disco, meter, name and address, meter type, amount, "No
+fee", total, phone, and a "Pay ₦…" button) unless it carries the review's own
+``verified_meter`` for this exact meter; with or without JavaScript. Only the
+review step sets ``verified_meter`` (the htmx check shows the name but does
+not), so no submit of the form itself debits. A client posting just the
+documented fields is verified and paid at once (303), as DESIGN.md's URL
+contract says. Both steps carry the same ``idempotency_key``. The meter is
+verified with the provider again on every submit, so an invalid meter, or an
+amount below the meter's own minimum, is refused before any debit.
 """
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, request, url_for
+import sqlalchemy as sa
+from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
+from werkzeug.datastructures import MultiDict
 
 from billvend import ledger, payments, tasks
 from billvend.bills import bp
-from billvend.bills.forms import ElectricityForm, MeterForm
-from billvend.money import format_naira
+from billvend.bills.forms import QUICK_AMOUNTS_NAIRA, ElectricityForm, MeterForm
+from billvend.extensions import db
+from billvend.models import METER_TYPES, SavedMeter, utcnow
+from billvend.money import format_naira, kobo_to_naira_input
 from billvend.providers import DISCOS, get_provider
 
 DISCO_DOWN_MESSAGE = "We could not reach the disco to check this meter. Please try again in a minute."
 
 
 def _render_form(form: ElectricityForm, verification=None, status: int | None = None):
-    verified_key = form.meter_key() if verification is not None and verification.is_valid else None
     if status is None:
         status = 422 if form.errors else 200
     return render_template("bills/electricity.html", form=form, verification=verification,
-                           verified_key=verified_key), status
+                           quick_amounts=QUICK_AMOUNTS_NAIRA), status
 
 
 def _pay(form: ElectricityForm, verification=None):
@@ -64,15 +70,57 @@ def _pay(form: ElectricityForm, verification=None):
     return redirect(url_for("bills.payment", reference=payment.reference), code=303)
 
 
+def _posted_form() -> ElectricityForm:
+    """The pay form from this request. A quick-amount chip chosen while the
+    amount box is empty (no JavaScript) becomes the amount; "Switch to
+    prepaid/postpaid" sets the meter type."""
+    if request.method != "POST":
+        return ElectricityForm()
+    data = MultiDict(request.form)
+    quick = data.get("quick_amount", "")
+    if not data.get("amount", "").strip() and quick.isdigit() and int(quick) in QUICK_AMOUNTS_NAIRA:
+        data["amount"] = quick
+    switch = data.get("switch_meter_type")
+    if switch in METER_TYPES:
+        data["meter_type"] = switch
+    return ElectricityForm(formdata=data)
+
+
+def _prefill(form: ElectricityForm) -> None:
+    """A new pay form, pre-filled from a saved meter (``?meter=<id>``: "Buy
+    again") and with the customer's phone. Another customer's meter is a 404."""
+    meter_id = request.args.get("meter", type=int)
+    if meter_id is not None:
+        saved = db.session.scalar(sa.select(SavedMeter).where(
+            SavedMeter.id == meter_id, SavedMeter.user_id == current_user.id))
+        if saved is None:
+            abort(404)
+        form.disco.data = saved.service_id
+        form.meter_type.data = saved.meter_type
+        form.meter_number.data = saved.meter_number
+        form.amount.data = kobo_to_naira_input(saved.last_amount_kobo).removesuffix(".00")
+        form.phone.data = saved.last_phone
+    if not form.phone.data and current_user.phone:
+        form.phone.data = current_user.phone
+
+
 @bp.route("/bills/electricity", methods=["GET", "POST"])
 @login_required
 def electricity():
-    form = ElectricityForm()
-    if request.method == "POST" and form.edit.data:
-        # "Change details" on the confirm step: the filled-in form again,
+    form = _posted_form()
+    if request.method == "GET":
+        _prefill(form)
+        return _render_form(form)
+    if form.edit.data:
+        # "Change details" on the review step: the filled-in form again,
         # same idempotency key, nothing checked or charged.
         return _render_form(form, status=200)
+    switching = request.form.get("switch_meter_type") in METER_TYPES
     if not form.validate_on_submit():
+        if switching:
+            # Only the type changed: show the form again (checked with the
+            # new type when the meter number is complete), no errors yet.
+            return _render_switched(form)
         return _render_form(form)
 
     if payments.find_by_key(current_user.id, form.idempotency_key.data) is not None:
@@ -83,20 +131,19 @@ def electricity():
         form.disco.data, form.meter_number.data, form.meter_type.data
     )
     if verification.status == "invalid":
-        form.meter_number.errors.append(
-            verification.message or "This meter number was not found at the disco."
-        )
+        form.meter_number.errors.append(_invalid_message(verification))
         return _render_form(form, verification)
     if verification.status == "error":
         form.meter_number.errors.append(DISCO_DOWN_MESSAGE)
         return _render_form(form, verification)
+    if switching:
+        return _render_form(form, verification, status=200)
     minimum_kobo = verification.min_purchase_kobo
     if minimum_kobo and form.amount.kobo < minimum_kobo:
         form.amount.errors.append(f"The smallest amount for this meter is {format_naira(minimum_kobo)}.")
         return _render_form(form, verification)
     if form.confirm_meter.data and form.verified_meter.data != form.meter_key():
-        # A customer on our pay page has not seen the name on this meter yet
-        # (no JavaScript, or the meter changed since): confirm first.
+        # Our own pay page: one summary before any money moves.
         return render_template(
             "bills/confirm.html", form=form, verification=verification,
             verified_key=form.meter_key(), disco_name=DISCOS[form.disco.data],
@@ -104,23 +151,47 @@ def electricity():
     return _pay(form, verification)
 
 
+def _render_switched(form: ElectricityForm):
+    for field in form:
+        field.errors = []
+    return _render_form(form, status=200)
+
+
+def _invalid_message(verification) -> str:
+    """The one message for a meter the disco refused (shown once, by the field)."""
+    if verification.other_meter_type:
+        return (f"The disco says this is a {verification.other_meter_type} meter. "
+                f"Switch to {verification.other_meter_type} to continue.")
+    return verification.message or "We could not find this meter at the disco. Check the number and the disco."
+
+
 @bp.route("/bills/electricity/verify", methods=["POST"])
 @login_required
 def verify():
-    """htmx: the customer behind a meter (name and address), "meter not
-    found", or that the disco cannot be reached; empty until the disco, type
-    and meter number are complete."""
+    """htmx: the customer behind a meter (name, address, the meter's
+    minimum), "meter not found" (with a one-tap type switch when the disco
+    says the meter is of the other type), that the disco cannot be reached,
+    or an inline hint for a number that cannot be a meter yet; empty until
+    the disco and meter number are there."""
     form = MeterForm()
     verification = None
-    verified_key = None
+    hint = None
     if form.validate():
         verification = get_provider().verify_meter(
             form.disco.data, form.meter_number.data, form.meter_type.data
         )
-        if verification.is_valid:
-            verified_key = form.meter_key()
+    elif form.meter_number.data and form.meter_number.errors:
+        hint = _meter_number_hint(form.meter_number.data)
     return render_template("bills/_verification.html", form=form, verification=verification,
-                           verified_key=verified_key)
+                           hint=hint, inline=True)
+
+
+def _meter_number_hint(number: str) -> str:
+    if not number.isdigit():
+        return "A meter number has digits only."
+    if len(number) < 10:
+        return f"Keep going: a meter number has 10 to 13 digits ({len(number)} so far)."
+    return f"That is {len(number)} digits; a meter number has 10 to 13."
 
 
 def _payment_or_404(reference: str):
@@ -130,11 +201,34 @@ def _payment_or_404(reference: str):
     return payment
 
 
+def _page_context(payment) -> dict:
+    """What the payment's pages show besides the payment: the disco's name,
+    how long the customer has waited, and whether to say it is slow (after
+    ``SLOW_PAYMENT_NOTICE_SECONDS``) or give the support contact (after
+    ``UNKNOWN_ALERT_AGE_SECONDS``, or once an admin has been alerted)."""
+    config = current_app.config
+    end = payment.finalized_at or utcnow()
+    elapsed_seconds = max(0, int((end - payment.created_at).total_seconds()))
+    waiting = not payment.is_final and payment.status != "failed"
+    return {
+        "payment": payment,
+        "disco_name": DISCOS.get(payment.service_id),
+        "saved_meter": db.session.scalar(sa.select(SavedMeter).where(
+            SavedMeter.user_id == payment.user_id, SavedMeter.service_id == payment.service_id,
+            SavedMeter.meter_number == payment.meter_number)),
+        "elapsed_seconds": elapsed_seconds,
+        "slow": waiting and elapsed_seconds >= config["SLOW_PAYMENT_NOTICE_SECONDS"],
+        "show_support": waiting and (payment.needs_attention
+                                     or elapsed_seconds >= config["UNKNOWN_ALERT_AGE_SECONDS"]),
+        "support_contact": config["SUPPORT_CONTACT"],
+    }
+
+
 @bp.route("/payments/<reference>")
 @login_required
 def payment(reference: str):
     payment = _payment_or_404(reference)
-    return render_template("bills/payment.html", payment=payment, disco_name=DISCOS.get(payment.service_id))
+    return render_template("bills/payment.html", **_page_context(payment))
 
 
 @bp.route("/payments/<reference>/status")
@@ -144,7 +238,7 @@ def payment_status(reference: str):
     if request.headers.get("HX-Request") != "true":
         # A full page load gets the full page: works without JavaScript.
         return redirect(url_for("bills.payment", reference=reference))
-    return render_template("bills/_status.html", payment=payment, disco_name=DISCOS.get(payment.service_id))
+    return render_template("bills/_status.html", **_page_context(payment))
 
 
 @bp.route("/payments/<reference>/receipt")
@@ -152,4 +246,18 @@ def payment_status(reference: str):
 def receipt(reference: str):
     """A printable receipt for one payment (owner or admin, else 404)."""
     payment = _payment_or_404(reference)
-    return render_template("bills/receipt.html", payment=payment, disco_name=DISCOS.get(payment.service_id))
+    return render_template("bills/receipt.html", **_page_context(payment))
+
+
+@bp.route("/payments/<reference>/receipt.pdf")
+@login_required
+def receipt_pdf(reference: str):
+    """The receipt as a PDF (proof of payment); owner or admin, else 404."""
+    from billvend.statements import receipt_pdf as render_receipt
+
+    payment = _payment_or_404(reference)
+    body = render_receipt(payment, DISCOS.get(payment.service_id, payment.service_id))
+    return Response(body, mimetype="application/pdf", headers={
+        "Content-Disposition": f'attachment; filename="billvend-receipt-{payment.reference}.pdf"',
+        "Cache-Control": "no-store",
+    })

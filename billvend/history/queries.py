@@ -1,21 +1,36 @@
-"""Statement queries shared by the history page and the dashboard."""
+"""Statement queries shared by the history page, its downloads and the dashboard."""
 
 from __future__ import annotations
 
-from typing import Optional
+import re
+from datetime import date, datetime, time, timedelta
+from typing import Iterable, Optional
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from billvend.models import LedgerEntry, Payment, Transfer
+from billvend.models import LedgerEntry, Payment, SavedMeter, Transfer
+
+
+def _lagos_midnight(day: date) -> datetime:
+    from billvend.payments import LAGOS
+
+    return datetime.combine(day, time.min, tzinfo=LAGOS)
 
 
 def statement_query(wallet_id: int, *, kind: Optional[str] = None,
-                    status: Optional[str] = None) -> sa.Select:
+                    status: Optional[str] = None, statuses: Optional[Iterable[str]] = None,
+                    search: Optional[str] = None, date_from: Optional[date] = None,
+                    date_to: Optional[date] = None) -> sa.Select:
     """Ledger entries of one wallet, newest first, with their transfer and payment.
 
     :param kind: keep only transfers of this kind.
     :param status: keep only entries caused by payments in this status.
+    :param statuses: keep only entries caused by payments in one of these statuses.
+    :param search: a meter number, token (dashes and spaces ignored), payment
+        reference or the disco's reference: entries of matching payments.
+    :param date_from: first day (Africa/Lagos) to include.
+    :param date_to: last day (Africa/Lagos) to include.
     """
     query = (
         sa.select(LedgerEntry)
@@ -29,4 +44,29 @@ def statement_query(wallet_id: int, *, kind: Optional[str] = None,
         query = query.where(Transfer.kind == kind)
     if status:
         query = query.where(Payment.status == status)
+    if statuses:
+        query = query.where(Payment.status.in_(tuple(statuses)))
+    if search:
+        text = search.strip()
+        digits = re.sub(r"[\s\-]", "", text)
+        query = query.where(sa.or_(
+            Payment.meter_number == digits,
+            Payment.token == digits,
+            Payment.reference == text.lower(),
+            Payment.exchange_reference == text,
+            Payment.receipt_reference == text,
+        ))
+    if date_from:
+        query = query.where(LedgerEntry.created_at >= _lagos_midnight(date_from))
+    if date_to:
+        query = query.where(LedgerEntry.created_at < _lagos_midnight(date_to + timedelta(days=1)))
     return query
+
+
+def meter_labels(user_id: int) -> dict[tuple[str, str], str]:
+    """``{(service_id, meter_number): nickname}`` of the customer's named meters."""
+    rows = sa.select(SavedMeter.service_id, SavedMeter.meter_number, SavedMeter.nickname).where(
+        SavedMeter.user_id == user_id, SavedMeter.nickname.is_not(None))
+    from billvend.extensions import db
+
+    return {(r.service_id, r.meter_number): r.nickname for r in db.session.execute(rows)}

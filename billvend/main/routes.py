@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import jsonify, render_template
-from flask_login import current_user
+from flask import flash, jsonify, redirect, render_template, session, url_for
+from flask_login import current_user, login_required
 
 from billvend.extensions import db
 from billvend.queue import huey
 from billvend.main import bp
 from billvend.history.queries import statement_query
-from billvend.models import FINAL_STATUSES, Payment
+from billvend.models import FINAL_STATUSES, Payment, User
+from billvend.transactions import unit_of_work
+
+#: Session flag: the customer answered the "add your name and phone" prompt
+#: (saved or "Not now"), so it is not asked again.
+PROFILE_PROMPT_DONE = "profile_prompt_done"
 
 
 @bp.route("/")
@@ -25,7 +30,60 @@ def index():
         .order_by(Payment.created_at.desc())
         .limit(5)
     ).all()
-    return render_template("main/dashboard.html", wallet=wallet, recent=recent, in_flight=in_flight)
+    return render_template("main/dashboard.html", wallet=wallet, recent=recent, in_flight=in_flight,
+                           buy_again=_buy_again(current_user.id), profile_form=_profile_prompt())
+
+
+def _buy_again(user_id: int, limit: int = 4) -> list:
+    """The dashboard's "Buy again" meters: the last used, then the most used,
+    without repeats."""
+    from billvend.meters.routes import saved_meters_of
+
+    chosen = []
+    for meter in saved_meters_of(user_id, limit=2) + saved_meters_of(user_id, order="most_used", limit=limit):
+        if meter not in chosen:
+            chosen.append(meter)
+    return chosen[:limit]
+
+
+def _profile_prompt():
+    """The one-time prompt for a name and phone, for accounts made before
+    signup asked for them; None once answered or when nothing is missing."""
+    from billvend.auth.forms import ProfileDetailsForm
+
+    if current_user.phone or session.get(PROFILE_PROMPT_DONE):
+        return None
+    return ProfileDetailsForm(full_name=current_user.full_name)
+
+
+@bp.route("/profile-prompt", methods=["POST"])
+@login_required
+def profile_prompt():
+    """Save (or decline, "Not now") the dashboard's name-and-phone prompt.
+    Either way it is not asked again; the account page edits them later."""
+    from billvend.auth.forms import ProfileDetailsForm
+
+    form = ProfileDetailsForm()
+    if form.later.data:
+        session[PROFILE_PROMPT_DONE] = True
+        return redirect(url_for("main.index"), code=303)
+    if not form.validate_on_submit():
+        wallet = current_user.wallet
+        recent = db.session.scalars(statement_query(wallet.id).limit(5)).unique().all()
+        return render_template("main/dashboard.html", wallet=wallet, recent=recent, in_flight=[],
+                               buy_again=_buy_again(current_user.id), profile_form=form), 422
+    _save_profile(current_user.id, form.full_name.data or None, form.phone.data or None)
+    session[PROFILE_PROMPT_DONE] = True
+    flash("Thanks! Your phone number will be filled in for each payment.", "success")
+    return redirect(url_for("main.index"), code=303)
+
+
+@unit_of_work
+def _save_profile(user_id: int, full_name: str | None, phone: str | None) -> None:
+    values = {"phone": phone}
+    if full_name:
+        values["full_name"] = full_name
+    db.session.execute(sa.update(User).where(User.id == user_id).values(**values))
 
 
 @bp.route("/healthz")

@@ -61,6 +61,13 @@ class VendResult:
     ``units_kwh`` is a decimal string ("79.9"); ``token`` is 20 digits for a
     delivered prepaid order; ``receipt_reference`` is the provider's
     reference for the order (the only proof for postpaid).
+
+    Extra details a disco may return with a delivery (reference/vtpass-api.md,
+    "pay / requery, prepaid, extra fields"), each None when absent:
+    ``tariff`` (the tariff class, e.g. "R2 SINGLE PHASE RESIDENTIAL"),
+    ``debt_kobo`` (arrears deducted before units were computed), ``kct1`` and
+    ``kct2`` (20-digit key-change tokens, entered before the token) and
+    ``exchange_reference`` (the disco's own reference, for disputes).
     """
 
     status: VendStatus
@@ -69,6 +76,11 @@ class VendResult:
     token: Optional[str] = None
     units_kwh: Optional[str] = None
     receipt_reference: Optional[str] = None
+    tariff: Optional[str] = None
+    debt_kobo: Optional[int] = None
+    kct1: Optional[str] = None
+    kct2: Optional[str] = None
+    exchange_reference: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,9 @@ class MeterVerification:
     meter_type: Optional[str] = None
     min_purchase_kobo: Optional[int] = None
     message: str = ""
+    #: On ``invalid`` because the meter is of the other type: that type
+    #: (the page offers a one-tap switch); else None.
+    other_meter_type: Optional[str] = None
 
     @property
     def is_valid(self) -> bool:

@@ -25,6 +25,9 @@ UNEXPECTED_METER = "500000000000"  # garbled answer; the order was vended
 INVALID_METER = "0000000000000"  # no such meter
 DRIP_METER = "600000000000"  # the pay answer drips in slowly, then delivers
 LATE_RECORD_METER = "700000000000"  # no answer; requery says 015 for a while, then delivered
+# Prepaid success that needs the two key-change tokens first and carries a
+# debt deduction: shows everything a disco may return with a token.
+KCT_METER = "1212121212121"
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class Behaviour:
 
 FIXED_BEHAVIOURS: dict[str, Behaviour] = {
     PREPAID_SUCCESS_METER: Behaviour("delivered", True, "delivered"),
+    KCT_METER: Behaviour("delivered", True, "delivered"),
     POSTPAID_SUCCESS_METER: Behaviour("delivered", True, "delivered"),
     PENDING_METER: Behaviour("pending", True, "delivered", "PROCESSING"),
     TIMEOUT_METER: Behaviour("timeout", True, "delivered", "TIMEOUT"),
@@ -62,8 +66,26 @@ FIXED_BEHAVIOURS: dict[str, Behaviour] = {
 
 METER_TYPES_OF_TEST_METERS = {
     PREPAID_SUCCESS_METER: "prepaid",
+    KCT_METER: "prepaid",
     POSTPAID_SUCCESS_METER: "postpaid",
 }
+
+# The smallest purchase each disco accepts, in kobo (reference/vtpass-api.md,
+# merchant-verify ``Min_Purchase_Amount``: "e.g. ₦1,000+ at some discos").
+# Made-up but realistic: most discos take ₦500 on prepaid, some ₦1,000;
+# postpaid bills start at ₦1,000.
+DEFAULT_MIN_PURCHASE_KOBO = 500_00
+_MIN_PURCHASE_KOBO = {
+    "abuja-electric": 1_000_00,
+    "kano-electric": 1_000_00,
+    "jos-electric": 1_000_00,
+    "yola-electric": 1_000_00,
+}
+POSTPAID_MIN_PURCHASE_KOBO = 1_000_00
+
+# NERC tariff classes, as discos print them on receipts.
+_TARIFF_CLASSES = ["R2 SINGLE PHASE RESIDENTIAL", "R2 THREE PHASE RESIDENTIAL",
+                   "C1 SINGLE PHASE COMMERCIAL", "A1 BAND A RESIDENTIAL"]
 
 # Tariff used to turn naira into kWh: NERC's Band A rate (₦/kWh, 2024 order).
 TARIFF_NAIRA_PER_KWH = Decimal("206.80")
@@ -137,3 +159,49 @@ def receipt_reference_for(request_id: str) -> str:
     """A stable provider-side reference (VTpass ``exchangeReference`` style)."""
     rng = _rng("receipt", request_id)
     return "EXR" + "".join(str(rng.randint(0, 9)) for _ in range(12))
+
+
+def min_purchase_kobo(service_id: str, meter_type: str) -> int:
+    """The smallest purchase (kobo) the disco accepts for this meter type."""
+    if meter_type == "postpaid":
+        return POSTPAID_MIN_PURCHASE_KOBO
+    return _MIN_PURCHASE_KOBO.get(service_id, DEFAULT_MIN_PURCHASE_KOBO)
+
+
+@dataclass(frozen=True)
+class DeliveryDetails:
+    """What a disco returns with a prepaid token besides the token itself."""
+
+    units_kwh: str
+    tariff: str
+    debt_kobo: Optional[int]
+    kct1: Optional[str]
+    kct2: Optional[str]
+
+
+def delivery_details_for(meter_number: str, request_id: str, amount_kobo: int) -> DeliveryDetails:
+    """Tariff, debt deducted, key-change tokens and units for a prepaid order.
+
+    Stable per meter (tariff, whether it owes, whether it needs a key change)
+    and per order (the KCT digits). ``KCT_METER`` always needs a key change
+    and owes ₦350; the other test meters never do; any other meter: one in
+    ten owes, one in twenty needs KCTs.
+    """
+    rng = _rng("meter-details", meter_number)
+    tariff = rng.choice(_TARIFF_CLASSES)
+    owes = rng.random() < 0.1
+    needs_kct = rng.random() < 0.05
+    if meter_number in FIXED_BEHAVIOURS:
+        # The documented test meters behave as documented: plain tokens,
+        # except the one that exists to show a key change and a debt.
+        owes = needs_kct = meter_number == KCT_METER
+    debt_kobo = None
+    if owes:
+        debt_kobo = 350_00 if meter_number == KCT_METER else rng.choice([150_00, 420_50, 1_000_00])
+        debt_kobo = min(debt_kobo, amount_kobo // 2)
+    kct1 = kct2 = None
+    if needs_kct:
+        order_rng = _rng("kct", request_id)
+        kct1 = "".join(str(order_rng.randint(0, 9)) for _ in range(20))
+        kct2 = "".join(str(order_rng.randint(0, 9)) for _ in range(20))
+    return DeliveryDetails(units_kwh_for(amount_kobo - (debt_kobo or 0)), tariff, debt_kobo, kct1, kct2)

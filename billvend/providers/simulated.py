@@ -72,10 +72,12 @@ class SimulatedProvider:
         actual_type = outcomes.METER_TYPES_OF_TEST_METERS.get(meter_number, meter_type)
         if actual_type != meter_type:
             return MeterVerification(
-                "invalid", message=f"This is a {actual_type} meter, not {meter_type}"
+                "invalid", message=f"This is a {actual_type} meter, not {meter_type}",
+                other_meter_type=actual_type,
             )
         name, address = outcomes.customer_for(meter_number, service_id)
-        return MeterVerification("valid", customer_name=name, address=address, meter_type=actual_type)
+        return MeterVerification("valid", customer_name=name, address=address, meter_type=actual_type,
+                                 min_purchase_kobo=outcomes.min_purchase_kobo(service_id, actual_type))
 
     def vend(self, request_id: str, service_id: str, meter_number: str, meter_type: str,
              amount_kobo: int, phone: str) -> VendResult:
@@ -110,14 +112,15 @@ class SimulatedProvider:
                     status=status,
                     code=behaviour.code,
                     token=self._token(request_id, meter_type) if delivered else None,
-                    units_kwh=self._units(amount_kobo, meter_type) if delivered else None,
+                    units_kwh=(self._units(meter_number, request_id, amount_kobo, meter_type)
+                               if delivered else None),
                     pay_calls=1,
                     requery_calls=0,
                     created_at=utcnow(),
                 )
             )
         if behaviour.answer == "delivered":
-            return self._delivered(request_id, meter_type, amount_kobo)
+            return self._delivered(request_id, meter_number, meter_type, amount_kobo)
         if behaviour.answer == "failed":
             return VendResult(FAILED, behaviour.code, _MESSAGES[behaviour.code])
         return VendResult(PENDING, behaviour.code, _MESSAGES[behaviour.code])
@@ -141,12 +144,13 @@ class SimulatedProvider:
                 values["status"] = status
                 if status == DELIVERED:
                     values["token"] = self._token(request_id, order.meter_type)
-                    values["units_kwh"] = self._units(order.amount_kobo, order.meter_type)
+                    values["units_kwh"] = self._units(order.meter_number, request_id,
+                                                      order.amount_kobo, order.meter_type)
             conn.execute(
                 sa.update(_ORDERS).where(_ORDERS.c.request_id == request_id).values(**values)
             )
         if status == DELIVERED:
-            return self._delivered(request_id, order.meter_type, order.amount_kobo)
+            return self._delivered(request_id, order.meter_number, order.meter_type, order.amount_kobo)
         return VendResult(FAILED, order.code, _MESSAGES.get(order.code or "", "Failed"))
 
     @staticmethod
@@ -154,15 +158,25 @@ class SimulatedProvider:
         return outcomes.token_for(request_id) if meter_type == "prepaid" else None
 
     @staticmethod
-    def _units(amount_kobo: int, meter_type: str) -> str | None:
-        return outcomes.units_kwh_for(amount_kobo) if meter_type == "prepaid" else None
+    def _units(meter_number: str, request_id: str, amount_kobo: int, meter_type: str) -> str | None:
+        if meter_type != "prepaid":
+            return None
+        return outcomes.delivery_details_for(meter_number, request_id, amount_kobo).units_kwh
 
-    def _delivered(self, request_id: str, meter_type: str, amount_kobo: int) -> VendResult:
+    def _delivered(self, request_id: str, meter_number: str, meter_type: str,
+                   amount_kobo: int) -> VendResult:
+        reference = outcomes.receipt_reference_for(request_id)
+        extras = {}
+        if meter_type == "prepaid":
+            details = outcomes.delivery_details_for(meter_number, request_id, amount_kobo)
+            extras = {"units_kwh": details.units_kwh, "tariff": details.tariff,
+                      "debt_kobo": details.debt_kobo, "kct1": details.kct1, "kct2": details.kct2}
         return VendResult(
             DELIVERED,
             code="delivered",
             message="Transaction successful",
             token=self._token(request_id, meter_type),
-            units_kwh=self._units(amount_kobo, meter_type),
-            receipt_reference=outcomes.receipt_reference_for(request_id),
+            receipt_reference=reference,
+            exchange_reference=reference,
+            **extras,
         )

@@ -194,6 +194,29 @@ def parse_units_kwh(units: Any) -> Optional[str]:
         return None
 
 
+def parse_kobo(amount: Any) -> Optional[int]:
+    """A naira amount VTpass sends as a string or number (``"350.00"``) ->
+    kobo; None when absent, zero or garbled (a disco's optional field must
+    never fail a delivery)."""
+    if amount is None or isinstance(amount, bool) or amount == "":
+        return None
+    try:
+        kobo = Decimal(str(amount).replace(",", "").strip()) * 100
+    except InvalidOperation:
+        return None
+    if not kobo.is_finite() or kobo <= 0 or kobo != kobo.to_integral_value() or kobo > 10**15:
+        return None
+    return int(kobo)
+
+
+def _text(value: Any, length: int) -> Optional[str]:
+    """An optional text field, stripped and cut to its column; None if empty."""
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    text = str(value).strip()
+    return text[:length] or None
+
+
 def naira_amount(amount_kobo: int) -> str:
     """Kobo -> the naira amount VTpass expects, exact: 150050 -> ``"1500.50"``,
     150000 -> ``"1500"``."""
@@ -386,14 +409,18 @@ class VTpassProvider:
             )
         actual_type = str(content.get("Meter_Type") or meter_type).strip().lower()
         if actual_type in ("prepaid", "postpaid") and actual_type != meter_type:
-            return MeterVerification("invalid", message=f"This is a {actual_type} meter, not {meter_type}")
+            return MeterVerification("invalid", message=f"This is a {actual_type} meter, not {meter_type}",
+                                     other_meter_type=actual_type)
         can_vend = str(content.get("Can_Vend", "yes")).strip().lower()
         if can_vend in ("no", "false", "0"):
             return MeterVerification("invalid", message="The disco does not allow vending to this meter")
         min_kobo = None
         try:
-            if content.get("Min_Purchase_Amount") not in (None, ""):
-                min_kobo = int(Decimal(str(content["Min_Purchase_Amount"])) * 100)
+            raw_min = content.get("Min_Purchase_Amount")
+            if raw_min in (None, ""):
+                raw_min = content.get("Minimum_Amount")
+            if raw_min not in (None, ""):
+                min_kobo = int(Decimal(str(raw_min)) * 100)
         except (InvalidOperation, ValueError, OverflowError):  # garbage, NaN, Infinity
             min_kobo = None
         return MeterVerification(
@@ -507,6 +534,7 @@ class VTpassProvider:
             # requery (which repeats it) rather than finish without one.
             return VendResult(PENDING, CODE_UNEXPECTED_RESPONSE, "Delivered without a readable token")
         receipt = data.get("exchangeReference") or transaction.get("transactionId")
+        kct1, kct2 = parse_token(_text(data.get("kct1"), 60)), parse_token(_text(data.get("kct2"), 60))
         return VendResult(
             DELIVERED,
             code="delivered",
@@ -514,6 +542,12 @@ class VTpassProvider:
             token=token,
             units_kwh=parse_units_kwh(data.get("units")) if token else None,
             receipt_reference=str(receipt) if receipt else None,
+            tariff=_text(data.get("tariff"), 100),
+            debt_kobo=parse_kobo(data.get("debtAmount")),
+            # Only as a pair: one key-change token alone cannot be entered.
+            kct1=kct1 if kct1 and kct2 else None,
+            kct2=kct2 if kct1 and kct2 else None,
+            exchange_reference=_text(data.get("exchangeReference"), 64),
         )
 
 

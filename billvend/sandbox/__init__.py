@@ -62,8 +62,10 @@ log = logging.getLogger(__name__)
 bp = Blueprint("sandbox", __name__)
 
 REQUEST_ID_RE = re.compile(r"^(\d{12})[A-Za-z0-9_\-]*$")
-# VTpass's electricity limits, in kobo (Min_Purchase_Amount is ₦500).
-MIN_PURCHASE_KOBO = 500_00
+# VTpass's electricity limits, in kobo: the lowest any disco takes (each
+# meter's own minimum, outcomes.min_purchase_kobo, is what merchant-verify
+# answers and pay enforces).
+MIN_PURCHASE_KOBO = outcomes.DEFAULT_MIN_PURCHASE_KOBO
 MAX_PURCHASE_KOBO = 500_000_00
 
 #: outcome-table failure code -> the VTpass answer to ``pay``.
@@ -169,15 +171,21 @@ def _transaction_answer(order: Order, status: str) -> Response:
         body["customerName"] = name
         if order.meter_type == "prepaid":
             token = outcomes.token_for(order.request_id)
-            units = outcomes.units_kwh_for(order.amount_kobo)
-            net_kobo = int(Decimal(order.amount_kobo) / (1 + outcomes.VAT_RATE))
+            details = outcomes.delivery_details_for(order.meter_number, order.request_id,
+                                                    order.amount_kobo)
+            debt_kobo = details.debt_kobo or 0
+            net_kobo = int(Decimal(order.amount_kobo - debt_kobo) / (1 + outcomes.VAT_RATE))
             body.update({
                 "purchased_code": f"Token : {token}",
                 "token": f"Token : {token}",
-                "units": f"{units} kWh",
+                "units": f"{details.units_kwh} kWh",
                 "tokenAmount": _naira(net_kobo),
-                "tariff": f"{outcomes.TARIFF_NAIRA_PER_KWH}/kWh",
+                "taxAmount": _naira(order.amount_kobo - debt_kobo - net_kobo),
+                "debtAmount": _naira(debt_kobo),
+                "tariff": details.tariff,
             })
+            if details.kct1:
+                body.update({"kct1": details.kct1, "kct2": details.kct2})
     return jsonify(body)
 
 
@@ -238,7 +246,7 @@ def merchant_verify():
         "Meter_Type": actual_type.upper(),
         "Customer_Account_Type": "NMD",
         "Can_Vend": "yes",
-        "Min_Purchase_Amount": MIN_PURCHASE_KOBO // 100,
+        "Min_Purchase_Amount": outcomes.min_purchase_kobo(service_id, actual_type) // 100,
         "Customer_Arrears": "0.00",
         "WrongBillersCode": False,
     })
@@ -280,7 +288,7 @@ def pay():
         return _answer("012", "PRODUCT DOES NOT EXIST")
     if not meter_number or not phone or meter_type not in ("prepaid", "postpaid") or amount_kobo is None:
         return _answer("011", "INVALID ARGUMENTS")
-    if amount_kobo < MIN_PURCHASE_KOBO:
+    if amount_kobo < outcomes.min_purchase_kobo(service_id, meter_type):
         return _answer("013", "BELOW MINIMUM AMOUNT ALLOWED")
     if amount_kobo > MAX_PURCHASE_KOBO:
         return _answer("017", "ABOVE MAXIMUM AMOUNT ALLOWED")

@@ -75,6 +75,64 @@
     }
     if (event.target.closest("[data-print]")) {
       window.print();
+      return;
     }
+    var share = event.target.closest("[data-share-text]");
+    if (share && navigator.share) {
+      navigator.share({ title: share.getAttribute("data-share-title") || document.title,
+                        text: share.getAttribute("data-share-text") }).catch(function () {});
+      return;
+    }
+    // "Switch to prepaid/postpaid": tick the other type; htmx checks the
+    // meter again (its trigger listens for the radio's change).
+    var switcher = event.target.closest("[data-switch-meter-type]");
+    if (switcher) {
+      var radio = document.querySelector('input[name="meter_type"][value="' +
+                                         switcher.getAttribute("data-switch-meter-type") + '"]');
+      if (radio) {
+        event.preventDefault();
+        radio.checked = true;
+        radio.dispatchEvent(new Event("change", { bubbles: true }));
+        radio.focus();
+      }
+      return;
+    }
+  });
+
+  // The pay form: quick-amount chips fill the amount box, and the button
+  // states the amount ("Continue · ₦2,000.00").
+  var naira = window.Intl ? new Intl.NumberFormat("en-NG", { style: "currency", currency: "NGN" }) : null;
+  function amountKobo(text) {
+    var cleaned = (text || "").replace(/[\s,₦]/g, "").replace(/^NGN/i, "");
+    if (!/^\d{1,12}(\.\d{1,2})?$/.test(cleaned)) { return null; }
+    var parts = cleaned.split(".");
+    return parseInt(parts[0], 10) * 100 + (parts[1] ? parseInt((parts[1] + "0").slice(0, 2), 10) : 0);
+  }
+  function updatePayButton() {
+    var input = document.getElementById("amount");
+    var button = document.querySelector("[data-pay-button]");
+    if (!input || !button) { return; }
+    var kobo = amountKobo(input.value);
+    button.textContent = (kobo && naira) ? "Continue · " + naira.format(kobo / 100) : "Continue to review";
+  }
+  document.addEventListener("change", function (event) {
+    var chip = event.target.closest("[data-quick-amount]");
+    if (chip) {
+      var input = document.getElementById("amount");
+      if (input) { input.value = chip.getAttribute("data-quick-amount"); }
+      updatePayButton();
+    }
+  });
+  document.addEventListener("input", function (event) {
+    if (event.target.id !== "amount") { return; }
+    var chips = document.querySelectorAll("[data-quick-amount]");
+    for (var i = 0; i < chips.length; i++) {
+      chips[i].checked = chips[i].getAttribute("data-quick-amount") === event.target.value.trim();
+    }
+    updatePayButton();
+  });
+  document.addEventListener("DOMContentLoaded", function () {
+    if (navigator.share) { document.documentElement.classList.add("can-share"); }
+    updatePayButton();
   });
 })();

@@ -19,7 +19,9 @@ def sign_up(page: Page, email: str | None = None) -> str:
     """Create an account through the form; lands on the dashboard."""
     email = email or new_email()
     page.goto("/signup")
+    page.get_by_label("Full name").fill("Ngozi Okafor")
     page.get_by_label("Email").fill(email)
+    page.get_by_label("Phone number").fill("08031234567")
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_label("Confirm password").fill(PASSWORD)
     page.get_by_role("button", name="Create account").click()
@@ -47,11 +49,10 @@ def fill_payment(page: Page, meter_number: str, amount: str, *, disco: str = "Ik
 
 
 def press_pay(page: Page) -> None:
-    """Press Pay on the form. Where the app shows a confirm step first (the
-    name on the meter, when the customer has not seen it yet: no JavaScript,
-    or the htmx check had not answered), confirm with its "Pay ₦..." button.
-    Ends on the payment page, or on the form showing what was wrong."""
-    page.get_by_role("button", name=re.compile(r"^Pay", re.I)).click()
+    """Press "Continue" on the form, then, on the review step (one summary
+    before any money moves, with or without JavaScript), its "Pay ₦..."
+    button. Ends on the payment page, or on the form showing what was wrong."""
+    page.get_by_role("button", name=re.compile(r"^(Continue|Pay)", re.I)).click()
     page.wait_for_load_state()
     confirm = page.get_by_role("button", name=re.compile(r"^Pay ₦"))
     if not PAYMENT_URL.search(page.url) and confirm.count() == 1:

@@ -62,7 +62,7 @@ def test_sign_up_fund_verify_pay_copy_token_and_find_it_in_history(context_facto
 
     submit_payment(page)
     page.evaluate("window.__sameDocument = true")
-    expect(page.get_by_role("heading", name="Electricity payment")).to_be_visible()
+    expect(page.get_by_role("heading", name="Electricity · Ikeja Electric (IKEDC)")).to_be_visible()
     wait_final(page, "successful")
     # Same document all along: htmx swapped the status panel, nothing reloaded.
     assert page.evaluate("window.__sameDocument") is True
@@ -76,7 +76,6 @@ def test_sign_up_fund_verify_pay_copy_token_and_find_it_in_history(context_facto
     token_text = page.get_by_test_id("token").inner_text().strip()
     assert re.fullmatch(r"\d{4}(-\d{4}){4}", token_text), token_text
     expect(page.locator("#payment-status")).to_contain_text("Token issued")
-    expect(page.locator(".steps [aria-current=step]")).to_have_text("Token issued")
 
     page.get_by_role("button", name="Copy token").click()
     expect(page.locator("#copy-feedback")).to_have_text("Token copied to the clipboard.")
@@ -84,16 +83,18 @@ def test_sign_up_fund_verify_pay_copy_token_and_find_it_in_history(context_facto
 
     # History lists the payment, with its outcome, linking back to it.
     page.get_by_role("navigation", name="Main").get_by_role("link", name="History").click()
-    row = page.locator("table.statement tbody tr").filter(has_text="Electricity · 1111111111111")
+    row = page.locator("table.statement tbody tr").filter(has_text="Electricity · Ikeja Electric (IKEDC)")
     expect(row).to_have_count(1)
+    expect(row).to_contain_text("1111111111111")
+    expect(row.get_by_test_id("row-token")).to_have_text(token_text)
     expect(row).to_contain_text("-₦2,500.00")
     expect(row).to_contain_text("Token issued")
     expect(page.locator("table.statement tbody tr").filter(has_text="Wallet funding")).to_contain_text("+₦10,000.00")
-    page.get_by_role("link", name=re.compile("Token issued")).click()
+    page.get_by_role("link", name="Electricity · Ikeja Electric (IKEDC)").click()
     expect(page.get_by_test_id("token")).to_have_text(token_text)
 
     # The printable receipt carries the token and the amount.
-    page.get_by_role("link", name="Receipt").click()
+    page.get_by_role("link", name="Receipt", exact=True).click()
     expect(page.get_by_role("heading", name="Electricity receipt")).to_be_visible()
     expect(page.locator(".receipt")).to_contain_text(token_text)
     expect(page.locator(".receipt .amount")).to_have_text("₦2,500.00")
@@ -157,7 +158,7 @@ def test_a_payment_the_disco_never_receives_is_refunded_on_screen(context_factor
     page.goto("/")
     expect(page.get_by_test_id("balance")).to_have_text("₦5,000.00")
     recent = page.locator("table.statement")
-    expect(recent.locator("tr").filter(has_text="Refund · 400000000000")).to_contain_text("+₦2,000.00")
+    expect(recent.locator("tr").filter(has_text="Refund · Ikeja Electric (IKEDC)")).to_contain_text("+₦2,000.00")
     expect(page.get_by_role("heading", name="In progress")).to_have_count(0)
 
 

@@ -51,7 +51,7 @@ def test_sign_up_fund_pay_and_get_the_token_with_full_page_loads(page):
     expect(page.locator("meta[http-equiv=refresh]")).to_have_count(0)
 
     page.get_by_role("link", name="History").first.click()
-    expect(page.locator("table.statement tbody tr").filter(has_text="Electricity · 1111111111111")).to_contain_text("-₦2,500.00")
+    expect(page.locator("table.statement tbody tr").filter(has_text="Electricity · Ikeja Electric (IKEDC)")).to_contain_text("-₦2,500.00")
     page.goto("/")
     expect(page.get_by_test_id("balance")).to_have_text("₦7,500.00")
 

@@ -1,0 +1,397 @@
+"""The customer journey (issue 16): review before debit, delivery details,
+saved meters, the once-asked phone, history search and statements."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+import sqlalchemy as sa
+
+from billvend import tasks
+from billvend.extensions import db
+from billvend.models import Payment, SavedMeter, User
+from billvend.providers import outcomes
+from tests.conftest import CSRF_RE, form_tokens, verified_meter
+from tests.helpers import assert_books_balance, make_payment, make_user
+
+
+def balance() -> int:
+    db.session.expire_all()
+    return db.session.scalar(sa.select(User).order_by(User.id)).wallet.balance_kobo
+
+
+def payment_count() -> int:
+    return db.session.scalar(sa.select(sa.func.count(Payment.id)))
+
+
+def hidden_fields(html: str) -> dict[str, str]:
+    fields = dict(re.findall(r'<input[^>]*name="([^"]+)"[^>]*type="hidden"[^>]*value="([^"]*)"', html))
+    fields |= dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', html))
+    return fields
+
+
+def pay_form(client, **fields) -> dict:
+    return form_tokens(client, "/bills/electricity") | {
+        "disco": "ikeja-electric", "meter_type": "prepaid", "meter_number": "1111111111111",
+        "amount": "2000", "phone": "08031234567"} | fields
+
+
+# -- review before debit --------------------------------------------------------
+
+def test_our_page_always_reviews_before_the_debit_even_after_the_name_was_shown(client, auth, fund):
+    """With JavaScript the htmx check has shown the name; the submit still
+    gets the one summary (disco, meter, name, address, type, amount, no fee,
+    total, phone) and only its "Pay ₦…" button debits."""
+    auth.signup()
+    fund("5000")
+    partial = client.post("/bills/electricity/verify", headers={"HX-Request": "true",
+                          "X-CSRFToken": auth.csrf("/bills/electricity")},
+                          data={"disco": "ikeja-electric", "meter_type": "prepaid",
+                                "meter_number": "1111111111111"}).get_data(as_text=True)
+    name, address = outcomes.customer_for("1111111111111", "ikeja-electric")
+    assert name in partial and "verified_meter" not in partial
+    review = client.post("/bills/electricity", data=pay_form(client))
+    assert review.status_code == 200 and payment_count() == 0 and balance() == 500_000
+    html = review.get_data(as_text=True)
+    summary = html[html.index('data-testid="review"'):html.index("</dl>")]
+    for text in ("Ikeja Electric (IKEDC)", "1111111111111", "Prepaid", name, address, "₦2,000.00",
+                 "No fee", "08031234567"):
+        assert text in summary, text
+    assert re.search(r'data-testid="total">₦2,000.00<', html)
+    assert re.search(r">Pay ₦2,000.00</button>", html)
+    paid = client.post("/bills/electricity", data=hidden_fields(html))
+    assert paid.status_code == 303 and payment_count() == 1 and balance() == 300_000
+    assert_books_balance()
+
+
+def test_a_client_posting_only_the_documented_fields_is_paid_at_once(client, auth, fund):
+    auth.signup()
+    fund("5000")
+    data = pay_form(client)
+    data.pop("confirm_meter")
+    response = client.post("/bills/electricity", data=data)
+    assert response.status_code == 303 and payment_count() == 1
+
+
+def test_the_meters_minimum_is_shown_and_enforced(client, auth, fund):
+    auth.signup()
+    fund("5000")
+    partial = client.post("/bills/electricity/verify", headers={"X-CSRFToken": auth.csrf("/bills/electricity")},
+                          data={"disco": "abuja-electric", "meter_type": "prepaid",
+                                "meter_number": "1111111111111"}).get_data(as_text=True)
+    assert "Smallest purchase for this meter: ₦1,000.00" in partial
+    refused = client.post("/bills/electricity", data=pay_form(client, disco="abuja-electric", amount="600"))
+    assert refused.status_code == 422 and "smallest amount for this meter is ₦1,000.00" in refused.get_data(as_text=True)
+    assert payment_count() == 0
+
+
+def test_quick_amount_without_javascript_becomes_the_amount(client, auth, fund):
+    auth.signup()
+    fund("20000")
+    html = client.get("/bills/electricity").get_data(as_text=True)
+    for label in ("₦1,000", "₦2,000", "₦5,000", "₦10,000"):
+        assert label in html
+    assert "No fee" in html
+    review = client.post("/bills/electricity", data=pay_form(client, amount="", quick_amount="5000"))
+    assert review.status_code == 200 and ">Pay ₦5,000.00</button>" in review.get_data(as_text=True)
+    # A typed amount wins over a chip.
+    review = client.post("/bills/electricity", data=pay_form(client, amount="3000", quick_amount="5000"))
+    assert ">Pay ₦3,000.00</button>" in review.get_data(as_text=True)
+
+
+def test_wrong_meter_type_is_one_error_with_a_switch_that_works_without_javascript(client, auth, fund):
+    auth.signup()
+    fund("5000")
+    wrong = client.post("/bills/electricity", data=pay_form(client, meter_number="1010101010101"))
+    html = wrong.get_data(as_text=True)
+    assert wrong.status_code == 422 and payment_count() == 0
+    assert html.count("this is a postpaid meter") == 1  # each error once
+    assert 'name="switch_meter_type" value="postpaid"' in html
+    switched = client.post("/bills/electricity", data=pay_form(
+        client, meter_number="1010101010101", switch_meter_type="postpaid"))
+    html = switched.get_data(as_text=True)
+    assert switched.status_code == 200 and payment_count() == 0
+    assert re.search(r'<input checked[^>]*value="postpaid"|value="postpaid"[^>]*checked', html)
+    assert 'data-testid="customer"' in html and "switch_meter_type" not in html
+
+
+def test_invalid_meter_error_is_shown_once(client, auth, fund):
+    auth.signup()
+    fund("5000")
+    html = client.post("/bills/electricity", data=pay_form(client, meter_number="0000000000000")).get_data(as_text=True)
+    assert html.count('role="alert"') == 1 and "Meter number not found" in html
+
+
+def test_inline_hints_for_a_number_that_cannot_be_a_meter(client, auth):
+    auth.signup()
+    headers = {"X-CSRFToken": auth.csrf("/bills/electricity")}
+
+    def hint(number):
+        return client.post("/bills/electricity/verify", headers=headers, data={
+            "disco": "ikeja-electric", "meter_type": "prepaid", "meter_number": number}).get_data(as_text=True)
+
+    assert "digits only" in hint("12345abc")
+    assert "10 to 13 digits (5 so far)" in hint("12345")
+    assert "has 10 to 13" in hint("12345678901234")
+
+
+# -- the token first, honest waiting ------------------------------------------
+
+def test_delivery_details_kcts_debt_tariff_and_the_discos_reference_are_kept_and_shown(client, auth, fund, pay):
+    auth.signup()
+    fund("5000")
+    reference = pay(outcomes.KCT_METER, "2000").headers["Location"].rsplit("/", 1)[1]
+    payment = db.session.scalar(sa.select(Payment).where(Payment.reference == reference))
+    assert payment.status == "successful"
+    assert payment.debt_kobo == 350_00 and payment.tariff
+    assert re.fullmatch(r"\d{20}", payment.kct1) and re.fullmatch(r"\d{20}", payment.kct2)
+    assert payment.exchange_reference == outcomes.receipt_reference_for(reference)
+    assert payment.units_kwh == outcomes.units_kwh_for(2000_00 - 350_00)
+    html = client.get(f"/payments/{reference}").get_data(as_text=True)
+    for text in (payment.token_groups, payment.kct_groups[0], payment.kct_groups[1], "₦350.00",
+                 payment.tariff, payment.exchange_reference, "How to load your token", "key change"):
+        assert text in html, text
+    # KCTs come first in the loading steps.
+    steps = html[html.index('data-testid="token-help"'):]
+    assert steps.index(payment.kct_groups[0]) < steps.index("type the 20 digits")
+
+
+def test_slow_payment_says_so_then_gives_the_support_contact(app, client, auth, fund):
+    auth.signup()
+    fund("5000")
+    payment = make_payment(db.session.scalar(sa.select(User)))  # pending: no worker ran
+    db.session.execute(sa.update(Payment).values(created_at=payment.created_at.replace(year=2020)))
+    db.session.commit()
+    app.config["UNKNOWN_ALERT_AGE_SECONDS"] = 10**12
+    html = client.get(f"/payments/{payment.reference}").get_data(as_text=True)
+    assert "The disco is slow to answer" in html and "automatic refund" in html
+    assert "data-testid=\"slow-notice\"" in html
+    assert 'data-testid="support"' not in html
+    app.config["UNKNOWN_ALERT_AGE_SECONDS"] = 60
+    html = client.get(f"/payments/{payment.reference}").get_data(as_text=True)
+    assert app.config["SUPPORT_CONTACT"] in html and payment.reference in html
+    assert 'data-testid="support"' in html
+
+
+def test_a_fresh_payment_shows_the_elapsed_time_but_no_slow_notice(client, auth, fund):
+    auth.signup()
+    fund("5000")
+    payment = make_payment(db.session.scalar(sa.select(User)))
+    html = client.get(f"/payments/{payment.reference}").get_data(as_text=True)
+    assert re.search(r'data-testid="elapsed">Waiting 0:0\d<', html)
+    assert "slow-notice" not in html
+
+
+# -- saved meters ---------------------------------------------------------------
+
+def test_a_meter_is_saved_on_success_only(client, auth, fund, pay):
+    auth.signup()
+    fund("20000")
+    user = db.session.scalar(sa.select(User))
+    failed = make_payment(user, meter_number=outcomes.NO_RESPONSE_METER)
+    tasks.vend(failed.id)
+    tasks.requery(failed.id, force=True)
+    db.session.expire_all()
+    assert db.session.get(Payment, failed.id).status == "reversed"
+    assert db.session.scalar(sa.select(sa.func.count(SavedMeter.id))) == 0
+    pay("1111111111111", "1500", phone="08099999999")
+    pay("1111111111111", "2500", phone="08031234567")
+    saved = db.session.scalars(sa.select(SavedMeter)).all()
+    assert len(saved) == 1
+    meter = saved[0]
+    assert (meter.service_id, meter.meter_type, meter.meter_number) == ("ikeja-electric", "prepaid", "1111111111111")
+    assert meter.customer_name == outcomes.customer_for("1111111111111", "ikeja-electric")[0]
+    assert (meter.last_amount_kobo, meter.last_phone, meter.purchase_count) == (2500_00, "08031234567", 2)
+    assert_books_balance()
+
+
+def test_saved_meters_rename_remove_and_buy_again(client, auth, fund, pay):
+    auth.signup()
+    fund("20000")
+    pay("1111111111111", "1500")
+    meter = db.session.scalar(sa.select(SavedMeter))
+    page = client.get("/meters").get_data(as_text=True)
+    assert "1111111111111" in page and meter.customer_name in page
+
+    rename = client.post(f"/meters/{meter.id}/rename", data={
+        "nickname": "Mum's flat", "csrf_token": auth.csrf(f"/meters/{meter.id}/rename")})
+    assert rename.status_code == 303
+    db.session.expire_all()
+    assert db.session.get(SavedMeter, meter.id).nickname == "Mum's flat"
+    assert "Mum&#39;s flat" in client.get("/meters").get_data(as_text=True)
+    assert "Mum&#39;s flat" in client.get("/history").get_data(as_text=True)
+    too_long = client.post(f"/meters/{meter.id}/rename", data={
+        "nickname": "x" * 61, "csrf_token": auth.csrf(f"/meters/{meter.id}/rename")})
+    assert too_long.status_code == 422
+
+    # Buy again: the form comes pre-filled with disco, type, number, last amount and phone.
+    form = client.get(f"/bills/electricity?meter={meter.id}").get_data(as_text=True)
+    assert 'value="1111111111111"' in form and 'value="1500"' in form and 'value="08031234567"' in form
+    assert re.search(r'<option selected value="ikeja-electric"|value="ikeja-electric" selected', form)
+    dashboard = client.get("/").get_data(as_text=True)
+    assert f"/bills/electricity?meter={meter.id}" in dashboard and "Buy again" in dashboard
+
+    confirm = client.get(f"/meters/{meter.id}/remove")
+    assert confirm.status_code == 200 and b"Remove meter" in confirm.data
+    removed = client.post(f"/meters/{meter.id}/remove", data={"csrf_token": auth.csrf(f"/meters/{meter.id}/remove")})
+    assert removed.status_code == 303
+    assert db.session.scalar(sa.select(sa.func.count(SavedMeter.id))) == 0
+    assert payment_count() == 1  # the payment stays
+
+
+def test_another_customers_meter_is_a_404(client, auth, fund, pay):
+    auth.signup("owner@example.com")
+    fund("5000")
+    pay("1111111111111", "1500")
+    meter = db.session.scalar(sa.select(SavedMeter))
+    auth.logout()
+    auth.signup("other@example.com")
+    csrf = auth.csrf("/")
+    assert client.get(f"/meters/{meter.id}/rename").status_code == 404
+    assert client.post(f"/meters/{meter.id}/rename", data={"nickname": "mine", "csrf_token": csrf}).status_code == 404
+    assert client.get(f"/meters/{meter.id}/remove").status_code == 404
+    assert client.post(f"/meters/{meter.id}/remove", data={"csrf_token": csrf}).status_code == 404
+    assert client.get(f"/bills/electricity?meter={meter.id}").status_code == 404
+    assert "1111111111111" not in client.get("/meters").get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(SavedMeter, meter.id).nickname is None
+
+
+# -- signup and the once-asked phone ------------------------------------------------
+
+def test_signup_takes_full_name_and_phone_and_the_phone_prefills_payments(client, auth):
+    response = client.post("/signup", data={
+        "email": "ngozi@example.com", "full_name": "Ngozi Eze", "phone": "+234 803 555 1234",
+        "password": "correct horse 1", "confirm_password": "correct horse 1",
+        "csrf_token": auth.csrf("/signup")})
+    assert response.status_code == 303
+    user = db.session.scalar(sa.select(User))
+    assert (user.full_name, user.phone) == ("Ngozi Eze", "08035551234")
+    assert 'value="08035551234"' in client.get("/bills/electricity").get_data(as_text=True)
+    assert "Add your phone number" not in client.get("/").get_data(as_text=True)
+
+
+def test_signup_refuses_a_bad_phone(client, auth):
+    response = client.post("/signup", data={
+        "email": "x@example.com", "full_name": "X", "phone": "12345",
+        "password": "correct horse 1", "confirm_password": "correct horse 1",
+        "csrf_token": auth.csrf("/signup")})
+    assert response.status_code == 422 and b"Nigerian mobile number" in response.data
+    assert db.session.scalar(sa.select(sa.func.count(User.id))) == 0
+
+
+def test_an_account_without_a_phone_is_asked_once(client, auth):
+    auth.signup()  # email and passwords only
+    assert "Add your phone number" in client.get("/").get_data(as_text=True)
+    csrf = auth.csrf("/")
+    later = client.post("/profile-prompt", data={"later": "Not now", "csrf_token": csrf})
+    assert later.status_code == 303
+    assert "Add your phone number" not in client.get("/").get_data(as_text=True)
+    bad = client.post("/profile-prompt", data={"phone": "999", "csrf_token": csrf})
+    assert bad.status_code == 422
+    saved = client.post("/profile-prompt", data={"full_name": "Ada Obi", "phone": "08031112222",
+                                                  "csrf_token": csrf})
+    assert saved.status_code == 303
+    user = db.session.scalar(sa.select(User))
+    db.session.refresh(user)
+    assert (user.full_name, user.phone) == ("Ada Obi", "08031112222")
+
+
+# -- history --------------------------------------------------------------------------
+
+def test_history_finds_a_payment_by_token_meter_and_reference(client, auth, fund, pay):
+    auth.signup()
+    fund("20000")
+    first = pay("1111111111111", "1500").headers["Location"].rsplit("/", 1)[1]
+    pay("1010101010101", "1200", meter_type="postpaid")
+    token = db.session.scalar(sa.select(Payment.token).where(Payment.reference == first))
+    grouped = "-".join(token[i:i + 4] for i in range(0, 20, 4))
+
+    def rows(query):
+        html = client.get("/history", query_string=query).get_data(as_text=True)
+        return html.count('data-testid="statement-row"'), html
+
+    count, html = rows({"q": grouped})
+    assert count == 1 and first in html and grouped in html
+    assert rows({"q": token})[0] == 1
+    assert rows({"q": "1010101010101"})[0] == 1
+    assert rows({"q": first})[0] == 1
+    assert rows({"q": "99999999999"})[0] == 0
+    # Status filter in customer words; date range (Lagos days).
+    assert rows({"status": "done"})[0] == 2
+    assert rows({"status": "refunded"})[0] == 0
+    assert rows({"date_from": "2000-01-01", "date_to": "2000-01-02"})[0] == 0
+    assert rows({"date_from": "2000-01-01"})[0] == 3
+    bad = client.get("/history", query_string={"date_from": "2030-01-02", "date_to": "2030-01-01"})
+    assert bad.status_code == 200 and b"before the start date" in bad.data
+    # The row shows disco, name, token, and the status in words.
+    _count, html = rows({})
+    assert "Ikeja Electric (IKEDC)" in html and "Token issued" in html and grouped in html
+    assert "vending" not in html.replace("badge-vending", "")
+
+
+def test_statement_downloads(client, auth, fund, pay):
+    auth.signup()
+    fund("20000")
+    reference = pay("1111111111111", "1500").headers["Location"].rsplit("/", 1)[1]
+    token = db.session.scalar(sa.select(Payment.token).where(Payment.reference == reference))
+    response = client.get("/history/statement.csv")
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    assert "attachment" in response.headers["Content-Disposition"]
+    table = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
+    assert table[0][0] == "Date (Lagos)" and len(table) == 3
+    payment_row = next(r for r in table if r[6] == reference)
+    assert payment_row[1] == "Electricity" and payment_row[3] == "1111111111111"
+    assert payment_row[7].replace("-", "") == token and payment_row[9] == "Token issued"
+    assert payment_row[10] == "-1500.00"
+    filtered = client.get("/history/statement.csv?kind=funding").get_data(as_text=True)
+    assert reference not in filtered and len(filtered.strip().splitlines()) == 2
+
+    pdf = client.get("/history/statement.pdf")
+    assert pdf.status_code == 200 and pdf.mimetype == "application/pdf" and pdf.data.startswith(b"%PDF")
+    receipt = client.get(f"/payments/{reference}/receipt.pdf")
+    assert receipt.status_code == 200 and receipt.data.startswith(b"%PDF")
+
+
+def test_pdf_receipt_is_owner_only(client, auth, fund, pay):
+    auth.signup("owner@example.com")
+    fund("5000")
+    reference = pay("1111111111111", "1500").headers["Location"].rsplit("/", 1)[1]
+    auth.logout()
+    auth.signup("other@example.com")
+    assert client.get(f"/payments/{reference}/receipt.pdf").status_code == 404
+
+
+# -- admin polish -----------------------------------------------------------------------
+
+def test_admin_refund_asks_for_confirmation_and_lists_use_display_names(client, auth):
+    from tests.test_admin import make_admin, to_status
+
+    customer = make_user("ngozi@example.com", balance_kobo=500_000)
+    payment = to_status(make_payment(customer), "failed")
+    pending = make_payment(customer)
+    make_admin()
+    assert auth.login("root@example.com", "correct horse 1").status_code == 303
+
+    listing = client.get("/admin/payments").get_data(as_text=True)
+    rows = listing[listing.index("<tbody>"):]
+    assert "Ikeja Electric (IKEDC)" in rows and ">ikeja-electric<" not in rows
+    assert "Failed, not refunded yet" in rows and ">failed<" not in rows and 'data-label="Status"' in rows
+    assert "sweep" in client.get(f"/admin/payments/{pending.reference}").get_data(as_text=True)
+
+    page = client.get(f"/admin/payments/{payment.reference}").get_data(as_text=True)
+    assert re.search(r'class="button small danger-outline">Refund ₦1,000.00…<', page)
+    csrf = re.search(r'id="refund-csrf_token" name="refund-csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    form = {"refund-csrf_token": csrf, "refund-reason": "Disco confirmed failure", "refund-review": "1"}
+    confirm = client.post(f"/admin/payments/{payment.reference}/refund", data=form)
+    html = confirm.get_data(as_text=True)
+    assert confirm.status_code == 200 and "This cannot be undone" in html and "Yes, refund ₦1,000.00" in html
+    db.session.expire_all()
+    assert db.session.get(Payment, payment.id).status == "failed"  # nothing yet
+    done = client.post(f"/admin/payments/{payment.reference}/refund", data=form | {"refund-confirmed": "1"})
+    assert done.status_code == 303
+    db.session.expire_all()
+    assert db.session.get(Payment, payment.id).status == "reversed"
+    assert_books_balance()
