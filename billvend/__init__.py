@@ -10,7 +10,8 @@ import sqlalchemy as sa
 from flask import Flask, render_template, request
 from sqlalchemy.engine import Engine
 
-from billvend.config import INSTANCE_DIR, PROJECT_ROOT, check_timings, from_env
+from billvend.config import (INSTANCE_DIR, PROJECT_ROOT, check_production, check_timings, from_env,
+                             resolve_secret_key)
 from billvend.extensions import csrf, db, init_huey, login_manager, migrate
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,8 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
 
     :param config: overrides applied on top of the environment's config
         (``billvend.config.from_env``); tests pass their database URL here.
+    :raises billvend.config.ConfigError: an unsafe configuration (no strong
+        SECRET_KEY where one is required; a stand-in in production).
     """
     app = Flask(
         __name__,
@@ -33,6 +36,8 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
         app.config.update(config)
     check_timings(app.config)
     INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+    resolve_secret_key(app.config)
+    check_production(app.config)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
@@ -40,10 +45,18 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please log in to continue."
     login_manager.login_message_category = "info"
+    login_manager.refresh_view = "account.confirm_password"
+    login_manager.needs_refresh_message = "Please confirm your password to continue."
+    login_manager.needs_refresh_message_category = "info"
+    # Sessions are server-side records (billvend.sessions): revocable, new
+    # at every login, ended at logout. Flask-Login's IP/user-agent check
+    # would only sign phones out as they change networks.
+    login_manager.session_protection = None
     csrf.init_app(app)
     init_huey(app)
 
     from billvend import tasks  # noqa: F401 - registers the Huey tasks
+    from billvend.account import bp as account_bp
     from billvend.admin import bp as admin_bp
     from billvend.auth import bp as auth_bp
     from billvend.bills import bp as bills_bp
@@ -51,8 +64,12 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     from billvend.main import bp as main_bp
     from billvend.wallet import bp as wallet_bp
 
-    for blueprint in (main_bp, auth_bp, wallet_bp, bills_bp, history_bp, admin_bp):
+    for blueprint in (main_bp, auth_bp, account_bp, wallet_bp, bills_bp, history_bp, admin_bp):
         app.register_blueprint(blueprint)
+
+    from billvend import security
+
+    security.init_app(app)
 
     _register_template_helpers(app)
     _register_error_handlers(app)
