@@ -52,6 +52,10 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     # at every login, ended at logout. Flask-Login's IP/user-agent check
     # would only sign phones out as they change networks.
     login_manager.session_protection = None
+    # "Keep me signed in" is billvend.sessions' per-device token, turned into
+    # a session before Flask-Login looks; Flask-Login's own remember cookie
+    # (user id + HMAC of the SECRET_KEY, never revocable) is never accepted.
+    login_manager._load_user_from_remember_cookie = lambda cookie: None  # noqa: SLF001
     csrf.init_app(app)
     init_huey(app)
 

@@ -20,6 +20,7 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
+from flask import g, has_app_context
 from flask.testing import FlaskClient
 
 from billvend import create_app, ledger
@@ -109,6 +110,7 @@ def fresh_app(config: dict):
     """An app built from ``config`` on a freshly emptied database (tables
     from the models, system wallets seeded), its app context pushed."""
     app = create_app(config)
+    app.test_client_class = FreshSessionClient
     with app.app_context():
         db.drop_all()
         db.create_all()
@@ -133,10 +135,16 @@ def app(database_url):
 
 class FreshSessionClient(FlaskClient):
     """Each request starts with an empty identity map, as it would in a
-    server, although the test keeps one app context (and session) pushed."""
+    server, although the test keeps one app context (and session) pushed.
+    Flask reuses that app context for the request, so ``g`` would carry one
+    request's signed-in user and CSRF token into the next (another client's
+    too): those are dropped, as a server's fresh app context would."""
 
     def open(self, *args, **kwargs):
         db.session.expire_all()
+        if has_app_context():
+            for key in ("_login_user", "csrf_token", "csrf_valid"):
+                g.pop(key, None)
         return super().open(*args, **kwargs)
 
 
