@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -221,6 +222,7 @@ def _check_distinct_meters() -> None:
 
 
 def _with_distinct_meter_check(view):
+    @functools.wraps(view)  # Flask-Limiter keys the outer limits by this name
     def checked(*args, **kwargs):
         _check_distinct_meters()
         return view(*args, **kwargs)
@@ -246,10 +248,12 @@ def _limits_for(endpoint: str) -> list[Callable]:
         return [limiter.limit(_limit("RATELIMIT_TWO_FACTOR"), methods=post, scope="two-factor",
                               key_func=_user_key)]
     if endpoint == "bills.verify":
+        # Innermost first: a request refused by the per-user or per-IP limit
+        # never counts as a new meter.
         return [
+            _with_distinct_meter_check,
             limiter.limit(_limit("RATELIMIT_VERIFY_USER"), scope="verify-user", key_func=_user_key),
             limiter.limit(_limit("RATELIMIT_VERIFY_IP"), scope="verify-ip", key_func=client_ip),
-            _with_distinct_meter_check,
         ]
     if endpoint == "bills.electricity":
         return [limiter.limit(_limit("RATELIMIT_PAYMENT_USER"), methods=post, scope="payment-user",

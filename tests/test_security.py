@@ -405,6 +405,28 @@ def test_meter_verification_is_limited_per_user_in_distinct_meters(strict_app, s
     assert harvesting.status_code == 429 and int(harvesting.headers["Retry-After"]) > 0
 
 
+def test_payment_and_funding_submits_are_limited_per_user(strict_app, strict_client):
+    from tests.conftest import form_tokens, verified_meter
+
+    make_user("ada@example.com", balance_kobo=1_000_000)
+    strict_app.config["RATELIMIT_PAYMENT_USER"] = "2 per minute"
+    strict_app.config["RATELIMIT_FUNDING_USER"] = "2 per minute"
+    login(strict_client)
+    codes = []
+    for _ in range(3):
+        data = form_tokens(strict_client, "/bills/electricity") | {
+            "disco": "ikeja-electric", "meter_type": "prepaid", "meter_number": "1111111111111",
+            "amount": "1000", "phone": "08031234567"}
+        data["verified_meter"] = verified_meter(data)
+        codes.append(strict_client.post("/bills/electricity", data=data).status_code)
+    assert codes == [303, 303, 429]
+    assert db.session.scalar(sa.select(sa.func.count(Payment.id))) == 2
+    funds = [strict_client.post("/wallet/fund", data=form_tokens(strict_client, "/wallet/fund")
+                                | {"amount": "5000"}).status_code for _ in range(3)]
+    assert funds[-1] == 429 and funds[:2] != [429, 429]
+    assert strict_client.get("/bills/electricity").status_code == 200  # GETs are not counted
+
+
 def test_rate_limits_can_be_switched_off_for_a_load_benchmark(database_url):
     config = base_config(database_url) | {"RATELIMIT_ENABLED": False, "RATELIMIT_LOGIN_ACCOUNT_IP": "1 per hour"}
     with fresh_app(config) as app:
