@@ -21,9 +21,12 @@ session: a replayed cookie then opens an empty, anonymous session.
   It lasts ``REMEMBER_ME_SECONDS`` from sign-in and never makes a session
   fresh.
 
-Storage runs on its own connection (``db.engine.begin()``), not the request's
-ORM session: saving a session is its own small transaction after the view's
-units of work, and never commits or rolls back the view's work.
+Storage goes through the request's own database session (one pooled
+connection per request, not two), each write as its own unit of work
+(``billvend.transactions``): reading the session before the view, saving it
+after the view's units have committed. A view that left writes uncommitted
+(a bug) gets its session unsaved and logged, never its writes committed by
+the session store.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from flask import Flask, current_app, g, has_app_context, request, session
 from flask.sessions import SessionInterface, SessionMixin, session_json_serializer
 from werkzeug.datastructures import CallbackDict
 
+from billvend import transactions
 from billvend.extensions import db
 from billvend.models import RememberToken, User, UserSession, utcnow
 
@@ -138,24 +142,26 @@ class ServerSessionInterface(SessionInterface):
         now = utcnow()
         sid = request.cookies.get(self.get_cookie_name(app)) or ""
         try:
-            with db.engine.begin() as conn:
-                if 20 <= len(sid) <= 100:
-                    row = conn.execute(sa.select(SESSIONS).where(SESSIONS.c.id_hash == _hash(sid))).first()
-                    if row is not None:
-                        if row.expires_at > now and row.absolute_expires_at > now:
-                            return ServerSession(self.serializer.loads(row.data), sid=sid,
-                                                 absolute_expires_at=row.absolute_expires_at,
-                                                 last_seen_at=row.last_seen_at)
-                        conn.execute(sa.delete(SESSIONS).where(SESSIONS.c.id == row.id))
-                fresh = ServerSession()
-                remember = request.cookies.get(app.config["REMEMBER_COOKIE_NAME"])
-                if remember:
-                    _restore_from_remember(conn, app, fresh, remember, now)
-                return fresh
-        except sa.exc.OperationalError as error:
+            row = None
+            if 20 <= len(sid) <= 100:
+                row = db.session.execute(
+                    sa.select(SESSIONS).where(SESSIONS.c.id_hash == _hash(sid))).first()
+                if row is not None and row.expires_at > now and row.absolute_expires_at > now:
+                    return ServerSession(self.serializer.loads(row.data), sid=sid,
+                                         absolute_expires_at=row.absolute_expires_at,
+                                         last_seen_at=row.last_seen_at)
+            fresh = ServerSession()
+            if row is not None:
+                fresh.ended_ids.append(sid)  # expired: its row goes at save
+            remember = request.cookies.get(app.config["REMEMBER_COOKIE_NAME"])
+            if remember:
+                transactions.run(_restore_from_remember, app, fresh, remember, now)
+            return fresh
+        except (sa.exc.OperationalError, transactions.TransactionRuleError) as error:
             # The database is down: the request goes on anonymous and its
             # page (usually the 503) is served; nothing is written.
             log.error("session store unavailable: %s", error)
+            db.session.rollback()
             broken = ServerSession()
             broken.unavailable = True
             return broken
@@ -170,10 +176,9 @@ class ServerSessionInterface(SessionInterface):
         if sess.accessed:
             response.vary.add("Cookie")
         try:
-            with db.engine.begin() as conn:
-                self._write(app, conn, sess, response, name, cookie)
-        except sa.exc.OperationalError as error:
-            log.error("session not saved (store unavailable): %s", error)
+            transactions.run(self._write, app, db.session, sess, response, name, cookie)
+        except (sa.exc.OperationalError, transactions.TransactionRuleError) as error:
+            log.error("session not saved: %s", error)
         if sess.remember_cookie == "":
             response.delete_cookie(app.config["REMEMBER_COOKIE_NAME"], **cookie)
         elif sess.remember_cookie:
@@ -227,9 +232,11 @@ def delete_expired(conn, now: datetime) -> None:
     conn.execute(sa.delete(REMEMBER).where(REMEMBER.c.expires_at <= now))
 
 
-def _restore_from_remember(conn, app: Flask, sess: ServerSession, cookie: str, now: datetime) -> None:
+def _restore_from_remember(app: Flask, sess: ServerSession, cookie: str, now: datetime) -> None:
     """Turn a valid ``remember`` cookie into a new (not fresh) signed-in
-    session, rotating its validator; a bad one is deleted from the browser."""
+    session, rotating its validator; a bad one is deleted from the browser.
+    (Run as a unit of work.)"""
+    conn = db.session
     selector, _, validator = cookie.partition(".")
     row = None
     if selector and validator and len(selector) <= 32 and len(validator) <= 100:
@@ -278,19 +285,25 @@ def start(user: User, *, remember: bool) -> None:
     old_selector = sess.get(REMEMBER_SELECTOR_KEY)
     sess.rotate()
     now = utcnow()
-    with db.engine.begin() as conn:
+    selector, validator = secrets.token_hex(12), secrets.token_urlsafe(32)
+
+    @transactions.unit_of_work
+    def store_tokens() -> None:
         if old_selector:
-            conn.execute(sa.delete(REMEMBER).where(REMEMBER.c.selector == old_selector))
+            db.session.execute(sa.delete(REMEMBER).where(REMEMBER.c.selector == old_selector))
         if remember:
-            selector, validator = secrets.token_hex(12), secrets.token_urlsafe(32)
-            conn.execute(sa.insert(REMEMBER).values(
+            db.session.execute(sa.insert(REMEMBER).values(
                 selector=selector, token_hash=_hash(validator), user_id=user.id, created_at=now,
                 expires_at=now + timedelta(seconds=current_app.config["REMEMBER_ME_SECONDS"]),
                 user_agent=(request.user_agent.string or "")[:200] or None))
-            sess[REMEMBER_SELECTOR_KEY] = selector
-            sess.remember_cookie = f"{selector}.{validator}"
-        elif request.cookies.get(current_app.config["REMEMBER_COOKIE_NAME"]):
-            sess.remember_cookie = ""
+
+    if old_selector or remember:
+        store_tokens()
+    if remember:
+        sess[REMEMBER_SELECTOR_KEY] = selector
+        sess.remember_cookie = f"{selector}.{validator}"
+    elif request.cookies.get(current_app.config["REMEMBER_COOKIE_NAME"]):
+        sess.remember_cookie = ""
     sess[ADMIN_KEY] = bool(user.is_admin)
     sess[FRESH_AT_KEY] = time.time()
 
@@ -302,8 +315,7 @@ def end() -> None:
     sess = _session()
     selector = sess.get(REMEMBER_SELECTOR_KEY)
     if selector:
-        with db.engine.begin() as conn:
-            conn.execute(sa.delete(REMEMBER).where(REMEMBER.c.selector == selector))
+        transactions.run(lambda: db.session.execute(sa.delete(REMEMBER).where(REMEMBER.c.selector == selector)))
     if selector or request.cookies.get(current_app.config["REMEMBER_COOKIE_NAME"]):
         sess.remember_cookie = ""
     sess.rotate()
@@ -323,16 +335,20 @@ def end_other_sessions(user_id: int) -> int:
     """
     keep = current_id_hash()
     selector = _session().get(REMEMBER_SELECTOR_KEY)
-    with db.engine.begin() as conn:
-        query = sa.delete(SESSIONS).where(SESSIONS.c.user_id == user_id)
-        if keep:
-            query = query.where(SESSIONS.c.id_hash != keep)
-        ended = conn.execute(query).rowcount
-        tokens = sa.delete(REMEMBER).where(REMEMBER.c.user_id == user_id)
-        if selector:
-            tokens = tokens.where(REMEMBER.c.selector != selector)
-        conn.execute(tokens)
-    return ended
+    query = sa.delete(SESSIONS).where(SESSIONS.c.user_id == user_id)
+    if keep:
+        query = query.where(SESSIONS.c.id_hash != keep)
+    tokens = sa.delete(REMEMBER).where(REMEMBER.c.user_id == user_id)
+    if selector:
+        tokens = tokens.where(REMEMBER.c.selector != selector)
+
+    @transactions.unit_of_work
+    def delete() -> int:
+        ended = db.session.execute(query).rowcount
+        db.session.execute(tokens)
+        return ended
+
+    return delete()
 
 
 def end_session(user_id: int, session_id: int) -> bool:
@@ -340,9 +356,8 @@ def end_session(user_id: int, session_id: int) -> bool:
 
     :returns: False when no such session of that user exists.
     """
-    with db.engine.begin() as conn:
-        return conn.execute(sa.delete(SESSIONS).where(
-            SESSIONS.c.id == session_id, SESSIONS.c.user_id == user_id)).rowcount == 1
+    return transactions.run(lambda: db.session.execute(sa.delete(SESSIONS).where(
+        SESSIONS.c.id == session_id, SESSIONS.c.user_id == user_id)).rowcount == 1)
 
 
 def active_sessions(user_id: int) -> list[dict]:
@@ -351,10 +366,9 @@ def active_sessions(user_id: int) -> list[dict]:
     ``current`` (this browser)."""
     now = utcnow()
     keep = current_id_hash()
-    with db.engine.connect() as conn:
-        rows = conn.execute(sa.select(SESSIONS).where(
-            SESSIONS.c.user_id == user_id, SESSIONS.c.expires_at > now,
-            SESSIONS.c.absolute_expires_at > now).order_by(SESSIONS.c.last_seen_at.desc())).all()
+    rows = db.session.execute(sa.select(SESSIONS).where(
+        SESSIONS.c.user_id == user_id, SESSIONS.c.expires_at > now,
+        SESSIONS.c.absolute_expires_at > now).order_by(SESSIONS.c.last_seen_at.desc())).all()
     return [{"id": r.id, "created_at": r.created_at, "last_seen_at": r.last_seen_at,
              "ip_address": r.ip_address, "user_agent": r.user_agent, "current": r.id_hash == keep}
             for r in rows]
