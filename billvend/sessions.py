@@ -121,6 +121,13 @@ class ServerSession(CallbackDict, SessionMixin):
             g.pop(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)
 
 
+def _seed_csrf(sess: ServerSession, config) -> None:
+    """Give a new signed-in session its CSRF secret at once (the secret
+    Flask-WTF signs into form tokens), so that a browser's first requests on
+    it, made in parallel, do not each invent one and overwrite each other."""
+    sess[config.get("WTF_CSRF_FIELD_NAME", "csrf_token")] = secrets.token_hex(20)
+
+
 def lifetimes(config, data: dict) -> tuple[int, int]:
     """``(idle seconds, absolute seconds)`` for a session with ``data``."""
     if USER_ID_KEY not in data:
@@ -264,6 +271,7 @@ def _restore_from_remember(app: Flask, sess: ServerSession, cookie: str, now: da
         sess.remember_cookie = f"{selector}.{new_validator}"
     sess.update({USER_ID_KEY: str(user.id), "_fresh": False, ADMIN_KEY: bool(user.is_admin),
                  REMEMBER_SELECTOR_KEY: selector})
+    _seed_csrf(sess, app.config)
 
 
 def _session() -> ServerSession:
@@ -306,6 +314,7 @@ def start(user: User, *, remember: bool) -> None:
         sess.remember_cookie = ""
     sess[ADMIN_KEY] = bool(user.is_admin)
     sess[FRESH_AT_KEY] = time.time()
+    _seed_csrf(sess, current_app.config)
 
 
 def end() -> None:
