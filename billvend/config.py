@@ -90,6 +90,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     if environment not in {DEVELOPMENT, PRODUCTION}:
         raise ValueError(f"BILLVEND_ENV must be {DEVELOPMENT} or {PRODUCTION}, not {environment!r}")
     production = environment == PRODUCTION
+    ratelimit_storage = get("RATELIMIT_STORAGE_URI") or get("REDIS_URL") or "memory://"
     return {
         "BILLVEND_ENV": environment,
         # None until create_app resolves it (resolve_secret_key): never a
@@ -128,7 +129,14 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         # ("5 per minute;20 per hour"); RATELIMIT_ENABLED=false is for load
         # benchmarks only.
         "RATELIMIT_ENABLED": _bool(get("RATELIMIT_ENABLED"), True),
-        "RATELIMIT_STORAGE_URI": get("RATELIMIT_STORAGE_URI") or get("REDIS_URL") or "memory://",
+        "RATELIMIT_STORAGE_URI": ratelimit_storage,
+        # Redis down or unreachable: count in this process's memory until it
+        # is back (limits stay, per process) instead of failing the request;
+        # a partition must not hang a request either.
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+        "RATELIMIT_SWALLOW_ERRORS": True,
+        "RATELIMIT_STORAGE_OPTIONS": ({"socket_connect_timeout": 2, "socket_timeout": 2}
+                                      if ratelimit_storage.startswith(("redis://", "rediss://")) else {}),
         "RATELIMIT_KEY_PREFIX": get("RATELIMIT_KEY_PREFIX") or "billvend",
         "RATELIMIT_STRATEGY": "moving-window",
         "RATELIMIT_LOGIN_ACCOUNT_IP": get("RATELIMIT_LOGIN_ACCOUNT_IP") or "5 per minute;20 per hour",

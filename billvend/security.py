@@ -212,13 +212,19 @@ def _check_distinct_meters() -> None:
     seen_limit = parse_many("1 per hour")[0]
     user = _user_key()
     log.info("meter verification by %s from %s: %s", user, client_ip(), _meter_key())
-    if not strategy.hit(seen_limit, "billvend", "verify-seen", user, _meter_key()):
-        return  # already asked about this meter this hour
-    for item in parse_many(current_app.config["RATELIMIT_VERIFY_DISTINCT_METERS"]):
-        if not strategy.hit(item, "billvend", "verify-distinct", user):
-            reset_at = strategy.get_window_stats(item, "billvend", "verify-distinct", user).reset_time
-            log.warning("meter verification: %s passed %s distinct meters", user, item)
-            raise TooManyRequests(retry_after=max(1, int(reset_at - time.time())))
+    try:
+        if not strategy.hit(seen_limit, "billvend", "verify-seen", user, _meter_key()):
+            return  # already asked about this meter this hour
+        for item in parse_many(current_app.config["RATELIMIT_VERIFY_DISTINCT_METERS"]):
+            if not strategy.hit(item, "billvend", "verify-distinct", user):
+                reset_at = strategy.get_window_stats(item, "billvend", "verify-distinct", user).reset_time
+                log.warning("meter verification: %s passed %s distinct meters", user, item)
+                raise TooManyRequests(retry_after=max(1, int(reset_at - time.time())))
+    except TooManyRequests:
+        raise
+    except Exception as error:  # noqa: BLE001 - the limit store is down: the per-user
+        # and per-IP limits (in-memory fallback) still hold; the meter is verified.
+        log.error("distinct-meter limit unavailable: %s", error)
 
 
 def _with_distinct_meter_check(view):

@@ -422,6 +422,26 @@ def test_payment_and_funding_submits_are_limited_per_user(strict_app, strict_cli
     assert strict_client.get("/bills/electricity").status_code == 200  # GETs are not counted
 
 
+def test_a_dead_limit_store_falls_back_to_memory_and_never_fails_a_request(database_url):
+    """Redis down (nothing listens on port 1): limits hold per process, and
+    logins, verifications and payments still answer."""
+    strict = {k: v for k, v in from_env({"REDIS_URL": "redis://127.0.0.1:1/0"}).items()
+              if k.startswith("RATELIMIT_")}
+    assert strict["RATELIMIT_STORAGE_URI"] == "redis://127.0.0.1:1/0"
+    with fresh_app(base_config(database_url) | strict) as app:
+        make_user("ada@example.com")
+        client = app.test_client()
+        codes = [login(client, password="wrong password 1").status_code for _ in range(7)]
+        assert codes[:5] == [422] * 5 and codes[-1] == 429
+        other = app.test_client()
+        assert login(other, environ_base={"REMOTE_ADDR": "10.1.1.1"}).status_code == 303
+        token = csrf_of(other, "/bills/electricity")
+        verify = other.post("/bills/electricity/verify", headers={"X-CSRFToken": token}, data={
+            "disco": "ikeja-electric", "meter_type": "prepaid", "meter_number": "1111111111111"},
+            environ_base={"REMOTE_ADDR": "10.1.1.1"})
+        assert verify.status_code == 200
+
+
 def test_rate_limits_can_be_switched_off_for_a_load_benchmark(database_url):
     config = base_config(database_url) | {"RATELIMIT_ENABLED": False, "RATELIMIT_LOGIN_ACCOUNT_IP": "1 per hour"}
     with fresh_app(config) as app:
