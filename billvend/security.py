@@ -356,6 +356,16 @@ def init_app(app: Flask) -> None:
     limiter.init_app(app)
     _apply_route_limits(app)
 
+    def session_store_down():
+        # The session could not be read because the database is down: say
+        # so (the 503 page, billvend.__init__) before CSRF or login checks
+        # misread the missing session as a bad or anonymous request.
+        broken = getattr(session._get_current_object(), "error", None)  # noqa: SLF001
+        if broken is not None:
+            raise broken
+
+    app.before_request_funcs.setdefault(None, []).insert(0, session_store_down)
+
     @app.after_request
     def no_store(response):
         # Pages carry balances, tokens, statements, CSRF tokens or admin

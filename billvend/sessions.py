@@ -104,6 +104,7 @@ class ServerSession(CallbackDict, SessionMixin):
         self.remember_cookie: Optional[str] = None
         #: Set when the store could not be read: never write this session.
         self.unavailable = False
+        self.error: Optional[BaseException] = None
 
     def rotate(self) -> None:
         """Forget the current id (its row is deleted at save) and the data;
@@ -171,6 +172,7 @@ class ServerSessionInterface(SessionInterface):
             db.session.rollback()
             broken = ServerSession()
             broken.unavailable = True
+            broken.error = error  # raised by security's first before_request: the 503 page
             return broken
 
     def save_session(self, app: Flask, sess: ServerSession, response) -> None:
