@@ -10,7 +10,8 @@ import sqlalchemy as sa
 from flask import Flask, render_template, request
 from sqlalchemy.engine import Engine
 
-from billvend.config import INSTANCE_DIR, PROJECT_ROOT, check_timings, from_env
+from billvend.config import (INSTANCE_DIR, PROJECT_ROOT, check_production, check_timings, from_env,
+                             resolve_secret_key)
 from billvend.extensions import csrf, db, login_manager, migrate
 from billvend.queue import init_huey
 
@@ -22,6 +23,8 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
 
     :param config: overrides applied on top of the environment's config
         (``billvend.config.from_env``); tests pass their database URL here.
+    :raises billvend.config.ConfigError: an unsafe configuration (no strong
+        SECRET_KEY where one is required; a stand-in in production).
     """
     app = Flask(
         __name__,
@@ -34,6 +37,8 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
         app.config.update(config)
     check_timings(app.config)
     INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+    resolve_secret_key(app.config)
+    check_production(app.config)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
@@ -41,10 +46,22 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please log in to continue."
     login_manager.login_message_category = "info"
+    login_manager.refresh_view = "account.confirm_password"
+    login_manager.needs_refresh_message = "Please confirm your password to continue."
+    login_manager.needs_refresh_message_category = "info"
+    # Sessions are server-side records (billvend.sessions): revocable, new
+    # at every login, ended at logout. Flask-Login's IP/user-agent check
+    # would only sign phones out as they change networks.
+    login_manager.session_protection = None
+    # "Keep me signed in" is billvend.sessions' per-device token, turned into
+    # a session before Flask-Login looks; Flask-Login's own remember cookie
+    # (user id + HMAC of the SECRET_KEY, never revocable) is never accepted.
+    login_manager._load_user_from_remember_cookie = lambda cookie: None  # noqa: SLF001
     csrf.init_app(app)
     init_huey(app)
 
     from billvend import tasks  # noqa: F401 - registers the Huey tasks
+    from billvend.account import bp as account_bp
     from billvend.admin import bp as admin_bp
     from billvend.auth import bp as auth_bp
     from billvend.bills import bp as bills_bp
@@ -54,9 +71,13 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     from billvend.wallet import bp as wallet_bp
     from billvend.webhooks import bp as webhooks_bp
 
-    for blueprint in (main_bp, auth_bp, wallet_bp, bills_bp, history_bp, meters_bp, admin_bp):
+    for blueprint in (main_bp, auth_bp, account_bp, wallet_bp, bills_bp, history_bp, meters_bp, admin_bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(webhooks_bp)
+
+    from billvend import security
+
+    security.init_app(app)
 
     _register_template_helpers(app)
     _register_error_handlers(app)

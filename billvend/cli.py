@@ -35,22 +35,37 @@ def ledger_check() -> None:
     raise SystemExit(1)
 
 
+ENROLMENT_STEPS = """\
+Next, {email} sets up the second factor (the admin area stays closed until then):
+  1. Log in at /login as {email}.
+  2. Open /admin: billvend asks for the password again, then shows a QR code
+     (and the same secret as text) at /account/two-factor.
+  3. Scan it with an authenticator app (Google Authenticator, Aegis, 1Password...)
+     and type the 6-digit code it shows.
+  4. Keep the 10 recovery codes shown once, offline: each one replaces a code once
+     if the phone is lost.
+Every new session asks for a current code before /admin opens."""
+
+
 @click.command("create-admin")
 @click.argument("email")
 def create_admin(email: str) -> None:
     """Make EMAIL an admin: promote an existing account, or create one
-    (asking for its password twice, 8 to 128 characters, never echoed)."""
+    (asking for its password twice, never echoed; at least 10 characters,
+    not a common password, not containing the email), then print the
+    second-factor enrolment steps."""
     import sqlalchemy as sa
     from email_validator import EmailNotValidError, validate_email
 
     from billvend import ledger
     from billvend.extensions import db
     from billvend.models import User
+    from billvend.security import normalise_email, password_problem
 
-    email = email.strip().lower()
     try:
+        email = normalise_email(email)
         validate_email(email, check_deliverability=False)
-    except EmailNotValidError as exc:
+    except (EmailNotValidError, ValueError) as exc:
         raise click.BadParameter(str(exc), param_hint="EMAIL") from None
     from billvend.transactions import unit_of_work
 
@@ -67,11 +82,15 @@ def create_admin(email: str) -> None:
     promoted = promote()
     if promoted is not None:
         click.echo(f"promoted {email} to admin" if promoted else f"{email} is already an admin")
+        user = db.session.scalar(sa.select(User).where(User.email == email))
+        if not user.has_second_factor:
+            click.echo(ENROLMENT_STEPS.format(email=email))
         return
 
     def check_password(value: str) -> str:
-        if not 8 <= len(value) <= 128:
-            raise click.BadParameter("use 8 to 128 characters")
+        problem = password_problem(value, email)
+        if problem:
+            raise click.BadParameter(problem)
         return value
 
     password = click.prompt("Password", hide_input=True, confirmation_prompt=True,
@@ -86,6 +105,7 @@ def create_admin(email: str) -> None:
 
     create()
     click.echo(f"created admin {email}")
+    click.echo(ENROLMENT_STEPS.format(email=email))
 
 
 def register_cli(app: Flask) -> None:

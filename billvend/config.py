@@ -9,10 +9,13 @@ the pinned local copy).
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = PROJECT_ROOT / "instance"
@@ -24,6 +27,29 @@ HTMX_VERSION = "2.0.11"
 HTMX_SRI = "sha384-2OatzQy1H+Zd/IIrjr1TcuDGqLXeHhbooAyJY1KdQMKnr4LZ22k31GBLdYKHmVjg"
 HTMX_CDN_URL = f"https://cdn.jsdelivr.net/npm/htmx.org@{HTMX_VERSION}/dist/htmx.min.js"
 HTMX_LOCAL_URL = "/static/vendor/htmx.min.js"
+
+DEVELOPMENT = "development"
+PRODUCTION = "production"
+#: Where the embedded default keeps the key it generated on first start.
+SECRET_KEY_FILE = INSTANCE_DIR / "secret_key"
+#: A SECRET_KEY shorter than this is refused wherever a strong one is required
+#: (32 characters of ``secrets.token_hex`` carry 128 bits).
+MIN_SECRET_KEY_LENGTH = 32
+#: Keys that have been public (shipped defaults, examples, test values).
+KNOWN_WEAK_SECRET_KEYS = frozenset({
+    "dev-only-not-secret", "dev", "development", "secret", "secret-key", "changeme",
+    "change-me", "test-secret", "stack-test", "your-secret-key", "flask-secret",
+})
+#: The sandboxes' default credentials (billvend.sandbox); production refuses them.
+VTPASS_SANDBOX_API_KEY = "sandbox-api-key"
+VTPASS_SANDBOX_SECRET_KEY = "sandbox-secret-key"
+PAYSTACK_SANDBOX_SECRET_KEY = "sk_test_billvend_sandbox"
+PAYSTACK_SANDBOX_BASE_URL = "http://127.0.0.1:5055"
+
+
+class ConfigError(RuntimeError):
+    """The configuration is unsafe or inconsistent; the message is one line
+    saying what to change. ``wsgi.py`` turns it into a clean exit."""
 
 
 def _database_url(raw: str | None) -> str:
@@ -46,6 +72,10 @@ def _bool(raw: str | None, default: bool = False) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _int(raw: str | None, default: int) -> int:
+    return default if raw is None or raw.strip() == "" else int(raw)
+
+
 def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Build the Flask config mapping from environment variables.
 
@@ -59,8 +89,75 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     database_url = _database_url(get("DATABASE_URL"))
     if (get("FUNDING_GATEWAY") or "paystack") not in ("paystack", "simulated"):
         raise ValueError(f"FUNDING_GATEWAY must be paystack or simulated, not {get('FUNDING_GATEWAY')!r}")
+    environment = (get("BILLVEND_ENV") or DEVELOPMENT).strip().lower()
+    if environment not in {DEVELOPMENT, PRODUCTION}:
+        raise ValueError(f"BILLVEND_ENV must be {DEVELOPMENT} or {PRODUCTION}, not {environment!r}")
+    production = environment == PRODUCTION
+    ratelimit_storage = get("RATELIMIT_STORAGE_URI") or get("REDIS_URL") or "memory://"
     return {
-        "SECRET_KEY": get("SECRET_KEY") or "dev-only-not-secret",
+        "BILLVEND_ENV": environment,
+        # None until create_app resolves it (resolve_secret_key): never a
+        # shipped default, which anyone could use to sign a session.
+        "SECRET_KEY": get("SECRET_KEY") or None,
+        # A deployed topology (a database or Redis of its own, or production)
+        # must be given a strong key: its processes cannot share a generated one.
+        "REQUIRE_SECRET_KEY": production or bool(get("DATABASE_URL")) or bool(get("REDIS_URL")),
+        # Heroku's router is one proxy hop; locally nothing sits in front.
+        "TRUSTED_PROXY_HOPS": _int(get("TRUSTED_PROXY_HOPS"), 1 if production else 0),
+        # Request limits (bytes): a whole request body, and the urlencoded
+        # or non-file multipart form data Werkzeug keeps in memory.
+        "MAX_CONTENT_LENGTH": _int(get("MAX_CONTENT_LENGTH"), 1024 * 1024),
+        "MAX_FORM_MEMORY_SIZE": _int(get("MAX_FORM_MEMORY_SIZE"), 64 * 1024),
+        "MAX_FORM_PARTS": _int(get("MAX_FORM_PARTS"), 200),
+        # Cookies: never readable by scripts, not sent on cross-site POSTs,
+        # HTTPS-only in production.
+        "SESSION_COOKIE_NAME": "session",
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": production,
+        "REMEMBER_COOKIE_NAME": "remember",
+        # Session lifetimes (seconds); see billvend/sessions.py.
+        "ADMIN_SESSION_IDLE_SECONDS": _int(get("ADMIN_SESSION_IDLE_SECONDS"), 30 * 60),
+        "ADMIN_SESSION_ABSOLUTE_SECONDS": _int(get("ADMIN_SESSION_ABSOLUTE_SECONDS"), 12 * 3600),
+        "CUSTOMER_SESSION_IDLE_SECONDS": _int(get("CUSTOMER_SESSION_IDLE_SECONDS"), 24 * 3600),
+        "CUSTOMER_SESSION_ABSOLUTE_SECONDS": _int(get("CUSTOMER_SESSION_ABSOLUTE_SECONDS"), 7 * 24 * 3600),
+        "REMEMBER_ME_SECONDS": _int(get("REMEMBER_ME_SECONDS"), 30 * 24 * 3600),
+        "ANONYMOUS_SESSION_SECONDS": _int(get("ANONYMOUS_SESSION_SECONDS"), 2 * 3600),
+        # How long a password entry counts as "fresh" for money-sensitive
+        # account changes (password, second factor).
+        "FRESH_LOGIN_SECONDS": _int(get("FRESH_LOGIN_SECONDS"), 10 * 60),
+        "MIN_PASSWORD_LENGTH": 10,
+        # Flask-Limiter: Redis when REDIS_URL is set (shared by every worker
+        # and dyno), memory otherwise. Limits use the `limits` notation
+        # ("5 per minute;20 per hour"); RATELIMIT_ENABLED=false is for load
+        # benchmarks only.
+        "RATELIMIT_ENABLED": _bool(get("RATELIMIT_ENABLED"), True),
+        "RATELIMIT_STORAGE_URI": ratelimit_storage,
+        # Redis down or unreachable: count in this process's memory until it
+        # is back (limits stay, per process) instead of failing the request;
+        # a partition must not hang a request either.
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+        "RATELIMIT_SWALLOW_ERRORS": True,
+        "RATELIMIT_STORAGE_OPTIONS": ({"socket_connect_timeout": 2, "socket_timeout": 2}
+                                      if ratelimit_storage.startswith(("redis://", "rediss://")) else {}),
+        "RATELIMIT_KEY_PREFIX": get("RATELIMIT_KEY_PREFIX") or "billvend",
+        "RATELIMIT_STRATEGY": "moving-window",
+        "RATELIMIT_LOGIN_ACCOUNT_IP": get("RATELIMIT_LOGIN_ACCOUNT_IP") or "5 per minute;20 per hour",
+        "RATELIMIT_LOGIN_IP": get("RATELIMIT_LOGIN_IP") or "30 per minute;300 per hour",
+        "RATELIMIT_LOGIN_ACCOUNT": get("RATELIMIT_LOGIN_ACCOUNT") or "10 per 15 minutes;50 per day",
+        "RATELIMIT_SIGNUP_IP": get("RATELIMIT_SIGNUP_IP") or "5 per minute;30 per hour",
+        "RATELIMIT_VERIFY_USER": get("RATELIMIT_VERIFY_USER") or "20 per minute;200 per day",
+        "RATELIMIT_VERIFY_IP": get("RATELIMIT_VERIFY_IP") or "60 per minute;600 per day",
+        "RATELIMIT_VERIFY_DISTINCT_METERS": get("RATELIMIT_VERIFY_DISTINCT_METERS") or "20 per hour",
+        "RATELIMIT_PAYMENT_USER": get("RATELIMIT_PAYMENT_USER") or "10 per minute;200 per day",
+        "RATELIMIT_FUNDING_USER": get("RATELIMIT_FUNDING_USER") or "10 per minute;100 per day",
+        "RATELIMIT_TWO_FACTOR": get("RATELIMIT_TWO_FACTOR") or "5 per minute;30 per hour",
+        "RATELIMIT_PASSWORD_RESET_EMAIL": get("RATELIMIT_PASSWORD_RESET_EMAIL") or "3 per hour;10 per day",
+        "RATELIMIT_WEBHOOK_IP": get("RATELIMIT_WEBHOOK_IP") or "600 per minute",
+        # Production refuses the gateway's sandbox defaults (check_production),
+        # and the CSP lets forms post to the gateway's checkout. Where the gateway's checkout page lives when it is not on
+        # PAYSTACK_BASE_URL's origin (Paystack: https://checkout.paystack.com).
+        "PAYSTACK_CHECKOUT_URL": get("PAYSTACK_CHECKOUT_URL") or None,
         "SQLALCHEMY_DATABASE_URI": database_url,
         # Survive a PostgreSQL restart: a dead pooled connection is replaced
         # before use instead of failing the request.
@@ -73,8 +170,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "SIMULATOR_SUCCESS_RATE": float(get("SIMULATOR_SUCCESS_RATE") or 0.8),
         "SIMULATOR_DELAY_SECONDS": float(get("SIMULATOR_DELAY_SECONDS") or 2.0),
         "VTPASS_BASE_URL": get("VTPASS_BASE_URL") or "http://127.0.0.1:5055",
-        "VTPASS_API_KEY": get("VTPASS_API_KEY") or "sandbox-api-key",
-        "VTPASS_SECRET_KEY": get("VTPASS_SECRET_KEY") or "sandbox-secret-key",
+        "VTPASS_API_KEY": get("VTPASS_API_KEY") or VTPASS_SANDBOX_API_KEY,
+        "VTPASS_SECRET_KEY": get("VTPASS_SECRET_KEY") or VTPASS_SANDBOX_SECRET_KEY,
         "VTPASS_CONNECT_TIMEOUT_SECONDS": float(get("VTPASS_CONNECT_TIMEOUT_SECONDS") or 5.0),
         "VTPASS_READ_TIMEOUT_SECONDS": float(get("VTPASS_READ_TIMEOUT_SECONDS") or 30.0),
         # Meter verification runs inside a web request: keep it well under
@@ -123,8 +220,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         # in billvend.sandbox by default; Paystack's test or live mode when
         # the base URL and keys point there).
         "FUNDING_GATEWAY": get("FUNDING_GATEWAY") or "paystack",
-        "PAYSTACK_BASE_URL": (get("PAYSTACK_BASE_URL") or "http://127.0.0.1:5055").rstrip("/"),
-        "PAYSTACK_SECRET_KEY": get("PAYSTACK_SECRET_KEY") or "sk_test_billvend_sandbox",
+        "PAYSTACK_BASE_URL": (get("PAYSTACK_BASE_URL") or PAYSTACK_SANDBOX_BASE_URL).rstrip("/"),
+        "PAYSTACK_SECRET_KEY": get("PAYSTACK_SECRET_KEY") or PAYSTACK_SANDBOX_SECRET_KEY,
         "PAYSTACK_PUBLIC_KEY": get("PAYSTACK_PUBLIC_KEY") or "pk_test_billvend_sandbox",
         # Where the sandbox sends its webhooks (the sandbox only reads it).
         "PAYSTACK_WEBHOOK_URL": get("PAYSTACK_WEBHOOK_URL")
@@ -201,3 +298,122 @@ def check_timings(config: Mapping[str, Any]) -> None:
             raise ValueError(f"{name} must not be negative")
     if config.get("SWEEP_LOCK_SECONDS", 1) < 1:
         raise ValueError("SWEEP_LOCK_SECONDS must be at least 1")
+
+
+def weak_secret_key_reason(key: str | None) -> str | None:
+    """Why ``key`` is not a strong SECRET_KEY, or ``None`` when it is.
+
+    Strong means at least :data:`MIN_SECRET_KEY_LENGTH` characters, not a key
+    that has ever been published (:data:`KNOWN_WEAK_SECRET_KEYS`), and more
+    than a few distinct characters.
+    """
+    if not key:
+        return "SECRET_KEY is not set"
+    if key.strip().lower() in KNOWN_WEAK_SECRET_KEYS:
+        return "SECRET_KEY is a published default"
+    if len(key) < MIN_SECRET_KEY_LENGTH:
+        return f"SECRET_KEY is shorter than {MIN_SECRET_KEY_LENGTH} characters"
+    if len(set(key)) < 8:
+        return "SECRET_KEY repeats too few characters"
+    return None
+
+
+def resolve_secret_key(config: dict[str, Any]) -> None:
+    """Set ``config["SECRET_KEY"]``: the configured key, checked; or, on the
+    embedded default only, a random key generated into ``instance/`` on first
+    start and read back on every later start (web and worker share it).
+
+    :raises ConfigError: a deployed topology (``REQUIRE_SECRET_KEY``: a
+        ``DATABASE_URL``, a ``REDIS_URL`` or ``BILLVEND_ENV=production``) has no
+        SECRET_KEY or a weak one (:func:`weak_secret_key_reason`).
+    """
+    key = config.get("SECRET_KEY")
+    if config.get("REQUIRE_SECRET_KEY"):
+        reason = weak_secret_key_reason(key)
+        if reason:
+            raise ConfigError(
+                f"{reason}; set SECRET_KEY to a random value of {MIN_SECRET_KEY_LENGTH}+ characters, "
+                "e.g. python -c 'import secrets; print(secrets.token_hex(32))'")
+        return
+    if key:
+        return
+    config["SECRET_KEY"] = _instance_secret_key()
+
+
+def _instance_secret_key() -> str:
+    SECRET_KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: when web and worker start together, one creates the file
+        # and the other reads what it wrote.
+        fd = os.open(SECRET_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):
+            key = SECRET_KEY_FILE.read_text().strip()
+            if key:
+                return key
+            import time
+
+            time.sleep(0.05)
+        raise ConfigError(f"{SECRET_KEY_FILE} is empty; delete it to generate a new key")
+    key = secrets.token_hex(32)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback or ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def check_production(config: Mapping[str, Any]) -> None:
+    """Refuse a production configuration that still points at a stand-in.
+
+    With ``BILLVEND_ENV=production``: no simulated provider or gateway, no
+    loopback base URL for the provider or the gateway, no sandbox default key
+    (VTpass's, the Paystack sandbox's, or any Paystack ``sk_test_`` key).
+    Development (the default) allows all of them: tests and staging run the
+    deployed topology against the simulator and the sandboxes.
+
+    :raises ConfigError: naming the first offending variable.
+    """
+    if config.get("BILLVEND_ENV") != PRODUCTION:
+        return
+    if config["VENDING_PROVIDER"] == "simulated":
+        raise ConfigError("BILLVEND_ENV=production refuses VENDING_PROVIDER=simulated; use vtpass")
+    if config["VENDING_PROVIDER"] == "vtpass":
+        if _is_loopback(config["VTPASS_BASE_URL"]):
+            raise ConfigError("BILLVEND_ENV=production refuses a loopback VTPASS_BASE_URL (the sandbox)")
+        if (config["VTPASS_API_KEY"] == VTPASS_SANDBOX_API_KEY
+                or config["VTPASS_SECRET_KEY"] == VTPASS_SANDBOX_SECRET_KEY):
+            raise ConfigError("BILLVEND_ENV=production refuses the VTpass sandbox's default keys; "
+                              "set VTPASS_API_KEY and VTPASS_SECRET_KEY")
+    gateway = config.get("FUNDING_GATEWAY", "simulated")
+    if gateway in {"simulated", "test", "fake"}:
+        raise ConfigError(f"BILLVEND_ENV=production refuses FUNDING_GATEWAY={gateway}; use paystack")
+    if _is_loopback(config.get("PAYSTACK_BASE_URL") or PAYSTACK_SANDBOX_BASE_URL):
+        raise ConfigError("BILLVEND_ENV=production refuses a loopback PAYSTACK_BASE_URL (the sandbox)")
+    paystack_key = config.get("PAYSTACK_SECRET_KEY") or PAYSTACK_SANDBOX_SECRET_KEY
+    if paystack_key == PAYSTACK_SANDBOX_SECRET_KEY or paystack_key.startswith("sk_test_"):
+        raise ConfigError("BILLVEND_ENV=production refuses a sandbox or test PAYSTACK_SECRET_KEY")
+
+
+def sandbox_allowed(config: Mapping[str, Any]) -> bool:
+    """Sandbox servers and routes exist only outside production."""
+    return config.get("BILLVEND_ENV", DEVELOPMENT) != PRODUCTION
+
+
+def origin_of(url: str | None) -> str | None:
+    """``scheme://host[:port]`` of an absolute URL, else ``None`` (a
+    same-origin path such as ``/static/vendor/htmx.min.js``)."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc}"

@@ -8,9 +8,12 @@ process is ``billvend.worker``.
 from __future__ import annotations
 
 import sqlalchemy as sa
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
+from flask_talisman import Talisman
 from flask_wtf import CSRFProtect
 from sqlalchemy.orm import DeclarativeBase
 
@@ -33,3 +36,10 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
+#: Rate limits (billvend.security): storage, strategy and every limit come
+#: from the app's config (RATELIMIT_*); the key is the client's IP, which
+#: ProxyFix makes the real one behind TRUSTED_PROXY_HOPS proxies.
+limiter = Limiter(key_func=get_remote_address)
+#: Security headers (CSP, frame-ancestors, nosniff, Referrer-Policy,
+#: Permissions-Policy, HSTS in production); configured in billvend.security.
+talisman = Talisman()

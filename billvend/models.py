@@ -89,6 +89,11 @@ class User(UserMixin, db.Model):
     phone: so.Mapped[Optional[str]] = so.mapped_column(sa.String(20))
     is_admin: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), default=utcnow)
+    #: Base32 TOTP secret (RFC 6238), set once the second factor is confirmed.
+    totp_secret: so.Mapped[Optional[str]] = so.mapped_column(sa.String(64))
+    totp_enabled_at: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())
+    #: The last accepted TOTP time step: a code is never accepted twice.
+    totp_last_step: so.Mapped[Optional[int]] = so.mapped_column(sa.BigInteger)
 
     wallet: so.Mapped[Optional["Wallet"]] = so.relationship(back_populates="user")
 
@@ -99,6 +104,10 @@ class User(UserMixin, db.Model):
     def check_password(self, password: str) -> bool:
         """True when ``password`` matches the stored hash."""
         return check_password_hash(self.password_hash, password)
+
+    @property
+    def has_second_factor(self) -> bool:
+        return self.totp_secret is not None and self.totp_enabled_at is not None
 
     def __repr__(self) -> str:
         return f"<User {self.email}>"
@@ -576,3 +585,61 @@ class Lease(db.Model):
     name: so.Mapped[str] = so.mapped_column(sa.String(40), primary_key=True)
     holder: so.Mapped[Optional[str]] = so.mapped_column(sa.String(120))
     expires_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+
+
+class UserSession(db.Model):
+    """One browser session (billvend.sessions): the cookie holds a random id,
+    this row holds its SHA-256 and the session's data. Deleting the row ends
+    the session wherever its cookie is replayed."""
+
+    __tablename__ = "user_sessions"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    id_hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    #: The signed-in account; NULL for an anonymous visitor (CSRF token, flashes).
+    user_id: so.Mapped[Optional[int]] = so.mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    data: so.Mapped[str] = so.mapped_column(sa.Text)
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+    last_seen_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+    #: Idle deadline, pushed forward as the session is used.
+    expires_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), index=True)
+    #: Hard deadline from the sign-in, never pushed forward.
+    absolute_expires_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+    ip_address: so.Mapped[Optional[str]] = so.mapped_column(sa.String(45))
+    user_agent: so.Mapped[Optional[str]] = so.mapped_column(sa.String(200))
+
+
+class RememberToken(db.Model):
+    """"Keep me signed in" on one device: the cookie holds ``selector.validator``;
+    this row holds the selector and the validator's SHA-256. Rotated each time
+    it starts a session, deleted at logout and on password change."""
+
+    __tablename__ = "remember_tokens"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    selector: so.Mapped[str] = so.mapped_column(sa.String(32), unique=True)
+    token_hash: so.Mapped[str] = so.mapped_column(sa.String(64))
+    #: The validator before the last rotation, accepted for a few seconds so
+    #: two requests racing on one old cookie do not sign the device out.
+    previous_token_hash: so.Mapped[Optional[str]] = so.mapped_column(sa.String(64))
+    rotated_at: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())
+    user_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+    expires_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+    user_agent: so.Mapped[Optional[str]] = so.mapped_column(sa.String(200))
+
+
+class RecoveryCode(db.Model):
+    """A one-time second-factor recovery code, stored as its SHA-256 (the
+    codes are random, 50 bits, so a fast hash is enough)."""
+
+    __tablename__ = "recovery_codes"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    user_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), default=utcnow)
+    used_at: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())

@@ -15,10 +15,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import uuid
 
 import pytest
 import sqlalchemy as sa
+from flask import g, has_app_context
 from flask.testing import FlaskClient
 
 from billvend import create_app, ledger
@@ -29,10 +31,26 @@ KEY_RE = re.compile(r'id="idempotency_key" name="idempotency_key" type="hidden" 
 CONFIRM_RE = re.compile(r'name="confirm_meter" type="hidden" value="([^"]*)"')
 
 
+#: A strong key for this test process (a published test key would be refused
+#: wherever the app requires a strong one).
+TEST_SECRET_KEY = secrets.token_hex(32)
+#: Limits no ordinary test reaches: the suite signs up and logs in many times
+#: from one address. Tests of the limits set strict ones (tests/test_security.py).
+GENEROUS_LIMITS = {name: "100000 per minute" for name in (
+    "RATELIMIT_LOGIN_ACCOUNT_IP", "RATELIMIT_LOGIN_IP", "RATELIMIT_LOGIN_ACCOUNT",
+    "RATELIMIT_SIGNUP_IP", "RATELIMIT_VERIFY_USER", "RATELIMIT_VERIFY_IP",
+    "RATELIMIT_VERIFY_DISTINCT_METERS", "RATELIMIT_PAYMENT_USER", "RATELIMIT_FUNDING_USER",
+    "RATELIMIT_TWO_FACTOR", "RATELIMIT_WEBHOOK_IP", "RATELIMIT_PASSWORD_RESET_EMAIL")}
+
+
 def base_config(database_url: str) -> dict:
     return {
         "TESTING": True,
-        "SECRET_KEY": "test-secret",
+        "SECRET_KEY": TEST_SECRET_KEY,
+        # Limits stay on (a fresh memory storage per app), but out of reach.
+        "RATELIMIT_ENABLED": True,
+        "RATELIMIT_STORAGE_URI": "memory://",
+        **GENEROUS_LIMITS,
         "SQLALCHEMY_DATABASE_URI": database_url,
         "HUEY_IMMEDIATE": True,
         "VENDING_PROVIDER": "simulated",
@@ -98,6 +116,7 @@ def fresh_app(config: dict):
     """An app built from ``config`` on a freshly emptied database (tables
     from the models, system wallets seeded), its app context pushed."""
     app = create_app(config)
+    app.test_client_class = FreshSessionClient
     with app.app_context():
         db.drop_all()
         db.create_all()
@@ -122,10 +141,16 @@ def app(database_url):
 
 class FreshSessionClient(FlaskClient):
     """Each request starts with an empty identity map, as it would in a
-    server, although the test keeps one app context (and session) pushed."""
+    server, although the test keeps one app context (and session) pushed.
+    Flask reuses that app context for the request, so ``g`` would carry one
+    request's signed-in user and CSRF token into the next (another client's
+    too): those are dropped, as a server's fresh app context would."""
 
     def open(self, *args, **kwargs):
         db.session.expire_all()
+        if has_app_context():
+            for key in ("_login_user", "csrf_token", "csrf_valid"):
+                g.pop(key, None)
         return super().open(*args, **kwargs)
 
 
@@ -160,6 +185,45 @@ class Auth:
 
     def logout(self):
         return self.client.post("/logout", data={"csrf_token": self.csrf("/")})
+
+    def second_factor(self, user) -> None:
+        """Give ``user``'s TOTP code in this client's session (enrolling the
+        admin first if needed), as an admin does before ``/admin`` opens."""
+        secret = enrol_totp(user)
+        page = self.client.get("/account/two-factor")
+        assert page.status_code == 200, page.status_code
+        match = CSRF_RE.search(page.get_data(as_text=True))
+        response = self.client.post("/account/two-factor", data={
+            "code": totp_code(secret), "csrf_token": match.group(1) or match.group(2)})
+        assert response.status_code == 303, response.get_data(as_text=True)[:2000]
+
+
+def enrol_totp(user) -> str:
+    """Give ``user`` a confirmed TOTP secret (no recovery codes); returns it."""
+    from billvend.models import User, utcnow
+
+    fresh = db.session.get(User, user.id)
+    if not fresh.has_second_factor:
+        fresh.totp_secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+        fresh.totp_enabled_at = utcnow()
+    # Tests sign one admin in several times a second; the one-use-per-step
+    # rule has its own test (tests/test_security.py).
+    fresh.totp_last_step = None
+    db.session.commit()
+    return fresh.totp_secret
+
+
+def totp_code(secret: str, last_step: int | None = None) -> str:
+    """A code for ``secret`` that has not been used yet (each step works once)."""
+    import time
+
+    import pyotp
+
+    totp = pyotp.TOTP(secret)
+    step = totp.timecode(time.time())
+    if last_step is not None and step <= last_step:
+        step = last_step + 1  # within the one-step drift window
+    return totp.generate_otp(step)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ deployment runs. Each process gets its own session, so a test can kill one
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -62,7 +63,15 @@ class Stack:
             # Instant in-process card approvals unless a test runs the
             # Paystack sandbox (env FUNDING_GATEWAY=paystack + PAYSTACK_*).
             "FUNDING_GATEWAY": "simulated",
-            "SECRET_KEY": "stack-test",
+            # A DATABASE_URL makes the app require a strong key.
+            "SECRET_KEY": secrets.token_hex(32),
+            # The browser and process tests sign up and log in many times
+            # from 127.0.0.1; tests of the limits set strict ones.
+            **{name: "100000 per minute" for name in (
+                "RATELIMIT_LOGIN_ACCOUNT_IP", "RATELIMIT_LOGIN_IP", "RATELIMIT_LOGIN_ACCOUNT",
+                "RATELIMIT_SIGNUP_IP", "RATELIMIT_VERIFY_USER", "RATELIMIT_VERIFY_IP",
+                "RATELIMIT_VERIFY_DISTINCT_METERS", "RATELIMIT_PAYMENT_USER",
+                "RATELIMIT_FUNDING_USER", "RATELIMIT_TWO_FACTOR", "RATELIMIT_WEBHOOK_IP")},
             "PORT": str(self.port),
             "WEB_CONCURRENCY": "2",
             "HTMX_URL": "/static/vendor/htmx.min.js",

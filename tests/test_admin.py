@@ -17,7 +17,7 @@ from billvend.models import (FAILED, PENDING, REVERSED, SUCCESSFUL, UNKNOWN, VEN
                              LedgerEntry, Payment, Transfer, User, Wallet)
 from billvend.providers import get_provider
 from billvend.providers.base import VendResult
-from tests.conftest import CSRF_RE
+from tests.conftest import CSRF_RE, Auth
 from tests.helpers import assert_books_balance, make_payment, make_user
 
 PASSWORD = "correct horse 1"
@@ -34,6 +34,7 @@ def make_admin(email="root@example.com") -> User:
 def admin(client, auth):
     user = make_admin()
     assert auth.login("root@example.com", PASSWORD).status_code == 303
+    auth.second_factor(user)
     return user
 
 
@@ -258,7 +259,7 @@ def test_refund_double_submit_refunds_once(client, admin):
 def test_refund_concurrent_double_submit_refunds_once(app):
     """Two admin requests race on separate threads (own app contexts, so own
     sessions and own ``g``)."""
-    make_admin()
+    root = make_admin()
     customer = make_user(balance_kobo=500_000)
     payment = to_status(make_payment(customer, amount_kobo=100_000), FAILED)
     ref = payment.reference
@@ -268,6 +269,7 @@ def test_refund_concurrent_double_submit_refunds_once(app):
         with app.app_context():
             c.post("/login", data={"email": "root@example.com", "password": PASSWORD,
                                    "csrf_token": csrf_of(c, "/login")})
+            Auth(c).second_factor(root)
             clients.append((c, csrf_of(c, f"/admin/payments/{ref}")))
             db.session.remove()
     barrier = threading.Barrier(2, timeout=30)

@@ -27,6 +27,7 @@ def admin(client, auth):
     user.is_admin = True
     db.session.commit()
     assert auth.login("root@example.com", PASSWORD).status_code == 303
+    auth.second_factor(user)
     return user
 
 

@@ -367,13 +367,14 @@ def test_pdf_receipt_is_owner_only(client, auth, fund, pay):
 # -- admin polish -----------------------------------------------------------------------
 
 def test_admin_refund_asks_for_confirmation_and_lists_use_display_names(client, auth):
-    from tests.test_admin import make_admin, to_status
+    from tests.test_admin import PASSWORD, make_admin, to_status
 
     customer = make_user("ngozi@example.com", balance_kobo=500_000)
     payment = to_status(make_payment(customer), "failed")
     pending = make_payment(customer)
-    make_admin()
-    assert auth.login("root@example.com", "correct horse 1").status_code == 303
+    admin = make_admin()
+    assert auth.login("root@example.com", PASSWORD).status_code == 303
+    auth.second_factor(admin)
 
     listing = client.get("/admin/payments").get_data(as_text=True)
     rows = listing[listing.index("<tbody>"):]

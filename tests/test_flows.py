@@ -35,7 +35,8 @@ def test_signup_creates_user_and_wallet(client, auth):
 
 @pytest.mark.parametrize("data,message", [
     ({"email": "not-an-email", "password": "longenough", "confirm_password": "longenough"}, b"valid email"),
-    ({"email": "b@example.com", "password": "short", "confirm_password": "short"}, b"8 to 128"),
+    ({"email": "b@example.com", "password": "short", "confirm_password": "short"}, b"at least 10 characters"),
+    ({"email": "b@example.com", "password": "password123", "confirm_password": "password123"}, b"common password"),
     ({"email": "b@example.com", "password": "longenough", "confirm_password": "different"}, b"do not match"),
 ])
 def test_signup_validation(client, auth, data, message):
@@ -45,10 +46,16 @@ def test_signup_validation(client, auth, data, message):
 
 
 def test_duplicate_signup(client, auth):
+    """Signing up with a taken email never confirms that it is taken: a
+    stranger hears a neutral refusal; the owner (right password) is logged in."""
     auth.signup()
     auth.logout()
-    response = auth.signup(email="ADA@example.com")
-    assert response.status_code == 422 and b"already exists" in response.data
+    response = auth.signup(email="ADA@example.com", password="another long secret 9")
+    assert response.status_code == 422
+    assert b"already exists" not in response.data and b"could not create an account" in response.data
+    again = auth.signup(email="ADA@example.com")
+    assert again.status_code == 303 and client.get("/wallet/fund").status_code == 200
+    assert db.session.scalar(sa.select(sa.func.count(User.id))) == 1
 
 
 def test_login_logout(client, auth):

@@ -363,6 +363,7 @@ def test_a_refunded_payment_shows_the_providers_reason(client, auth):
     admin = make_admin()
     auth.logout()
     auth.login(admin.email)
+    auth.second_factor(admin)
     page = client.get(f"/admin/payments/{payment.reference}").get_data(as_text=True)
     assert "<dt>Provider code</dt><dd><code>INVALID_ACCOUNT</code></dd>" in page
     assert "<dt>Provider said</dt><dd>Meter number not found at the disco</dd>" in page
@@ -501,6 +502,7 @@ def test_admin_redrive_through_the_page(client, auth, app):
     app.config.update(PENDING_GRACE_SECONDS=0)
     payment = make_payment(make_user(balance_kobo=500_000))
     auth.login(admin.email)
+    auth.second_factor(admin)
     path = f"/admin/payments/{payment.reference}"
     page = client.get(path).get_data(as_text=True)
     assert 'id="redrive-form"' in page

@@ -4,6 +4,7 @@ CSRF, a required reason)."""
 from __future__ import annotations
 
 import re
+from datetime import date
 
 from flask_wtf import FlaskForm
 from wtforms import DateField, SelectField, StringField, SubmitField, TextAreaField
@@ -17,6 +18,11 @@ TOKEN_RE = re.compile(r"^[0-9]{20}$")
 UNITS_RE = re.compile(r"^[0-9]{1,7}(\.[0-9]{1,3})?$")
 #: What a search box may hold: a payment reference or a meter number.
 SEARCH_RE = re.compile(r"^[A-Za-z0-9]{1,40}$")
+#: Dates a filter may name: the database and the Lagos-midnight arithmetic
+#: (a day added to ``date_to``) hold every one of them.
+EARLIEST_DATE = date(2000, 1, 1)
+LATEST_DATE = date(2100, 12, 31)
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def normalise_digits(text: str | None) -> str:
@@ -51,7 +57,17 @@ class PaymentFilterForm(FlaskForm):
         if field.data and not SEARCH_RE.fullmatch(field.data):
             raise ValidationError("Search by a payment reference or a meter number (letters and digits).")
 
+    def validate_email(self, field):
+        if field.data and CONTROL_RE.search(field.data):
+            raise ValidationError("An email address has no control characters.")
+
+    def validate_date_from(self, field):
+        if field.data and not EARLIEST_DATE <= field.data <= LATEST_DATE:
+            raise ValidationError(f"Pick a date from {EARLIEST_DATE.year} to {LATEST_DATE.year}.")
+
     def validate_date_to(self, field):
+        if field.data and not EARLIEST_DATE <= field.data <= LATEST_DATE:
+            raise ValidationError(f"Pick a date from {EARLIEST_DATE.year} to {LATEST_DATE.year}.")
         if field.data and self.date_from.data and field.data < self.date_from.data:
             raise ValidationError("The end date is before the start date.")
 
@@ -61,7 +77,7 @@ class PaymentFilterForm(FlaskForm):
             "status": self.status.data or None,
             "disco": self.disco.data or None,
             "meter_type": self.meter_type.data or None,
-            "email": (self.email.data or "").strip().lower() or None,
+            "email": (self.email.data or "").strip().casefold() or None,
             "date_from": self.date_from.data,
             "date_to": self.date_to.data,
             "q": self.q.data or None,

@@ -6,6 +6,34 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, StringField, SubmitField, TelField
 from wtforms.validators import DataRequired, Email, EqualTo, Length, Optional, ValidationError
 
+from billvend.security import normalise_email, password_problem
+
+
+class NormalisedEmail:
+    """Normalise the address (NFKC, case folded) into ``field.data`` and
+    refuse mixed-script look-alikes (billvend.security.normalise_email)."""
+
+    def __call__(self, form, field):
+        try:
+            field.data = normalise_email(field.data or "")
+        except ValueError as error:
+            raise ValidationError(str(error)) from None
+
+
+class StrongPassword:
+    """billvend.security.password_problem against the form's ``email``
+    field, or its ``account_email`` attribute (a signed-in user's form)."""
+
+    def __call__(self, form, field):
+        email_field = getattr(form, "email", None)
+        if email_field is not None:
+            email = email_field.data if not email_field.errors else None
+        else:
+            email = getattr(form, "account_email", None)
+        problem = password_problem(field.data or "", email)
+        if problem:
+            raise ValidationError(problem)
+
 
 def _nigerian_phone(form, field):
     from billvend.bills.forms import normalise_phone
@@ -39,12 +67,11 @@ class SignupForm(ProfileDetailsMixin, FlaskForm):
         "Email",
         validators=[DataRequired(message="Enter your email address."),
                     Email(message="Enter a valid email address.", check_deliverability=False),
-                    Length(max=254)],
+                    Length(max=254), NormalisedEmail()],
     )
     password = PasswordField(
         "Password",
-        validators=[DataRequired(message="Choose a password."),
-                    Length(min=8, max=128, message="Use 8 to 128 characters.")],
+        validators=[DataRequired(message="Choose a password."), StrongPassword()],
     )
     confirm_password = PasswordField(
         "Confirm password",
@@ -58,7 +85,8 @@ class LoginForm(FlaskForm):
     email = EmailField(
         "Email",
         validators=[DataRequired(message="Enter your email address."),
-                    Email(message="Enter a valid email address.", check_deliverability=False)],
+                    Email(message="Enter a valid email address.", check_deliverability=False),
+                    NormalisedEmail()],
     )
     password = PasswordField("Password", validators=[DataRequired(message="Enter your password.")])
     remember = BooleanField("Keep me signed in")

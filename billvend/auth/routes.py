@@ -1,27 +1,39 @@
-"""Sign up, log in and log out (Flask-Login, hashed passwords, CSRF)."""
+"""Sign up, log in and log out (Flask-Login over server-side sessions, hashed
+passwords, CSRF; rate limits in billvend.security.ROUTE_LIMITS)."""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 import sqlalchemy as sa
-from flask import flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
-from billvend import ledger
+from billvend import ledger, sessions, transactions
 from billvend.auth import bp
 from billvend.auth.forms import LoginForm, LogoutForm, SignupForm
 from billvend.extensions import db
 from billvend.models import User
+from billvend.security import check_password_evenly, password_problem, remember_device, safe_next
+
+#: Said when the email already has an account, instead of confirming it:
+#: the visitor may not be its owner (account enumeration).
+ALREADY_NEUTRAL = ("We could not create an account with these details. If you already have an "
+                   "account, log in instead.")
 
 
-def _safe_next(target: str | None) -> str:
-    """Only same-site relative paths may be a post-login destination."""
-    if target and target.startswith("/") and not target.startswith("//"):
-        parts = urlsplit(target)
-        if not parts.scheme and not parts.netloc:
-            return target
-    return url_for("main.index")
+def _sign_in(user: User, *, remember: bool, password: str):
+    """Start a new session for ``user`` and pick where to go next."""
+    sessions.start(user, remember=remember)
+    login_user(user)
+    if password_problem(password, user.email):
+        # An account from before the password rules: it works, once more.
+        session[sessions.MUST_CHANGE_PASSWORD_KEY] = True
+        flash("Your password is easy to guess. Please choose a stronger one now.", "warning")
+        target = url_for("account.password")
+    else:
+        target = safe_next(request.args.get("next"), url_for("main.index"))
+    response = redirect(target, code=303)
+    remember_device(response, user.email)
+    return response
 
 
 @bp.route("/signup", methods=["GET", "POST"])
@@ -30,24 +42,39 @@ def signup():
         return redirect(url_for("main.index"))
     form = SignupForm()
     if form.validate_on_submit():
-        email = form.email.data.strip().lower()
-        if db.session.scalar(sa.select(User.id).where(User.email == email)) is not None:
-            form.email.errors.append("An account with this email already exists. Log in instead.")
+        email = form.email.data
+        existing = db.session.scalar(sa.select(User).where(User.email == email))
+        if existing is not None:
+            # Its owner, who forgot they signed up, is simply logged in;
+            # anyone else hears a neutral refusal (README: Security).
+            if check_password_evenly(existing, form.password.data):
+                return _sign_in(existing, remember=False, password=form.password.data)
+            form.email.errors.append(ALREADY_NEUTRAL)
         else:
-            user = User(email=email, full_name=form.full_name.data or None,
-                        phone=form.phone.data or None)
-            user.set_password(form.password.data)
-            db.session.add(user)
-            ledger.open_wallet(user)
+            template = User(email=email)
+            template.set_password(form.password.data)  # hash once, outside any retry
+
+            @transactions.unit_of_work
+            def open_account() -> int:
+                user = User(email=email, password_hash=template.password_hash,
+                            full_name=form.full_name.data or None, phone=form.phone.data or None)
+                db.session.add(user)
+                ledger.open_wallet(user)
+                db.session.flush()
+                return user.id
+
             try:
-                db.session.commit()
+                user_id = open_account()
             except sa.exc.IntegrityError:
-                db.session.rollback()
-                form.email.errors.append("An account with this email already exists. Log in instead.")
+                form.email.errors.append(ALREADY_NEUTRAL)
             else:
+                user = db.session.get(User, user_id)
+                sessions.start(user, remember=False)
                 login_user(user)
                 flash("Welcome to billvend! Fund your wallet to buy electricity.", "success")
-                return redirect(url_for("main.index"), code=303)
+                response = redirect(url_for("main.index"), code=303)
+                remember_device(response, user.email)
+                return response
     status = 422 if form.errors else 200
     return render_template("auth/signup.html", form=form), status
 
@@ -58,13 +85,12 @@ def login():
         return redirect(url_for("main.index"))
     form = LoginForm()
     if form.validate_on_submit():
-        email = form.email.data.strip().lower()
-        user = db.session.scalar(sa.select(User).where(User.email == email))
-        if user is None or not user.check_password(form.password.data):
+        user = db.session.scalar(sa.select(User).where(User.email == form.email.data))
+        # The same scrypt work whether or not the email has an account.
+        if not check_password_evenly(user, form.password.data):
             form.password.errors.append("Wrong email or password.")
         else:
-            login_user(user, remember=form.remember.data)
-            return redirect(_safe_next(request.args.get("next")), code=303)
+            return _sign_in(user, remember=bool(form.remember.data), password=form.password.data)
     status = 422 if form.errors else 200
     return render_template("auth/login.html", form=form), status
 
@@ -75,5 +101,6 @@ def logout():
     form = LogoutForm()
     if form.validate_on_submit():
         logout_user()
+        sessions.end()
         flash("You have been logged out.", "info")
     return redirect(url_for("main.index"), code=303)

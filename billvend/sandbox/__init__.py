@@ -54,7 +54,7 @@ from typing import Any, Optional
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from billvend.config import from_env
+from billvend.config import ConfigError, from_env, sandbox_allowed
 from billvend.providers import DISCOS, outcomes
 
 log = logging.getLogger(__name__)
@@ -422,11 +422,15 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     ``VTPASS_READ_TIMEOUT_SECONDS`` + 5).
 
     :param config: overrides on top of the environment's config.
+    :raises billvend.config.ConfigError: with ``BILLVEND_ENV=production``: a
+        sandbox never runs, or is mounted, in production.
     """
     app = Flask(__name__)
     app.config.update(from_env())
     if config:
         app.config.update(config)
+    if not sandbox_allowed(app.config):
+        raise ConfigError("BILLVEND_ENV=production: the sandbox servers do not run in production")
     sleep_seconds = app.config["SANDBOX_TIMEOUT_SLEEP_SECONDS"] or (
         app.config["VTPASS_READ_TIMEOUT_SECONDS"] + 5
     )

@@ -12,11 +12,15 @@ from urllib.parse import urlsplit
 
 from werkzeug.serving import run_simple
 
+from billvend.config import ConfigError
 from billvend.sandbox import create_app
 
 
 def main(argv: list[str] | None = None) -> None:
-    app = create_app()
+    try:
+        app = create_app()
+    except ConfigError as error:
+        raise SystemExit(f"billvend sandbox: refusing to start: {error}") from None
     where = urlsplit(app.config["VTPASS_BASE_URL"])
     parser = argparse.ArgumentParser(prog="python -m billvend.sandbox", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=where.hostname or "127.0.0.1")

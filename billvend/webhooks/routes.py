@@ -23,9 +23,7 @@ from billvend.webhooks import bp
 
 log = logging.getLogger(__name__)
 
-# TODO(integrator, issue 13): rate-limit this endpoint once Flask-Limiter is
-# in billvend.extensions: `@limiter.limit("600/minute")` on paystack_webhook
-# (generous: Paystack retries in bursts; the signature check is cheap).
+# Rate-limited per client IP (RATELIMIT_WEBHOOK_IP) by billvend.security.ROUTE_LIMITS.
 
 
 def _answer(message: str, status: int):

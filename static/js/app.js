@@ -4,6 +4,10 @@
 (function () {
   "use strict";
 
+  // Loaded in <head> without defer: JS-only controls are shown from the first
+  // paint (the CSP forbids the inline script that used to do this).
+  document.documentElement.classList.add("js");
+
   // Copy text (a token) without the clipboard API when the page is not a
   // secure context (plain http on a LAN address).
   function fallbackCopy(text) {

@@ -1,0 +1,52 @@
+"""Account forms: profile, password change and confirmation, second factor."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import PasswordField, StringField, SubmitField
+from wtforms.validators import DataRequired, EqualTo, Length, Optional
+
+from billvend.auth.forms import StrongPassword
+from billvend.bills.forms import NigerianPhone
+
+
+class ProfileForm(FlaskForm):
+    full_name = StringField("Full name", validators=[Optional(), Length(max=120)])
+    phone = StringField("Phone number", validators=[Optional(), NigerianPhone()],
+                        description="A Nigerian mobile number, e.g. 0803 123 4567.")
+    submit = SubmitField("Save")
+
+
+class ChangePasswordForm(FlaskForm):
+    current_password = PasswordField(
+        "Current password", validators=[DataRequired(message="Enter your current password.")])
+    password = PasswordField(
+        "New password", validators=[DataRequired(message="Choose a new password."), StrongPassword()],
+        description="At least 10 characters; not a common password; not your email.")
+    confirm_password = PasswordField(
+        "Confirm new password",
+        validators=[DataRequired(message="Type the new password again."),
+                    EqualTo("password", message="The passwords do not match.")])
+    submit = SubmitField("Change password")
+
+    def __init__(self, *args, account_email: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.account_email = account_email
+
+
+class ConfirmPasswordForm(FlaskForm):
+    password = PasswordField("Password", validators=[DataRequired(message="Enter your password.")])
+    submit = SubmitField("Confirm")
+
+
+class TwoFactorForm(FlaskForm):
+    code = StringField(
+        "Code", validators=[DataRequired(message="Enter the code."), Length(max=20)],
+        description="The 6-digit code from your authenticator app, or one of your recovery codes.")
+    submit = SubmitField("Continue")
+
+
+class PlainForm(FlaskForm):
+    """A button that only needs CSRF (end sessions)."""
+
+    submit = SubmitField("Go")

@@ -1,0 +1,140 @@
+"""``/account``: profile (full name, phone), password change, the list of
+active sessions with "log out everywhere", and the admins' second factor.
+
+Money-sensitive changes need a fresh login: the password change asks for the
+current password; enrolling a second factor needs the password typed within
+``FRESH_LOGIN_SECONDS`` (``/account/confirm`` asks for it again).
+"""
+
+from __future__ import annotations
+
+from flask import abort, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required
+
+from billvend import sessions, transactions, twofactor
+from billvend.account import bp
+from billvend.account.forms import (ChangePasswordForm, ConfirmPasswordForm, PlainForm, ProfileForm,
+                                    TwoFactorForm)
+from billvend.extensions import db
+from billvend.models import User
+from billvend.security import safe_next
+
+PENDING_SECRET_KEY = "_totp_pending_secret"
+
+
+@bp.before_request
+@login_required
+def _signed_in_only():
+    return None
+
+
+@transactions.unit_of_work
+def _save_profile(user_id: int, full_name: str | None, phone: str | None) -> None:
+    user = db.session.get(User, user_id)
+    user.full_name, user.phone = full_name, phone
+
+
+@transactions.unit_of_work
+def _set_password(user_id: int, password: str) -> None:
+    db.session.get(User, user_id).set_password(password)
+
+
+def _profile_page(form: ProfileForm, status: int = 200):
+    return render_template(
+        "account/profile.html", form=form, sessions=sessions.active_sessions(current_user.id),
+        end_form=PlainForm(prefix="end")), status
+
+
+@bp.route("", methods=["GET", "POST"])
+def profile():
+    form = ProfileForm(obj=current_user if request.method == "GET" else None)
+    if form.validate_on_submit():
+        _save_profile(current_user.id, (form.full_name.data or "").strip() or None, form.phone.data or None)
+        flash("Your details are saved.", "success")
+        return redirect(url_for("account.profile"), code=303)
+    return _profile_page(form, 422 if form.errors else 200)
+
+
+@bp.route("/sessions/end-others", methods=["POST"])
+def end_other_sessions():
+    if PlainForm(prefix="end").validate_on_submit():
+        ended = sessions.end_other_sessions(current_user.id)
+        flash(f"Logged out everywhere else ({ended} other session{'s' if ended != 1 else ''} ended).",
+              "success")
+    return redirect(url_for("account.profile"), code=303)
+
+
+@bp.route("/sessions/<int:session_id>/end", methods=["POST"])
+def end_session(session_id: int):
+    if PlainForm(prefix="end").validate_on_submit():
+        if sessions.end_session(current_user.id, session_id):
+            flash("That session is logged out.", "success")
+        else:
+            flash("That session had already ended.", "info")
+    return redirect(url_for("account.profile"), code=303)
+
+
+@bp.route("/password", methods=["GET", "POST"])
+def password():
+    form = ChangePasswordForm(account_email=current_user.email)
+    if form.validate_on_submit():
+        if not current_user.check_password(form.current_password.data):
+            form.current_password.errors.append("That is not your current password.")
+        elif form.password.data == form.current_password.data:
+            form.password.errors.append("Choose a password different from the current one.")
+        else:
+            _set_password(current_user.id, form.password.data)
+            ended = sessions.end_other_sessions(current_user.id)
+            session.pop(sessions.MUST_CHANGE_PASSWORD_KEY, None)
+            sessions.mark_fresh()
+            flash("Your password is changed"
+                  + (f"; {ended} other session{'s' if ended != 1 else ''} logged out." if ended else "."),
+                  "success")
+            return redirect(url_for("account.profile"), code=303)
+    return render_template("account/password.html", form=form,
+                           forced=bool(session.get(sessions.MUST_CHANGE_PASSWORD_KEY))), \
+        422 if form.errors else 200
+
+
+@bp.route("/confirm", methods=["GET", "POST"])
+def confirm_password():
+    form = ConfirmPasswordForm()
+    if form.validate_on_submit():
+        if current_user.check_password(form.password.data):
+            sessions.mark_fresh()
+            return redirect(safe_next(request.args.get("next"), url_for("account.profile")), code=303)
+        form.password.errors.append("That is not your password.")
+    return render_template("account/confirm.html", form=form), 422 if form.errors else 200
+
+
+@bp.route("/two-factor", methods=["GET", "POST"])
+def two_factor():
+    """Admins: give the second factor for this session, or enrol first."""
+    if not current_user.is_admin:
+        abort(404)
+    target = safe_next(request.args.get("next"), url_for("admin.overview"))
+    form = TwoFactorForm()
+    if current_user.has_second_factor:
+        if form.validate_on_submit():
+            if twofactor.verify(current_user.id, form.code.data):
+                sessions.mark_second_factor()
+                return redirect(target, code=303)
+            form.code.errors.append("That code is not right (or was already used). Try the next one.")
+        return render_template("account/two_factor.html", form=form,
+                               left=twofactor.recovery_codes_left(current_user.id)), \
+            422 if form.errors else 200
+    if not sessions.is_fresh():
+        return redirect(url_for("account.confirm_password", next=request.full_path), code=303)
+    secret = session.get(PENDING_SECRET_KEY)
+    if not secret:
+        secret = session[PENDING_SECRET_KEY] = twofactor.new_secret()
+    if form.validate_on_submit():
+        codes = twofactor.enable(current_user.id, secret, form.code.data)
+        if codes:
+            session.pop(PENDING_SECRET_KEY, None)
+            sessions.mark_second_factor()
+            return render_template("account/recovery_codes.html", codes=codes, target=target)
+        form.code.errors.append("That code is not right. Check the time on your phone and try the next one.")
+    uri = twofactor.provisioning_uri(secret, current_user.email)
+    return render_template("account/enrol.html", form=form, secret=secret,
+                           qr_svg=twofactor.qr_svg(uri)), 422 if form.errors else 200

@@ -1,0 +1,409 @@
+"""Safe on the open internet: the pieces around the money.
+
+* :func:`init_app` wires them into an app: ProxyFix (``TRUSTED_PROXY_HOPS``),
+  security headers through Flask-Talisman (CSP, ``frame-ancestors 'none'``,
+  nosniff, Referrer-Policy, Permissions-Policy, HSTS in production),
+  ``Cache-Control: no-store`` on every dynamic response, server-side sessions
+  (:mod:`billvend.sessions`), Flask-Limiter with the route limits of
+  :data:`ROUTE_LIMITS`, the 413 and 429 pages, and the gates that send a user
+  with a weak password to change it.
+* Helpers the forms and views share: :func:`normalise_email`,
+  :func:`password_problem`, :func:`safe_next`, :func:`check_password_evenly`,
+  the known-device cookie that exempts a returning browser from the
+  per-account login slowdown.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import time
+import unicodedata
+from typing import Callable, Optional
+from urllib.parse import urlsplit
+
+from flask import (Flask, current_app, flash, g, redirect, render_template, request, session,
+                   url_for)
+from flask_limiter import RateLimitExceeded
+from flask_login import current_user
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from werkzeug.exceptions import RequestEntityTooLarge, TooManyRequests
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from billvend import sessions
+from billvend.config import origin_of
+from billvend.extensions import limiter, talisman
+
+log = logging.getLogger(__name__)
+
+PERMISSIONS_POLICY = {
+    "camera": "()", "microphone": "()", "geolocation": "()", "payment": "()", "usb": "()",
+    "interest-cohort": "()", "browsing-topics": "()",
+}
+KNOWN_DEVICE_COOKIE = "known_device"
+KNOWN_DEVICE_SECONDS = 365 * 24 * 3600
+
+# --- Emails ----------------------------------------------------------------
+
+
+def normalise_email(raw: str) -> str:
+    """The one spelling of an email address we store and look up: Unicode
+    NFKC (full-width and compatibility characters folded), stripped, case
+    folded (Unicode's caseless matching, so ``ß`` and ``SS`` agree).
+
+    :raises ValueError: (message for the form) a part mixes scripts with
+        characters that look like another script's (``pаypal`` with a
+        Cyrillic ``а``): a homograph of someone else's address. Checked with
+        confusable-homoglyphs (Unicode TR39 confusables).
+    """
+    from confusable_homoglyphs import confusables
+
+    email = unicodedata.normalize("NFKC", raw or "").strip().casefold()
+    for part in email.replace("@", ".").split("."):
+        if part and confusables.is_dangerous(part):
+            raise ValueError("This address mixes look-alike letters from different alphabets. "
+                             "Type it again in one alphabet.")
+    return email
+
+
+# --- Passwords -------------------------------------------------------------
+
+
+def password_problem(password: str, email: Optional[str] = None) -> Optional[str]:
+    """Why ``password`` is refused (a sentence for the form), or ``None``.
+
+    Rules (NIST SP 800-63B 5.1.1.2): at least ``MIN_PASSWORD_LENGTH`` (10)
+    characters, at most 128; not a common or easily guessed password (zxcvbn
+    score below 2, which covers its lists of common passwords, names and
+    words, keyboard patterns and dates); not containing the email address or
+    its name part.
+    """
+    from zxcvbn import zxcvbn
+
+    minimum = current_app.config.get("MIN_PASSWORD_LENGTH", 10) if current_app else 10
+    if len(password) < minimum:
+        return f"Use at least {minimum} characters."
+    if len(password) > 128:
+        return "Use at most 128 characters."
+    folded = password.casefold()
+    if email:
+        local = email.split("@", 1)[0]
+        if email.casefold() in folded or (len(local) >= 3 and local.casefold() in folded):
+            return "Do not use your email address in your password."
+    result = zxcvbn(password[:100], user_inputs=[email] if email else [])
+    if result["score"] < 2:
+        warning = result["feedback"].get("warning") or "This password is too easy to guess."
+        return f"{warning.rstrip('.')}. Choose a longer, less common password (a few unrelated words work well)."
+    return None
+
+
+#: A real scrypt hash of a random password, checked when the email is
+#: unknown so that a login costs the same either way (no enumeration by time).
+_DUMMY_HASH: Optional[str] = None
+
+
+def check_password_evenly(user, password: str) -> bool:
+    """``user.check_password(password)``, doing the same hashing work when
+    ``user`` is ``None`` (and then returning False)."""
+    global _DUMMY_HASH
+    if user is None:
+        if _DUMMY_HASH is None:
+            _DUMMY_HASH = generate_password_hash(hashlib.sha256(str(time.time()).encode()).hexdigest())
+        check_password_hash(_DUMMY_HASH, password)
+        return False
+    return user.check_password(password)
+
+
+# --- Redirect targets ------------------------------------------------------
+
+
+def safe_next(target: Optional[str], default: str) -> str:
+    """``target`` when it is a same-site path, else ``default``.
+
+    Refused: anything with a control character (CR/LF would split the
+    ``Location`` header), a backslash (browsers read ``/\\evil`` as
+    ``//evil``), a scheme, a host, or a protocol-relative ``//``.
+    """
+    if not target or len(target) > 2000 or not target.startswith("/") or target.startswith("//"):
+        return default
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target) or "\\" in target:
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return default
+    return target
+
+
+# --- The known-device cookie (per-account slowdown without lockout) --------
+
+
+def _account_digest(email: str) -> str:
+    return hashlib.sha256(email.encode()).hexdigest()[:32]
+
+
+def _device_serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="billvend.known-device")
+
+
+def remember_device(response, email: str) -> None:
+    """After a successful login: this browser may log in to ``email`` even
+    while strangers have tripped the account's failed-login limit (OWASP's
+    "device cookies"), so the limit slows attackers without locking the owner out."""
+    response.set_cookie(
+        KNOWN_DEVICE_COOKIE, _device_serializer().dumps(_account_digest(email)),
+        max_age=KNOWN_DEVICE_SECONDS, httponly=True, samesite="Lax",
+        secure=current_app.config["SESSION_COOKIE_SECURE"])
+
+
+def _is_known_device() -> bool:
+    raw = request.cookies.get(KNOWN_DEVICE_COOKIE)
+    if not raw:
+        return False
+    try:
+        digest = _device_serializer().loads(raw, max_age=KNOWN_DEVICE_SECONDS)
+    except BadSignature:
+        return False
+    return digest == _account_digest(_form_email())
+
+
+# --- Rate limits -----------------------------------------------------------
+
+
+def _limit(name: str) -> Callable[[], str]:
+    return lambda: current_app.config[name]
+
+
+def client_ip() -> str:
+    """The client's address (ProxyFix makes it the real one behind
+    ``TRUSTED_PROXY_HOPS`` proxies)."""
+    return request.remote_addr or "unknown"
+
+
+def _form_email() -> str:
+    try:
+        return normalise_email(request.form.get("email", ""))[:254] or "-"
+    except ValueError:
+        return "-"
+
+
+def _user_key() -> str:
+    return f"user:{current_user.get_id()}" if current_user.is_authenticated else f"ip:{client_ip()}"
+
+
+def _login_failed(response) -> bool:
+    return response.status_code == 422
+
+
+def _meter_key() -> str:
+    return f"{request.form.get('disco', '')}:{request.form.get('meter_number', '')}"[:80]
+
+
+def _check_distinct_meters() -> None:
+    """Meter verification: at most ``RATELIMIT_VERIFY_DISTINCT_METERS``
+    different meters per user (asking again about a meter already seen this
+    hour is free), so names and addresses cannot be harvested in bulk."""
+    from limits import parse_many
+
+    if not limiter.enabled:
+        return
+    strategy = limiter.limiter
+    seen_limit = parse_many("1 per hour")[0]
+    user = _user_key()
+    log.info("meter verification by %s from %s: %s", user, client_ip(), _meter_key())
+    try:
+        if not strategy.hit(seen_limit, "billvend", "verify-seen", user, _meter_key()):
+            return  # already asked about this meter this hour
+        for item in parse_many(current_app.config["RATELIMIT_VERIFY_DISTINCT_METERS"]):
+            if not strategy.hit(item, "billvend", "verify-distinct", user):
+                reset_at = strategy.get_window_stats(item, "billvend", "verify-distinct", user).reset_time
+                log.warning("meter verification: %s passed %s distinct meters", user, item)
+                raise TooManyRequests(retry_after=max(1, int(reset_at - time.time())))
+    except TooManyRequests:
+        raise
+    except Exception as error:  # noqa: BLE001 - the limit store is down: the per-user
+        # and per-IP limits (in-memory fallback) still hold; the meter is verified.
+        log.error("distinct-meter limit unavailable: %s", error)
+
+
+def _with_distinct_meter_check(view):
+    @functools.wraps(view)  # Flask-Limiter keys the outer limits by this name
+    def checked(*args, **kwargs):
+        _check_distinct_meters()
+        return view(*args, **kwargs)
+
+    return checked
+
+
+def _limits_for(endpoint: str) -> list[Callable]:
+    """The decorators applied to ``endpoint``'s view (outermost last)."""
+    post = ["POST"]
+    if endpoint == "auth.login":
+        return [
+            limiter.limit(_limit("RATELIMIT_LOGIN_IP"), methods=post, scope="login-ip", key_func=client_ip),
+            limiter.limit(_limit("RATELIMIT_LOGIN_ACCOUNT_IP"), methods=post, scope="login-account-ip",
+                          key_func=lambda: f"{_form_email()}|{client_ip()}"),
+            limiter.limit(_limit("RATELIMIT_LOGIN_ACCOUNT"), methods=post, scope="login-account",
+                          key_func=_form_email, deduct_when=_login_failed, exempt_when=_is_known_device),
+        ]
+    if endpoint == "auth.signup":
+        return [limiter.limit(_limit("RATELIMIT_SIGNUP_IP"), methods=post, scope="signup-ip",
+                              key_func=client_ip)]
+    if endpoint == "account.two_factor":
+        return [limiter.limit(_limit("RATELIMIT_TWO_FACTOR"), methods=post, scope="two-factor",
+                              key_func=_user_key)]
+    if endpoint == "bills.verify":
+        # Innermost first: a request refused by the per-user or per-IP limit
+        # never counts as a new meter.
+        return [
+            _with_distinct_meter_check,
+            limiter.limit(_limit("RATELIMIT_VERIFY_USER"), scope="verify-user", key_func=_user_key),
+            limiter.limit(_limit("RATELIMIT_VERIFY_IP"), scope="verify-ip", key_func=client_ip),
+        ]
+    if endpoint == "bills.electricity":
+        return [limiter.limit(_limit("RATELIMIT_PAYMENT_USER"), methods=post, scope="payment-user",
+                              key_func=_user_key)]
+    if endpoint == "wallet.fund":
+        return [limiter.limit(_limit("RATELIMIT_FUNDING_USER"), methods=post, scope="funding-user",
+                              key_func=_user_key)]
+    if endpoint == "webhooks.paystack_webhook":
+        # Generous: the gateway retries in bursts and the signature check is
+        # cheap; this only stops a flood of forged bodies from one address.
+        return [limiter.limit(_limit("RATELIMIT_WEBHOOK_IP"), methods=post, scope="webhook-ip",
+                              key_func=client_ip)]
+    raise KeyError(endpoint)
+
+
+#: Endpoints with their own limits; ``RATELIMIT_PASSWORD_RESET_EMAIL`` is
+#: for the password reset when it exists (key: the normalised email).
+ROUTE_LIMITS = ("auth.login", "auth.signup", "account.two_factor", "bills.verify",
+                "bills.electricity", "wallet.fund", "webhooks.paystack_webhook")
+
+# Flask-Limiter registers a decorated limit by the view's name, once per
+# process: wrap each view function once and reuse the wrapper in every app.
+_wrapped: dict[Callable, Callable] = {}
+
+
+def _apply_route_limits(app: Flask) -> None:
+    for endpoint in ROUTE_LIMITS:
+        view = app.view_functions.get(endpoint)
+        if view is None:
+            raise RuntimeError(f"billvend.security.ROUTE_LIMITS names {endpoint!r}, which is not a route")
+        if view not in _wrapped:
+            limited = view
+            for decorate in _limits_for(endpoint):
+                limited = decorate(limited)
+            limited.__name__ = view.__name__
+            limited.__module__ = view.__module__
+            limited.__qualname__ = view.__qualname__
+            _wrapped[view] = limited
+        app.view_functions[endpoint] = _wrapped[view]
+
+
+# --- Wiring ----------------------------------------------------------------
+
+
+def content_security_policy(config) -> dict[str, str]:
+    """The CSP: only our own origin, plus exactly the outside sources the
+    configuration uses (htmx from its CDN URL; the gateway's checkout as a
+    form target, since funding redirects there after a POST)."""
+    scripts = ["'self'"]
+    htmx = config["HTMX_URL"]
+    if origin_of(htmx):
+        scripts.append(htmx)  # the exact file: its SRI hash is checked too
+    form_action = ["'self'"]
+    for url in (config.get("PAYSTACK_BASE_URL"), config.get("PAYSTACK_CHECKOUT_URL")):
+        origin = origin_of(url)
+        if origin and origin not in form_action:
+            form_action.append(origin)
+    return {
+        "default-src": "'self'",
+        "script-src": " ".join(scripts),
+        "style-src": "'self'",
+        "img-src": "'self' data:",
+        "font-src": "'self'",
+        "connect-src": "'self'",
+        "object-src": "'none'",
+        "base-uri": "'none'",
+        "form-action": " ".join(form_action),
+        "frame-ancestors": "'none'",
+    }
+
+
+def init_app(app: Flask) -> None:
+    """Wire every piece above into ``app`` (after its blueprints)."""
+    config = app.config
+    production = config["BILLVEND_ENV"] == "production"
+    hops = config["TRUSTED_PROXY_HOPS"]
+    if hops > 0:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0, x_port=0)
+
+    app.session_interface = sessions.ServerSessionInterface()
+
+    talisman.init_app(
+        app,
+        force_https=production,
+        frame_options="DENY",
+        strict_transport_security=production,
+        strict_transport_security_include_subdomains=True,
+        content_security_policy=content_security_policy(config),
+        referrer_policy="same-origin",
+        permissions_policy=PERMISSIONS_POLICY,
+        session_cookie_secure=production,
+        session_cookie_http_only=True,
+        session_cookie_samesite="Lax",
+    )
+    # Talisman trusts a client's X-Forwarded-Proto for HSTS and its HTTPS
+    # redirect; behind our ProxyFix, request.is_secure is the truth.
+    app.config["SESSION_COOKIE_SECURE"] = production
+
+    limiter.init_app(app)
+    _apply_route_limits(app)
+
+    def session_store_down():
+        # The session could not be read because the database is down: say
+        # so (the 503 page, billvend.__init__) before CSRF or login checks
+        # misread the missing session as a bad or anonymous request.
+        broken = getattr(session._get_current_object(), "error", None)  # noqa: SLF001
+        if broken is not None:
+            raise broken
+
+    app.before_request_funcs.setdefault(None, []).insert(0, session_store_down)
+
+    @app.after_request
+    def no_store(response):
+        # Pages carry balances, tokens, statements, CSRF tokens or admin
+        # data; none may sit in a shared or browser cache.
+        if request.endpoint != "static":
+            response.headers["Cache-Control"] = "no-store"
+            response.headers.setdefault("Pragma", "no-cache")
+        return response
+
+    @app.before_request
+    def weak_password_gate():
+        if (session.get(sessions.MUST_CHANGE_PASSWORD_KEY) and current_user.is_authenticated
+                and request.endpoint not in {"account.password", "auth.logout", "static"}):
+            if request.method == "GET":
+                flash("Please choose a stronger password before you go on.", "warning")
+            return redirect(url_for("account.password"), code=303)
+        return None
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(error):
+        return render_template("errors/413.html"), 413
+
+    @app.errorhandler(429)
+    def too_many(error):
+        retry_after = 60
+        if isinstance(error, RateLimitExceeded):
+            current = limiter.current_limit
+            if current is not None:
+                retry_after = max(1, int(current.reset_at - time.time()))
+        elif getattr(error, "retry_after", None):
+            retry_after = int(error.retry_after)
+        log.warning("rate limited: %s %s from %s", request.method, request.path, client_ip())
+        g.retry_after = retry_after
+        response = app.make_response((render_template("errors/429.html", retry_after=retry_after), 429))
+        response.headers["Retry-After"] = str(retry_after)
+        return response

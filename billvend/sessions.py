@@ -1,0 +1,407 @@
+"""Server-side, revocable sessions and per-device "keep me signed in".
+
+The ``session`` cookie holds only a random id (256 bits); the session's data
+(Flask-Login's user id, the CSRF token, flashes, freshness and second-factor
+marks) lives in a ``user_sessions`` row keyed by the id's SHA-256, so a
+stolen database does not yield usable cookies. Deleting the row ends the
+session: a replayed cookie then opens an empty, anonymous session.
+
+* Sign-in (:func:`start`) always moves to a new id (no fixation) with empty
+  data (so a new CSRF token); logout (:func:`end`) deletes the row and this
+  device's remember token; :func:`end_other_sessions` ends every other session
+  of a user (password change, "log out everywhere").
+* Lifetimes: admins ``ADMIN_SESSION_IDLE_SECONDS`` idle and
+  ``ADMIN_SESSION_ABSOLUTE_SECONDS`` absolute; customers a browser-session
+  cookie, forgotten by the server after ``CUSTOMER_SESSION_IDLE_SECONDS`` idle
+  or ``CUSTOMER_SESSION_ABSOLUTE_SECONDS``; anonymous visitors
+  ``ANONYMOUS_SESSION_SECONDS``.
+* "Keep me signed in" is a ``remember`` cookie ``selector.validator``
+  (OWASP's split-token pattern): the row holds the selector and the
+  validator's SHA-256; when it starts a new session the validator is rotated.
+  It lasts ``REMEMBER_ME_SECONDS`` from sign-in and never makes a session
+  fresh.
+
+Storage goes through the request's own database session (one pooled
+connection per request, not two), each write as its own unit of work
+(``billvend.transactions``): reading the session before the view, saving it
+after the view's units have committed. A view that left writes uncommitted
+(a bug) gets its session unsaved and logged, never its writes committed by
+the session store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import random
+import secrets
+import time
+from datetime import datetime, timedelta
+from typing import Any, Optional
+
+import sqlalchemy as sa
+from flask import Flask, current_app, g, has_app_context, request, session
+from flask.sessions import SessionInterface, SessionMixin, session_json_serializer
+from werkzeug.datastructures import CallbackDict
+
+from billvend import transactions
+from billvend.extensions import db
+from billvend.models import RememberToken, User, UserSession, utcnow
+
+log = logging.getLogger(__name__)
+
+SESSIONS = UserSession.__table__
+REMEMBER = RememberToken.__table__
+USERS = User.__table__
+
+#: How often an unchanged session's idle deadline is pushed forward (one
+#: write per minute of activity, not one per request).
+TOUCH_INTERVAL_SECONDS = 60
+#: How long the validator before a rotation still works (two requests racing
+#: on one old cookie, e.g. a restored tab loading its page and a poll).
+ROTATION_GRACE_SECONDS = 30
+#: One save in this many also deletes expired sessions and remember tokens.
+CLEANUP_ONE_IN = 50
+
+# Keys in the session data.
+USER_ID_KEY = "_user_id"  # Flask-Login's
+ADMIN_KEY = "_admin"
+FRESH_AT_KEY = "_fresh_at"
+SECOND_FACTOR_KEY = "_second_factor_at"
+REMEMBER_SELECTOR_KEY = "_remember_selector"
+MUST_CHANGE_PASSWORD_KEY = "_must_change_password"
+
+
+def _hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _new_id() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class ServerSession(CallbackDict, SessionMixin):
+    """A session whose data is stored server-side under :attr:`sid`."""
+
+    def __init__(self, initial: Optional[dict] = None, sid: Optional[str] = None,
+                 absolute_expires_at: Optional[datetime] = None,
+                 last_seen_at: Optional[datetime] = None) -> None:
+        def on_update(self):
+            self.modified = True
+            self.accessed = True
+
+        super().__init__(initial or {}, on_update)
+        self.sid = sid
+        self.new = sid is None
+        self.modified = False
+        self.accessed = False
+        self.absolute_expires_at = absolute_expires_at
+        self.last_seen_at = last_seen_at
+        #: Ids whose rows this response must delete (the id before a rotation).
+        self.ended_ids: list[str] = []
+        #: New ``remember`` cookie value; ``""`` deletes the cookie.
+        self.remember_cookie: Optional[str] = None
+        #: Set when the store could not be read: never write this session.
+        self.unavailable = False
+        self.error: Optional[BaseException] = None
+
+    def rotate(self) -> None:
+        """Forget the current id (its row is deleted at save) and the data;
+        the next save stores the session under a new id."""
+        if self.sid is not None:
+            self.ended_ids.append(self.sid)
+        self.sid = None
+        self.new = True
+        self.absolute_expires_at = None
+        self.clear()
+        self.modified = True
+        # Flask-WTF caches this request's signed CSRF token in g; it was
+        # derived from the old session's secret, which is gone.
+        if has_app_context():
+            g.pop(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)
+
+
+def _seed_csrf(sess: ServerSession, config) -> None:
+    """Give a new signed-in session its CSRF secret at once (the secret
+    Flask-WTF signs into form tokens), so that a browser's first requests on
+    it, made in parallel, do not each invent one and overwrite each other."""
+    sess[config.get("WTF_CSRF_FIELD_NAME", "csrf_token")] = secrets.token_hex(20)
+
+
+def lifetimes(config, data: dict) -> tuple[int, int]:
+    """``(idle seconds, absolute seconds)`` for a session with ``data``."""
+    if USER_ID_KEY not in data:
+        seconds = config["ANONYMOUS_SESSION_SECONDS"]
+        return seconds, seconds
+    if data.get(ADMIN_KEY):
+        return config["ADMIN_SESSION_IDLE_SECONDS"], config["ADMIN_SESSION_ABSOLUTE_SECONDS"]
+    return config["CUSTOMER_SESSION_IDLE_SECONDS"], config["CUSTOMER_SESSION_ABSOLUTE_SECONDS"]
+
+
+class ServerSessionInterface(SessionInterface):
+    """Flask session interface over the ``user_sessions`` table."""
+
+    serializer = session_json_serializer
+
+    def open_session(self, app: Flask, request) -> Optional[ServerSession]:
+        if app.static_url_path and request.path.startswith(app.static_url_path + "/"):
+            return None  # Flask falls back to a null session: static files need none
+        now = utcnow()
+        sid = request.cookies.get(self.get_cookie_name(app)) or ""
+        try:
+            row = None
+            if 20 <= len(sid) <= 100:
+                row = db.session.execute(
+                    sa.select(SESSIONS).where(SESSIONS.c.id_hash == _hash(sid))).first()
+                if row is not None and row.expires_at > now and row.absolute_expires_at > now:
+                    return ServerSession(self.serializer.loads(row.data), sid=sid,
+                                         absolute_expires_at=row.absolute_expires_at,
+                                         last_seen_at=row.last_seen_at)
+            fresh = ServerSession()
+            if row is not None:
+                fresh.ended_ids.append(sid)  # expired: its row goes at save
+            remember = request.cookies.get(app.config["REMEMBER_COOKIE_NAME"])
+            if remember:
+                transactions.run(_restore_from_remember, app, fresh, remember, now)
+            return fresh
+        except (sa.exc.OperationalError, transactions.TransactionRuleError) as error:
+            # The database is down: the request goes on anonymous and its
+            # page (usually the 503) is served; nothing is written.
+            log.error("session store unavailable: %s", error)
+            db.session.rollback()
+            broken = ServerSession()
+            broken.unavailable = True
+            broken.error = error  # raised by security's first before_request: the 503 page
+            return broken
+
+    def save_session(self, app: Flask, sess: ServerSession, response) -> None:
+        if sess.unavailable:
+            return
+        name = self.get_cookie_name(app)
+        cookie = dict(domain=self.get_cookie_domain(app), path=self.get_cookie_path(app),
+                      secure=self.get_cookie_secure(app), httponly=True,
+                      samesite=self.get_cookie_samesite(app))
+        if sess.accessed:
+            response.vary.add("Cookie")
+        try:
+            transactions.run(self._write, app, db.session, sess, response, name, cookie)
+        except (sa.exc.OperationalError, transactions.TransactionRuleError) as error:
+            log.error("session not saved: %s", error)
+        if sess.remember_cookie == "":
+            response.delete_cookie(app.config["REMEMBER_COOKIE_NAME"], **cookie)
+        elif sess.remember_cookie:
+            response.set_cookie(app.config["REMEMBER_COOKIE_NAME"], sess.remember_cookie,
+                                max_age=app.config["REMEMBER_ME_SECONDS"], **cookie)
+
+    def _write(self, app, conn, sess: ServerSession, response, name: str, cookie: dict) -> None:
+        now = utcnow()
+        if sess.ended_ids:
+            conn.execute(sa.delete(SESSIONS).where(
+                SESSIONS.c.id_hash.in_([_hash(sid) for sid in sess.ended_ids])))
+        data = dict(sess)
+        if not data:
+            if sess.sid is not None:
+                conn.execute(sa.delete(SESSIONS).where(SESSIONS.c.id_hash == _hash(sess.sid)))
+            if request.cookies.get(name):
+                response.delete_cookie(name, domain=cookie["domain"], path=cookie["path"])
+            return
+        idle, absolute = lifetimes(app.config, data)
+        user_id = int(data[USER_ID_KEY]) if USER_ID_KEY in data else None
+        if sess.sid is None:
+            sess.sid = _new_id()
+            sess.absolute_expires_at = now + timedelta(seconds=absolute)
+            conn.execute(sa.insert(SESSIONS).values(
+                id_hash=_hash(sess.sid), user_id=user_id, data=self.serializer.dumps(data),
+                created_at=now, last_seen_at=now, expires_at=min(now + timedelta(seconds=idle),
+                                                                 sess.absolute_expires_at),
+                absolute_expires_at=sess.absolute_expires_at,
+                ip_address=(request.remote_addr or "")[:45] or None,
+                user_agent=(request.user_agent.string or "")[:200] or None))
+            # A browser-session cookie: the server's deadlines bound it.
+            response.set_cookie(name, sess.sid, **cookie)
+            if random.randrange(CLEANUP_ONE_IN) == 0:
+                delete_expired(conn, now)
+            return
+        due = (sess.last_seen_at is None
+               or (now - sess.last_seen_at).total_seconds() >= TOUCH_INTERVAL_SECONDS)
+        if sess.modified or due:
+            values: dict[str, Any] = {"last_seen_at": now, "user_id": user_id,
+                                      "expires_at": min(now + timedelta(seconds=idle),
+                                                        sess.absolute_expires_at)}
+            if sess.modified:
+                values["data"] = self.serializer.dumps(data)
+            conn.execute(sa.update(SESSIONS).where(SESSIONS.c.id_hash == _hash(sess.sid)).values(**values))
+
+
+def delete_expired(conn, now: datetime) -> None:
+    """Delete sessions past a deadline and remember tokens past expiry."""
+    conn.execute(sa.delete(SESSIONS).where(
+        sa.or_(SESSIONS.c.expires_at <= now, SESSIONS.c.absolute_expires_at <= now)))
+    conn.execute(sa.delete(REMEMBER).where(REMEMBER.c.expires_at <= now))
+
+
+def _restore_from_remember(app: Flask, sess: ServerSession, cookie: str, now: datetime) -> None:
+    """Turn a valid ``remember`` cookie into a new (not fresh) signed-in
+    session, rotating its validator; a bad one is deleted from the browser.
+    (Run as a unit of work.)"""
+    conn = db.session
+    selector, _, validator = cookie.partition(".")
+    row = None
+    if selector and validator and len(selector) <= 32 and len(validator) <= 100:
+        row = conn.execute(sa.select(REMEMBER).where(REMEMBER.c.selector == selector)).first()
+    given = _hash(validator)
+    if row is None or row.expires_at <= now:
+        sess.remember_cookie = ""
+        return
+    current = hmac.compare_digest(given, row.token_hash)
+    recent = (row.previous_token_hash is not None and row.rotated_at is not None
+              and (now - row.rotated_at).total_seconds() < ROTATION_GRACE_SECONDS
+              and hmac.compare_digest(given, row.previous_token_hash))
+    if not (current or recent):
+        log.warning("remember token %s: wrong validator (stale copy or theft); refused", selector)
+        sess.remember_cookie = ""
+        return
+    user = conn.execute(sa.select(USERS.c.id, USERS.c.is_admin).where(USERS.c.id == row.user_id)).first()
+    if user is None:
+        sess.remember_cookie = ""
+        return
+    if current:
+        new_validator = secrets.token_urlsafe(32)
+        conn.execute(sa.update(REMEMBER).where(REMEMBER.c.id == row.id).values(
+            token_hash=_hash(new_validator), previous_token_hash=row.token_hash, rotated_at=now))
+        sess.remember_cookie = f"{selector}.{new_validator}"
+    sess.update({USER_ID_KEY: str(user.id), "_fresh": False, ADMIN_KEY: bool(user.is_admin),
+                 REMEMBER_SELECTOR_KEY: selector})
+    _seed_csrf(sess, app.config)
+
+
+def _session() -> ServerSession:
+    sess = session._get_current_object()  # noqa: SLF001 - the concrete object
+    if not isinstance(sess, ServerSession):
+        raise RuntimeError("billvend.sessions needs ServerSessionInterface")
+    return sess
+
+
+def start(user: User, *, remember: bool) -> None:
+    """Begin a signed-in session for ``user`` on this request: a new id, new
+    data (and so a new CSRF token), fresh as of now; with ``remember`` a new
+    per-device token. Call before ``flask_login.login_user``.
+
+    The old session's row and this device's old remember token are deleted
+    when the response is saved (a fixated or stolen old id dies with it).
+    """
+    sess = _session()
+    old_selector = sess.get(REMEMBER_SELECTOR_KEY)
+    sess.rotate()
+    now = utcnow()
+    selector, validator = secrets.token_hex(12), secrets.token_urlsafe(32)
+
+    @transactions.unit_of_work
+    def store_tokens() -> None:
+        if old_selector:
+            db.session.execute(sa.delete(REMEMBER).where(REMEMBER.c.selector == old_selector))
+        if remember:
+            db.session.execute(sa.insert(REMEMBER).values(
+                selector=selector, token_hash=_hash(validator), user_id=user.id, created_at=now,
+                expires_at=now + timedelta(seconds=current_app.config["REMEMBER_ME_SECONDS"]),
+                user_agent=(request.user_agent.string or "")[:200] or None))
+
+    if old_selector or remember:
+        store_tokens()
+    if remember:
+        sess[REMEMBER_SELECTOR_KEY] = selector
+        sess.remember_cookie = f"{selector}.{validator}"
+    elif request.cookies.get(current_app.config["REMEMBER_COOKIE_NAME"]):
+        sess.remember_cookie = ""
+    sess[ADMIN_KEY] = bool(user.is_admin)
+    sess[FRESH_AT_KEY] = time.time()
+    _seed_csrf(sess, current_app.config)
+
+
+def end() -> None:
+    """Log this browser out: delete its session row and its remember token.
+    Call after ``flask_login.logout_user``; a flash set afterwards still shows
+    (it goes into a new anonymous session)."""
+    sess = _session()
+    selector = sess.get(REMEMBER_SELECTOR_KEY)
+    if selector:
+        transactions.run(lambda: db.session.execute(sa.delete(REMEMBER).where(REMEMBER.c.selector == selector)))
+    if selector or request.cookies.get(current_app.config["REMEMBER_COOKIE_NAME"]):
+        sess.remember_cookie = ""
+    sess.rotate()
+
+
+def current_id_hash() -> Optional[str]:
+    sess = _session()
+    return _hash(sess.sid) if sess.sid else None
+
+
+def end_other_sessions(user_id: int) -> int:
+    """End every session of ``user_id`` but this request's, and every
+    remember token but this device's (a password change, "log out
+    everywhere"). Other users' sessions are untouched.
+
+    :returns: how many sessions were ended.
+    """
+    keep = current_id_hash()
+    selector = _session().get(REMEMBER_SELECTOR_KEY)
+    query = sa.delete(SESSIONS).where(SESSIONS.c.user_id == user_id)
+    if keep:
+        query = query.where(SESSIONS.c.id_hash != keep)
+    tokens = sa.delete(REMEMBER).where(REMEMBER.c.user_id == user_id)
+    if selector:
+        tokens = tokens.where(REMEMBER.c.selector != selector)
+
+    @transactions.unit_of_work
+    def delete() -> int:
+        ended = db.session.execute(query).rowcount
+        db.session.execute(tokens)
+        return ended
+
+    return delete()
+
+
+def end_session(user_id: int, session_id: int) -> bool:
+    """End one of ``user_id``'s sessions by its row id (the account page).
+
+    :returns: False when no such session of that user exists.
+    """
+    return transactions.run(lambda: db.session.execute(sa.delete(SESSIONS).where(
+        SESSIONS.c.id == session_id, SESSIONS.c.user_id == user_id)).rowcount == 1)
+
+
+def active_sessions(user_id: int) -> list[dict]:
+    """The user's live sessions, newest activity first: dicts with ``id``,
+    ``created_at``, ``last_seen_at``, ``ip_address``, ``user_agent`` and
+    ``current`` (this browser)."""
+    now = utcnow()
+    keep = current_id_hash()
+    rows = db.session.execute(sa.select(SESSIONS).where(
+        SESSIONS.c.user_id == user_id, SESSIONS.c.expires_at > now,
+        SESSIONS.c.absolute_expires_at > now).order_by(SESSIONS.c.last_seen_at.desc())).all()
+    return [{"id": r.id, "created_at": r.created_at, "last_seen_at": r.last_seen_at,
+             "ip_address": r.ip_address, "user_agent": r.user_agent, "current": r.id_hash == keep}
+            for r in rows]
+
+
+def mark_fresh() -> None:
+    """The user has just typed their password (re-authentication)."""
+    session[FRESH_AT_KEY] = time.time()
+
+
+def is_fresh(max_age_seconds: Optional[int] = None) -> bool:
+    """True when the password was typed in this session within
+    ``FRESH_LOGIN_SECONDS`` (or ``max_age_seconds``)."""
+    max_age = max_age_seconds if max_age_seconds is not None else current_app.config["FRESH_LOGIN_SECONDS"]
+    fresh_at = session.get(FRESH_AT_KEY)
+    return bool(fresh_at) and time.time() - float(fresh_at) < max_age
+
+
+def mark_second_factor() -> None:
+    session[SECOND_FACTOR_KEY] = time.time()
+
+
+def has_second_factor() -> bool:
+    """True once the admin's TOTP or recovery code was given in this session."""
+    return bool(session.get(SECOND_FACTOR_KEY))
