@@ -1,0 +1,141 @@
+"""Review of issue 12: races and paths the lifecycle tests did not cover.
+
+Each test forces one interleaving deterministically: a hook on the
+database engine lets "another worker" commit its step (in its own app
+context, so its own session and connection) at the exact moment between
+the lifecycle code's read of a payment and its conditional UPDATE. The
+hook fires only for statements of the test's own thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from billvend import ledger, payments, tasks
+from billvend.admin import services
+from billvend.extensions import db
+from billvend.models import FAILED, REVERSED, SUCCESSFUL, UNKNOWN, VENDING, Payment, User
+from billvend.providers import outcomes
+from billvend.providers.base import VendResult
+from tests.helpers import assert_books_balance, make_payment, make_user
+from tests.test_lifecycle import (  # noqa: F401 - fixtures
+    LATE_RECORD_SECONDS,
+    balance,
+    claimed,
+    make_admin,
+    reload,
+    reversals,
+    sandbox,
+    set_status,
+    sweep_until_final,
+    vtpass,
+)
+
+
+def in_other_worker(app, fn) -> None:
+    """Run ``fn()`` to completion in another thread with its own app
+    context (another worker or admin), and wait for it."""
+    errors = []
+
+    def run():
+        with app.app_context():
+            try:
+                fn()
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+            finally:
+                db.session.remove()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive() and not errors, errors
+
+
+class Interleave:
+    """Call ``action()`` once, right after the ``n``-th statement of this
+    thread that ``matches``; the statement has already run, nothing after
+    it has."""
+
+    def __init__(self, matches, n, action):
+        self.matches, self.n, self.action = matches, n, action
+        self.seen, self.fired, self.thread = 0, False, threading.get_ident()
+
+    def __call__(self, conn, cursor, statement, parameters, context, executemany):
+        if self.fired or threading.get_ident() != self.thread or not self.matches(statement):
+            return
+        self.seen += 1
+        if self.seen == self.n:
+            self.fired = True
+            self.action()
+
+
+def payment_read(statement: str) -> bool:
+    text = " ".join(statement.split())
+    return text.startswith("SELECT payments.id") and "FROM payments WHERE payments.id =" in text
+
+
+@pytest.fixture
+def interleave(app):
+    hooks = []
+
+    def install(matches, n, action):
+        hook = Interleave(matches, n, action)
+        sa.event.listen(db.engine, "after_cursor_execute", hook)
+        hooks.append(hook)
+        return hook
+
+    yield install
+    for hook in hooks:
+        sa.event.remove(db.engine, "after_cursor_execute", hook)
+
+
+# --- A delivery racing another step of the same payment -------------------------------
+
+
+def test_a_delivery_racing_the_refund_is_still_flagged(app, interleave):
+    """The provider's late answer carries a token for a ``failed`` payment
+    while the refund task runs. If the refund commits between the
+    delivery's read of the payment (``failed``) and its UPDATE, the
+    payment is ``reversed`` and the customer holds the token AND the
+    money: it must at least be flagged for an admin (DESIGN.md: on
+    ``reversed`` a delivery is flagged), never dropped silently."""
+    user = make_user(balance_kobo=500_000)
+    payment = claimed(make_payment(user, amount_kobo=100_000))
+    set_status(payment.id, VENDING, FAILED)  # "never received", trusted; refund queued
+    payment_id = payment.id
+    hook = interleave(payment_read, 2,
+                      lambda: in_other_worker(app, lambda: payments.reverse_payment(payment_id)))
+    payments.apply_result(payment_id, VENDING, VendResult("delivered", token="7" * 20))
+    assert hook.fired
+    final = reload(payment_id)
+    assert final.status == REVERSED and reversals(payment_id) == 1
+    assert final.needs_attention, "a token was reported for a refunded payment; nobody was told"
+    assert_books_balance()
+
+
+def test_a_delivery_racing_the_move_to_unknown_completes_the_payment(app, interleave):
+    """The sweep's requery of a stale ``vending`` payment hears
+    ``delivered`` while the original worker's timed-out pay moves it
+    ``vending -> unknown``. The delivery must still complete it
+    (DESIGN.md: on ``vending``/``unknown`` a delivery completes the
+    payment), not just be noted on the timeline."""
+    payment = claimed(make_payment(make_user(balance_kobo=500_000), amount_kobo=100_000))
+    payment_id = payment.id
+
+    def pay_timed_out():
+        payments.apply_result(payment_id, VENDING, VendResult("pending", "TIMEOUT", "no answer"),
+                              source=payments.SOURCE_PAY)
+
+    hook = interleave(payment_read, 1, lambda: in_other_worker(app, pay_timed_out))
+    payments.apply_result(payment_id, VENDING, VendResult("delivered", token="8" * 20),
+                          source=payments.SOURCE_REQUERY)
+    assert hook.fired
+    final = reload(payment_id)
+    assert (final.status, final.token) == (SUCCESSFUL, "8" * 20), (final.status, final.provider_message)
+    assert reversals(payment_id) == 0
+    assert_books_balance()
