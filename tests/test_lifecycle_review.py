@@ -139,3 +139,27 @@ def test_a_delivery_racing_the_move_to_unknown_completes_the_payment(app, interl
     assert (final.status, final.token) == (SUCCESSFUL, "8" * 20), (final.status, final.provider_message)
     assert reversals(payment_id) == 0
     assert_books_balance()
+
+
+# --- check_invariants on a live system -------------------------------------------------
+
+
+def test_biller_clearing_check_has_no_false_alarm_under_traffic(app, interleave):
+    """The audit page and ``flask ledger check`` run while customers pay.
+    The check reads biller_clearing's balance and the payments' total; a
+    payment committed between the two reads must not look like money
+    missing from biller_clearing."""
+    user = make_user(balance_kobo=500_000)
+    make_payment(user, amount_kobo=100_000)
+    user_id = user.id
+
+    def customer_pays():
+        make_payment(db.session.get(User, user_id), amount_kobo=50_000)
+
+    hook = interleave(lambda s: " ".join(s.split()).startswith("SELECT wallets.balance_kobo"), 1,
+                      lambda: in_other_worker(app, customer_pays))
+    violations = ledger.check_invariants()
+    db.session.rollback()
+    assert hook.fired
+    assert violations == []
+    assert_books_balance()
