@@ -278,6 +278,9 @@ _ADMIN_REFUSALS: dict[str, dict[str, str]] = {
     ADMIN_REFUND: {
         PENDING: "the payment is still in flight; wait for the provider's answer or requery it",
         VENDING: "the payment is still in flight; wait for the provider's answer or requery it",
+        UNKNOWN: "a pay for this payment may have reached the provider moments ago without being on "
+                 "its records yet (PROVIDER_NOT_FOUND_GRACE_SECONDS have not passed); requery it, "
+                 "or refund it after that",
         SUCCESSFUL: "the payment was delivered (successful); a delivered payment is never refunded",
         FAILED: "the provider reported a delivery for this payment after it failed; it is never "
                 "refunded automatically: check the token with the provider and resolve it as delivered",
@@ -303,8 +306,9 @@ def admin_refusal(action: str, payment: Payment, now: datetime) -> Optional[str]
     - requery now: ``unknown``, or ``vending`` past its lease;
     - resolve delivered: ``vending``/``unknown``, or ``failed`` with a late
       delivery on record;
-    - refund: ``unknown`` (after asking the provider), or ``failed`` without
-      a delivery on record;
+    - refund: ``unknown`` (after asking the provider) once a "never
+      received" would be believed (:func:`not_found_trusted`: no ``pay``
+      can still be on its way), or ``failed`` without a delivery on record;
     - re-drive now: ``pending`` older than ``PENDING_GRACE_SECONDS``.
 
     :raises ValueError: for an unknown action.
@@ -317,7 +321,7 @@ def admin_refusal(action: str, payment: Payment, now: datetime) -> Optional[str]
     elif action == ADMIN_RESOLVE_DELIVERED:
         allowed = status in (VENDING, UNKNOWN) or (status == FAILED and has_delivery(payment))
     elif action == ADMIN_REFUND:
-        allowed = status == UNKNOWN or may_reverse(payment)
+        allowed = (status == UNKNOWN and not_found_trusted(payment, now)) or may_reverse(payment)
     else:
         grace = timedelta(seconds=current_app.config["PENDING_GRACE_SECONDS"])
         allowed = status == PENDING and payment.created_at <= now - grace

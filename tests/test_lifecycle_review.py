@@ -163,3 +163,28 @@ def test_biller_clearing_check_has_no_false_alarm_under_traffic(app, interleave)
     assert hook.fired
     assert violations == []
     assert_books_balance()
+
+
+# --- An admin refund while a pay may still be on its way ----------------------------------
+
+
+def test_admin_refund_is_refused_while_never_received_cannot_be_trusted(vtpass, app):
+    """The connection dropped after the pay was sent; the provider records
+    the order some seconds later. An admin refunding at once hears "never
+    received" (not trusted yet: inside PROVIDER_NOT_FOUND_GRACE_SECONDS)
+    and must not refund on it: nothing ever requeries a reversed payment,
+    so the token the provider issues next would go unnoticed, with the
+    money back in the wallet."""
+    admin = make_admin()
+    user = make_user(balance_kobo=500_000)
+    payment = make_payment(user, meter_number=outcomes.LATE_RECORD_METER, amount_kobo=100_000)
+    tasks.vend(payment.id)
+    assert reload(payment.id).status == UNKNOWN
+    outcome = services.refund(admin, payment.id, "customer says no token")
+    assert not outcome.ok, outcome.message
+    assert reversals(payment.id) == 0
+    time.sleep(LATE_RECORD_SECONDS)
+    final = sweep_until_final(payment.id)
+    assert (final.status, final.token) == (SUCCESSFUL, outcomes.token_for(final.reference))
+    assert reversals(payment.id) == 0 and balance(user.id) == 400_000
+    assert_books_balance()
