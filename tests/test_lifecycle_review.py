@@ -188,3 +188,85 @@ def test_admin_refund_is_refused_while_never_received_cannot_be_trusted(vtpass, 
     assert (final.status, final.token) == (SUCCESSFUL, outcomes.token_for(final.reference))
     assert reversals(payment.id) == 0 and balance(user.id) == 400_000
     assert_books_balance()
+
+
+# --- Attacks that held (kept as guards) ---------------------------------------------------
+
+
+def test_the_sweep_lease_is_released_only_by_its_holder(app):
+    from billvend import leases
+
+    assert leases.acquire("sweep", "a", 60)
+    assert not leases.release("sweep", "b")  # a late, expired sweep's release
+    assert not leases.acquire("sweep", "b", 60)
+    assert leases.release("sweep", "a")
+    assert leases.acquire("sweep", "b", 60)
+
+
+@pytest.mark.postgresql
+def test_two_sweeps_starting_together_take_the_lease_once(app):
+    from billvend import leases
+
+    barrier, taken = threading.Barrier(6), []
+
+    def sweep(i):
+        with app.app_context():
+            barrier.wait()
+            taken.append(leases.acquire("sweep", f"w{i}", 60))
+            db.session.remove()
+
+    threads = [threading.Thread(target=sweep, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(taken) == [False] * 5 + [True]
+
+
+def test_two_workers_vending_the_same_payment_pay_once(app, monkeypatch):
+    """A re-drive (sweep or admin) while the first vend task is claiming:
+    only one claim, one pay."""
+    payment = make_payment(make_user(balance_kobo=500_000), amount_kobo=100_000)
+    calls = []
+
+    class Counting:
+        name = "counting"
+
+        def vend(self, **order):
+            calls.append(order["request_id"])
+            if len(calls) == 1:  # the re-drive arrives while this pay is in flight
+                in_other_worker(app, lambda: payments.vend_payment(payment_id, Counting()))
+            return VendResult("delivered", token="5" * 20)
+
+    payment_id = payment.id
+    payments.vend_payment(payment_id, Counting())
+    assert calls == [payment.reference]
+    assert reload(payment_id).status == SUCCESSFUL
+    assert_books_balance()
+
+
+def test_backoff_is_capped_for_any_count(app):
+    cap = app.config["REQUERY_MAX_DELAY_SECONDS"]
+    assert payments.requery_delay_seconds(10 ** 9) == cap
+    assert payments.requery_delay_seconds(-5) == app.config["REQUERY_BASE_DELAY_SECONDS"]
+
+
+def test_never_received_on_a_stale_vending_payment_waits_for_the_pay_deadline(app):
+    """A worker killed mid-pay: the sweep requeries after the lease. The
+    "never received" is believed only PROVIDER_NOT_FOUND_GRACE_SECONDS
+    after claim + deadline, never at once."""
+    app.config.update(PROVIDER_NOT_FOUND_GRACE_SECONDS=3600, VENDING_LEASE_SECONDS=0)
+    user = make_user(balance_kobo=500_000)
+    payment = claimed(make_payment(user, amount_kobo=100_000))
+
+    class NeverHeard:
+        name = "never-heard"
+
+        def requery(self, request_id, meter_type=None):
+            return VendResult("failed", "NOT_FOUND", "VTpass 015")
+
+    time.sleep(0.01)
+    payments.requery_payment(payment.id, NeverHeard(), include_vending=True)
+    after = reload(payment.id)
+    assert after.status == UNKNOWN and reversals(payment.id) == 0
+    assert balance(user.id) == 400_000
