@@ -601,10 +601,12 @@ def apply_result(payment_id: int, from_status: str, result: VendResult, *,
     """
     now = db_now()
     if source == SOURCE_PAY:
+        # The call has ended now: earlier than claim + deadline, or later
+        # (the client's deadline starts after the claim commits; a provider
+        # may overrun), either way nothing of it is in flight after now.
         db.session.execute(
             sa.update(Payment)
-            .where(Payment.id == payment_id,
-                   sa.or_(Payment.pay_in_flight_until.is_(None), Payment.pay_in_flight_until > now))
+            .where(Payment.id == payment_id)
             .values(pay_in_flight_until=now)
             .execution_options(synchronize_session=False))
         _expire_loaded(payment_id)

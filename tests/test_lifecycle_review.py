@@ -366,3 +366,30 @@ def test_no_pay_leaves_after_the_deadline_when_the_tls_handshake_is_slow(tmp_pat
     backend.close()
     late = [round(t - started, 2) for t in received if t - started > 1.0]
     assert not late, f"the pay reached the provider {late[0]} s after the call began (deadline 1 s)"
+
+
+def test_a_pay_returning_after_its_recorded_deadline_moves_pay_in_flight_until(app):
+    """``pay_in_flight_until`` starts as claim time + the call's deadline
+    (database clock), but the client's own deadline starts later (after the
+    claim commits), and the simulator records its order after its delay.
+    A pay whose call returns after the recorded moment was in flight until
+    it returned: a "never received" right after it must not be believed."""
+    app.config.update(SIMULATOR_DELAY_SECONDS=0.0, PROVIDER_NOT_FOUND_GRACE_SECONDS=0.4)
+    user = make_user(balance_kobo=500_000)
+    payment = make_payment(user, amount_kobo=100_000)
+
+    class LateAnswer:
+        name = "late"
+
+        def vend(self, **order):
+            time.sleep(0.6)  # past claim + deadline (0 s here)
+            return VendResult("pending", "TIMEOUT", "no answer in time")
+
+        def requery(self, request_id, meter_type=None):
+            return VendResult("failed", "NOT_FOUND", "VTpass 015")
+
+    payments.vend_payment(payment.id, LateAnswer())
+    assert reload(payment.id).status == UNKNOWN
+    payments.requery_payment(payment.id, LateAnswer(), force=True)
+    assert reload(payment.id).status == UNKNOWN and reversals(payment.id) == 0
+    assert balance(user.id) == 400_000
