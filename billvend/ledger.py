@@ -487,10 +487,14 @@ def check_invariants() -> list[Violation]:
     # DESIGN.md invariant 6: biller_clearing holds exactly the money of
     # payments not refunded (settlements to the provider would come off it;
     # there are none yet).
+    # One statement, so both sides come from one snapshot: on a live system
+    # (READ COMMITTED, or SQLite reading outside a transaction) a payment
+    # committed between two separate reads would look like missing money.
     if clearing_id is not None:
-        balance = session.scalar(sa.select(Wallet.balance_kobo).where(Wallet.id == clearing_id))
-        owed = session.scalar(sa.select(sa.func.coalesce(sa.func.sum(Payment.amount_kobo), 0))
-                              .where(Payment.status != REVERSED))
+        owed_now = (sa.select(sa.func.coalesce(sa.func.sum(Payment.amount_kobo), 0))
+                    .where(Payment.status != REVERSED).scalar_subquery())
+        balance, owed = session.execute(
+            sa.select(Wallet.balance_kobo, owed_now).where(Wallet.id == clearing_id)).one()
         if balance != owed:
             violations.append(Violation(
                 "biller_clearing_reconciles", "wallet", clearing_id,

@@ -49,6 +49,7 @@ from typing import Any, Optional
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.orm.exc import StaleDataError
 
 from billvend import journey, ledger
 from billvend.clock import db_now
@@ -277,6 +278,9 @@ _ADMIN_REFUSALS: dict[str, dict[str, str]] = {
     ADMIN_REFUND: {
         PENDING: "the payment is still in flight; wait for the provider's answer or requery it",
         VENDING: "the payment is still in flight; wait for the provider's answer or requery it",
+        UNKNOWN: "a pay for this payment may have reached the provider moments ago without being on "
+                 "its records yet (PROVIDER_NOT_FOUND_GRACE_SECONDS have not passed); requery it, "
+                 "or refund it after that",
         SUCCESSFUL: "the payment was delivered (successful); a delivered payment is never refunded",
         FAILED: "the provider reported a delivery for this payment after it failed; it is never "
                 "refunded automatically: check the token with the provider and resolve it as delivered",
@@ -302,8 +306,9 @@ def admin_refusal(action: str, payment: Payment, now: datetime) -> Optional[str]
     - requery now: ``unknown``, or ``vending`` past its lease;
     - resolve delivered: ``vending``/``unknown``, or ``failed`` with a late
       delivery on record;
-    - refund: ``unknown`` (after asking the provider), or ``failed`` without
-      a delivery on record;
+    - refund: ``unknown`` (after asking the provider) once a "never
+      received" would be believed (:func:`not_found_trusted`: no ``pay``
+      can still be on its way), or ``failed`` without a delivery on record;
     - re-drive now: ``pending`` older than ``PENDING_GRACE_SECONDS``.
 
     :raises ValueError: for an unknown action.
@@ -316,7 +321,7 @@ def admin_refusal(action: str, payment: Payment, now: datetime) -> Optional[str]
     elif action == ADMIN_RESOLVE_DELIVERED:
         allowed = status in (VENDING, UNKNOWN) or (status == FAILED and has_delivery(payment))
     elif action == ADMIN_REFUND:
-        allowed = status == UNKNOWN or may_reverse(payment)
+        allowed = (status == UNKNOWN and not_found_trusted(payment, now)) or may_reverse(payment)
     else:
         grace = timedelta(seconds=current_app.config["PENDING_GRACE_SECONDS"])
         allowed = status == PENDING and payment.created_at <= now - grace
@@ -596,10 +601,12 @@ def apply_result(payment_id: int, from_status: str, result: VendResult, *,
     """
     now = db_now()
     if source == SOURCE_PAY:
+        # The call has ended now: earlier than claim + deadline, or later
+        # (the client's deadline starts after the claim commits; a provider
+        # may overrun), either way nothing of it is in flight after now.
         db.session.execute(
             sa.update(Payment)
-            .where(Payment.id == payment_id,
-                   sa.or_(Payment.pay_in_flight_until.is_(None), Payment.pay_in_flight_until > now))
+            .where(Payment.id == payment_id)
             .values(pay_in_flight_until=now)
             .execution_options(synchronize_session=False))
         _expire_loaded(payment_id)
@@ -612,14 +619,7 @@ def apply_result(payment_id: int, from_status: str, result: VendResult, *,
         token = result.token if result.token and TOKEN_RE.fullmatch(result.token) else None
         proof = dict(token=token, units_kwh=_clip(result.units_kwh, 20),
                      receipt_reference=_clip(result.receipt_reference, 64))
-        if status in (VENDING, UNKNOWN) and transition(
-            payment_id, status, SUCCESSFUL, code=result.code,
-            message=result.message or "Delivered", now=now,
-            needs_attention=False, next_requery_at=None, **proof,
-        ):
-            journey.record_delivery(payment_id, result)
-            return NOTHING
-        _record_late_delivery(payment_id, from_status, result, proof, now)
+        _apply_delivery(payment_id, from_status, result, proof, now)
         return NOTHING
 
     if status != from_status:
@@ -667,31 +667,65 @@ def _clip(value: Optional[str], length: int) -> Optional[str]:
     return value[:length] if value else None
 
 
-def _record_late_delivery(payment_id: int, expected_status: str, result: VendResult,
-                          proof: dict[str, Any], now: datetime) -> None:
+def _apply_delivery(payment_id: int, expected_status: str, result: VendResult,
+                    proof: dict[str, Any], now: datetime) -> None:
+    """Stage a reported delivery on the payment as it is NOW: complete a
+    ``vending``/``unknown`` payment, else :func:`_record_late_delivery`.
+
+    Each write is conditional on the status just read; when it matches no
+    row, another transaction moved the payment between the read and the
+    write (the refund task, the original worker's ``vending -> unknown``),
+    so read again and act on the new status. Statuses only move forward, so
+    this ends within a few rounds; should it not, the unit of work reruns.
+    """
+    for _ in range(len(TRANSITIONS)):
+        payment = db.session.get(Payment, payment_id, populate_existing=True)
+        if payment is None or payment.status == SUCCESSFUL:
+            return
+        status = payment.status
+        if status in (VENDING, UNKNOWN):
+            if transition(payment_id, status, SUCCESSFUL, code=result.code,
+                          message=result.message or "Delivered", now=now,
+                          needs_attention=False, next_requery_at=None, **proof):
+                # Units, tariff, debt, key-change tokens, the disco's reference;
+                # the meter saved for "buy again": same unit as the success.
+                journey.record_delivery(payment_id, result)
+                return
+        elif _record_late_delivery(payment_id, status, expected_status, result, proof, now):
+            return
+    raise StaleDataError(f"payment {payment_id} kept changing while a delivery was recorded")
+
+
+def _record_late_delivery(payment_id: int, status: str, expected_status: str, result: VendResult,
+                          proof: dict[str, Any], now: datetime) -> bool:
     """A delivery arrived for a payment that is no longer ``vending`` or
-    ``unknown``. On ``failed`` the proof is kept on the payment, which blocks
-    its reversal (:func:`may_reverse`); on ``failed`` and ``reversed`` the
-    payment is flagged and the provider's proof goes on the timeline, so the
-    customer never silently holds a token AND the money."""
-    payment = db.session.get(Payment, payment_id, populate_existing=True)
-    if payment is None or payment.status == SUCCESSFUL:
-        return
-    shown = result.token or result.receipt_reference or "no token"
-    record_event(payment_id, payment.status, payment.status, code=result.code, now=now,
-                 message=f"Provider reported delivery ({shown}) after the payment was "
-                         f"{payment.status}: needs an admin")
+    ``unknown`` (``status``, just read). On ``failed`` the proof is kept on
+    the payment, which blocks its reversal (:func:`may_reverse`); on
+    ``failed`` and ``reversed`` the payment is flagged and the provider's
+    proof goes on the timeline, so the customer never silently holds a
+    token AND the money.
+
+    :returns: False (nothing staged) if the payment is no longer in
+        ``status``: the caller reads it again.
+    """
     values: dict[str, Any] = {"needs_attention": True, "updated_at": now}
-    if payment.status == FAILED:
+    if status == FAILED:
         values.update({k: v for k, v in proof.items() if v})
         if not (values.get("token") or values.get("receipt_reference")):
             values["receipt_reference"] = "delivered"  # the provider said so, without proof
-    db.session.execute(
-        sa.update(Payment).where(Payment.id == payment_id, Payment.status == payment.status)
-        .values(**values).execution_options(synchronize_session=False))
+    if db.session.execute(
+        sa.update(Payment).where(Payment.id == payment_id, Payment.status == status)
+        .values(**values).execution_options(synchronize_session=False)
+    ).rowcount != 1:
+        return False
     _expire_loaded(payment_id)
+    shown = result.token or result.receipt_reference or "no token"
+    record_event(payment_id, status, status, code=result.code, now=now,
+                 message=f"Provider reported delivery ({shown}) after the payment was "
+                         f"{status}: needs an admin")
     log.error("payment %s delivered after it became %s (expected %s)",
-              payment_id, payment.status, expected_status)
+              payment_id, status, expected_status)
+    return True
 
 
 def claim(payment_id: int) -> bool:

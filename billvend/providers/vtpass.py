@@ -110,8 +110,9 @@ class _GuardedConnectionMixin:
     ``requests`` timeouts bound each socket operation, not name lookup (a
     blocking ``getaddrinfo``) nor the whole call. A call abandoned at its
     deadline (see ``VTpassProvider._post``) may still be connecting on its
-    thread; this check, right after the connection opens and before a byte
-    of the request is written, makes sure no ``pay`` leaves after the
+    thread; this check, right after the connection opens and again once it
+    is ready (after the TLS handshake), before a byte of the request is
+    written, makes sure no ``pay`` leaves after the
     deadline the payment recorded (``pay_in_flight_until``).
     """
 
@@ -121,6 +122,15 @@ class _GuardedConnectionMixin:
             sock.close()
             raise NewConnectionError(self, "the call's deadline passed before the request was sent")
         return sock
+
+    def connect(self):
+        # Over HTTPS the TLS handshake follows _new_conn, with its own
+        # timeout: check again once the connection is ready to carry the
+        # request, or a slow lookup plus a slow handshake sends it late.
+        super().connect()
+        if _deadline_passed():
+            self.close()
+            raise NewConnectionError(self, "the call's deadline passed before the request was sent")
 
 
 class _GuardedHTTPConnection(_GuardedConnectionMixin, urllib3.connection.HTTPConnection):
