@@ -101,7 +101,9 @@ def sign(secret_key: str, raw_body: bytes) -> str:
 def signature_valid(secret_key: str, raw_body: bytes, signature: Optional[str]) -> bool:
     """True when ``signature`` is :func:`sign` of ``raw_body``, compared in
     constant time; False for a missing one."""
-    if not signature:
+    if not signature or not signature.isascii():
+        # compare_digest raises TypeError on non-ASCII str: a hostile
+        # header must be a 401, not a 500.
         return False
     return hmac.compare_digest(sign(secret_key, raw_body), signature.strip().lower())
 
@@ -120,7 +122,8 @@ def _int_or_none(raw: Any) -> Optional[int]:
         return None
     if isinstance(raw, int):
         return raw
-    if isinstance(raw, str) and raw.strip().isdigit():
+    # isdigit() alone lets "\u00b2" through, which int() then refuses.
+    if isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit():
         return int(raw.strip())
     return None
 
