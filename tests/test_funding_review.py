@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
+
 import requests
 import sqlalchemy as sa
 
 from billvend.extensions import db
 from billvend.funding import gateways
+from billvend.funding_tasks import funding_sweep_once
 from billvend.models import GatewayEvent
-from tests.test_funding import SECRET, live  # noqa: F401
+from tests.helpers import assert_books_balance
+from tests.stack import free_port
+from tests.test_funding import (SECRET, back_from_checkout, balance_of, choose, credits_for,  # noqa: F401
+                                customer, funding_row, live, signed_post, start_checkout)
 
 
 def test_a_non_ascii_signature_header_is_401_not_500(live):
@@ -22,6 +28,36 @@ def test_a_non_ascii_signature_header_is_401_not_500(live):
         assert r.status_code == 401, r.text
     db.session.rollback()
     assert db.session.scalar(sa.select(sa.func.count(GatewayEvent.id))) == 0
+
+
+def test_a_late_success_webhook_while_the_gateway_is_unreachable_is_not_lost(live, app):
+    """Abandoned (failed), then the bank confirms: the webhook's verify cannot
+    reach the gateway. The funding is closed, so the funding sweep never looks
+    at it again; the event must stay open for the sweep to retry it."""
+    base, sandbox = live
+    sandbox.settings(webhook="never")
+    s = customer(base)
+    checkout_url, reference = start_checkout(s, base)
+    back_from_checkout(s, choose(s, checkout_url, "abandoned"))
+    assert funding_row(reference).status == "failed"
+    sandbox.set_status(reference, "success")
+    body = json.dumps({"event": "charge.success", "data": sandbox.transaction(reference)["transaction"]
+                       | {"status": "success", "amount": 500_000, "currency": "NGN"}}).encode()
+    app.config["PAYSTACK_BASE_URL"] = f"http://127.0.0.1:{free_port()}"  # verify cannot get through
+    assert signed_post(base, body).status_code == 200
+    assert credits_for(reference) == 0
+    app.config["PAYSTACK_BASE_URL"] = sandbox.url
+    db.session.rollback()
+    for event in db.session.scalars(sa.select(GatewayEvent)):
+        event.received_at -= timedelta(minutes=5)  # the sweep retries events older than a minute
+    db.session.commit()
+    funding_sweep_once()
+    assert credits_for(reference) == 1 and balance_of("ada@example.com") == 500_000
+    funding_sweep_once()
+    assert credits_for(reference) == 1
+    db.session.rollback()
+    assert db.session.scalar(sa.select(GatewayEvent.processed_at)) is not None
+    assert_books_balance()
 
 
 def test_gateway_amounts_in_unicode_digits_are_unusable_not_a_crash():

@@ -533,6 +533,11 @@ def process_event(event_id: int, gw: Optional[FundingGateway] = None) -> str:
         _finish_event(event_id, f"not credited: {why}", attention=True)
         return why
     result = verify_funding(funding_id, gw)
+    if result.outcome == "unknown":
+        # The gateway could not be asked. Leave the event open: the sweep
+        # (unprocessed_events) processes it again. A funding already closed
+        # (an abandoned checkout paid late) is not verified by anything else.
+        return result.outcome
     stored = db.session.scalar(sa.select(Funding.amount_kobo).where(Funding.id == funding_id))
     db.session.rollback()
     attention = result.outcome == "flagged" or (tx.amount_kobo is not None and tx.amount_kobo != stored)
