@@ -11,11 +11,12 @@ import sqlalchemy as sa
 from billvend.extensions import db
 from billvend.funding import gateways
 from billvend.funding_tasks import funding_sweep_once
-from billvend.models import GatewayEvent
+from billvend.models import Funding, GatewayEvent
+from tests.conftest import KEY_RE
 from tests.helpers import assert_books_balance
 from tests.stack import free_port
 from tests.test_funding import (SECRET, back_from_checkout, balance_of, choose, credits_for,  # noqa: F401
-                                customer, funding_row, live, signed_post, start_checkout)
+                                customer, funding_row, live, signed_post, start_checkout, tokens)
 
 
 def test_a_non_ascii_signature_header_is_401_not_500(live):
@@ -58,6 +59,28 @@ def test_a_late_success_webhook_while_the_gateway_is_unreachable_is_not_lost(liv
     db.session.rollback()
     assert db.session.scalar(sa.select(GatewayEvent.processed_at)) is not None
     assert_books_balance()
+
+
+def test_try_again_after_the_gateway_was_unreachable_reaches_the_checkout(live, app):
+    """The 503 page says "please try again"; submitting that page again must
+    not hang on the first (dead) attempt and refuse."""
+    base, sandbox = live
+    s = customer(base)
+    app.config["PAYSTACK_BASE_URL"] = f"http://127.0.0.1:{free_port()}"  # nothing listens
+    first = tokens(s, base + "/wallet/fund")
+    r = s.post(base + "/wallet/fund", data=first | {"amount": "5000"}, allow_redirects=False, timeout=20)
+    assert r.status_code == 503
+    app.config["PAYSTACK_BASE_URL"] = sandbox.url
+    key = KEY_RE.search(r.text).group(1)
+    assert key != first["idempotency_key"]
+    again = s.post(base + "/wallet/fund", data={"csrf_token": first["csrf_token"], "idempotency_key": key,
+                                                 "amount": "5000"}, allow_redirects=False, timeout=20)
+    assert again.status_code == 303 and "/checkout/" in again.headers["Location"]
+    db.session.rollback()
+    refs = db.session.scalars(sa.select(Funding.reference).order_by(Funding.id)).all()
+    assert len(refs) == 2
+    assert sandbox.transaction(refs[0])["initializations"] == 0
+    assert sandbox.transaction(refs[1])["initializations"] == 1
 
 
 def test_gateway_amounts_in_unicode_digits_are_unusable_not_a_crash():
