@@ -8,10 +8,11 @@ from datetime import timedelta
 import requests
 import sqlalchemy as sa
 
+from billvend import funding
 from billvend.extensions import db
 from billvend.funding import gateways
 from billvend.funding_tasks import funding_sweep_once
-from billvend.models import Funding, GatewayEvent
+from billvend.models import DedicatedAccount, Funding, GatewayEvent
 from tests.conftest import KEY_RE
 from tests.helpers import assert_books_balance
 from tests.stack import free_port
@@ -84,8 +85,42 @@ def test_try_again_after_the_gateway_was_unreachable_reaches_the_checkout(live, 
 
 
 def test_gateway_amounts_in_unicode_digits_are_unusable_not_a_crash():
-    for raw in ("\u00b2", "\u0661\u0662", "5\u00b2"):
+    for raw in ("\u00b2", "\u0661\u0662", "5\u00b2", "9" * 5000, str(2 ** 63), 2 ** 63, -2 ** 64):
         tx = gateways.transaction_from({"reference": "R", "status": "success", "amount": raw,
                                         "fees": raw})
         assert tx.amount_kobo is None and tx.fees_kobo is None
     assert gateways.transaction_from({"reference": "R", "status": "success", "amount": "500"}).amount_kobo == 500
+
+
+class _StubGateway:
+    """Answers verify with a fixed transaction (no HTTP)."""
+
+    name = "paystack"
+
+    def __init__(self, tx):
+        self.tx = tx
+
+    def verify(self, reference):
+        return self.tx
+
+
+def test_a_bank_transfer_arrival_too_large_for_the_database_is_flagged_not_retried_for_ever(app):
+    from tests.helpers import make_user
+
+    user = make_user("big@example.com")
+    db.session.add(DedicatedAccount(user_id=user.id, gateway="paystack", customer_code="CUS_big",
+                                    account_number="9900000001", account_name="BIG", bank_name="Test Bank"))
+    db.session.commit()
+    huge = 2 ** 63  # one more than BIGINT holds
+    data = {"reference": "DVA_huge", "status": "success", "amount": huge, "currency": "NGN",
+            "channel": "dedicated_nuban", "customer": {"customer_code": "CUS_big"},
+            "authorization": {"channel": "dedicated_nuban"}}
+    stored = funding.store_event("paystack", "charge.success", "DVA_huge",
+                                 json.dumps({"event": "charge.success", "data": data}).encode())
+    gw = _StubGateway(gateways.transaction_from(data))
+    funding.process_event(stored.event_id, gw)  # no exception
+    db.session.rollback()
+    event = db.session.get(GatewayEvent, stored.event_id)
+    assert event.processed_at is not None and event.needs_attention
+    assert "usable amount" in event.outcome
+    assert db.session.scalar(sa.select(sa.func.count(Funding.id))) == 0

@@ -117,14 +117,20 @@ def _parse_time(raw: Any) -> Optional[datetime]:
         return None
 
 
+#: The largest amount a BIGINT column holds; a larger one is unusable.
+MAX_KOBO = 2 ** 63 - 1
+
+
 def _int_or_none(raw: Any) -> Optional[int]:
     if isinstance(raw, bool):
         return None
-    if isinstance(raw, int):
+    if isinstance(raw, str):
+        # isdigit() alone lets "\u00b2" through, and int() refuses more than
+        # 4300 digits: neither may raise out of a gateway answer.
+        text = raw.strip()
+        raw = int(text) if text.isascii() and text.isdigit() and len(text) <= 19 else None
+    if isinstance(raw, int) and -MAX_KOBO <= raw <= MAX_KOBO:
         return raw
-    # isdigit() alone lets "\u00b2" through, which int() then refuses.
-    if isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit():
-        return int(raw.strip())
     return None
 
 
