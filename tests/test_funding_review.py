@@ -124,3 +124,33 @@ def test_a_bank_transfer_arrival_too_large_for_the_database_is_flagged_not_retri
     assert event.processed_at is not None and event.needs_attention
     assert "usable amount" in event.outcome
     assert db.session.scalar(sa.select(sa.func.count(Funding.id))) == 0
+
+
+def test_verifying_a_funding_asked_about_many_times_still_backs_off(app):
+    """Every callback visit counts a verify attempt; the backoff is
+    2**attempts: past 1024 attempts the float overflowed and every verify of
+    the funding raised (a 500 on the callback, an error in every sweep, and
+    no next_verify_at, so the sweep asked the gateway every minute)."""
+    from tests.helpers import make_user
+
+    user = make_user()
+    start = funding.begin_checkout(user, 100_000, "many-attempts-key-1", "http://x/cb",
+                                   gateways.SimulatedGateway())
+    row = db.session.scalar(sa.select(Funding).where(Funding.reference == start.reference))
+    row.verify_attempts = 1100
+    db.session.commit()
+    for status in ("ongoing", None):
+        if status is None:  # the gateway could not be asked
+            class Down(_StubGateway):
+                def verify(self, reference):
+                    raise gateways.GatewayError("down")
+            gw = Down(None)
+        else:
+            gw = _StubGateway(gateways.GatewayTransaction(reference=start.reference, status=status))
+        result = funding.verify_funding(row.id, gw)
+        assert result.outcome in ("pending", "unknown")
+        db.session.rollback()
+        row = db.session.get(Funding, row.id)
+        assert row.next_verify_at is not None
+        assert row.next_verify_at - funding.db_now() <= timedelta(
+            seconds=app.config["FUNDING_VERIFY_MAX_DELAY_SECONDS"] + 5)

@@ -227,8 +227,10 @@ class Verification:
 
 def _backoff_seconds(attempts: int) -> float:
     config = current_app.config
+    # The exponent is capped: 2**1024 and more overflow a float, and
+    # attempts grow with every callback visit, not only with the sweep.
     return min(config["FUNDING_VERIFY_MAX_DELAY_SECONDS"],
-               config["FUNDING_VERIFY_BASE_DELAY_SECONDS"] * 2 ** max(attempts - 1, 0))
+               config["FUNDING_VERIFY_BASE_DELAY_SECONDS"] * 2 ** min(max(attempts - 1, 0), 40))
 
 
 def _flag(funding: Funding, reason: str) -> None:
