@@ -154,3 +154,43 @@ def test_verifying_a_funding_asked_about_many_times_still_backs_off(app):
         assert row.next_verify_at is not None
         assert row.next_verify_at - funding.db_now() <= timedelta(
             seconds=app.config["FUNDING_VERIFY_MAX_DELAY_SECONDS"] + 5)
+
+
+class _ListsButCannotVerify:
+    """A gateway whose list works and whose verify times out."""
+
+    name = "simulated"
+
+    def __init__(self, txs):
+        self.txs = txs
+
+    def transactions(self, start, end):
+        return self.txs
+
+    def verify(self, reference):
+        raise gateways.GatewayError("verify: no answer within 12 s")
+
+
+def test_a_reconciliation_that_cannot_verify_an_open_funding_leaves_it_to_the_sweep(app):
+    """The customer paid, the webhook was lost, the funding is open: the
+    sweep would credit it. A reconciliation whose verify times out must not
+    flag it (flagged fundings are skipped by the sweep and refused by the
+    admin's "verify now"), turning an automatic credit into manual work."""
+    from tests.helpers import make_user
+
+    user = make_user()
+    start = funding.begin_checkout(user, 100_000, "reconcile-timeout-1", "http://x/cb",
+                                   gateways.SimulatedGateway())
+    row = db.session.scalar(sa.select(Funding).where(Funding.reference == start.reference))
+    paid = gateways.GatewayTransaction(reference=start.reference, status="success", amount_kobo=100_000,
+                                       currency="NGN")
+    run = funding.reconcile(funding.db_now().date(), _ListsButCannotVerify([paid]))
+    assert run.credited == 0 and len(run.items) == 1  # reported in the run
+    db.session.rollback()
+    row = db.session.get(Funding, row.id)
+    assert row.status == "pending" and not row.needs_attention and row.next_verify_at is not None
+    # Once due, the sweep credits it.
+    row.next_verify_at = funding.db_now() - timedelta(seconds=1)
+    db.session.commit()
+    assert funding.due_fundings() == [row.id]
+    assert funding.verify_funding(row.id, gateways.SimulatedGateway()).outcome == "credited"
