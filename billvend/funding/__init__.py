@@ -227,8 +227,10 @@ class Verification:
 
 def _backoff_seconds(attempts: int) -> float:
     config = current_app.config
+    # The exponent is capped: 2**1024 and more overflow a float, and
+    # attempts grow with every callback visit, not only with the sweep.
     return min(config["FUNDING_VERIFY_MAX_DELAY_SECONDS"],
-               config["FUNDING_VERIFY_BASE_DELAY_SECONDS"] * 2 ** max(attempts - 1, 0))
+               config["FUNDING_VERIFY_BASE_DELAY_SECONDS"] * 2 ** min(max(attempts - 1, 0), 40))
 
 
 def _flag(funding: Funding, reason: str) -> None:
@@ -533,6 +535,11 @@ def process_event(event_id: int, gw: Optional[FundingGateway] = None) -> str:
         _finish_event(event_id, f"not credited: {why}", attention=True)
         return why
     result = verify_funding(funding_id, gw)
+    if result.outcome == "unknown":
+        # The gateway could not be asked. Leave the event open: the sweep
+        # (unprocessed_events) processes it again. A funding already closed
+        # (an abandoned checkout paid late) is not verified by anything else.
+        return result.outcome
     stored = db.session.scalar(sa.select(Funding.amount_kobo).where(Funding.id == funding_id))
     db.session.rollback()
     attention = result.outcome == "flagged" or (tx.amount_kobo is not None and tx.amount_kobo != stored)
@@ -594,7 +601,7 @@ def _open_run(day: date, gateway_name: str) -> int:
 
 @transactions.unit_of_work
 def _close_run(run_id: int, counts: dict[str, int], items: list[dict[str, Any]],
-               error: Optional[str]) -> None:
+               error: Optional[str], left_to_sweep: frozenset[int] = frozenset()) -> None:
     run = db.session.get(ReconciliationRun, run_id)
     run.gateway_transactions = counts["gateway"]
     run.matched = counts["matched"]
@@ -604,7 +611,7 @@ def _close_run(run_id: int, counts: dict[str, int], items: list[dict[str, Any]],
     run.finished_at = utcnow()
     for item in items:
         db.session.add(ReconciliationItem(run_id=run_id, **item))
-        if item["kind"] != "credited" and item.get("funding_id"):
+        if item["kind"] != "credited" and item.get("funding_id") and item["funding_id"] not in left_to_sweep:
             funding = db.session.get(Funding, item["funding_id"])
             if not funding.needs_attention:
                 funding.needs_attention = True
@@ -642,6 +649,9 @@ def reconcile(day: date, gw: Optional[FundingGateway] = None) -> ReconciliationR
     except GatewayError as exc:
         gateway_txs, error = [], f"could not list the gateway's transactions: {exc}"
     successes = {}
+    # Open fundings the gateway could not be asked about now: reported, not
+    # flagged (a flag stops the sweep, which verifies them again).
+    left_to_sweep: set[int] = set()
     for tx in gateway_txs:
         counts["gateway"] += 1
         if tx.status != SUCCESS:
@@ -653,7 +663,8 @@ def reconcile(day: date, gw: Optional[FundingGateway] = None) -> ReconciliationR
                  tx.reference, amount=tx.amount_kobo)
             continue
         funding = db.session.get(Funding, funding_id)
-        stored, credited = funding.amount_kobo, funding.status == FUNDING_SUCCEEDED
+        stored, status = funding.amount_kobo, funding.status
+        credited = status == FUNDING_SUCCEEDED
         db.session.rollback()
         if tx.amount_kobo != stored or tx.currency != CURRENCY:
             flag("amount_mismatch",
@@ -672,6 +683,8 @@ def reconcile(day: date, gw: Optional[FundingGateway] = None) -> ReconciliationR
         elif result.outcome == "already_credited":
             counts["matched"] += 1
         else:
+            if result.outcome == "unknown" and status in FUNDING_OPEN_STATUSES:
+                left_to_sweep.add(funding_id)
             flag("not_credited", f"gateway lists success, verify says {result.outcome} {result.detail}",
                  tx.reference, funding_id, tx.amount_kobo)
     if error is None:
@@ -698,7 +711,7 @@ def reconcile(day: date, gw: Optional[FundingGateway] = None) -> ReconciliationR
                 flag("credit_without_success",
                      f"credited, but the gateway says {tx.status} {tx.amount_kobo} kobo {tx.currency}",
                      reference, funding_id, tx.amount_kobo)
-    _close_run(run_id, counts, items, error)
+    _close_run(run_id, counts, items, error, frozenset(left_to_sweep))
     run = db.session.get(ReconciliationRun, run_id)
     return run
 

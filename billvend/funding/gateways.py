@@ -101,7 +101,9 @@ def sign(secret_key: str, raw_body: bytes) -> str:
 def signature_valid(secret_key: str, raw_body: bytes, signature: Optional[str]) -> bool:
     """True when ``signature`` is :func:`sign` of ``raw_body``, compared in
     constant time; False for a missing one."""
-    if not signature:
+    if not signature or not signature.isascii():
+        # compare_digest raises TypeError on non-ASCII str: a hostile
+        # header must be a 401, not a 500.
         return False
     return hmac.compare_digest(sign(secret_key, raw_body), signature.strip().lower())
 
@@ -115,13 +117,20 @@ def _parse_time(raw: Any) -> Optional[datetime]:
         return None
 
 
+#: The largest amount a BIGINT column holds; a larger one is unusable.
+MAX_KOBO = 2 ** 63 - 1
+
+
 def _int_or_none(raw: Any) -> Optional[int]:
     if isinstance(raw, bool):
         return None
-    if isinstance(raw, int):
+    if isinstance(raw, str):
+        # isdigit() alone lets "\u00b2" through, and int() refuses more than
+        # 4300 digits: neither may raise out of a gateway answer.
+        text = raw.strip()
+        raw = int(text) if text.isascii() and text.isdigit() and len(text) <= 19 else None
+    if isinstance(raw, int) and -MAX_KOBO <= raw <= MAX_KOBO:
         return raw
-    if isinstance(raw, str) and raw.strip().isdigit():
-        return int(raw.strip())
     return None
 
 

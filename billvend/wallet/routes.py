@@ -10,6 +10,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from billvend import funding
 from billvend.extensions import db
+from billvend.forms import new_idempotency_key
 from billvend.funding.gateways import GatewayError
 from billvend.models import Funding
 from billvend.money import format_naira
@@ -42,6 +43,9 @@ def fund():
             if start.checkout_url:
                 return redirect(start.checkout_url, code=303)
             form.amount.errors.append(start.error or "Please try again.")
+            # "Try again" is a new attempt: with the same key it would only
+            # wait for this one (which has no checkout) and be refused.
+            form.idempotency_key.data = new_idempotency_key()
             return _fund_page(form, 503 if start.created else 409)
     return _fund_page(form, 422 if form.errors else 200)
 

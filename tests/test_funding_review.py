@@ -1,0 +1,196 @@
+"""Review of issue 15's money-in code: attacks that found a defect."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import requests
+import sqlalchemy as sa
+
+from billvend import funding
+from billvend.extensions import db
+from billvend.funding import gateways
+from billvend.funding_tasks import funding_sweep_once
+from billvend.models import DedicatedAccount, Funding, GatewayEvent
+from tests.conftest import KEY_RE
+from tests.helpers import assert_books_balance
+from tests.stack import free_port
+from tests.test_funding import (SECRET, back_from_checkout, balance_of, choose, credits_for,  # noqa: F401
+                                customer, funding_row, live, signed_post, start_checkout, tokens)
+
+
+def test_a_non_ascii_signature_header_is_401_not_500(live):
+    base, sandbox = live
+    body = json.dumps({"event": "charge.success", "data": {"reference": "T_1", "status": "success"}}).encode()
+    for signature in ("\u00e9" * 128, gateways.sign(SECRET, body)[:-1] + "\u00ff"):
+        r = requests.post(base + "/webhooks/paystack", data=body, timeout=10,
+                          headers={"Content-Type": "application/json",
+                                   "x-paystack-signature": signature.encode("latin-1")})
+        assert r.status_code == 401, r.text
+    db.session.rollback()
+    assert db.session.scalar(sa.select(sa.func.count(GatewayEvent.id))) == 0
+
+
+def test_a_late_success_webhook_while_the_gateway_is_unreachable_is_not_lost(live, app):
+    """Abandoned (failed), then the bank confirms: the webhook's verify cannot
+    reach the gateway. The funding is closed, so the funding sweep never looks
+    at it again; the event must stay open for the sweep to retry it."""
+    base, sandbox = live
+    sandbox.settings(webhook="never")
+    s = customer(base)
+    checkout_url, reference = start_checkout(s, base)
+    back_from_checkout(s, choose(s, checkout_url, "abandoned"))
+    assert funding_row(reference).status == "failed"
+    sandbox.set_status(reference, "success")
+    body = json.dumps({"event": "charge.success", "data": sandbox.transaction(reference)["transaction"]
+                       | {"status": "success", "amount": 500_000, "currency": "NGN"}}).encode()
+    app.config["PAYSTACK_BASE_URL"] = f"http://127.0.0.1:{free_port()}"  # verify cannot get through
+    assert signed_post(base, body).status_code == 200
+    assert credits_for(reference) == 0
+    app.config["PAYSTACK_BASE_URL"] = sandbox.url
+    db.session.rollback()
+    for event in db.session.scalars(sa.select(GatewayEvent)):
+        event.received_at -= timedelta(minutes=5)  # the sweep retries events older than a minute
+    db.session.commit()
+    funding_sweep_once()
+    assert credits_for(reference) == 1 and balance_of("ada@example.com") == 500_000
+    funding_sweep_once()
+    assert credits_for(reference) == 1
+    db.session.rollback()
+    assert db.session.scalar(sa.select(GatewayEvent.processed_at)) is not None
+    assert_books_balance()
+
+
+def test_try_again_after_the_gateway_was_unreachable_reaches_the_checkout(live, app):
+    """The 503 page says "please try again"; submitting that page again must
+    not hang on the first (dead) attempt and refuse."""
+    base, sandbox = live
+    s = customer(base)
+    app.config["PAYSTACK_BASE_URL"] = f"http://127.0.0.1:{free_port()}"  # nothing listens
+    first = tokens(s, base + "/wallet/fund")
+    r = s.post(base + "/wallet/fund", data=first | {"amount": "5000"}, allow_redirects=False, timeout=20)
+    assert r.status_code == 503
+    app.config["PAYSTACK_BASE_URL"] = sandbox.url
+    key = KEY_RE.search(r.text).group(1)
+    assert key != first["idempotency_key"]
+    again = s.post(base + "/wallet/fund", data={"csrf_token": first["csrf_token"], "idempotency_key": key,
+                                                 "amount": "5000"}, allow_redirects=False, timeout=20)
+    assert again.status_code == 303 and "/checkout/" in again.headers["Location"]
+    db.session.rollback()
+    refs = db.session.scalars(sa.select(Funding.reference).order_by(Funding.id)).all()
+    assert len(refs) == 2
+    assert sandbox.transaction(refs[0])["initializations"] == 0
+    assert sandbox.transaction(refs[1])["initializations"] == 1
+
+
+def test_gateway_amounts_in_unicode_digits_are_unusable_not_a_crash():
+    for raw in ("\u00b2", "\u0661\u0662", "5\u00b2", "9" * 5000, str(2 ** 63), 2 ** 63, -2 ** 64):
+        tx = gateways.transaction_from({"reference": "R", "status": "success", "amount": raw,
+                                        "fees": raw})
+        assert tx.amount_kobo is None and tx.fees_kobo is None
+    assert gateways.transaction_from({"reference": "R", "status": "success", "amount": "500"}).amount_kobo == 500
+
+
+class _StubGateway:
+    """Answers verify with a fixed transaction (no HTTP)."""
+
+    name = "paystack"
+
+    def __init__(self, tx):
+        self.tx = tx
+
+    def verify(self, reference):
+        return self.tx
+
+
+def test_a_bank_transfer_arrival_too_large_for_the_database_is_flagged_not_retried_for_ever(app):
+    from tests.helpers import make_user
+
+    user = make_user("big@example.com")
+    db.session.add(DedicatedAccount(user_id=user.id, gateway="paystack", customer_code="CUS_big",
+                                    account_number="9900000001", account_name="BIG", bank_name="Test Bank"))
+    db.session.commit()
+    huge = 2 ** 63  # one more than BIGINT holds
+    data = {"reference": "DVA_huge", "status": "success", "amount": huge, "currency": "NGN",
+            "channel": "dedicated_nuban", "customer": {"customer_code": "CUS_big"},
+            "authorization": {"channel": "dedicated_nuban"}}
+    stored = funding.store_event("paystack", "charge.success", "DVA_huge",
+                                 json.dumps({"event": "charge.success", "data": data}).encode())
+    gw = _StubGateway(gateways.transaction_from(data))
+    funding.process_event(stored.event_id, gw)  # no exception
+    db.session.rollback()
+    event = db.session.get(GatewayEvent, stored.event_id)
+    assert event.processed_at is not None and event.needs_attention
+    assert "usable amount" in event.outcome
+    assert db.session.scalar(sa.select(sa.func.count(Funding.id))) == 0
+
+
+def test_verifying_a_funding_asked_about_many_times_still_backs_off(app):
+    """Every callback visit counts a verify attempt; the backoff is
+    2**attempts: past 1024 attempts the float overflowed and every verify of
+    the funding raised (a 500 on the callback, an error in every sweep, and
+    no next_verify_at, so the sweep asked the gateway every minute)."""
+    from tests.helpers import make_user
+
+    user = make_user()
+    start = funding.begin_checkout(user, 100_000, "many-attempts-key-1", "http://x/cb",
+                                   gateways.SimulatedGateway())
+    row = db.session.scalar(sa.select(Funding).where(Funding.reference == start.reference))
+    row.verify_attempts = 1100
+    db.session.commit()
+    for status in ("ongoing", None):
+        if status is None:  # the gateway could not be asked
+            class Down(_StubGateway):
+                def verify(self, reference):
+                    raise gateways.GatewayError("down")
+            gw = Down(None)
+        else:
+            gw = _StubGateway(gateways.GatewayTransaction(reference=start.reference, status=status))
+        result = funding.verify_funding(row.id, gw)
+        assert result.outcome in ("pending", "unknown")
+        db.session.rollback()
+        row = db.session.get(Funding, row.id)
+        assert row.next_verify_at is not None
+        assert row.next_verify_at - funding.db_now() <= timedelta(
+            seconds=app.config["FUNDING_VERIFY_MAX_DELAY_SECONDS"] + 5)
+
+
+class _ListsButCannotVerify:
+    """A gateway whose list works and whose verify times out."""
+
+    name = "simulated"
+
+    def __init__(self, txs):
+        self.txs = txs
+
+    def transactions(self, start, end):
+        return self.txs
+
+    def verify(self, reference):
+        raise gateways.GatewayError("verify: no answer within 12 s")
+
+
+def test_a_reconciliation_that_cannot_verify_an_open_funding_leaves_it_to_the_sweep(app):
+    """The customer paid, the webhook was lost, the funding is open: the
+    sweep would credit it. A reconciliation whose verify times out must not
+    flag it (flagged fundings are skipped by the sweep and refused by the
+    admin's "verify now"), turning an automatic credit into manual work."""
+    from tests.helpers import make_user
+
+    user = make_user()
+    start = funding.begin_checkout(user, 100_000, "reconcile-timeout-1", "http://x/cb",
+                                   gateways.SimulatedGateway())
+    row = db.session.scalar(sa.select(Funding).where(Funding.reference == start.reference))
+    paid = gateways.GatewayTransaction(reference=start.reference, status="success", amount_kobo=100_000,
+                                       currency="NGN")
+    run = funding.reconcile(funding.db_now().date(), _ListsButCannotVerify([paid]))
+    assert run.credited == 0 and len(run.items) == 1  # reported in the run
+    db.session.rollback()
+    row = db.session.get(Funding, row.id)
+    assert row.status == "pending" and not row.needs_attention and row.next_verify_at is not None
+    # Once due, the sweep credits it.
+    row.next_verify_at = funding.db_now() - timedelta(seconds=1)
+    db.session.commit()
+    assert funding.due_fundings() == [row.id]
+    assert funding.verify_funding(row.id, gateways.SimulatedGateway()).outcome == "credited"
