@@ -43,7 +43,12 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     csrf.init_app(app)
     init_huey(app)
 
-    from billvend import tasks  # noqa: F401 - registers the Huey tasks
+    from billvend import logs, metrics, tasks  # noqa: F401 - tasks registers the Huey tasks
+    from billvend.extensions import huey
+
+    logs.configure(app)
+    logs.install(huey)
+    metrics.init_app(app)
     from billvend.admin import bp as admin_bp
     from billvend.auth import bp as auth_bp
     from billvend.bills import bp as bills_bp
