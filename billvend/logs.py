@@ -154,7 +154,7 @@ _PAYMENT_TASKS = {"vend", "requery", "reverse"}
 
 
 def install(huey) -> None:
-    """Stamp new payments with the request id, and give each payment task
+    """Stamp log records and new payments with the request id, and give each payment task
     the request id of the request that created its payment. Idempotent
     (``create_app`` runs many times in tests)."""
     global _task_hooks_installed
@@ -162,6 +162,17 @@ def install(huey) -> None:
         return
     _task_hooks_installed = True
     from billvend.models import Payment
+
+    # Every record gets its request id when it is made, so any handler (the
+    # JSON one, gunicorn's, pytest's capture) can show it.
+    make_record = logging.getLogRecordFactory()
+
+    def _record_with_request_id(*args, **kwargs):
+        record = make_record(*args, **kwargs)
+        record.request_id = _request_id.get()
+        return record
+
+    logging.setLogRecordFactory(_record_with_request_id)
 
     event.listen(Payment, "before_insert", _stamp_payment)
 

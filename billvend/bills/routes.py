@@ -14,12 +14,19 @@ has just asked the provider: a pay submit runs at database speed.
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, request, url_for
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import sqlalchemy as sa
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from billvend import ledger, meter_verification, payments, tasks
 from billvend.bills import bp
 from billvend.bills.forms import ElectricityForm, MeterForm
+from billvend.extensions import db
+from billvend.models import Payment, utcnow
 from billvend.money import format_naira
 from billvend.providers import DISCOS, get_provider
 
@@ -132,21 +139,88 @@ def _payment_or_404(reference: str):
     return payment
 
 
+#: How often a waiting status request looks at the payment (seconds): the
+#: page learns of a final status within this, plus a query and a render, of
+#: the worker recording it.
+STATUS_CHECK_INTERVAL_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class Poll:
+    """How the status panel asks for its next update (htmx attributes)."""
+
+    url: str
+    trigger: str
+
+
+def status_poll(payment: Payment) -> Optional[Poll]:
+    """The panel's next poll, or None once the payment is final.
+
+    In a payment's first ``STATUS_FAST_PHASE_SECONDS`` (when a token normally
+    arrives) the panel long-polls: it asks again as soon as it is swapped in
+    (``load``), passing the status it shows (``since``), and the server holds
+    the request until the status changes or ``STATUS_LONG_POLL_SECONDS``
+    pass. After that it polls plainly, every 3 s for two minutes, every 15 s
+    for half an hour, then once a minute, so a page left open sends a
+    bounded number of requests. ``every 10s`` in the fast phase restarts a
+    long poll that a network error ended (htmx drops it while one is in
+    flight).
+    """
+    if payment.is_final:
+        return None
+    base = url_for("bills.payment_status", reference=payment.reference)
+    age_seconds = (utcnow() - payment.created_at).total_seconds()
+    if age_seconds < current_app.config["STATUS_FAST_PHASE_SECONDS"]:
+        return Poll(f"{base}?since={payment.status}", "load, every 10s")
+    if age_seconds < 120:
+        return Poll(base, "every 3s")
+    if age_seconds < 1800:
+        return Poll(base, "every 15s")
+    return Poll(base, "every 60s")
+
+
+def _render_payment(template: str, payment: Payment):
+    return render_template(template, payment=payment, disco_name=DISCOS.get(payment.service_id),
+                           poll=status_poll(payment))
+
+
 @bp.route("/payments/<reference>")
 @login_required
 def payment(reference: str):
-    payment = _payment_or_404(reference)
-    return render_template("bills/payment.html", payment=payment, disco_name=DISCOS.get(payment.service_id))
+    return _render_payment("bills/payment.html", _payment_or_404(reference))
+
+
+def _wait_for_change(payment: Payment, since: str) -> Payment:
+    """Hold the request until the payment leaves status ``since`` or
+    ``STATUS_LONG_POLL_SECONDS`` pass, looking every
+    ``STATUS_CHECK_INTERVAL_SECONDS``. Holds no database connection while it
+    sleeps: the session's transaction is ended first and each look borrows a
+    pooled connection for one primary-key SELECT."""
+    payment_id = payment.id
+    deadline = time.monotonic() + current_app.config["STATUS_LONG_POLL_SECONDS"]
+    db.session.rollback()
+    while time.monotonic() < deadline:
+        time.sleep(STATUS_CHECK_INTERVAL_SECONDS)
+        with db.engine.connect() as conn:
+            status = conn.scalar(sa.select(Payment.status).where(Payment.id == payment_id))
+        if status != since:
+            break
+    return db.session.get(Payment, payment_id)
 
 
 @bp.route("/payments/<reference>/status")
 @login_required
 def payment_status(reference: str):
+    """htmx: the status panel. With ``since`` (the status the page shows)
+    and the payment still there, a long poll (:func:`status_poll`)."""
     payment = _payment_or_404(reference)
     if request.headers.get("HX-Request") != "true":
         # A full page load gets the full page: works without JavaScript.
         return redirect(url_for("bills.payment", reference=reference))
-    return render_template("bills/_status.html", payment=payment, disco_name=DISCOS.get(payment.service_id))
+    since = request.args.get("since")
+    if since is not None and since == payment.status and status_poll(payment) is not None:
+        payment = _wait_for_change(payment, since)
+    return _render_payment("bills/_status.html", payment)
 
 
 @bp.route("/payments/<reference>/receipt")
