@@ -211,3 +211,14 @@ def init_app(app: Flask) -> None:
         return response
 
     app.add_url_rule("/metrics", "metrics", metrics_view)
+
+
+def mark_process_dead(pid: int) -> None:
+    """Tell multiprocess mode that web process ``pid`` exited (gunicorn's
+    ``child_exit`` hook); nothing to do without ``PROMETHEUS_MULTIPROC_DIR``."""
+    from billvend.config import from_env
+
+    if from_env()["PROMETHEUS_MULTIPROC_DIR"]:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)

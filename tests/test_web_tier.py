@@ -8,6 +8,7 @@ protection, and request ids in JSON logs from the request into the tasks.
 from __future__ import annotations
 
 import io
+import re
 import json
 import logging
 import threading
@@ -382,3 +383,18 @@ def test_log_lines_are_json_with_the_request_id_and_no_secrets():
                    "12345678901234567890"):
         assert secret not in text, secret
     assert "20261201233012ab34cd56ef" in records[0]["message"]  # a payment reference is not a secret
+
+
+def test_admin_overview_shows_the_worker_heartbeat_and_queue_depth(client, auth):
+    from billvend import heartbeat
+    from tests.test_admin import PASSWORD, make_admin
+
+    make_admin()
+    assert auth.login("root@example.com", PASSWORD).status_code == 303
+    page = client.get("/admin/").get_data(as_text=True)
+    assert "none yet: no worker has started" in page
+    heartbeat.beat("host:7", 64)
+    page = client.get("/admin/").get_data(as_text=True)
+    block = page[page.index('data-testid="workers"'):]
+    assert "Last worker heartbeat" in block and "64 vends at once" in block
+    assert re.search(r'data-testid="queue-depth">0<', block)
