@@ -123,6 +123,7 @@ def _register_error_handlers(app: Flask) -> None:
         return render_template("errors/400.html", reason="That request has a value we cannot use."), 400
 
     @app.errorhandler(sa.exc.OperationalError)
+    @app.errorhandler(sa.exc.TimeoutError)  # no pooled connection free within pool_timeout
     @app.errorhandler(StaleDataError)
     def database_unavailable(error):
         # The database is down or unreachable, or a transaction kept losing a

@@ -56,18 +56,22 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     env = os.environ if environ is None else environ
     get = env.get
     database_url = _database_url(get("DATABASE_URL"))
-    web_threads = int(get("WEB_THREADS") or 8)
-    # One connection per web thread: a thread never waits for the pool, and no
-    # thread holds one across provider I/O (DESIGN.md, Transactions), so this
-    # stays small. The worker's Procfile line sets DATABASE_POOL_SIZE for its
-    # own process (its threads borrow a connection only to record a step).
-    pool_size = int(get("DATABASE_POOL_SIZE") or web_threads)
+    web_threads = int(get("WEB_THREADS") or 32)
+    # Connections per process. Smaller than WEB_THREADS on purpose: a thread
+    # holds a connection only while it runs queries, never across provider
+    # I/O (DESIGN.md, Transactions) nor while a status long poll sleeps, and
+    # one process runs Python on one core at a time. 6 per web process and 6
+    # for the worker (the Procfile sets DATABASE_POOL_SIZE from
+    # WORKER_DATABASE_POOL_SIZE for it) keep 2 web + 1 worker under the ~20
+    # connections of small hosted plans (README, connection budget).
+    pool_size = int(get("DATABASE_POOL_SIZE") or min(web_threads, 6))
     return {
         "SECRET_KEY": get("SECRET_KEY") or "dev-only-not-secret",
         "SQLALCHEMY_DATABASE_URI": database_url,
         # Survive a PostgreSQL restart: a dead pooled connection is replaced
         # before use instead of failing the request.
         "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(database_url, pool_size),
+        # Read by the Procfile's web line too; sizes long polls in flight.
         "WEB_THREADS": web_threads,
         "DATABASE_POOL_SIZE": pool_size,
         # Vends one worker process runs at once (Procfile ``worker``).
@@ -131,14 +135,15 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
 
 
 def _engine_options(database_url: str, pool_size: int) -> dict[str, Any]:
-    """SQLAlchemy engine options: a queue pool of ``pool_size`` connections
-    (plus a few overflow for admin and CLI bursts), checked before use so a
+    """SQLAlchemy engine options: a queue pool of exactly ``pool_size``
+    connections (no overflow, so the connection budget is a sum of pool
+    sizes; a thread waits up to 30 s for one), checked before use so a
     PostgreSQL restart does not fail a request. An in-memory SQLite database
     keeps SQLAlchemy's single-connection pool."""
     options: dict[str, Any] = {"pool_pre_ping": True}
     if database_url.startswith("sqlite") and (":memory:" in database_url or database_url.rstrip("/") == "sqlite:"):
         return options
-    options.update(pool_size=pool_size, max_overflow=2, pool_timeout=30)
+    options.update(pool_size=pool_size, max_overflow=0, pool_timeout=30)
     return options
 
 
