@@ -214,6 +214,31 @@ def test_long_poll_answers_promptly_when_the_status_changes(app, client, auth):
     assert f'status?since=vending"' in html  # the next long poll waits on the new status
 
 
+def test_one_watcher_wakes_exactly_the_waiters_whose_payment_changed(app):
+    from billvend import status_watch
+
+    user = make_user(balance_kobo=500_000)
+    changing, quiet = make_payment(user), make_payment(user)
+    watcher = status_watch.watcher_for(app)
+    results = {}
+
+    def wait(name, payment_id, timeout_seconds):
+        results[name] = watcher.wait(payment_id, "pending", timeout_seconds)
+
+    threads = [threading.Thread(target=wait, args=(name, pid, timeout)) for name, pid, timeout in (
+        ("first", changing.id, 20), ("second", changing.id, 20), ("quiet", quiet.id, 1.0))]
+    for thread in threads:
+        thread.start()
+    setter = _set_status_later(app, changing.id, "vending", 0.3)
+    started = time.monotonic()
+    for thread in threads:
+        thread.join()
+    setter.join()
+    assert results == {"first": True, "second": True, "quiet": False}
+    assert time.monotonic() - started < 10  # woken, not timed out at 20 s
+    assert watcher._waiters == {}  # nobody left registered
+
+
 def test_long_poll_gives_up_after_its_limit_and_polls_again(app, client, auth):
     app.config["STATUS_LONG_POLL_SECONDS"] = 0.3
     user = make_user(balance_kobo=200_000)

@@ -14,15 +14,13 @@ has just asked the provider: a pay submit runs at database speed.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Optional
 
-import sqlalchemy as sa
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from billvend import ledger, meter_verification, payments, tasks
+from billvend import ledger, meter_verification, payments, status_watch, tasks
 from billvend.bills import bp
 from billvend.bills.forms import ElectricityForm, MeterForm
 from billvend.extensions import db
@@ -139,12 +137,6 @@ def _payment_or_404(reference: str):
     return payment
 
 
-#: How often a waiting status request looks at the payment (seconds): the
-#: page learns of a final status within this, plus a query and a render, of
-#: the worker recording it.
-STATUS_CHECK_INTERVAL_SECONDS = 0.1
-
-
 @dataclass(frozen=True)
 class Poll:
     """How the status panel asks for its next update (htmx attributes)."""
@@ -192,19 +184,13 @@ def payment(reference: str):
 
 def _wait_for_change(payment: Payment, since: str) -> Payment:
     """Hold the request until the payment leaves status ``since`` or
-    ``STATUS_LONG_POLL_SECONDS`` pass, looking every
-    ``STATUS_CHECK_INTERVAL_SECONDS``. Holds no database connection while it
-    sleeps: the session's transaction is ended first and each look borrows a
-    pooled connection for one primary-key SELECT."""
+    ``STATUS_LONG_POLL_SECONDS`` pass (``billvend.status_watch``: one thread
+    per process looks at every waiting payment every 0.1 s). Holds no
+    database connection while it waits: the session's transaction ends first."""
     payment_id = payment.id
-    deadline = time.monotonic() + current_app.config["STATUS_LONG_POLL_SECONDS"]
     db.session.rollback()
-    while time.monotonic() < deadline:
-        time.sleep(STATUS_CHECK_INTERVAL_SECONDS)
-        with db.engine.connect() as conn:
-            status = conn.scalar(sa.select(Payment.status).where(Payment.id == payment_id))
-        if status != since:
-            break
+    status_watch.watcher_for(current_app._get_current_object()).wait(  # noqa: SLF001
+        payment_id, since, current_app.config["STATUS_LONG_POLL_SECONDS"])
     return db.session.get(Payment, payment_id)
 
 
