@@ -239,11 +239,35 @@ def queue_latencies(engine, references: list[str]) -> list[float]:
 
 
 def finalized_at(engine, references: list[str]) -> dict[str, float]:
+    return {ref: times[2] for ref, times in payment_times(engine, references).items()}
+
+
+def payment_times(engine, references: list[str]) -> dict[str, tuple[float, float, float]]:
+    """``reference: (created_at, claimed_at, finalized_at)`` as Unix times
+    (written by the web and worker processes of this host: same clock as
+    the client's ``time.time()``)."""
     with engine.connect() as conn:
         rows = conn.execute(sa.text(
-            "SELECT reference, EXTRACT(EPOCH FROM finalized_at) FROM payments WHERE reference = ANY(:refs)"),
+            "SELECT reference, EXTRACT(EPOCH FROM created_at), EXTRACT(EPOCH FROM claimed_at), "
+            "EXTRACT(EPOCH FROM finalized_at) FROM payments WHERE reference = ANY(:refs)"),
             {"refs": references}).all()
-    return {ref: float(ts) for ref, ts in rows}
+    return {ref: (float(c), float(cl), float(f)) for ref, c, cl, f in rows}
+
+
+def breakdown(engine, watched: list[dict], delay: float) -> str:
+    """Where a time to token goes (medians): the POST until the payment row
+    is built, row built -> claimed (the web's commit, the enqueue, the queue),
+    the vend beyond the provider's delay (claim, call, record), and recorded
+    -> seen by the page."""
+    times = payment_times(engine, [w["reference"] for w in watched])
+    parts = {"request": [], "queue": [], "vend steps": [], "page": []}
+    for w in watched:
+        created, claimed, finalized = times[w["reference"]]
+        parts["request"].append(created - w["submitted"])
+        parts["queue"].append(claimed - created)
+        parts["vend steps"].append(finalized - claimed - delay)
+        parts["page"].append(w["seen"] - finalized)
+    return ", ".join(f"{name} {statistics.median(values) * 1000:.0f} ms" for name, values in parts.items())
 
 
 def steady_load(users: list[User], csrfs: list[str], rate_per_second: float, seconds: float) -> list[dict]:
@@ -373,6 +397,8 @@ def main() -> int:
             steady_lag = [s["seen"] - steady_recorded[s["reference"]] for s in steady]
             steady_queue = queue_latencies(engine, [s["reference"] for s in steady])
             wait_all_final(engine, timeout_seconds=120)
+            quiet_parts = breakdown(engine, quiet, args.provider_delay)
+            steady_parts = breakdown(engine, steady, args.provider_delay)
 
             check = subprocess.run([str(Path(sys.executable).parent / "flask"), "--app", "wsgi", "ledger", "check"], cwd=ROOT, env=stack.env,
                                    capture_output=True, text=True, timeout=300)
@@ -420,6 +446,8 @@ def main() -> int:
         ("flask ledger check after the run", "clean" if check.returncode == 0 else "VIOLATED", "", "clean",
          check.returncode == 0),
     ]
+    print(f"quiet time to token, medians: {quiet_parts}")
+    print(f"steady time to token, medians: {steady_parts}")
     hits = re.search(r'billvend_meter_verification_lookups_total\{result="hit"\} ([0-9.e+]+)', metrics)
     misses = re.search(r'billvend_meter_verification_lookups_total\{result="miss"\} ([0-9.e+]+)', metrics)
     print()
