@@ -3,8 +3,8 @@
 Every web request waiting on a payment registers here and sleeps on an
 event; ONE thread per process looks at all the watched payments with one
 query every ``CHECK_INTERVAL_SECONDS`` and wakes the requests whose payment
-left the status their page shows. So forty pages waiting cost ten queries a
-second, not four hundred, and a waiting request holds no database
+left the status their page shows. So forty pages waiting cost twenty queries a
+second, not eight hundred, and a waiting request holds no database
 connection. The thread stops when nobody waits and starts again on demand.
 """
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 #: How often the watcher looks at the watched payments (seconds): a page sees
 #: a new status within this, plus one query and a render.
-CHECK_INTERVAL_SECONDS = 0.1
+CHECK_INTERVAL_SECONDS = 0.05
 
 
 @dataclass(eq=False)

@@ -185,7 +185,7 @@ def payment(reference: str):
 def _wait_for_change(payment: Payment, since: str) -> Payment:
     """Hold the request until the payment leaves status ``since`` or
     ``STATUS_LONG_POLL_SECONDS`` pass (``billvend.status_watch``: one thread
-    per process looks at every waiting payment every 0.1 s). Holds no
+    per process looks at every waiting payment every 0.05 s). Holds no
     database connection while it waits: the session's transaction ends first."""
     payment_id = payment.id
     db.session.rollback()
