@@ -30,7 +30,11 @@ run: install
 	@echo
 	@echo "  billvend is starting at http://127.0.0.1:$(PORT)   (Ctrl-C stops web, worker and sandbox)"
 	@echo
+	@# /metrics adds up the web processes' and the worker's numbers from here
+	@# (prometheus_client multiprocess mode); emptied at each start.
+	rm -rf instance/prometheus && mkdir -p instance/prometheus
 	PATH="$(BIN):$$PATH" PORT=$(PORT) HTMX_URL="$${HTMX_URL:-/$(HTMX)}" \
+		PROMETHEUS_MULTIPROC_DIR="$${PROMETHEUS_MULTIPROC_DIR:-$(CURDIR)/instance/prometheus}" \
 		$(BIN)/honcho start web worker sandbox
 
 # The sandbox server alone: the VTpass- and Paystack-shaped APIs (where
@@ -57,11 +61,13 @@ test: install
 	fi
 
 # Hot-wallet throughput on PostgreSQL (BENCH_DATABASE_URL, default the local
-# server), then admin page timings with 100k payments; each prints a table
-# for README.md. Not part of `make test`.
+# server), admin page timings with 100k payments, then the web tier under
+# load (the Procfile's processes on PostgreSQL + a private Redis, wrk); each
+# prints a table for README.md. Not part of `make test`.
 bench: install
 	$(BIN)/python bench/hot_wallet.py
 	$(BIN)/python bench/admin_lists.py
+	PATH="$(BIN):$$PATH" $(BIN)/python bench/web_load.py
 
 clean:
 	rm -rf $(VENV) node_modules static/vendor instance .pytest_cache

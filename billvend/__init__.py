@@ -60,7 +60,12 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     csrf.init_app(app)
     init_huey(app)
 
-    from billvend import tasks  # noqa: F401 - registers the Huey tasks
+    from billvend import logs, metrics, tasks  # noqa: F401 - tasks registers the Huey tasks
+    from billvend.queue import huey
+
+    logs.configure(app)
+    logs.install(huey)
+    metrics.init_app(app)
     from billvend.account import bp as account_bp
     from billvend.admin import bp as admin_bp
     from billvend.auth import bp as auth_bp
@@ -149,6 +154,7 @@ def _register_error_handlers(app: Flask) -> None:
         return render_template("errors/400.html", reason="That request has a value we cannot use."), 400
 
     @app.errorhandler(sa.exc.OperationalError)
+    @app.errorhandler(sa.exc.TimeoutError)  # no pooled connection free within pool_timeout
     @app.errorhandler(StaleDataError)
     def database_unavailable(error):
         # The database is down or unreachable, or a transaction kept losing a

@@ -94,6 +94,15 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         raise ValueError(f"BILLVEND_ENV must be {DEVELOPMENT} or {PRODUCTION}, not {environment!r}")
     production = environment == PRODUCTION
     ratelimit_storage = get("RATELIMIT_STORAGE_URI") or get("REDIS_URL") or "memory://"
+    web_threads = int(get("WEB_THREADS") or 32)
+    # Connections per process. Smaller than WEB_THREADS on purpose: a thread
+    # holds a connection only while it runs queries, never across provider
+    # I/O (DESIGN.md, Transactions) nor while a status long poll sleeps, and
+    # one process runs Python on one core at a time. 6 per web process and 6
+    # for the worker (the Procfile sets DATABASE_POOL_SIZE from
+    # WORKER_DATABASE_POOL_SIZE for it) keep 2 web + 1 worker under the ~20
+    # connections of small hosted plans (README, connection budget).
+    pool_size = int(get("DATABASE_POOL_SIZE") or min(web_threads, 6))
     return {
         "BILLVEND_ENV": environment,
         # None until create_app resolves it (resolve_secret_key): never a
@@ -161,7 +170,30 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "SQLALCHEMY_DATABASE_URI": database_url,
         # Survive a PostgreSQL restart: a dead pooled connection is replaced
         # before use instead of failing the request.
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(database_url, pool_size),
+        # Read by the Procfile's web line too; sizes long polls in flight.
+        "WEB_THREADS": web_threads,
+        "DATABASE_POOL_SIZE": pool_size,
+        # Vends one worker process runs at once (Procfile ``worker``).
+        "WORKER_CONCURRENCY": int(get("WORKER_CONCURRENCY") or 64),
+        # Meter verification cache (billvend.meter_verification): how long a
+        # valid answer, and a "no such meter" answer, are reused.
+        "METER_VERIFICATION_TTL_SECONDS": int(get("METER_VERIFICATION_TTL_SECONDS") or 600),
+        "METER_VERIFICATION_INVALID_TTL_SECONDS": int(get("METER_VERIFICATION_INVALID_TTL_SECONDS") or 60),
+        # Hard wall-clock limit of one verification call made by a web request.
+        "METER_VERIFICATION_DEADLINE_SECONDS": float(get("METER_VERIFICATION_DEADLINE_SECONDS") or 4.0),
+        # The payment status long poll: how long one request may wait for a
+        # change, and for how long after a payment is created the page
+        # long-polls before backing off to plain polling.
+        "STATUS_LONG_POLL_SECONDS": float(get("STATUS_LONG_POLL_SECONDS") or 5.0),
+        "STATUS_FAST_PHASE_SECONDS": int(get("STATUS_FAST_PHASE_SECONDS") or 30),
+        # /metrics: a bearer token; without one only loopback may scrape.
+        "METRICS_TOKEN": get("METRICS_TOKEN") or None,
+        # prometheus_client reads this itself (multiprocess mode); we read it
+        # to pick the collector.
+        "PROMETHEUS_MULTIPROC_DIR": get("PROMETHEUS_MULTIPROC_DIR") or None,
+        # One JSON object per log line (python-json-logger); "text" for humans.
+        "LOG_FORMAT": (get("LOG_FORMAT") or "json").lower(),
         "REDIS_URL": get("REDIS_URL") or None,
         "HUEY_NAME": get("HUEY_NAME") or "billvend",
         "HUEY_SQLITE_PATH": get("HUEY_SQLITE_PATH") or str(INSTANCE_DIR / "huey.sqlite3"),
@@ -254,6 +286,19 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "MAX_PAYMENT_KOBO": 500_000_00,
         "PAYMENTS_PER_PAGE": 20,
     }
+
+
+def _engine_options(database_url: str, pool_size: int) -> dict[str, Any]:
+    """SQLAlchemy engine options: a queue pool of exactly ``pool_size``
+    connections (no overflow, so the connection budget is a sum of pool
+    sizes; a thread waits up to 30 s for one), checked before use so a
+    PostgreSQL restart does not fail a request. An in-memory SQLite database
+    keeps SQLAlchemy's single-connection pool."""
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if database_url.startswith("sqlite") and (":memory:" in database_url or database_url.rstrip("/") == "sqlite:"):
+        return options
+    options.update(pool_size=pool_size, max_overflow=0, pool_timeout=30)
+    return options
 
 
 def longest_vend_seconds(config: Mapping[str, Any]) -> float:

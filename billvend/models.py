@@ -380,6 +380,9 @@ class Payment(db.Model):
     finalized_at: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), default=utcnow)
     updated_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), default=utcnow)
+    # The id of the web request that created the payment (billvend.logs), so
+    # the logs of its vend, requery and reverse tasks carry it too.
+    request_id: so.Mapped[Optional[str]] = so.mapped_column(sa.String(64))
 
     user: so.Mapped[User] = so.relationship()
     events: so.Mapped[list["PaymentEvent"]] = so.relationship(
@@ -643,3 +646,37 @@ class RecoveryCode(db.Model):
     code_hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), default=utcnow)
     used_at: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())
+
+
+class MeterVerificationCache(db.Model):
+    """What the provider said about a meter, reused until ``expires_at``
+    (billvend.meter_verification). Shared by every web process; it decides
+    nothing about money (the vend does), it only spares the customer a
+    second wait for the name on the meter."""
+
+    __tablename__ = "meter_verifications"
+    __table_args__ = (
+        sa.CheckConstraint("status IN ('valid', 'invalid')", name="status_known"),
+    )
+
+    service_id: so.Mapped[str] = so.mapped_column(sa.String(40), primary_key=True)
+    meter_type: so.Mapped[str] = so.mapped_column(sa.String(16), primary_key=True)
+    meter_number: so.Mapped[str] = so.mapped_column(sa.String(20), primary_key=True)
+    status: so.Mapped[str] = so.mapped_column(sa.String(16))
+    customer_name: so.Mapped[Optional[str]] = so.mapped_column(sa.String(200))
+    address: so.Mapped[Optional[str]] = so.mapped_column(sa.String(300))
+    min_purchase_kobo: so.Mapped[Optional[int]] = so.mapped_column(sa.BigInteger)
+    message: so.Mapped[Optional[str]] = so.mapped_column(sa.String(500))
+    verified_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+    expires_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), index=True)
+
+
+class WorkerHeartbeat(db.Model):
+    """The last sign of life of each worker process (admin overview, /metrics),
+    written by the consumer's scheduler with the database clock."""
+
+    __tablename__ = "worker_heartbeats"
+
+    name: so.Mapped[str] = so.mapped_column(sa.String(200), primary_key=True)
+    concurrency: so.Mapped[int] = so.mapped_column()
+    seen_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())

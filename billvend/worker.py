@@ -40,9 +40,14 @@ import time
 from huey import consumer as huey_consumer
 from huey.exceptions import ConfigurationError
 
+from billvend import heartbeat
+from billvend.logs import has_json_root_handler
 from billvend.queue import huey_app
 
 log = logging.getLogger(__name__)
+
+#: How often a worker records its heartbeat (billvend.heartbeat).
+HEARTBEAT_INTERVAL_SECONDS = 5
 
 #: Below this many seconds the consumer's clock, not Huey's once-a-minute
 #: periodic check, drives the sweep.
@@ -67,9 +72,25 @@ class SweepClockScheduler(huey_consumer.Scheduler):
         super().__init__(*args, **kwargs)
         self.sweep_interval_seconds = sweep_interval_seconds()
         self._next_sweep = time.monotonic()
+        self._next_heartbeat = time.monotonic()
+        self.heartbeat_name = heartbeat.process_name()
+        self.worker_concurrency = 0  # set by Consumer
+
+    def _heartbeat(self, now_monotonic: float) -> None:
+        # The admin overview and /metrics show when each worker last ran this
+        # loop (database clock).
+        if now_monotonic < self._next_heartbeat:
+            return
+        self._next_heartbeat = now_monotonic + HEARTBEAT_INTERVAL_SECONDS
+        try:
+            with huey_app().app_context():
+                heartbeat.beat(self.heartbeat_name, self.worker_concurrency)
+        except Exception:  # noqa: BLE001 - database down: the age shows it
+            self._logger.warning("could not record the worker heartbeat", exc_info=True)
 
     def loop(self, now=None):
         now_monotonic = time.monotonic()
+        self._heartbeat(now_monotonic)
         # Half a tick of slack: this loop wakes about once a second, a few
         # milliseconds early or late, and must not round 10 s up to 11 s.
         if (self.periodic and self.sweep_interval_seconds < PERIODIC_RESOLUTION_SECONDS
@@ -97,13 +118,23 @@ class Consumer(huey_consumer.Consumer):
         # same place.
         app_logger = logging.getLogger("billvend")
         huey_logger = logging.getLogger("huey")
-        if not app_logger.handlers and huey_logger.handlers:
+        if has_json_root_handler():
+            # LOG_FORMAT=json (billvend.logs): huey's records go to the root's
+            # JSON handler too, not to huey_consumer's text handler as well.
+            for handler in list(huey_logger.handlers):
+                huey_logger.removeHandler(handler)
+        elif not app_logger.handlers and huey_logger.handlers:
             for handler in huey_logger.handlers:
                 app_logger.addHandler(handler)
             app_logger.setLevel(logging.INFO)
         # (restart, graceful) as in Huey: both stop signals are graceful.
         self._signal_actions[signal.SIGINT] = (False, True)
         self._signal_actions[signal.SIGTERM] = (False, True)
+
+    def _create_scheduler(self):
+        scheduler = super()._create_scheduler()
+        scheduler.worker_concurrency = self.workers  # shown with its heartbeat
+        return scheduler
 
     def start(self):
         self._logger.info(

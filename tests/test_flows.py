@@ -248,7 +248,8 @@ def test_status_partial_polls_until_final(client, auth, fund):
     partial = client.get(f"/payments/{payment.reference}/status", headers={"HX-Request": "true"})
     assert partial.status_code == 200
     html = partial.get_data(as_text=True)
-    assert 'hx-trigger="every 1s"' in html and "Queued" in html and "<html" not in html
+    assert 'hx-trigger="load, every 10s"' in html and "Queued" in html and "<html" not in html
+    assert f'hx-get="/payments/{payment.reference}/status?since=pending"' in html
     page = client.get(f"/payments/{payment.reference}").get_data(as_text=True)
     assert 'http-equiv="refresh"' in page  # works without JavaScript
     no_js = client.get(f"/payments/{payment.reference}/status")

@@ -61,7 +61,8 @@ def test_progress_states_use_the_customers_words(client, auth):
         db.session.commit()
         html = client.get(f"/payments/{payment.reference}").get_data(as_text=True)
         assert label in html, status
-        assert ('hx-trigger="every 1s"' in html) == (status not in ("successful", "reversed")), status
+        polls = f'hx-get="/payments/{payment.reference}/status?since={status}"' in html
+        assert polls == (status not in ("successful", "reversed")), status
     db.session.execute(db.update(Payment).where(Payment.id == payment.id)
                        .values(status="unknown", needs_attention=True))
     db.session.commit()

@@ -46,7 +46,23 @@ def _admins_only():
 @bp.route("/")
 def overview():
     data = queries.overview()
-    return render_template("admin/overview.html", **data, chart=chart.build(data["days"]))
+    return render_template("admin/overview.html", **data, chart=chart.build(data["days"]),
+                           workers=_worker_status())
+
+
+def _worker_status() -> dict:
+    """The newest worker heartbeat, its age, live concurrency and the queue
+    depth, for the overview's "Workers" block (``None`` where unknown)."""
+    from billvend import heartbeat
+    from billvend.queue import huey
+
+    last_seen, age_seconds, concurrency = heartbeat.latest()
+    try:
+        queue_depth = huey.pending_count()
+    except Exception:  # noqa: BLE001 - queue down: say so, not a 500
+        queue_depth = None
+    return {"last_seen": last_seen, "age_seconds": age_seconds, "concurrency": concurrency,
+            "queue_depth": queue_depth}
 
 
 @bp.route("/invariants")

@@ -11,20 +11,26 @@ documented fields is verified and paid at once (303), as DESIGN.md's URL
 contract says. Both steps carry the same ``idempotency_key``. The meter is
 verified with the provider again on every submit, so an invalid meter, or an
 amount below the meter's own minimum, is refused before any debit.
+The verification comes from the shared cache (``billvend.meter_verification``)
+when the htmx check or the review step has just asked the provider, so a pay
+submit runs at database speed.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
 
 import sqlalchemy as sa
 from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from werkzeug.datastructures import MultiDict
 
-from billvend import ledger, payments, tasks
+from billvend import ledger, meter_verification, payments, status_watch, tasks
 from billvend.bills import bp
 from billvend.bills.forms import QUICK_AMOUNTS_NAIRA, ElectricityForm, MeterForm
 from billvend.extensions import db
-from billvend.models import METER_TYPES, SavedMeter, utcnow
+from billvend.models import METER_TYPES, Payment, SavedMeter, utcnow
 from billvend.money import format_naira, kobo_to_naira_input
 from billvend.providers import DISCOS, get_provider
 
@@ -127,8 +133,8 @@ def electricity():
         # A repeat of a submitted payment: answer with the first result.
         return _pay(form)
 
-    verification = get_provider().verify_meter(
-        form.disco.data, form.meter_number.data, form.meter_type.data
+    verification = meter_verification.verify(
+        form.disco.data, form.meter_number.data, form.meter_type.data, get_provider()
     )
     if verification.status == "invalid":
         form.meter_number.errors.append(_invalid_message(verification))
@@ -177,8 +183,8 @@ def verify():
     verification = None
     hint = None
     if form.validate():
-        verification = get_provider().verify_meter(
-            form.disco.data, form.meter_number.data, form.meter_type.data
+        verification = meter_verification.verify(
+            form.disco.data, form.meter_number.data, form.meter_type.data, get_provider()
         )
     elif form.meter_number.data and form.meter_number.errors:
         hint = _meter_number_hint(form.meter_number.data)
@@ -224,21 +230,75 @@ def _page_context(payment) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class Poll:
+    """How the status panel asks for its next update (htmx attributes)."""
+
+    url: str
+    trigger: str
+
+
+def status_poll(payment: Payment) -> Optional[Poll]:
+    """The panel's next poll, or None once the payment is final.
+
+    In a payment's first ``STATUS_FAST_PHASE_SECONDS`` (when a token normally
+    arrives) the panel long-polls: it asks again as soon as it is swapped in
+    (``load``), passing the status it shows (``since``), and the server holds
+    the request until the status changes or ``STATUS_LONG_POLL_SECONDS``
+    pass. After that it polls plainly, every 3 s for two minutes, every 15 s
+    for half an hour, then once a minute, so a page left open sends a
+    bounded number of requests. ``every 10s`` in the fast phase restarts a
+    long poll that a network error ended (htmx drops it while one is in
+    flight).
+    """
+    if payment.is_final:
+        return None
+    base = url_for("bills.payment_status", reference=payment.reference)
+    age_seconds = (utcnow() - payment.created_at).total_seconds()
+    if age_seconds < current_app.config["STATUS_FAST_PHASE_SECONDS"]:
+        return Poll(f"{base}?since={payment.status}", "load, every 10s")
+    if age_seconds < 120:
+        return Poll(base, "every 3s")
+    if age_seconds < 1800:
+        return Poll(base, "every 15s")
+    return Poll(base, "every 60s")
+
+
+def _render_payment(template: str, payment: Payment):
+    return render_template(template, **_page_context(payment), poll=status_poll(payment))
+
+
 @bp.route("/payments/<reference>")
 @login_required
 def payment(reference: str):
-    payment = _payment_or_404(reference)
-    return render_template("bills/payment.html", **_page_context(payment))
+    return _render_payment("bills/payment.html", _payment_or_404(reference))
+
+
+def _wait_for_change(payment: Payment, since: str) -> Payment:
+    """Hold the request until the payment leaves status ``since`` or
+    ``STATUS_LONG_POLL_SECONDS`` pass (``billvend.status_watch``: one thread
+    per process looks at every waiting payment every 0.05 s). Holds no
+    database connection while it waits: the session's transaction ends first."""
+    payment_id = payment.id
+    db.session.rollback()
+    status_watch.watcher_for(current_app._get_current_object()).wait(  # noqa: SLF001
+        payment_id, since, current_app.config["STATUS_LONG_POLL_SECONDS"])
+    return db.session.get(Payment, payment_id)
 
 
 @bp.route("/payments/<reference>/status")
 @login_required
 def payment_status(reference: str):
+    """htmx: the status panel. With ``since`` (the status the page shows)
+    and the payment still there, a long poll (:func:`status_poll`)."""
     payment = _payment_or_404(reference)
     if request.headers.get("HX-Request") != "true":
         # A full page load gets the full page: works without JavaScript.
         return redirect(url_for("bills.payment", reference=reference))
-    return render_template("bills/_status.html", **_page_context(payment))
+    since = request.args.get("since")
+    if since is not None and since == payment.status and status_poll(payment) is not None:
+        payment = _wait_for_change(payment, since)
+    return _render_payment("bills/_status.html", payment)
 
 
 @bp.route("/payments/<reference>/receipt")

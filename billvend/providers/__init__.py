@@ -26,10 +26,17 @@ DISCOS: dict[str, str] = {
 
 
 def get_provider() -> Provider:
-    """The provider named by ``VENDING_PROVIDER`` for the current app.
+    """The provider named by ``VENDING_PROVIDER`` for the current app, timed
+    call by call into the metrics (``billvend.metrics.TimedProvider``).
 
     :raises ValueError: for an unknown provider name.
     """
+    from billvend.metrics import TimedProvider
+
+    return TimedProvider(_make_provider())
+
+
+def _make_provider() -> Provider:
     config = current_app.config
     name = config["VENDING_PROVIDER"]
     if name == "simulated":

@@ -1,7 +1,7 @@
 """funding gateway: Paystack-style card checkout and bank transfer (issue 15)
 
 Revision ID: 0009_funding_gateway
-Revises: 0007_security
+Revises: 0008_web_tier
 
 Fundings gain the gateway's answer (fees, channel, status, paid_at), the
 sweep's backoff (verify_attempts, next_verify_at), a flag for admins, and
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0009_funding_gateway'
-down_revision = '0007_security'
+down_revision = '0008_web_tier'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,62 @@
+"""The Procfile's ``web`` (gunicorn gthread) against slow clients, and the
+worker's heartbeat, on the real processes."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from tests.stack import Stack
+
+
+@pytest.fixture
+def stack(tmp_path):
+    with Stack(tmp_path) as running:
+        running.migrate()
+        running.start("web")
+        yield running
+
+
+def slow_body(port: int) -> socket.socket:
+    """A connection that sends its headers and half a body, then stalls."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n"
+                 b"email=slow")
+    return sock
+
+
+@pytest.mark.once
+def test_slow_bodies_do_not_hold_up_other_requests(stack):
+    # Two per web process (WEB_CONCURRENCY=2): with sync workers this blocked
+    # /healthz for the whole 30 s worker timeout.
+    stalled = [slow_body(stack.port) for _ in range(4)]
+    try:
+        time.sleep(0.5)
+        started = time.monotonic()
+        for _ in range(5):
+            assert requests.get(stack.base_url + "/healthz", timeout=10).status_code == 200
+        # Generous: five answers take milliseconds; a blocked server holds
+        # them for its 30 s worker timeout (each GET gives up after 10 s).
+        assert time.monotonic() - started < 10
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+@pytest.mark.once
+def test_worker_reports_a_heartbeat(stack, tmp_path):
+    stack.start("worker")
+    engine = sa.create_engine(stack.env["DATABASE_URL"])
+    deadline = time.monotonic() + 30
+    rows = []
+    while time.monotonic() < deadline and not rows:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT name, concurrency FROM worker_heartbeats")).all()
+        time.sleep(0.3)
+    engine.dispose()
+    assert rows and rows[0][1] == 64  # WORKER_CONCURRENCY's default
