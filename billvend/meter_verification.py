@@ -79,7 +79,8 @@ def cached(service_id: str, meter_type: str, meter_number: str) -> Optional[Mete
         return None
     return MeterVerification(
         row.status, customer_name=row.customer_name, address=row.address, meter_type=meter_type,
-        min_purchase_kobo=row.min_purchase_kobo, message=row.message or "")
+        min_purchase_kobo=row.min_purchase_kobo, message=row.message or "",
+        other_meter_type=row.other_meter_type)
 
 
 def verify(service_id: str, meter_number: str, meter_type: str, provider: Provider) -> MeterVerification:
@@ -147,6 +148,7 @@ def _store(service_id: str, meter_type: str, meter_number: str, result: MeterVer
         address=(result.address or None) and result.address[:300],
         min_purchase_kobo=result.min_purchase_kobo,
         message=(result.message or None) and result.message[:500],
+        other_meter_type=result.other_meter_type,
         verified_at=now,
         expires_at=now + timedelta(seconds=ttl_seconds),
     )

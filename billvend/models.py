@@ -667,6 +667,9 @@ class MeterVerificationCache(db.Model):
     address: so.Mapped[Optional[str]] = so.mapped_column(sa.String(300))
     min_purchase_kobo: so.Mapped[Optional[int]] = so.mapped_column(sa.BigInteger)
     message: so.Mapped[Optional[str]] = so.mapped_column(sa.String(500))
+    #: On ``invalid`` because the meter is of the other type: that type (the
+    #: pay page's one-tap switch needs it from the cache too).
+    other_meter_type: so.Mapped[Optional[str]] = so.mapped_column(sa.String(16))
     verified_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
     expires_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), index=True)
 

@@ -60,6 +60,10 @@ class Stack:
             "DATABASE_URL": f"sqlite:///{tmp_path / 'stack.sqlite3'}",
             "HUEY_SQLITE_PATH": str(tmp_path / "huey.sqlite3"),
             "SIMULATOR_DELAY_SECONDS": "0",
+            # The simulator answers at once, so a pay is in flight for
+            # milliseconds: believe its "never received" a second later
+            # (production waits 120 s) so a refund is seen within a test.
+            "PROVIDER_NOT_FOUND_GRACE_SECONDS": "1",
             # Instant in-process card approvals unless a test runs the
             # Paystack sandbox (env FUNDING_GATEWAY=paystack + PAYSTACK_*).
             "FUNDING_GATEWAY": "simulated",

@@ -433,3 +433,16 @@ def test_admin_overview_shows_the_worker_heartbeat_and_queue_depth(client, auth)
     block = page[page.index('data-testid="workers"'):]
     assert "Last worker heartbeat" in block and "64 vends at once" in block
     assert re.search(r'data-testid="queue-depth">0<', block)
+
+
+def test_a_cached_type_mismatch_still_offers_the_one_tap_switch(client, auth, provider):
+    """The disco's "this is a postpaid meter" is cached like any invalid
+    answer, and the switch it offers must survive the cache."""
+    auth.signup()
+    provider.answer = base.MeterVerification(
+        "invalid", message="This is a postpaid meter, not prepaid", other_meter_type="postpaid")
+    first = check_meter(client).get_data(as_text=True)
+    second = check_meter(client).get_data(as_text=True)
+    assert provider.verify_calls == 1  # the second answer came from the cache
+    for page in (first, second):
+        assert 'name="switch_meter_type" value="postpaid"' in page

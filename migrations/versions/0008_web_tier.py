@@ -26,6 +26,7 @@ def upgrade():
         sa.Column("address", sa.String(length=300), nullable=True),
         sa.Column("min_purchase_kobo", sa.BigInteger(), nullable=True),
         sa.Column("message", sa.String(length=500), nullable=True),
+        sa.Column("other_meter_type", sa.String(length=16), nullable=True),
         sa.Column("verified_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint("status IN ('valid', 'invalid')", name=op.f("ck_meter_verifications_status_known")),

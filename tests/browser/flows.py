@@ -82,3 +82,20 @@ def field_error(page: Page, field_id: str):
     error = page.locator(f"#{field_id}-error")
     expect(error).to_have_attribute("role", "alert")
     return error
+
+
+def admin_second_factor(page: Page) -> None:
+    """An admin's first visit to /admin in this session: confirm the password,
+    enrol the authenticator (the key shown as text, as a person would type it
+    into their app), give the code, pass the recovery codes. Ends on /admin."""
+    import pyotp
+
+    page.goto("/admin/")
+    if page.get_by_role("heading", name="Confirm your password").count():
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Confirm").click()
+    secret = page.get_by_test_id("totp-secret").text_content().strip()
+    page.get_by_role("textbox", name="Code").fill(pyotp.TOTP(secret).now())
+    page.get_by_role("button", name="Confirm").click()
+    page.get_by_role("link", name="I have saved them: continue").click()
+    expect(page).to_have_url(re.compile(r"/admin/\??$"))

@@ -8,6 +8,7 @@ confirmation. Screenshots go to ``tests/artifacts/``."""
 from __future__ import annotations
 
 import re
+import time
 import sqlite3
 import subprocess
 
@@ -16,7 +17,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import DESKTOP, MOBILE, new_email, shoot
 from tests.browser.test_accessibility import audit
-from tests.browser.flows import PAYMENT_URL, fill_payment, fund, sign_up, wait_final
+from tests.browser.flows import PAYMENT_URL, admin_second_factor, fill_payment, fund, sign_up, wait_final
 from tests.stack import ROOT, Stack
 
 pytestmark = pytest.mark.once
@@ -166,10 +167,18 @@ def test_the_disco_says_postpaid_one_tap_switches(context_factory, javascript, v
     sign_up(page)
     fill_payment(page, "1010101010101", "1500")  # a postpaid meter, chosen as prepaid
     if javascript:
-        # While the disco looks the meter up, the page says so.
+        # While the disco looks the meter up, the page says so. The answer
+        # is cached from the check fill_payment set off, so hold the request
+        # a moment as a slow disco would.
+        def slow_disco(route):
+            time.sleep(1.0)
+            route.continue_()
+
+        page.route("**/bills/electricity/verify", slow_disco)
         page.get_by_label("Meter number").fill("101010101010")
         page.get_by_label("Meter number").press_sequentially("1")
         expect(page.get_by_text("Checking meter…")).to_be_visible()
+        page.unroute("**/bills/electricity/verify")
     else:
         page.get_by_role("button", name=re.compile("^Continue")).click()
     expect(page.get_by_text("this is a postpaid meter")).to_have_count(1)  # shown once
@@ -247,6 +256,7 @@ def test_admin_refund_asks_for_confirmation(browser, paused_stack, javascript, v
         subprocess.run([str(ROOT / ".venv" / "bin" / "flask"), "--app", "wsgi", "create-admin", email],
                        cwd=ROOT, env=paused_stack.env, check=True, capture_output=True, timeout=60)
 
+        admin_second_factor(page)
         page.goto(f"/admin/payments/{reference}")
         refund = page.locator("#refund-form")
         refund.get_by_label("Reason").fill("Disco confirmed it never vended")
