@@ -291,7 +291,8 @@ def test_sigkill_worker_repeatedly_while_200_payments_vend(tmp_path, postgres, r
             customer = customers[index]
             for n in range(50):
                 meter_number, meter_type = METERS[(index * 50 + n) % len(METERS)]
-                reference = customer.pay(meter_number, meter_type, 500 + 25 * (n % 40))
+                # From ₦1,000: the postpaid test meter's minimum (every disco's).
+                reference = customer.pay(meter_number, meter_type, 1000 + 25 * (n % 40))
                 with lock:
                     references.append(reference)
 
