@@ -79,6 +79,10 @@ AUDIT = r"""
 
 
 def audit(page) -> list[str]:
+    """The audit's findings on the page as loaded. A click on a link returns
+    once the navigation has started, so wait for the new document first (an
+    audit of a page still loading once found no <body>)."""
+    page.wait_for_load_state("load")
     return [f"{page.url}: {problem}" for problem in page.evaluate(AUDIT)]
 
 
@@ -107,6 +111,7 @@ def test_every_customer_page_passes_the_basic_accessibility_audit(page):
     wait_final(page, "successful")
     problems += audit(page)
     page.get_by_role("link", name="Receipt", exact=True).click()
+    expect(page).to_have_url(re.compile(r"/receipt$"))
     problems += audit(page)
     page.goto("/history")
     problems += audit(page)
