@@ -10,11 +10,7 @@ database allows one credit per gateway reference.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
 from datetime import date, datetime, timedelta
-from typing import Callable
 
 from flask import current_app
 from huey import crontab
@@ -74,19 +70,6 @@ def funding_sweep_once() -> int:
     return len(ids)
 
 
-def _under_lease(name: str, ttl_seconds: float, work: Callable[[], None]) -> None:
-    # A database lease, like the payment sweep's: Huey's lock_task never
-    # expires, so a worker killed mid-run would stop every later run.
-    holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-    if not leases.acquire(name, holder, ttl_seconds):
-        log.info("%s skipped: another worker holds the lease", name)
-        return
-    try:
-        work()
-    finally:
-        leases.release(name, holder)
-
-
 def _funding_sweep() -> None:
     count = funding_sweep_once()
     if count:
@@ -99,7 +82,9 @@ def funding_sweep() -> None:
     """Every minute: verify stale ``initiated``/``pending`` fundings again
     (with the backoff ``apply_verification`` sets), one sweeper at a time
     (the ``funding-sweep`` lease, expiring after ``SWEEP_LOCK_SECONDS``)."""
-    _under_lease("funding-sweep", current_app.config["SWEEP_LOCK_SECONDS"], _funding_sweep)
+    with leases.held("funding-sweep", current_app.config["SWEEP_LOCK_SECONDS"]) as mine:
+        if mine:
+            _funding_sweep()
 
 
 def yesterday_in_lagos(now: datetime | None = None) -> date:
@@ -115,7 +100,9 @@ def daily_reconciliation() -> None:
     """Once a day: reconcile yesterday (Africa/Lagos) with the gateway, one
     worker at a time (the ``funding-reconcile`` lease; a run can take long
     against a slow gateway, so the lease lasts an hour)."""
-    _under_lease("funding-reconcile", 3600, _reconcile_yesterday)
+    with leases.held("funding-reconcile", 3600) as mine:
+        if mine:
+            _reconcile_yesterday()
 
 
 def _reconcile_yesterday() -> None:

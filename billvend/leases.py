@@ -11,7 +11,13 @@ a starting worker never touches it.
 
 from __future__ import annotations
 
+import logging
+import os
+import secrets
+import socket
+from contextlib import contextmanager
 from datetime import timedelta
+from typing import Iterator
 
 import sqlalchemy as sa
 
@@ -19,6 +25,37 @@ from billvend.clock import db_now
 from billvend.extensions import db
 from billvend.models import Lease
 from billvend.transactions import unit_of_work
+
+log = logging.getLogger(__name__)
+
+
+def new_holder() -> str:
+    """A holder name unique to this call: ``host:pid:random`` (two threads
+    of one process are two holders)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+@contextmanager
+def held(name: str, ttl_seconds: float) -> Iterator[bool]:
+    """Run the ``with`` body under lease ``name`` when it can be taken.
+
+    Yields True if this call took the lease (it is released when the body
+    ends, even by an exception), False if another holder has it (the body
+    should then do nothing; the next periodic run comes soon enough)::
+
+        with leases.held("sweep", 300) as mine:
+            if mine:
+                sweep_once()
+    """
+    holder = new_holder()
+    if not acquire(name, holder, ttl_seconds):
+        log.info("%s skipped: another holder has the lease", name)
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        release(name, holder)
 
 
 def acquire(name: str, holder: str, ttl_seconds: float) -> bool:

@@ -14,9 +14,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
-import secrets
-import socket
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -146,14 +143,10 @@ def sweep() -> None:
     its holder dies; a sweep that finds it held is skipped, the next tick
     comes soon enough.
     """
-    holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-    if not leases.acquire(SWEEP_LEASE, holder, current_app.config["SWEEP_LOCK_SECONDS"]):
-        log.info("sweep skipped: another sweep holds the lease")
-        return
-    try:
+    with leases.held(SWEEP_LEASE, current_app.config["SWEEP_LOCK_SECONDS"]) as mine:
+        if not mine:
+            return
         counts = sweep_once()
-    finally:
-        leases.release(SWEEP_LEASE, holder)
     if any(counts.values()):
         log.info("sweep re-drove %s", counts)
 

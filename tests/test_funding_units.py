@@ -158,3 +158,30 @@ def test_config_names_the_gateway():
     assert from_env({"PORT": "8000"})["PAYSTACK_WEBHOOK_URL"] == "http://127.0.0.1:8000/webhooks/paystack"
     with pytest.raises(ValueError, match="FUNDING_GATEWAY"):
         from_env({"FUNDING_GATEWAY": "flutterwave"})
+
+
+def test_the_funding_sweep_runs_only_under_its_lease_and_gives_it_back(app, monkeypatch):
+    from billvend import funding_tasks, leases
+
+    runs = []
+    monkeypatch.setattr(funding_tasks, "funding_sweep_once", lambda: runs.append(1) or 0)
+    assert leases.acquire("funding-sweep", "another-worker", 60)
+    funding_tasks.funding_sweep.call_local()
+    assert runs == []  # another worker's sweep is running
+    assert leases.release("funding-sweep", "another-worker")
+    funding_tasks.funding_sweep.call_local()
+    assert runs == [1]
+    assert leases.acquire("funding-sweep", "another-worker", 60)  # given back after the run
+
+
+def test_a_lease_is_given_back_when_the_work_raises(app):
+    from billvend import leases
+
+    with pytest.raises(RuntimeError):
+        with leases.held("funding-reconcile", 3600) as mine:
+            assert mine
+            raise RuntimeError("gateway down")
+    with leases.held("funding-reconcile", 3600) as mine:
+        assert mine
+        with leases.held("funding-reconcile", 3600) as second:
+            assert not second  # one holder at a time, even in one process
