@@ -13,20 +13,36 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
+import sqlalchemy.orm  # noqa: F401 - sa.orm.Session
 
 from billvend.extensions import db
 
 
-def db_now() -> datetime:
+def sql_now(dialect_name: str) -> sa.ColumnElement:
+    """The database clock as an SQL expression, for a statement that compares
+    or stores "now" without a round trip of its own: ``clock_timestamp()`` on
+    PostgreSQL, ``strftime('%Y-%m-%d %H:%M:%f', 'now')`` (UTC text in the
+    format SQLAlchemy stores SQLite datetimes in, so they compare as text)
+    on SQLite.
+
+    :param dialect_name: ``db.engine.dialect.name`` (or a connection's).
+    """
+    if dialect_name == "postgresql":
+        return sa.func.clock_timestamp()
+    return sa.func.strftime("%Y-%m-%d %H:%M:%f", "now")
+
+
+def db_now(connection=None) -> datetime:
     """The database's current time, timezone-aware UTC.
 
-    One round trip on the current session's connection (it may begin a
-    read-only transaction, which is harmless before an external call: see
+    One round trip on ``connection`` (a ``Connection`` or ``Session``),
+    default the current session's connection (it may begin a read-only
+    transaction, which is harmless before an external call: see
     ``transactions.require_no_transaction``).
     """
-    session = db.session()
-    if session.get_bind().dialect.name == "postgresql":
-        value = session.scalar(sa.text("SELECT clock_timestamp()"))
-        return value.astimezone(timezone.utc)
-    raw = session.scalar(sa.text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"))
+    connection = connection if connection is not None else db.session()
+    bind = connection.get_bind() if isinstance(connection, sa.orm.Session) else connection
+    raw = connection.scalar(sa.select(sql_now(bind.dialect.name)))
+    if isinstance(raw, datetime):
+        return raw.astimezone(timezone.utc)
     return datetime.strptime(raw, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc)

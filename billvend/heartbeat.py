@@ -10,6 +10,7 @@ from typing import Optional
 
 import sqlalchemy as sa
 
+from billvend import clock
 from billvend.extensions import db
 from billvend.models import WorkerHeartbeat
 
@@ -36,11 +37,12 @@ def beat(name: str, concurrency: int) -> None:
     own short transaction, outside any unit of work (the scheduler thread has
     no request or task around it)."""
     with db.engine.begin() as conn:
+        now = clock.db_now(conn)
         updated = conn.execute(
             sa.update(_TABLE).where(_TABLE.c.name == name)
-            .values(seen_at=sa.func.now(), concurrency=concurrency)).rowcount
+            .values(seen_at=now, concurrency=concurrency)).rowcount
         if not updated:
-            conn.execute(sa.insert(_TABLE).values(name=name, seen_at=sa.func.now(), concurrency=concurrency))
+            conn.execute(sa.insert(_TABLE).values(name=name, seen_at=now, concurrency=concurrency))
 
 
 def forget(name: str) -> None:
@@ -53,7 +55,7 @@ def latest() -> tuple[Optional[datetime], Optional[float], int]:
     """``(last heartbeat, its age in seconds, live concurrency)`` over all
     workers; ``(None, None, 0)`` when no worker ever reported. Ages use the
     database clock; a worker counts as live when seen in the last 60 s."""
-    now = as_utc(db.session.scalar(sa.select(sa.func.now())))
+    now = clock.db_now()
     rows = db.session.execute(sa.select(WorkerHeartbeat.seen_at, WorkerHeartbeat.concurrency)).all()
     if not rows:
         return None, None, 0

@@ -34,9 +34,8 @@ from typing import Optional
 import sqlalchemy as sa
 from flask import current_app
 
-from billvend import transactions
+from billvend import clock, transactions
 from billvend.extensions import db
-from billvend.heartbeat import as_utc
 from billvend.metrics import VERIFICATION_LOOKUPS
 from billvend.models import MeterVerificationCache
 from billvend.providers.base import MeterVerification, Provider
@@ -72,7 +71,7 @@ def cached(service_id: str, meter_type: str, meter_number: str) -> Optional[Mete
             _TABLE.c.service_id == service_id,
             _TABLE.c.meter_type == meter_type,
             _TABLE.c.meter_number == meter_number,
-            _TABLE.c.expires_at > sa.func.now(),
+            _TABLE.c.expires_at > clock.sql_now(db.engine.dialect.name),
         )
     ).one_or_none()
     if row is None:
@@ -141,7 +140,7 @@ def _store(service_id: str, meter_type: str, meter_number: str, result: MeterVer
     config = current_app.config
     ttl_seconds = (config["METER_VERIFICATION_TTL_SECONDS"] if result.is_valid
                    else config["METER_VERIFICATION_INVALID_TTL_SECONDS"])
-    now = as_utc(db.session.scalar(sa.select(sa.func.now())))
+    now = clock.db_now()
     values = dict(
         status=result.status,
         customer_name=(result.customer_name or None) and result.customer_name[:200],
