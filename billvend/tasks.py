@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from flask import current_app
+from huey import crontab
 from huey.signals import SIGNAL_INTERRUPTED
 
 from billvend import leases, payments
@@ -149,6 +150,19 @@ def sweep() -> None:
         counts = sweep_once()
     if any(counts.values()):
         log.info("sweep re-drove %s", counts)
+
+
+@huey.periodic_task(crontab(minute="*/10"))
+@in_app_context
+def purge_expired_sessions() -> None:
+    """Every 10 minutes: delete sessions and remember tokens past their
+    deadlines (``sessions.delete_expired``). Saves also purge, one in 50,
+    but a quiet site saves rarely; a delete of what is expired is safe to
+    run twice, so no lease."""
+    from billvend import sessions, transactions
+    from billvend.models import utcnow
+
+    transactions.run(lambda: sessions.delete_expired(db.session, utcnow()))
 
 
 @huey.signal(SIGNAL_INTERRUPTED)

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pyotp
@@ -165,6 +166,33 @@ def test_login_starts_a_new_session_id_and_csrf_token(client, auth):
     with db.engine.connect() as conn:  # the cookie is only an id: its hash is the key
         row = conn.execute(sa.select(UserSession.id_hash, UserSession.data)).all()
     assert client.get_cookie("session").value not in str(row)
+
+
+def test_pages_without_a_form_store_no_session_for_a_visitor(client):
+    """A visitor reading pages that post nothing costs no session row (a
+    crawler or a flood of landing-page views must not fill the table)."""
+    for path in ("/", "/no-such-page"):
+        client.get(path)
+    assert session_rows() == 0
+    assert client.get_cookie("session") is None
+    client.get("/login")  # a form: its CSRF secret needs a session
+    assert session_rows() == 1
+
+
+def test_the_periodic_purge_deletes_expired_sessions_and_keeps_live_ones(app, client):
+    from billvend.tasks import purge_expired_sessions
+
+    make_user("ada@example.com")
+    assert login(client).status_code == 303
+    other = app.test_client()
+    other.get("/login")
+    assert session_rows() == 2
+    with db.engine.begin() as conn:
+        conn.execute(sa.update(UserSession).where(UserSession.user_id.is_(None))
+                     .values(expires_at=datetime(2000, 1, 1, tzinfo=timezone.utc)))
+    purge_expired_sessions.call_local()
+    assert session_rows() == 1
+    assert client.get("/").status_code == 200 and b"Log out" in client.get("/").data
 
 
 def test_a_replayed_session_cookie_and_remember_cookie_after_logout_go_to_login(app, client, auth):
