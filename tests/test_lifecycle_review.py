@@ -393,3 +393,45 @@ def test_a_pay_returning_after_its_recorded_deadline_moves_pay_in_flight_until(a
     payments.requery_payment(payment.id, LateAnswer(), force=True)
     assert reload(payment.id).status == UNKNOWN and reversals(payment.id) == 0
     assert balance(user.id) == 400_000
+
+
+def test_no_pay_leaves_after_the_deadline_through_a_proxy_from_the_environment(monkeypatch):
+    """``requests`` sends through ``HTTP_PROXY``/``HTTPS_PROXY`` when the
+    environment names one, on a proxy connection pool of its own, which the
+    deadline guard did not cover: an abandoned call could still send its pay
+    after the deadline. The guard must hold through a proxy too."""
+    import socket
+
+    from billvend.providers import vtpass
+
+    received = []
+    proxy = socket.create_server(("127.0.0.1", 0))
+
+    def proxy_side():
+        proxy.settimeout(3)
+        try:
+            conn, _ = proxy.accept()
+            conn.settimeout(3)
+            if conn.recv(65536):
+                received.append("request")
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+            conn.close()
+        except OSError:
+            pass
+
+    watcher = threading.Thread(target=proxy_side, daemon=True)
+    watcher.start()
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.setattr(vtpass, "_deadline_passed", lambda: True)  # the call was abandoned
+    provider = vtpass.VTpassProvider("http://vtpass.example", "k", "s", connect_timeout_seconds=1.0,
+                                     read_timeout_seconds=1.0, send_attempts=1, deadline_seconds=5.0)
+    result = provider.vend("202612010900" + "dd1ff0000003", "ikeja-electric", "1111111111111",
+                           "prepaid", 100_000, "08031234567")
+    watcher.join(4)
+    proxy.close()
+    assert received == [], "the pay went out through the proxy after its deadline"
+    # Known never sent (the guard refused before the first byte), and still
+    # only pending: a requery after the grace decides, as without a proxy.
+    assert (result.status, result.code) == ("pending", "NO_RESPONSE")
+    assert result.message.startswith("Could not connect to the provider")

@@ -156,6 +156,18 @@ class DeadlineAdapter(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
 
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        # With HTTP(S)_PROXY set, requests sends through a proxy manager of
+        # its own, not the pool manager above: guard its pools too (for an
+        # HTTPS target, connect() returns after the CONNECT tunnel and the
+        # TLS handshake, so the last check is still before the first byte).
+        if proxy.lower().startswith("socks"):
+            raise requests.exceptions.InvalidProxyURL(
+                "a SOCKS proxy would bypass the provider call's deadline guard; use an HTTP proxy")
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+        return manager
+
 
 def default_deadline_seconds(connect_timeout_seconds: float, read_timeout_seconds: float,
                              send_attempts: int) -> float:
@@ -174,6 +186,9 @@ def _never_sent(exc: requests.ConnectionError) -> bool:
     reason = exc.args[0] if exc.args else None
     if isinstance(reason, MaxRetryError):
         reason = reason.reason
+    if isinstance(reason, urllib3.exceptions.ProxyError):
+        # Opening the connection to the proxy (or its tunnel) failed.
+        reason = reason.original_error
     return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
 
 
