@@ -349,6 +349,8 @@ INVARIANTS: dict[str, str] = {
     "versions_gapless": "Each wallet's entries are numbered 1..version with no gap",
     "user_wallet_negative": "No user wallet is below zero",
     "payment_debits": "Each payment has exactly one debit",
+    "payment_debit_wallet": "Each payment's debit moves its amount from the wallet of the payment's "
+                            "own user to biller_clearing",
     "payment_reversals": "A reversed payment has exactly one reversal; any other payment none",
     "reversal_amount": "Each reversal moves exactly its payment's amount from biller_clearing "
                        "back to the payment's own wallet",
@@ -454,6 +456,28 @@ def check_invariants() -> list[Violation]:
             "payment_debits", "payment", payment_id,
             f"{n} debits totalling {amount} kobo for a {expected} kobo payment"))
 
+    # DESIGN.md invariants 4 and 5 assume the debit came from the payer: a
+    # debit from another wallet, or a payment whose wallet is not its user's,
+    # would make a refund return money to the wrong person.
+    clearing_id = session.scalar(
+        sa.select(Wallet.id).where(Wallet.system_code == BILLER_CLEARING_WALLET))
+    for transfer_id, payment_id, debit_id, credit_id, wallet_id, owner_id, user_id in session.execute(
+        sa.select(Transfer.id, Payment.id, Transfer.debit_wallet_id, Transfer.credit_wallet_id,
+                  Payment.wallet_id, Wallet.user_id, Payment.user_id)
+        .join(Payment, Payment.id == Transfer.payment_id)
+        .outerjoin(Wallet, Wallet.id == Payment.wallet_id)
+        .where(Transfer.kind == KIND_BILL_PAYMENT)
+        .where(sa.or_(Transfer.debit_wallet_id != Payment.wallet_id,
+                      Wallet.user_id.is_(None), Wallet.user_id != Payment.user_id,
+                      Transfer.credit_wallet_id != clearing_id if clearing_id is not None
+                      else sa.true()))
+    ):
+        violations.append(Violation(
+            "payment_debit_wallet", "payment", payment_id,
+            f"debit transfer {transfer_id} from wallet {debit_id} to wallet {credit_id}; the payment "
+            f"names wallet {wallet_id} (of user {owner_id}) and user {user_id} "
+            f"(biller_clearing is wallet {clearing_id})"))
+
     reversals = transfers_of(KIND_REVERSAL)
     expected_reversals = sa.case((Payment.status == REVERSED, 1), else_=0)
     for payment_id, status, n in session.execute(
@@ -466,8 +490,6 @@ def check_invariants() -> list[Violation]:
 
     # DESIGN.md invariant 5: a refund returns exactly what was taken, to
     # whoever it was taken from, out of the money held for the provider.
-    clearing_id = session.scalar(
-        sa.select(Wallet.id).where(Wallet.system_code == BILLER_CLEARING_WALLET))
     for transfer_id, payment_id, amount, debit_id, credit_id, expected_amount, wallet_id in session.execute(
         sa.select(Transfer.id, Transfer.payment_id, Transfer.amount_kobo, Transfer.debit_wallet_id,
                   Transfer.credit_wallet_id, Payment.amount_kobo, Payment.wallet_id)

@@ -525,3 +525,26 @@ def test_events_of_an_admin_refund_keep_the_provider_reason(app, monkeypatch):
     notes = [e.message for e in db.session.scalars(
         sa.select(PaymentEvent).where(PaymentEvent.payment_id == payment.id))]
     assert "Refunded by an admin: support confirmed" in notes
+
+
+def test_invariants_catch_a_payment_debited_from_someone_elses_wallet(app):
+    user, stranger = make_user(balance_kobo=500_000), make_user(balance_kobo=500_000)
+    payment = make_payment(user, amount_kobo=100_000)
+    assert not broken("payment_debit_wallet")
+    # The payment claims the stranger's wallet: a refund would go there.
+    db.session.execute(sa.update(Payment).where(Payment.id == payment.id)
+                       .values(wallet_id=stranger.wallet.id))
+    db.session.commit()
+    [violation] = broken("payment_debit_wallet")
+    assert (violation.subject, violation.subject_id) == ("payment", payment.id)
+    assert f"from wallet {user.wallet.id}" in violation.detail
+
+
+def test_invariants_catch_a_payment_whose_wallet_is_not_its_users(app):
+    user, stranger = make_user(balance_kobo=500_000), make_user()
+    payment = make_payment(user, amount_kobo=100_000)
+    db.session.execute(sa.update(Payment).where(Payment.id == payment.id).values(user_id=stranger.id))
+    db.session.commit()
+    assert [v.subject_id for v in broken("payment_debit_wallet")] == [payment.id]
+    result = app.test_cli_runner().invoke(args=["ledger", "check"])
+    assert result.exit_code == 1 and "FAIL payment_debit_wallet" in result.output
