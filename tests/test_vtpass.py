@@ -141,6 +141,28 @@ def test_requery_codes():
     assert (result.status, result.token, result.receipt_reference) == ("delivered", None, "EXR9")
 
 
+@pytest.mark.parametrize("code, status, neutral", [
+    ("015", "failed", "NOT_FOUND"),  # the order was never received (the lifecycle adds a grace)
+    ("016", "failed", "TRANSACTION_FAILED"),
+    ("091", "failed", "NOT_PROCESSED"),
+    # About the requery request, not the order: an existing order would have
+    # come back as 000 + its transaction, a missing one as 015. Refunding on
+    # these could refund a token: ask again later.
+    ("011", "pending", "UNEXPECTED_RESPONSE"),
+    ("012", "pending", "UNEXPECTED_RESPONSE"),
+    ("013", "pending", "UNEXPECTED_RESPONSE"),
+    ("017", "pending", "UNEXPECTED_RESPONSE"),
+    ("018", "pending", "UNEXPECTED_RESPONSE"),
+    ("019", "pending", "UNEXPECTED_RESPONSE"),
+    ("030", "pending", "UNEXPECTED_RESPONSE"),
+])
+def test_only_codes_about_the_order_are_final_on_a_requery(code, status, neutral):
+    provider, _ = canned((200, {"code": code, "response_description": "SOMETHING"}))
+    result = provider.requery("202611220900abc", meter_type="prepaid")
+    assert (result.status, result.code) == (status, neutral)
+    assert code in result.message
+
+
 def test_duplicate_request_id_is_requeried_not_reordered():
     provider, adapter = canned((200, {"code": "014"}), (200, DELIVERED_PREPAID))
     result = provider.vend("202611220900abc", "ikeja-electric", "1111111111111", "prepaid", 100_000, "080")

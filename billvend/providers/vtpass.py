@@ -23,9 +23,10 @@ Response code table (reference/vtpass-api.md, Response codes):
 ``099``                     pending (processing)
 ``014`` on pay              requery that request_id at once
 ``015``                     failed (``NOT_FOUND``: never received)
-``016``, ``091``, ``018``,   failed, final
-``019``, ``011``-``013``,
-``017``, ``030``
+``016``, ``091``            failed, final
+``018``, ``019``,           failed, final on pay; on a requery pending
+``011``-``013``, ``017``,   (``UNEXPECTED_RESPONSE``): they describe the
+``030``                     requery request, not the order
 anything else               pending (``UNEXPECTED_RESPONSE``)
 =========================  ==========================================
 """
@@ -78,6 +79,8 @@ FAILURE_CODES: dict[str, tuple[str, str]] = {
     "017": ("ABOVE_MAXIMUM", "The amount is above the disco's maximum"),
     "030": (CODE_SERVICE_UNAVAILABLE, "The biller (disco) is unreachable"),
 }
+#: The failure codes that, on a requery, speak of the order itself.
+REQUERY_FINAL_CODES = frozenset({"015", "016", "091"})
 PROCESSING_CODE = "099"
 DUPLICATE_REQUEST_CODE = "014"
 OK_CODE = "000"
@@ -506,14 +509,15 @@ class VTpassProvider:
             return VendResult(PENDING, CODE_TIMEOUT, "The provider did not answer the requery in time")
         except requests.RequestException as exc:
             return VendResult(PENDING, CODE_NO_RESPONSE, f"Requery failed: {type(exc).__name__}")
-        result = self._interpret(response, meter_type)
+        result = self._interpret(response, meter_type, requery=True)
         if result is _REQUERY_NOW:
             return VendResult(PENDING, CODE_UNEXPECTED_RESPONSE, "Requery answered 014")
         return result
 
     # -- response mapping ----------------------------------------------------
 
-    def _interpret(self, response: requests.Response, meter_type: Optional[str]) -> VendResult:
+    def _interpret(self, response: requests.Response, meter_type: Optional[str],
+                   requery: bool = False) -> VendResult:
         data = self._json(response)
         if data is None:
             return VendResult(PENDING, CODE_UNEXPECTED_RESPONSE,
@@ -529,6 +533,13 @@ class VTpassProvider:
             return VendResult(PENDING, CODE_PROCESSING, description or "The provider is processing the order")
         if code == DUPLICATE_REQUEST_CODE:
             return _REQUERY_NOW
+        if requery and code in FAILURE_CODES and code not in REQUERY_FINAL_CODES:
+            # A requery of an order the provider has comes back 000 with the
+            # transaction, of one it never got 015: any other failure code
+            # describes the requery request, and refunding on it could
+            # refund a delivered token.
+            return VendResult(PENDING, CODE_UNEXPECTED_RESPONSE,
+                              f"Requery answered {code}: {description or FAILURE_CODES[code][1]}"[:500])
         if code in FAILURE_CODES:
             neutral, meaning = FAILURE_CODES[code]
             if code == "018":
