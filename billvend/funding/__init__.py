@@ -25,6 +25,7 @@ customer is credited exactly what they paid.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -451,6 +452,27 @@ def _finish_event(event_id: int, outcome: str, *, funding_id: Optional[int] = No
         row.needs_attention = True
 
 
+#: ``fundings.idempotency_key`` holds 64 characters.
+_ARRIVAL_KEY_PREFIX = "nuban:"
+
+
+def arrival_idempotency_key(gateway_reference: str) -> str:
+    """The idempotency key of a bank-transfer arrival's funding:
+    ``nuban:<gateway reference>``, or, when that would not fit the column's
+    64 characters, ``nuban:`` + the reference's SHA-256 in hex (58 digits).
+
+    Cutting a long reference to fit made two arrivals whose references share
+    their first 58 characters collide on UNIQUE (user, key), so the second
+    could never be recorded. Customers' own keys never contain ``:``
+    (``forms.idempotency_key_field``), so these never meet a form's key.
+    """
+    key = _ARRIVAL_KEY_PREFIX + gateway_reference
+    if len(key) <= 64:
+        return key
+    return _ARRIVAL_KEY_PREFIX + hashlib.sha256(gateway_reference.encode()).hexdigest()[:64 - len(
+        _ARRIVAL_KEY_PREFIX)]
+
+
 @transactions.unit_of_work
 def _record_arrival(account_user_id: int, gateway_name: str, tx: GatewayTransaction) -> int:
     """A funding row for a bank transfer the gateway told us about."""
@@ -461,7 +483,7 @@ def _record_arrival(account_user_id: int, gateway_name: str, tx: GatewayTransact
     user = db.session.get(User, account_user_id)
     funding = Funding(reference=new_funding_reference(), user_id=user.id, wallet_id=user.wallet.id,
                       amount_kobo=tx.amount_kobo, gateway=gateway_name, gateway_reference=tx.reference,
-                      status=FUNDING_PENDING, idempotency_key=("nuban:" + tx.reference)[:64],
+                      status=FUNDING_PENDING, idempotency_key=arrival_idempotency_key(tx.reference),
                       method="bank_transfer", channel="dedicated_nuban")
     db.session.add(funding)
     db.session.flush()
