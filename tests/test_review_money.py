@@ -74,3 +74,37 @@ def test_two_bank_transfers_with_long_references_sharing_a_prefix_are_both_credi
     funding.process_event(_arrival(gw, prefix + "0002", 500_000, "CUS_long"), gw)
     assert _balance(wallet_id) == 1_000_000
     assert_books_balance()
+
+
+def test_bank_transfers_too_large_for_a_balance_are_flagged_not_credited(app):
+    """A verified arrival of 2**62 kobo fitted a BIGINT, so it was credited;
+    a second one overflowed the wallet: on SQLite the balance silently became
+    a float (9.2e18, REAL) and the invariant check itself crashed; on
+    PostgreSQL the credit raised out of the task on every retry."""
+    user = _dva_user("huge@example.com", "CUS_huge", "9900000003")
+    wallet_id = user.wallet.id
+    gw = _StubGateway()
+    for n in range(2):
+        event_id = _arrival(gw, f"DVA_HUGE_{n}", 2 ** 62, "CUS_huge")
+        funding.process_event(event_id, gw)  # no exception
+        db.session.rollback()
+        event = db.session.get(GatewayEvent, event_id)
+        assert event.processed_at is not None and event.needs_attention
+        assert "usable amount" in event.outcome
+    assert _balance(wallet_id) == 0
+    assert db.session.scalar(sa.select(sa.func.count(Funding.id))) == 0
+    assert_books_balance()
+
+
+def test_the_ledger_refuses_a_transfer_larger_than_any_balance_can_hold(app):
+    user = make_user("cap@example.com")
+    funding_wallet, wallet_id = ledger.system_wallet_id(FUNDING_WALLET), user.wallet.id
+    db.session.rollback()
+    with pytest.raises(ledger.LedgerError):
+        transactions.run(lambda: ledger.post_transfer(
+            kind=KIND_FUNDING, debit_wallet_id=funding_wallet, credit_wallet_id=wallet_id,
+            amount_kobo=ledger.MAX_TRANSFER_KOBO + 1))
+    transactions.run(lambda: ledger.post_transfer(
+        kind=KIND_FUNDING, debit_wallet_id=funding_wallet, credit_wallet_id=wallet_id,
+        amount_kobo=ledger.MAX_TRANSFER_KOBO))
+    assert _balance(wallet_id) == ledger.MAX_TRANSFER_KOBO

@@ -519,7 +519,11 @@ def funding_for_transaction(tx: GatewayTransaction, gateway_name: str) -> tuple[
     account = _account_for(tx)
     if account is None:
         return None, "bank transfer into an account we do not know"
-    if not isinstance(tx.amount_kobo, int) or tx.amount_kobo <= 0:
+    if (not isinstance(tx.amount_kobo, int) or tx.amount_kobo <= 0
+            or tx.amount_kobo > ledger.MAX_TRANSFER_KOBO):
+        # Above the ledger's ceiling the credit could never be posted (it
+        # would overflow the balances): flag it for an admin instead of
+        # recording a funding that every retry fails to credit.
         return None, "bank transfer without a usable amount"
     user_id = account.user_id
     db.session.rollback()
