@@ -371,7 +371,8 @@ INVARIANTS: dict[str, str] = {
     "biller_clearing_reconciles": "biller_clearing's balance equals the amounts of all payments "
                                   "not reversed (less settlements: none yet)",
     "funding_credits": "Every funding credit has one verified gateway success (a succeeded funding, "
-                       "its amount, exactly one credit)",
+                       "its amount, exactly one credit, from the funding wallet into the wallet "
+                       "of the funding's own user)",
 }
 
 

@@ -108,3 +108,50 @@ def test_the_ledger_refuses_a_transfer_larger_than_any_balance_can_hold(app):
         kind=KIND_FUNDING, debit_wallet_id=funding_wallet, credit_wallet_id=wallet_id,
         amount_kobo=ledger.MAX_TRANSFER_KOBO))
     assert _balance(wallet_id) == ledger.MAX_TRANSFER_KOBO
+
+
+def test_a_funding_credited_to_another_customers_wallet_is_reported(app):
+    """The invariant check looked at a funding credit's amount and status,
+    never at where it went: a credit of Ada's card funding into Bob's wallet
+    (or out of a wallet other than ``funding``) passed ``flask ledger check``
+    and the audit page."""
+    ada, bob = make_user("ada@example.com"), make_user("bob@example.com")
+    start = funding.begin_checkout(ada, 100_000, "review-money-key-01", "http://x/cb",
+                                   gateways.SimulatedGateway())
+    funding_id = db.session.scalar(sa.select(Funding.id).where(Funding.reference == start.reference))
+    bob_wallet, funding_wallet = bob.wallet.id, ledger.system_wallet_id(FUNDING_WALLET)
+    db.session.rollback()
+
+    def credit_the_wrong_wallet():
+        ledger.post_transfer(kind=KIND_FUNDING, debit_wallet_id=funding_wallet,
+                             credit_wallet_id=bob_wallet, amount_kobo=100_000, funding_id=funding_id)
+        db.session.get(Funding, funding_id).status = FUNDING_SUCCEEDED
+
+    transactions.run(credit_the_wrong_wallet)
+    found = [v for v in ledger.check_invariants() if v.invariant == "funding_credits"]
+    assert len(found) == 1 and found[0].subject == "transfer", found
+    assert f"wallet {bob_wallet}" in found[0].detail
+
+
+def test_a_funding_credit_out_of_a_user_wallet_is_reported(app):
+    ada, bob = make_user("ada@example.com"), make_user("bob@example.com", balance_kobo=200_000)
+    start = funding.begin_checkout(ada, 100_000, "review-money-key-02", "http://x/cb",
+                                   gateways.SimulatedGateway())
+    funding_id = db.session.scalar(sa.select(Funding.id).where(Funding.reference == start.reference))
+    ada_wallet, bob_wallet = ada.wallet.id, bob.wallet.id
+    db.session.rollback()
+
+    def credit_from_bob():
+        ledger.post_transfer(kind=KIND_FUNDING, debit_wallet_id=bob_wallet,
+                             credit_wallet_id=ada_wallet, amount_kobo=100_000, funding_id=funding_id)
+        db.session.get(Funding, funding_id).status = FUNDING_SUCCEEDED
+
+    transactions.run(credit_from_bob)
+    found = [v for v in ledger.check_invariants() if v.invariant == "funding_credits"]
+    assert len(found) == 1 and f"from wallet {bob_wallet}" in found[0].detail, found
+
+
+def test_honest_fundings_raise_no_funding_credit_violation(app):
+    make_user("ada@example.com", balance_kobo=300_000)
+    make_user("bob@example.com", balance_kobo=100_000)
+    assert_books_balance()

@@ -47,7 +47,7 @@ from billvend.funding.gateways import (FAILED_STATUSES, NOT_FOUND, SUCCESS, Acco
 from billvend.models import (FUNDING_FAILED, FUNDING_INITIATED, FUNDING_OPEN_STATUSES,
                              FUNDING_PENDING, FUNDING_SUCCEEDED, FUNDING_WALLET, KIND_FUNDING,
                              DedicatedAccount, Funding, GatewayEvent, ReconciliationItem,
-                             ReconciliationRun, Transfer, User, utcnow)
+                             ReconciliationRun, Transfer, User, Wallet, utcnow)
 
 log = logging.getLogger(__name__)
 
@@ -748,8 +748,10 @@ def reconcile(day: date, gw: Optional[FundingGateway] = None) -> ReconciliationR
 def check_invariants() -> list[tuple[str, int, str]]:
     """DESIGN.md invariant 6, funding part: every funding credit has one
     verified gateway success. Checked as: every ``funding`` transfer belongs
-    to a ``succeeded`` funding of the same amount, and every ``succeeded``
-    funding has exactly one such transfer. Two aggregate queries.
+    to a ``succeeded`` funding of the same amount, moves it from the
+    ``funding`` system wallet into that funding's own wallet, whose owner is
+    the funding's user; and every ``succeeded`` funding has exactly one such
+    transfer. Three aggregate queries.
 
     :returns: ``(subject, id, detail)`` for each violation.
     """
@@ -765,6 +767,25 @@ def check_invariants() -> list[tuple[str, int, str]]:
         found.append(("transfer", transfer_id,
                       f"funding credit of {amount} kobo for funding {funding_id} "
                       f"({status or 'missing'}, {expected} kobo)"))
+    # Where the money went: the check above passes a credit of the right
+    # amount into the wrong customer's wallet (or out of a customer's).
+    funding_wallet_id = db.session.scalar(
+        sa.select(Wallet.id).where(Wallet.system_code == FUNDING_WALLET))
+    for transfer_id, funding_id, debit_id, credit_id, wallet_id, owner_id, user_id in db.session.execute(
+        sa.select(Transfer.id, Funding.id, Transfer.debit_wallet_id, Transfer.credit_wallet_id,
+                  Funding.wallet_id, Wallet.user_id, Funding.user_id)
+        .join(Funding, Funding.id == Transfer.funding_id)
+        .outerjoin(Wallet, Wallet.id == Funding.wallet_id)
+        .where(Transfer.kind == KIND_FUNDING)
+        .where(sa.or_(Transfer.credit_wallet_id != Funding.wallet_id,
+                      Wallet.user_id.is_(None), Wallet.user_id != Funding.user_id,
+                      Transfer.debit_wallet_id != funding_wallet_id if funding_wallet_id is not None
+                      else sa.true()))
+    ):
+        found.append(("transfer", transfer_id,
+                      f"funding credit for funding {funding_id} from wallet {debit_id} to wallet "
+                      f"{credit_id}; the funding names wallet {wallet_id} (of user {owner_id}) and "
+                      f"user {user_id} (funding is wallet {funding_wallet_id})"))
     credits = (sa.select(Transfer.funding_id, sa.func.count(Transfer.id).label("n"))
                .where(Transfer.kind == KIND_FUNDING).group_by(Transfer.funding_id).subquery())
     for funding_id, n in db.session.execute(
