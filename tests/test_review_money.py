@@ -155,3 +155,26 @@ def test_honest_fundings_raise_no_funding_credit_violation(app):
     make_user("ada@example.com", balance_kobo=300_000)
     make_user("bob@example.com", balance_kobo=100_000)
     assert_books_balance()
+
+
+def test_a_gateway_answer_with_a_nul_character_still_credits(app):
+    """PostgreSQL refuses NUL in text: a verify answer whose
+    ``gateway_response`` carried one made every verify of the funding raise
+    (a 500 on the callback, an error in every sweep), so a paid funding was
+    never credited. (SQLite stores NUL, so this failed on PostgreSQL only.)"""
+    user = make_user("nul@example.com")
+    wallet_id = user.wallet.id
+    start = funding.begin_checkout(user, 100_000, "review-money-key-03", "http://x/cb",
+                                   gateways.SimulatedGateway())
+    funding_id = db.session.scalar(sa.select(Funding.id).where(Funding.reference == start.reference))
+    db.session.rollback()
+    gw = _StubGateway()
+    gw.name = "simulated"
+    gw.transactions[start.reference] = gateways.transaction_from({
+        "reference": start.reference, "status": "success", "amount": 100_000, "currency": "NGN",
+        "channel": "ca\u0000rd", "gateway_response": "Appro\u0000ved"})
+    assert funding.verify_funding(funding_id, gw).outcome == "credited"
+    assert _balance(wallet_id) == 100_000
+    row = db.session.get(Funding, funding_id)
+    assert row.gateway_message == "Approved" and row.channel == "card"
+    assert_books_balance()

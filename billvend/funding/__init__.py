@@ -508,7 +508,9 @@ def funding_for_transaction(tx: GatewayTransaction, gateway_name: str) -> tuple[
 
     :returns: ``(funding id, "")`` or ``(None, why not)``.
     """
-    if not (1 <= len(tx.reference) <= 64):
+    if len(tx.reference) > 64 or not EXTERNAL_REFERENCE_RE.fullmatch(tx.reference):
+        # Also keeps a NUL (which PostgreSQL refuses) out of the lookups
+        # below and out of a bank-transfer arrival's gateway_reference.
         return None, "unknown reference"
     funding_id = db.session.scalar(sa.select(Funding.id).where(
         Funding.gateway == gateway_name, Funding.gateway_reference == tx.reference))
