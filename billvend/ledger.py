@@ -48,6 +48,15 @@ from billvend.models import (
 log = logging.getLogger(__name__)
 
 
+#: The largest single transfer the ledger posts: 10**15 kobo (N10 trillion),
+#: about 9,000 times below what a BIGINT balance holds (2**63 - 1). Without a
+#: ceiling one transfer near 2**62 kobo fits its own column but overflows the
+#: balances it moves: SQLite then turns the balance into a REAL (a float)
+#: without an error, PostgreSQL raises on every retry. Nothing legitimate comes
+#: near it (card funding and payments have far lower form limits).
+MAX_TRANSFER_KOBO = 10 ** 15
+
+
 class LedgerError(Exception):
     """A transfer that cannot be posted (bad amount, unknown wallet)."""
 
@@ -247,13 +256,15 @@ def post_transfer(
     in the same order.
 
     :param kind: one of ``models.TRANSFER_KINDS``.
-    :param amount_kobo: a positive ``int`` number of kobo.
+    :param amount_kobo: a positive ``int`` number of kobo, at most
+        :data:`MAX_TRANSFER_KOBO`.
     :returns: a :class:`PostedTransfer` (the new transfer's id, both wallets'
         new balances and versions); any ``Wallet`` already loaded in the
         session is updated to match, without a SELECT.
     :raises InsufficientFunds: the debit wallet is a user wallet whose balance
         is below ``amount_kobo``.
-    :raises LedgerError: bad kind or amount, same wallet twice, no such wallet.
+    :raises LedgerError: bad kind or amount (not a positive int, or above
+        :data:`MAX_TRANSFER_KOBO`), same wallet twice, no such wallet.
     :raises sqlalchemy.exc.IntegrityError: a second transfer of the same
         ``kind`` for one payment (``UNIQUE(payment_id, kind)``), or a second
         transfer for one funding.
@@ -262,6 +273,9 @@ def post_transfer(
         raise LedgerError(f"unknown transfer kind {kind!r}")
     if not isinstance(amount_kobo, int) or isinstance(amount_kobo, bool) or amount_kobo <= 0:
         raise LedgerError(f"amount_kobo must be a positive int, got {amount_kobo!r}")
+    if amount_kobo > MAX_TRANSFER_KOBO:
+        raise LedgerError(f"amount_kobo {amount_kobo} is above the ledger's ceiling "
+                          f"{MAX_TRANSFER_KOBO} (MAX_TRANSFER_KOBO)")
     if debit_wallet_id == credit_wallet_id:
         raise LedgerError("a transfer needs two different wallets")
 
@@ -357,7 +371,8 @@ INVARIANTS: dict[str, str] = {
     "biller_clearing_reconciles": "biller_clearing's balance equals the amounts of all payments "
                                   "not reversed (less settlements: none yet)",
     "funding_credits": "Every funding credit has one verified gateway success (a succeeded funding, "
-                       "its amount, exactly one credit)",
+                       "its amount, exactly one credit, from the funding wallet into the wallet "
+                       "of the funding's own user)",
 }
 
 

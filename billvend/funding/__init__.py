@@ -25,6 +25,7 @@ customer is credited exactly what they paid.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -46,7 +47,7 @@ from billvend.funding.gateways import (FAILED_STATUSES, NOT_FOUND, SUCCESS, Acco
 from billvend.models import (FUNDING_FAILED, FUNDING_INITIATED, FUNDING_OPEN_STATUSES,
                              FUNDING_PENDING, FUNDING_SUCCEEDED, FUNDING_WALLET, KIND_FUNDING,
                              DedicatedAccount, Funding, GatewayEvent, ReconciliationItem,
-                             ReconciliationRun, Transfer, User, utcnow)
+                             ReconciliationRun, Transfer, User, Wallet, utcnow)
 
 log = logging.getLogger(__name__)
 
@@ -451,6 +452,27 @@ def _finish_event(event_id: int, outcome: str, *, funding_id: Optional[int] = No
         row.needs_attention = True
 
 
+#: ``fundings.idempotency_key`` holds 64 characters.
+_ARRIVAL_KEY_PREFIX = "nuban:"
+
+
+def arrival_idempotency_key(gateway_reference: str) -> str:
+    """The idempotency key of a bank-transfer arrival's funding:
+    ``nuban:<gateway reference>``, or, when that would not fit the column's
+    64 characters, ``nuban:`` + the reference's SHA-256 in hex (58 digits).
+
+    Cutting a long reference to fit made two arrivals whose references share
+    their first 58 characters collide on UNIQUE (user, key), so the second
+    could never be recorded. Customers' own keys never contain ``:``
+    (``forms.idempotency_key_field``), so these never meet a form's key.
+    """
+    key = _ARRIVAL_KEY_PREFIX + gateway_reference
+    if len(key) <= 64:
+        return key
+    return _ARRIVAL_KEY_PREFIX + hashlib.sha256(gateway_reference.encode()).hexdigest()[:64 - len(
+        _ARRIVAL_KEY_PREFIX)]
+
+
 @transactions.unit_of_work
 def _record_arrival(account_user_id: int, gateway_name: str, tx: GatewayTransaction) -> int:
     """A funding row for a bank transfer the gateway told us about."""
@@ -461,7 +483,7 @@ def _record_arrival(account_user_id: int, gateway_name: str, tx: GatewayTransact
     user = db.session.get(User, account_user_id)
     funding = Funding(reference=new_funding_reference(), user_id=user.id, wallet_id=user.wallet.id,
                       amount_kobo=tx.amount_kobo, gateway=gateway_name, gateway_reference=tx.reference,
-                      status=FUNDING_PENDING, idempotency_key=("nuban:" + tx.reference)[:64],
+                      status=FUNDING_PENDING, idempotency_key=arrival_idempotency_key(tx.reference),
                       method="bank_transfer", channel="dedicated_nuban")
     db.session.add(funding)
     db.session.flush()
@@ -486,7 +508,9 @@ def funding_for_transaction(tx: GatewayTransaction, gateway_name: str) -> tuple[
 
     :returns: ``(funding id, "")`` or ``(None, why not)``.
     """
-    if not (1 <= len(tx.reference) <= 64):
+    if len(tx.reference) > 64 or not EXTERNAL_REFERENCE_RE.fullmatch(tx.reference):
+        # Also keeps a NUL (which PostgreSQL refuses) out of the lookups
+        # below and out of a bank-transfer arrival's gateway_reference.
         return None, "unknown reference"
     funding_id = db.session.scalar(sa.select(Funding.id).where(
         Funding.gateway == gateway_name, Funding.gateway_reference == tx.reference))
@@ -497,7 +521,11 @@ def funding_for_transaction(tx: GatewayTransaction, gateway_name: str) -> tuple[
     account = _account_for(tx)
     if account is None:
         return None, "bank transfer into an account we do not know"
-    if not isinstance(tx.amount_kobo, int) or tx.amount_kobo <= 0:
+    if (not isinstance(tx.amount_kobo, int) or tx.amount_kobo <= 0
+            or tx.amount_kobo > ledger.MAX_TRANSFER_KOBO):
+        # Above the ledger's ceiling the credit could never be posted (it
+        # would overflow the balances): flag it for an admin instead of
+        # recording a funding that every retry fails to credit.
         return None, "bank transfer without a usable amount"
     user_id = account.user_id
     db.session.rollback()
@@ -722,8 +750,10 @@ def reconcile(day: date, gw: Optional[FundingGateway] = None) -> ReconciliationR
 def check_invariants() -> list[tuple[str, int, str]]:
     """DESIGN.md invariant 6, funding part: every funding credit has one
     verified gateway success. Checked as: every ``funding`` transfer belongs
-    to a ``succeeded`` funding of the same amount, and every ``succeeded``
-    funding has exactly one such transfer. Two aggregate queries.
+    to a ``succeeded`` funding of the same amount, moves it from the
+    ``funding`` system wallet into that funding's own wallet, whose owner is
+    the funding's user; and every ``succeeded`` funding has exactly one such
+    transfer. Three aggregate queries.
 
     :returns: ``(subject, id, detail)`` for each violation.
     """
@@ -739,6 +769,25 @@ def check_invariants() -> list[tuple[str, int, str]]:
         found.append(("transfer", transfer_id,
                       f"funding credit of {amount} kobo for funding {funding_id} "
                       f"({status or 'missing'}, {expected} kobo)"))
+    # Where the money went: the check above passes a credit of the right
+    # amount into the wrong customer's wallet (or out of a customer's).
+    funding_wallet_id = db.session.scalar(
+        sa.select(Wallet.id).where(Wallet.system_code == FUNDING_WALLET))
+    for transfer_id, funding_id, debit_id, credit_id, wallet_id, owner_id, user_id in db.session.execute(
+        sa.select(Transfer.id, Funding.id, Transfer.debit_wallet_id, Transfer.credit_wallet_id,
+                  Funding.wallet_id, Wallet.user_id, Funding.user_id)
+        .join(Funding, Funding.id == Transfer.funding_id)
+        .outerjoin(Wallet, Wallet.id == Funding.wallet_id)
+        .where(Transfer.kind == KIND_FUNDING)
+        .where(sa.or_(Transfer.credit_wallet_id != Funding.wallet_id,
+                      Wallet.user_id.is_(None), Wallet.user_id != Funding.user_id,
+                      Transfer.debit_wallet_id != funding_wallet_id if funding_wallet_id is not None
+                      else sa.true()))
+    ):
+        found.append(("transfer", transfer_id,
+                      f"funding credit for funding {funding_id} from wallet {debit_id} to wallet "
+                      f"{credit_id}; the funding names wallet {wallet_id} (of user {owner_id}) and "
+                      f"user {user_id} (funding is wallet {funding_wallet_id})"))
     credits = (sa.select(Transfer.funding_id, sa.func.count(Transfer.id).label("n"))
                .where(Transfer.kind == KIND_FUNDING).group_by(Transfer.funding_id).subquery())
     for funding_id, n in db.session.execute(

@@ -134,6 +134,13 @@ def _int_or_none(raw: Any) -> Optional[int]:
     return None
 
 
+def _text(raw: Any) -> Optional[str]:
+    """A string from a gateway answer, without NUL characters (PostgreSQL
+    refuses them in text columns: one in, say, ``gateway_response`` would
+    make every attempt to record the answer fail); None if not a string."""
+    return raw.replace("\x00", "") if isinstance(raw, str) else None
+
+
 def transaction_from(data: dict[str, Any]) -> GatewayTransaction:
     """A :class:`GatewayTransaction` from Paystack's ``data`` object (verify
     answer, list item or ``charge.success`` webhook).
@@ -149,16 +156,19 @@ def transaction_from(data: dict[str, Any]) -> GatewayTransaction:
     authorization = data.get("authorization") if isinstance(data.get("authorization"), dict) else {}
     customer = data.get("customer") if isinstance(data.get("customer"), dict) else {}
     channel = authorization.get("channel") or data.get("channel")
+    # The reference is kept as sent: it is compared with ours (a mismatch is
+    # shown with repr), and funding_for_transaction refuses one that is not
+    # printable ASCII before anything is looked up or stored by it.
     return GatewayTransaction(
-        reference=reference, status=status.lower(),
+        reference=reference, status=_text(status).lower(),
         amount_kobo=_int_or_none(data.get("amount")),
-        currency=data.get("currency") if isinstance(data.get("currency"), str) else None,
+        currency=_text(data.get("currency")),
         fees_kobo=_int_or_none(data.get("fees")),
-        channel=channel if isinstance(channel, str) else None,
+        channel=_text(channel),
         paid_at=_parse_time(data.get("paid_at") or data.get("paidAt")),
-        customer_email=customer.get("email") if isinstance(customer.get("email"), str) else None,
-        customer_code=customer.get("customer_code") if isinstance(customer.get("customer_code"), str) else None,
-        message=str(data.get("gateway_response") or "")[:200],
+        customer_email=_text(customer.get("email")),
+        customer_code=_text(customer.get("customer_code")),
+        message=_text(str(data.get("gateway_response") or ""))[:200],
     )
 
 
