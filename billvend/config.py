@@ -273,12 +273,18 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         # A checkout the gateway still has never heard of after this long
         # (initialize never reached it) ends failed.
         "FUNDING_GIVE_UP_SECONDS": int(get("FUNDING_GIVE_UP_SECONDS") or 3600),
+        # A funding the gateway still gives no final answer about after this
+        # long is closed as failed (nothing was credited; a late success
+        # still credits it through the webhook or the reconciliation).
+        "FUNDING_EXPIRE_SECONDS": int(get("FUNDING_EXPIRE_SECONDS") or 86400),
         # Largest webhook body accepted (bytes); bigger gets 413 unread.
         "WEBHOOK_MAX_BYTES": int(get("WEBHOOK_MAX_BYTES") or 65536),
         # The Paystack sandbox's webhook timing: normal, late, twice,
         # before_redirect or never; late waits this long.
         "PAYSTACK_SANDBOX_WEBHOOK": get("PAYSTACK_SANDBOX_WEBHOOK") or "normal",
         "PAYSTACK_SANDBOX_WEBHOOK_DELAY_SECONDS": float(get("PAYSTACK_SANDBOX_WEBHOOK_DELAY_SECONDS") or 5.0),
+        # ... and reports a checkout unanswered this long as abandoned.
+        "PAYSTACK_SANDBOX_ABANDON_SECONDS": float(get("PAYSTACK_SANDBOX_ABANDON_SECONDS") or 1800.0),
         # Money limits, in kobo.
         "MIN_FUNDING_KOBO": 100_00,
         "MAX_FUNDING_KOBO": 1_000_000_00,

@@ -194,3 +194,56 @@ def test_a_reconciliation_that_cannot_verify_an_open_funding_leaves_it_to_the_sw
     db.session.commit()
     assert funding.due_fundings() == [row.id]
     assert funding.verify_funding(row.id, gateways.SimulatedGateway()).outcome == "credited"
+
+
+def test_a_checkout_never_answered_ends_abandoned_and_a_late_payment_is_still_credited(live):
+    """A customer who opens the checkout and walks away: Paystack then
+    verifies the transaction as ``abandoned``. The sandbox kept it
+    ``ongoing`` for ever, so the funding stayed pending and the sweep asked
+    the gateway about it every hour, for ever."""
+    import time
+
+    base, sandbox = live
+    sandbox.settings(abandon_after_seconds=0.5)
+    s = customer(base)
+    checkout_url, reference = start_checkout(s, base)
+    row = funding_row(reference)
+    assert funding.verify_funding(row.id).outcome == "pending"  # still on the checkout page
+    time.sleep(0.7)
+    assert sandbox.transaction(reference)["transaction"]["status"] == "ongoing"  # the page still works
+    result = funding.verify_funding(row.id)
+    assert (result.outcome, result.detail) == ("failed", "abandoned")
+    db.session.rollback()
+    assert db.session.get(Funding, row.id).next_verify_at is None  # the sweep stops asking
+    # The customer comes back to the open page and pays after all: credited once.
+    back_from_checkout(s, choose(s, checkout_url, "success"))
+    assert credits_for(reference) == 1 and balance_of("ada@example.com") == 500_000
+    assert_books_balance()
+
+
+def test_a_funding_the_gateway_never_settles_is_closed_after_FUNDING_EXPIRE_SECONDS(app):
+    """A gateway that says ``ongoing`` (or ``pending``, ``queued``...) for ever
+    must not be asked every hour for ever: past ``FUNDING_EXPIRE_SECONDS``
+    the funding is closed as failed. Nothing was credited, and a late
+    success still credits it through the webhook or the reconciliation."""
+    from tests.helpers import make_user
+
+    user = make_user()
+    start = funding.begin_checkout(user, 100_000, "never-settles-key-1", "http://x/cb",
+                                   gateways.SimulatedGateway())
+    row = db.session.scalar(sa.select(Funding).where(Funding.reference == start.reference))
+    ongoing = _StubGateway(gateways.GatewayTransaction(reference=start.reference, status="ongoing"))
+    assert funding.verify_funding(row.id, ongoing).outcome == "pending"
+    db.session.rollback()
+    row = db.session.get(Funding, row.id)
+    row.created_at = funding.db_now() - timedelta(seconds=app.config["FUNDING_EXPIRE_SECONDS"] + 1)
+    db.session.commit()
+    result = funding.verify_funding(row.id, ongoing)
+    assert result.outcome == "failed" and "no final answer" in result.detail
+    db.session.rollback()
+    row = db.session.get(Funding, row.id)
+    assert row.status == "failed" and row.next_verify_at is None and row.id not in funding.due_fundings()
+    paid = gateways.GatewayTransaction(reference=start.reference, status="success", amount_kobo=100_000,
+                                       currency="NGN")
+    assert funding.verify_funding(row.id, _StubGateway(paid)).outcome == "credited"
+    assert_books_balance()

@@ -270,6 +270,10 @@ def apply_verification(funding_id: int, tx: GatewayTransaction) -> Verification:
     first, a funding already credited is left alone, and the ledger's UNIQUE
     (funding_id) refuses a second credit even if two units got past the check.
 
+    A funding still open ``FUNDING_EXPIRE_SECONDS`` after it began (the
+    gateway keeps saying ``ongoing``, ``pending``...) is closed as failed, so
+    the sweep stops asking; a late success still credits it.
+
     :param tx: the gateway's answer for ``funding.gateway_reference``.
     :raises LookupError: no such funding.
     """
@@ -305,18 +309,32 @@ def apply_verification(funding_id: int, tx: GatewayTransaction) -> Verification:
         funding.status = FUNDING_FAILED
         funding.next_verify_at = None
         return Verification("failed", funding.id, funding.amount_kobo, tx.status)
+    age_seconds = (now - funding.created_at).total_seconds()
     if tx.status == NOT_FOUND:
-        age = (now - funding.created_at).total_seconds()
-        if funding.status == FUNDING_INITIATED and age >= current_app.config["FUNDING_GIVE_UP_SECONDS"]:
+        if funding.status == FUNDING_INITIATED and age_seconds >= current_app.config["FUNDING_GIVE_UP_SECONDS"]:
             funding.status = FUNDING_FAILED
             funding.next_verify_at = None
             return Verification("failed", funding.id, funding.amount_kobo,
                                 "the gateway never received this checkout")
     elif funding.status == FUNDING_INITIATED:
         funding.status = FUNDING_PENDING
+    expire_seconds = current_app.config["FUNDING_EXPIRE_SECONDS"]
+    if funding.status in FUNDING_OPEN_STATUSES and age_seconds >= expire_seconds:
+        # Without an end, the sweep would ask about it every
+        # FUNDING_VERIFY_MAX_DELAY_SECONDS for ever.
+        funding.status = FUNDING_FAILED
+        funding.next_verify_at = None
+        return Verification("failed", funding.id, funding.amount_kobo,
+                            f"no final answer from the gateway in {_duration(expire_seconds)} "
+                            f"(it said {tx.status})")
     if funding.status in FUNDING_OPEN_STATUSES:
         funding.next_verify_at = now + timedelta(seconds=_backoff_seconds(funding.verify_attempts))
     return Verification("pending", funding.id, funding.amount_kobo, tx.status)
+
+
+def _duration(seconds: int) -> str:
+    """``86400`` -> ``"24 h"``, ``90`` -> ``"90 s"``."""
+    return f"{seconds // 3600} h" if seconds >= 3600 and seconds % 3600 == 0 else f"{seconds} s"
 
 
 @transactions.unit_of_work

@@ -17,8 +17,12 @@ billvend.sandbox``, 127.0.0.1:5055), so ``make run`` runs billvend's real
   ``PAYSTACK_WEBHOOK_URL``.
 - ``POST /sandbox/bank-transfers`` ``{account_number, amount}``: money into a
   dedicated account; sends the ``dedicated_nuban`` ``charge.success`` webhook.
+- A checkout left unanswered for ``PAYSTACK_SANDBOX_ABANDON_SECONDS``
+  (default 1800) verifies as ``abandoned``, as Paystack's does; its page
+  still takes a late payment.
 - Test hooks: ``POST /sandbox/paystack/settings`` ``{webhook: normal | late |
-  twice | before_redirect | never, webhook_delay_seconds}``,
+  twice | before_redirect | never, webhook_delay_seconds,
+  abandon_after_seconds}``,
   ``GET /sandbox/paystack/transactions/<reference>`` (the transaction and how
   many initializations arrived for it), ``POST /sandbox/paystack/reset``.
 """
@@ -73,14 +77,25 @@ class Transaction:
     fees_kobo: Optional[int] = None
     paid_at: Optional[str] = None
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    started_monotonic: float = field(default_factory=time.monotonic)
 
-    def data(self) -> dict[str, Any]:
+    def reported_status(self, abandon_after_seconds: float) -> str:
+        """What verify and the list say: a checkout still unanswered after
+        ``abandon_after_seconds`` is ``abandoned``, as Paystack reports a
+        checkout the customer walked away from (the page itself stays open:
+        paying later turns it into a success)."""
+        if self.status == "ongoing" and time.monotonic() - self.started_monotonic >= abandon_after_seconds:
+            return "abandoned"
+        return self.status
+
+    def data(self, abandon_after_seconds: float = float("inf")) -> dict[str, Any]:
+        status = self.reported_status(abandon_after_seconds)
         return {
-            "id": abs(hash(self.reference)) % 10**9, "reference": self.reference, "status": self.status,
+            "id": abs(hash(self.reference)) % 10**9, "reference": self.reference, "status": status,
             "amount": self.amount_kobo, "currency": "NGN", "fees": self.fees_kobo,
             "channel": self.channel, "paid_at": self.paid_at, "created_at": self.created_at,
             "gateway_response": {"success": "Successful", "failed": "Declined",
-                                 "abandoned": "The transaction was not completed"}.get(self.status, "Pending"),
+                                 "abandoned": "The transaction was not completed"}.get(status, "Pending"),
             "customer": {"email": self.email, "customer_code": self.customer_code},
             "authorization": {"channel": self.channel, "bank": "TEST BANK" if self.channel == "card" else None},
         }
@@ -96,6 +111,7 @@ class PaystackState:
     accounts: dict[str, str] = field(default_factory=dict)  # account number -> customer code
     webhook_mode: str = "normal"
     webhook_delay_seconds: float = 5.0
+    abandon_after_seconds: float = 1800.0
     webhooks_sent: int = 0
 
     def reset(self) -> None:
@@ -169,7 +185,7 @@ def verify(reference: str):
     sandbox = state()
     with sandbox.lock:
         tx = sandbox.transactions.get(reference)
-        data = tx.data() if tx else None
+        data = tx.data(sandbox.abandon_after_seconds) if tx else None
     if data is None:
         return _refuse("Transaction reference not found", 404)
     return _ok("Verification successful", data)
@@ -193,7 +209,7 @@ def list_transactions():
     status = request.args.get("status")
     sandbox = state()
     with sandbox.lock:
-        rows = [tx.data() for tx in sandbox.transactions.values()]
+        rows = [tx.data(sandbox.abandon_after_seconds) for tx in sandbox.transactions.values()]
     picked = []
     for row in rows:
         when = _parse_when(row["paid_at"] or row["created_at"])
@@ -378,8 +394,11 @@ def settings():
         sandbox.webhook_mode = mode
         if "webhook_delay_seconds" in body:
             sandbox.webhook_delay_seconds = float(body["webhook_delay_seconds"])
+        if "abandon_after_seconds" in body:
+            sandbox.abandon_after_seconds = float(body["abandon_after_seconds"])
     return jsonify({"webhook": sandbox.webhook_mode,
-                    "webhook_delay_seconds": sandbox.webhook_delay_seconds})
+                    "webhook_delay_seconds": sandbox.webhook_delay_seconds,
+                    "abandon_after_seconds": sandbox.abandon_after_seconds})
 
 
 @bp.get("/sandbox/paystack/transactions/<path:reference>")
@@ -420,5 +439,6 @@ def init_app(app: Flask) -> None:
     """Register the Paystack routes on the sandbox app."""
     app.extensions["paystack_sandbox"] = PaystackState(
         webhook_mode=app.config["PAYSTACK_SANDBOX_WEBHOOK"],
-        webhook_delay_seconds=app.config["PAYSTACK_SANDBOX_WEBHOOK_DELAY_SECONDS"])
+        webhook_delay_seconds=app.config["PAYSTACK_SANDBOX_WEBHOOK_DELAY_SECONDS"],
+        abandon_after_seconds=app.config["PAYSTACK_SANDBOX_ABANDON_SECONDS"])
     app.register_blueprint(bp)
