@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import date
 
 from flask import current_app
 from wtforms import HiddenField, StringField
@@ -46,6 +47,27 @@ class NairaField(StringField):
         if kobo > high:
             raise ValidationError(f"The largest amount is {format_naira(high)}.")
         self.kobo = kobo
+
+
+#: Dates a filter may name. A statement cannot hold anything before 2000,
+#: and outside these bounds the Lagos-midnight arithmetic overflows (a day
+#: added to 9999-12-31, or 0001-01-01 turned into UTC): the filter form
+#: says so instead of the page failing.
+EARLIEST_FILTER_DATE = date(2000, 1, 1)
+LATEST_FILTER_DATE = date(2100, 12, 31)
+
+
+class FilterDate:
+    """Validator for a filter's ``DateField``: the date, when given, lies in
+    ``EARLIEST_FILTER_DATE``..``LATEST_FILTER_DATE`` (inclusive).
+
+    :raises wtforms.validators.ValidationError: "Pick a date from 2000 to 2100."
+    """
+
+    def __call__(self, form, field):
+        if field.data and not EARLIEST_FILTER_DATE <= field.data <= LATEST_FILTER_DATE:
+            raise ValidationError(
+                f"Pick a date from {EARLIEST_FILTER_DATE.year} to {LATEST_FILTER_DATE.year}.")
 
 
 EXPIRED_FORM_MESSAGE = "This form has expired. Please check the details and submit again."
