@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from billvend.extensions import db
 from tests.helpers import make_payment, make_user
 
 
@@ -32,3 +33,42 @@ def test_history_dates_beyond_any_statement_get_a_message_not_an_error(client, c
     assert response.status_code == 200, response.get_data(as_text=True)[:500]
     if path == "/history":
         assert "Pick a date from 2000 to 2100." in response.get_data(as_text=True)
+
+
+# --- Payment pages and the second factor -------------------------------------------------------
+
+
+def _admin_without_second_factor(auth):
+    admin = make_user("root@example.com")
+    admin.is_admin = True
+    db.session.commit()
+    auth.login(email="root@example.com")
+    return admin
+
+
+@pytest.mark.parametrize("suffix", ["", "/receipt", "/receipt.pdf", "/status"])
+def test_an_admin_needs_the_second_factor_to_open_a_customers_payment(client, auth, suffix):
+    """An admin signed in with the password only (or restored by a
+    remember-me cookie) could read any customer's token, name, address and
+    phone on /payments/<reference>, although every admin page needs the
+    second factor. Now the page does not exist for them (404), as for any
+    other user, until they give it."""
+    owner = make_user("ada@example.com", balance_kobo=500_000)
+    payment = make_payment(owner)
+    admin = _admin_without_second_factor(auth)
+    headers = {"HX-Request": "true"} if suffix == "/status" else {}
+    response = auth.client.get(f"/payments/{payment.reference}{suffix}", headers=headers)
+    assert response.status_code == 404
+    assert (payment.token or "no token") not in response.get_data(as_text=True)
+
+    auth.second_factor(admin)
+    assert auth.client.get(f"/payments/{payment.reference}{suffix}", headers=headers).status_code == 200
+
+
+def test_an_admin_without_the_second_factor_still_sees_their_own_payment(client, auth):
+    admin = _admin_without_second_factor(auth)
+    from billvend import funding
+
+    funding.fund_wallet(admin, 500_000, "review-admin-own")
+    payment = make_payment(admin)
+    assert auth.client.get(f"/payments/{payment.reference}").status_code == 200

@@ -26,7 +26,7 @@ from flask import Response, abort, current_app, flash, redirect, render_template
 from flask_login import current_user, login_required
 from werkzeug.datastructures import MultiDict
 
-from billvend import ledger, meter_verification, payments, status_watch, tasks
+from billvend import ledger, meter_verification, payments, sessions, status_watch, tasks
 from billvend.bills import bp
 from billvend.bills.forms import QUICK_AMOUNTS_NAIRA, ElectricityForm, MeterForm
 from billvend.extensions import db
@@ -201,8 +201,17 @@ def _meter_number_hint(number: str) -> str:
 
 
 def _payment_or_404(reference: str):
+    """The payment with ``reference`` for this request's user, else a 404.
+
+    A customer sees only their own. An admin sees anyone's only once this
+    session has the second factor (as every admin page requires): a password
+    alone, or a remember-me cookie, must not open customers' tokens, names,
+    addresses and phones.
+    """
     payment = payments.payment_for_user(reference, current_user)
     if payment is None:
+        abort(404)
+    if payment.user_id != current_user.id and not sessions.has_second_factor():
         abort(404)
     return payment
 
