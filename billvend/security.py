@@ -301,6 +301,58 @@ def _apply_route_limits(app: Flask) -> None:
         app.view_functions[endpoint] = _wrapped[view]
 
 
+# --- htmx and the login redirect -------------------------------------------
+
+
+def _htmx_page_path() -> Optional[str]:
+    """The path (and query) of the page an htmx request came from, from its
+    ``HX-Current-URL`` header; None unless that is a URL of this very host
+    and a safe same-site path."""
+    current = request.headers.get("HX-Current-URL", "")
+    try:
+        parts = urlsplit(current)
+    except ValueError:
+        return None
+    if not parts.netloc or parts.netloc != request.host:
+        return None
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    return safe_next(path, "") or None
+
+
+def login_redirect_for_htmx(response):
+    """Turn Flask-Login's redirect to the login page into an ``HX-Redirect``
+    when the request came from htmx.
+
+    The browser's XMLHttpRequest follows a 302 by itself, so htmx would get
+    the login page and swap all of it into the fragment it was refreshing
+    (the payment's status panel, the meter check), and a status panel
+    replaced that way never polls again. With ``HX-Redirect`` htmx loads the
+    login page as a page instead; ``next`` is the page the customer was on
+    (``HX-Current-URL``), not the fragment's URL. The answer is a 401 with
+    no body, so nothing is swapped in.
+
+    :param response: the response a view (or Flask-Login) produced.
+    :returns: ``response`` unchanged, or the 401 with ``HX-Redirect``.
+    """
+    if request.headers.get("HX-Request") != "true" or response.status_code not in (301, 302, 303, 307, 308):
+        return response
+    login_path = url_for("auth.login")
+    location = urlsplit(response.headers.get("Location", ""))
+    if location.path != login_path or location.netloc not in ("", request.host):
+        return response
+    from urllib.parse import parse_qs
+
+    target = _htmx_page_path() or parse_qs(location.query).get("next", [None])[0]
+    redirect_to = url_for("auth.login", next=safe_next(target, "") or None)
+    htmx_response = current_app.response_class(status=401)
+    htmx_response.headers["HX-Redirect"] = redirect_to
+    # Any cookie the redirect set (the session holding the flash) still counts.
+    for value in response.headers.getlist("Set-Cookie"):
+        htmx_response.headers.add("Set-Cookie", value)
+    htmx_response.vary.add("HX-Request")
+    return htmx_response
+
+
 # --- Wiring ----------------------------------------------------------------
 
 
@@ -388,6 +440,10 @@ def init_app(app: Flask) -> None:
                 flash("Please choose a stronger password before you go on.", "warning")
             return redirect(url_for("account.password"), code=303)
         return None
+
+    @app.after_request
+    def htmx_login_redirect(response):
+        return login_redirect_for_htmx(response)
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(error):
