@@ -196,6 +196,25 @@ def _login_failed(response) -> bool:
     return response.status_code == 422
 
 
+#: Set in ``g`` by the signup view when an existing account's email came
+#: with a wrong password (signup signs the owner in, so it is a login door).
+SIGNUP_WRONG_PASSWORD = "signup_wrong_password"
+
+
+def _signup_guess_failed(response) -> bool:
+    return bool(g.get(SIGNUP_WRONG_PASSWORD))
+
+
+def _account_limit(deduct_when: Callable) -> Callable:
+    """The failed-login limit per account (``RATELIMIT_LOGIN_ACCOUNT``, keyed
+    by the form's email), ONE counter shared by every door that checks a
+    password: /login and /signup (which signs in an owner who types their
+    email and right password). A known device is exempt."""
+    return limiter.shared_limit(_limit("RATELIMIT_LOGIN_ACCOUNT"), scope="login-account", methods=["POST"],
+                                key_func=_form_email, deduct_when=deduct_when,
+                                exempt_when=_is_known_device)
+
+
 def _meter_key() -> str:
     return f"{request.form.get('disco', '')}:{request.form.get('meter_number', '')}"[:80]
 
@@ -244,12 +263,12 @@ def _limits_for(endpoint: str) -> list[Callable]:
             limiter.limit(_limit("RATELIMIT_LOGIN_IP"), methods=post, scope="login-ip", key_func=client_ip),
             limiter.limit(_limit("RATELIMIT_LOGIN_ACCOUNT_IP"), methods=post, scope="login-account-ip",
                           key_func=lambda: f"{_form_email()}|{client_ip()}"),
-            limiter.limit(_limit("RATELIMIT_LOGIN_ACCOUNT"), methods=post, scope="login-account",
-                          key_func=_form_email, deduct_when=_login_failed, exempt_when=_is_known_device),
+            _account_limit(_login_failed),
         ]
     if endpoint == "auth.signup":
         return [limiter.limit(_limit("RATELIMIT_SIGNUP_IP"), methods=post, scope="signup-ip",
-                              key_func=client_ip)]
+                              key_func=client_ip),
+                _account_limit(_signup_guess_failed)]
     if endpoint == "account.two_factor":
         return [limiter.limit(_limit("RATELIMIT_TWO_FACTOR"), methods=post, scope="two-factor",
                               key_func=_user_key)]

@@ -118,3 +118,56 @@ def test_a_full_page_load_when_signed_out_still_redirects_to_login(client, custo
     response = client.get(f"/payments/{payment.reference}")
     assert response.status_code == 302
     assert response.headers["Location"].startswith("/login?next=")
+
+
+# --- Rate limits -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def strict_app(database_url):
+    """The app with the production default limits (as tests/test_security.py)."""
+    from billvend.config import from_env
+    from tests.conftest import base_config, fresh_app
+
+    strict = {k: v for k, v in from_env({}).items()
+              if k.startswith("RATELIMIT_") and k != "RATELIMIT_STORAGE_URI"}
+    with fresh_app(base_config(database_url) | strict) as app:
+        yield app
+
+
+def _signup_as(app, email: str, password: str, address: str):
+    from tests.conftest import Auth
+
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    return Auth(client).signup(email=email, password=password)
+
+
+def test_signup_is_no_way_around_the_per_account_login_limit(strict_app):
+    """/signup with an existing email and its right password signs its owner
+    in, so it answers "is this the password?" like /login does, but only the
+    per-address signup limit applied: guesses spread over many addresses
+    were never slowed. Now a wrong password there counts against the
+    account's failed-login limit, as on /login."""
+    owner_password = "violet tractor window 42"
+    owner = make_user("ada@example.com")
+    owner.set_password(owner_password)
+    db.session.commit()
+    codes = [_signup_as(strict_app, "ada@example.com", f"purple engine {i} harbour", f"10.1.{i}.1").status_code
+             for i in range(12)]
+    assert codes[:10] == [422] * 10 and codes[10:] == [429, 429]
+    # A stranger with the right password is slowed too, on both doors.
+    assert _signup_as(strict_app, "ada@example.com", owner_password, "10.9.9.9").status_code == 429
+    from tests.conftest import Auth
+
+    stranger = strict_app.test_client()
+    stranger.environ_base["REMOTE_ADDR"] = "10.9.9.8"
+    assert Auth(stranger).login(password=owner_password).status_code == 429
+
+
+def test_new_signups_do_not_count_against_an_account(strict_app):
+    """Guard: only a wrong password for an existing account counts."""
+    codes = [_signup_as(strict_app, "new@example.com", "short", f"10.2.{i}.1").status_code
+             for i in range(12)]
+    assert codes == [422] * 12
+    assert _signup_as(strict_app, "new@example.com", "violet tractor window 42", "10.2.99.1").status_code == 303
