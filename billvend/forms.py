@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import unicodedata
 from datetime import date
 
 from flask import current_app
@@ -68,6 +69,28 @@ class FilterDate:
         if field.data and not EARLIEST_FILTER_DATE <= field.data <= LATEST_FILTER_DATE:
             raise ValidationError(
                 f"Pick a date from {EARLIEST_FILTER_DATE.year} to {LATEST_FILTER_DATE.year}.")
+
+
+#: Bidirectional embeddings, overrides and isolates: they make a name display
+#: differently from what it is ("Obi" shown as "ibO"); a name needs none.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+class PlainText:
+    """Validator for a name or nickname a person types: no control
+    characters (NUL, which PostgreSQL cannot store; newlines; terminal
+    escapes) and no bidirectional overrides. Letters of any script,
+    accents, punctuation and emoji (zero-width joiners included) pass.
+
+    :raises wtforms.validators.ValidationError: with a message for the field.
+    """
+
+    message = "Use letters, numbers, spaces and punctuation only."
+
+    def __call__(self, form, field):
+        text = field.data or ""
+        if any(unicodedata.category(ch) == "Cc" or ch in _BIDI_CONTROLS for ch in text):
+            raise ValidationError(self.message)
 
 
 EXPIRED_FORM_MESSAGE = "This form has expired. Please check the details and submit again."
