@@ -232,3 +232,25 @@ def test_ordinary_names_with_accents_and_apostrophes_are_kept(client, auth):
     assert response.status_code == 303
     db.session.expire_all()
     assert db.session.get(User, user.id).full_name == name
+
+
+# --- Without JavaScript ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("age_seconds, refresh", [(5, "3"), (60, "3"), (600, "15"), (7200, "60")])
+def test_without_javascript_the_refresh_backs_off_like_the_poll(client, customer, age_seconds, refresh):
+    """Without JavaScript the payment page reloaded itself every 3 s for as
+    long as the payment was not final (an `unknown` payment can wait hours
+    for the disco): a whole page every 3 s on a phone's data, unbounded,
+    while the htmx poll backs off to 15 s and then 60 s. Now the refresh
+    follows the poll's schedule."""
+    from datetime import timedelta
+
+    from billvend.models import Payment, utcnow
+
+    payment = make_payment(customer)
+    db.session.execute(sa.update(Payment).where(Payment.id == payment.id).values(
+        created_at=utcnow() - timedelta(seconds=age_seconds)))
+    db.session.commit()
+    page = client.get(f"/payments/{payment.reference}").get_data(as_text=True)
+    assert f'<meta http-equiv="refresh" content="{refresh}">' in page

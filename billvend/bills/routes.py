@@ -241,10 +241,13 @@ def _page_context(payment) -> dict:
 
 @dataclass(frozen=True)
 class Poll:
-    """How the status panel asks for its next update (htmx attributes)."""
+    """How the status panel asks for its next update (htmx attributes), and
+    how often the page reloads itself without JavaScript (``refresh_seconds``,
+    the same schedule, so neither sends an unbounded stream of requests)."""
 
     url: str
     trigger: str
+    refresh_seconds: int = 3
 
 
 def status_poll(payment: Payment) -> Optional[Poll]:
@@ -267,10 +270,10 @@ def status_poll(payment: Payment) -> Optional[Poll]:
     if age_seconds < current_app.config["STATUS_FAST_PHASE_SECONDS"]:
         return Poll(f"{base}?since={payment.status}", "load, every 10s")
     if age_seconds < 120:
-        return Poll(base, "every 3s")
+        return Poll(base, "every 3s", 3)
     if age_seconds < 1800:
-        return Poll(base, "every 15s")
-    return Poll(base, "every 60s")
+        return Poll(base, "every 15s", 15)
+    return Poll(base, "every 60s", 60)
 
 
 def _render_payment(template: str, payment: Payment):
