@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+import unicodedata
+from datetime import date
 
 from flask import current_app
 from wtforms import HiddenField, StringField
@@ -46,6 +48,49 @@ class NairaField(StringField):
         if kobo > high:
             raise ValidationError(f"The largest amount is {format_naira(high)}.")
         self.kobo = kobo
+
+
+#: Dates a filter may name. A statement cannot hold anything before 2000,
+#: and outside these bounds the Lagos-midnight arithmetic overflows (a day
+#: added to 9999-12-31, or 0001-01-01 turned into UTC): the filter form
+#: says so instead of the page failing.
+EARLIEST_FILTER_DATE = date(2000, 1, 1)
+LATEST_FILTER_DATE = date(2100, 12, 31)
+
+
+class FilterDate:
+    """Validator for a filter's ``DateField``: the date, when given, lies in
+    ``EARLIEST_FILTER_DATE``..``LATEST_FILTER_DATE`` (inclusive).
+
+    :raises wtforms.validators.ValidationError: "Pick a date from 2000 to 2100."
+    """
+
+    def __call__(self, form, field):
+        if field.data and not EARLIEST_FILTER_DATE <= field.data <= LATEST_FILTER_DATE:
+            raise ValidationError(
+                f"Pick a date from {EARLIEST_FILTER_DATE.year} to {LATEST_FILTER_DATE.year}.")
+
+
+#: Bidirectional embeddings, overrides and isolates: they make a name display
+#: differently from what it is ("Obi" shown as "ibO"); a name needs none.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+class PlainText:
+    """Validator for a name or nickname a person types: no control
+    characters (NUL, which PostgreSQL cannot store; newlines; terminal
+    escapes) and no bidirectional overrides. Letters of any script,
+    accents, punctuation and emoji (zero-width joiners included) pass.
+
+    :raises wtforms.validators.ValidationError: with a message for the field.
+    """
+
+    message = "Use letters, numbers, spaces and punctuation only."
+
+    def __call__(self, form, field):
+        text = field.data or ""
+        if any(unicodedata.category(ch) == "Cc" or ch in _BIDI_CONTROLS for ch in text):
+            raise ValidationError(self.message)
 
 
 EXPIRED_FORM_MESSAGE = "This form has expired. Please check the details and submit again."

@@ -196,6 +196,25 @@ def _login_failed(response) -> bool:
     return response.status_code == 422
 
 
+#: Set in ``g`` by the signup view when an existing account's email came
+#: with a wrong password (signup signs the owner in, so it is a login door).
+SIGNUP_WRONG_PASSWORD = "signup_wrong_password"
+
+
+def _signup_guess_failed(response) -> bool:
+    return bool(g.get(SIGNUP_WRONG_PASSWORD))
+
+
+def _account_limit(deduct_when: Callable) -> Callable:
+    """The failed-login limit per account (``RATELIMIT_LOGIN_ACCOUNT``, keyed
+    by the form's email), ONE counter shared by every door that checks a
+    password: /login and /signup (which signs in an owner who types their
+    email and right password). A known device is exempt."""
+    return limiter.shared_limit(_limit("RATELIMIT_LOGIN_ACCOUNT"), scope="login-account", methods=["POST"],
+                                key_func=_form_email, deduct_when=deduct_when,
+                                exempt_when=_is_known_device)
+
+
 def _meter_key() -> str:
     return f"{request.form.get('disco', '')}:{request.form.get('meter_number', '')}"[:80]
 
@@ -244,12 +263,12 @@ def _limits_for(endpoint: str) -> list[Callable]:
             limiter.limit(_limit("RATELIMIT_LOGIN_IP"), methods=post, scope="login-ip", key_func=client_ip),
             limiter.limit(_limit("RATELIMIT_LOGIN_ACCOUNT_IP"), methods=post, scope="login-account-ip",
                           key_func=lambda: f"{_form_email()}|{client_ip()}"),
-            limiter.limit(_limit("RATELIMIT_LOGIN_ACCOUNT"), methods=post, scope="login-account",
-                          key_func=_form_email, deduct_when=_login_failed, exempt_when=_is_known_device),
+            _account_limit(_login_failed),
         ]
     if endpoint == "auth.signup":
         return [limiter.limit(_limit("RATELIMIT_SIGNUP_IP"), methods=post, scope="signup-ip",
-                              key_func=client_ip)]
+                              key_func=client_ip),
+                _account_limit(_signup_guess_failed)]
     if endpoint == "account.two_factor":
         return [limiter.limit(_limit("RATELIMIT_TWO_FACTOR"), methods=post, scope="two-factor",
                               key_func=_user_key)]
@@ -299,6 +318,58 @@ def _apply_route_limits(app: Flask) -> None:
             limited.__qualname__ = view.__qualname__
             _wrapped[view] = limited
         app.view_functions[endpoint] = _wrapped[view]
+
+
+# --- htmx and the login redirect -------------------------------------------
+
+
+def _htmx_page_path() -> Optional[str]:
+    """The path (and query) of the page an htmx request came from, from its
+    ``HX-Current-URL`` header; None unless that is a URL of this very host
+    and a safe same-site path."""
+    current = request.headers.get("HX-Current-URL", "")
+    try:
+        parts = urlsplit(current)
+    except ValueError:
+        return None
+    if not parts.netloc or parts.netloc != request.host:
+        return None
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    return safe_next(path, "") or None
+
+
+def login_redirect_for_htmx(response):
+    """Turn Flask-Login's redirect to the login page into an ``HX-Redirect``
+    when the request came from htmx.
+
+    The browser's XMLHttpRequest follows a 302 by itself, so htmx would get
+    the login page and swap all of it into the fragment it was refreshing
+    (the payment's status panel, the meter check), and a status panel
+    replaced that way never polls again. With ``HX-Redirect`` htmx loads the
+    login page as a page instead; ``next`` is the page the customer was on
+    (``HX-Current-URL``), not the fragment's URL. The answer is a 401 with
+    no body, so nothing is swapped in.
+
+    :param response: the response a view (or Flask-Login) produced.
+    :returns: ``response`` unchanged, or the 401 with ``HX-Redirect``.
+    """
+    if request.headers.get("HX-Request") != "true" or response.status_code not in (301, 302, 303, 307, 308):
+        return response
+    login_path = url_for("auth.login")
+    location = urlsplit(response.headers.get("Location", ""))
+    if location.path != login_path or location.netloc not in ("", request.host):
+        return response
+    from urllib.parse import parse_qs
+
+    target = _htmx_page_path() or parse_qs(location.query).get("next", [None])[0]
+    redirect_to = url_for("auth.login", next=safe_next(target, "") or None)
+    htmx_response = current_app.response_class(status=401)
+    htmx_response.headers["HX-Redirect"] = redirect_to
+    # Any cookie the redirect set (the session holding the flash) still counts.
+    for value in response.headers.getlist("Set-Cookie"):
+        htmx_response.headers.add("Set-Cookie", value)
+    htmx_response.vary.add("HX-Request")
+    return htmx_response
 
 
 # --- Wiring ----------------------------------------------------------------
@@ -388,6 +459,10 @@ def init_app(app: Flask) -> None:
                 flash("Please choose a stronger password before you go on.", "warning")
             return redirect(url_for("account.password"), code=303)
         return None
+
+    @app.after_request
+    def htmx_login_redirect(response):
+        return login_redirect_for_htmx(response)
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(error):

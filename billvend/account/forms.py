@@ -8,10 +8,11 @@ from wtforms.validators import DataRequired, EqualTo, Length, Optional
 
 from billvend.auth.forms import StrongPassword
 from billvend.bills.forms import NigerianPhone
+from billvend.forms import PlainText
 
 
 class ProfileForm(FlaskForm):
-    full_name = StringField("Full name", validators=[Optional(), Length(max=120)])
+    full_name = StringField("Full name", validators=[Optional(), Length(max=120), PlainText()])
     phone = StringField("Phone number", validators=[Optional(), NigerianPhone()],
                         description="A Nigerian mobile number, e.g. 0803 123 4567.")
     submit = SubmitField("Save")

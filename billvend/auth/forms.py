@@ -6,6 +6,7 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, StringField, SubmitField, TelField
 from wtforms.validators import DataRequired, Email, EqualTo, Length, Optional, ValidationError
 
+from billvend.forms import PlainText
 from billvend.security import normalise_email, password_problem
 
 
@@ -52,7 +53,7 @@ class ProfileDetailsMixin:
 
     full_name = StringField(
         "Full name",
-        validators=[Optional(), Length(max=120, message="Use at most 120 characters.")],
+        validators=[Optional(), Length(max=120, message="Use at most 120 characters."), PlainText()],
         filters=[lambda value: value.strip() if isinstance(value, str) else value],
     )
     phone = TelField(

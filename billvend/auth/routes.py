@@ -4,7 +4,7 @@ passwords, CSRF; rate limits in billvend.security.ROUTE_LIMITS)."""
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import flash, redirect, render_template, request, session, url_for
+from flask import flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
 from billvend import ledger, sessions, transactions
@@ -12,7 +12,8 @@ from billvend.auth import bp
 from billvend.auth.forms import LoginForm, LogoutForm, SignupForm
 from billvend.extensions import db
 from billvend.models import User
-from billvend.security import check_password_evenly, password_problem, remember_device, safe_next
+from billvend.security import (SIGNUP_WRONG_PASSWORD, check_password_evenly, password_problem,
+                               remember_device, safe_next)
 
 #: Said when the email already has an account, instead of confirming it:
 #: the visitor may not be its owner (account enumeration).
@@ -50,6 +51,9 @@ def signup():
             if check_password_evenly(existing, form.password.data):
                 return _sign_in(existing, remember=False, password=form.password.data)
             form.email.errors.append(ALREADY_NEUTRAL)
+            # A wrong password for an existing account: it counts against
+            # the account's failed-login limit, as on /login.
+            g.setdefault(SIGNUP_WRONG_PASSWORD, True)
         else:
             template = User(email=email)
             template.set_password(form.password.data)  # hash once, outside any retry

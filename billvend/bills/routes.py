@@ -26,7 +26,7 @@ from flask import Response, abort, current_app, flash, redirect, render_template
 from flask_login import current_user, login_required
 from werkzeug.datastructures import MultiDict
 
-from billvend import ledger, meter_verification, payments, status_watch, tasks
+from billvend import ledger, meter_verification, payments, sessions, status_watch, tasks
 from billvend.bills import bp
 from billvend.bills.forms import QUICK_AMOUNTS_NAIRA, ElectricityForm, MeterForm
 from billvend.extensions import db
@@ -201,8 +201,17 @@ def _meter_number_hint(number: str) -> str:
 
 
 def _payment_or_404(reference: str):
+    """The payment with ``reference`` for this request's user, else a 404.
+
+    A customer sees only their own. An admin sees anyone's only once this
+    session has the second factor (as every admin page requires): a password
+    alone, or a remember-me cookie, must not open customers' tokens, names,
+    addresses and phones.
+    """
     payment = payments.payment_for_user(reference, current_user)
     if payment is None:
+        abort(404)
+    if payment.user_id != current_user.id and not sessions.has_second_factor():
         abort(404)
     return payment
 
@@ -232,10 +241,13 @@ def _page_context(payment) -> dict:
 
 @dataclass(frozen=True)
 class Poll:
-    """How the status panel asks for its next update (htmx attributes)."""
+    """How the status panel asks for its next update (htmx attributes), and
+    how often the page reloads itself without JavaScript (``refresh_seconds``,
+    the same schedule, so neither sends an unbounded stream of requests)."""
 
     url: str
     trigger: str
+    refresh_seconds: int = 3
 
 
 def status_poll(payment: Payment) -> Optional[Poll]:
@@ -258,10 +270,10 @@ def status_poll(payment: Payment) -> Optional[Poll]:
     if age_seconds < current_app.config["STATUS_FAST_PHASE_SECONDS"]:
         return Poll(f"{base}?since={payment.status}", "load, every 10s")
     if age_seconds < 120:
-        return Poll(base, "every 3s")
+        return Poll(base, "every 3s", 3)
     if age_seconds < 1800:
-        return Poll(base, "every 15s")
-    return Poll(base, "every 60s")
+        return Poll(base, "every 15s", 15)
+    return Poll(base, "every 60s", 60)
 
 
 def _render_payment(template: str, payment: Payment):

@@ -7,6 +7,7 @@ from wtforms import DateField, SearchField, SelectField, SubmitField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, Optional, ValidationError
 
+from billvend.forms import FilterDate
 from billvend.models import FAILED, PENDING, REVERSED, SUCCESSFUL, TRANSFER_KINDS, UNKNOWN, VENDING
 
 KIND_LABELS = {
@@ -52,8 +53,8 @@ class HistoryFilterForm(FlaskForm):
         + [SelectChoice(key, label) for key, label in STATUS_GROUP_LABELS.items()],
         default="",
     )
-    date_from = DateField("From", validators=[Optional()])
-    date_to = DateField("To", validators=[Optional()])
+    date_from = DateField("From", validators=[Optional(), FilterDate()])
+    date_to = DateField("To", validators=[Optional(), FilterDate()])
     submit = SubmitField("Filter")
 
     def validate_date_to(self, field):
