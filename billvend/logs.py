@@ -43,8 +43,12 @@ INCOMING_ID_RE = re.compile(r"[A-Za-z0-9._:-]{8,64}")
 _REDACTIONS = (
     # A prepaid token: 20 digits, maybe grouped by four (DESIGN.md, Vending).
     (re.compile(r"(?<![0-9A-Za-z])\d{4}(?:[- ]?\d{4}){4}(?![0-9A-Za-z])"), "[token]"),
+    # A stored password hash by its shape (werkzeug's "method$salt$hex"), as
+    # a database error quotes it among its parameters, with no column name.
+    (re.compile(r"(?i)\b(?:scrypt|pbkdf2)(?::[\w.]+)*\$[^\s$'\",]+\$[0-9a-f]{16,}"), "[password-hash]"),
     # key=value, "key": "value" and header forms of secrets.
-    (re.compile(r"(?i)((?:password|passwd|secret[-_ ]?key|api[-_ ]?key|authorization|token)"
+    (re.compile(r"(?i)((?:password(?:[-_ ]?hash)?|passwd|secret[-_ ]?key|api[-_ ]?key|authorization|token"
+                r"|totp[-_ ]?secret)"
                 r"[\"']?\s*[:=]\s*[\"']?)([^\s\"',&]+)"), r"\1[redacted]"),
     # A password reset link's token.
     (re.compile(r"(?i)(/reset[-_/a-z]*/)[^\s\"'?#]+"), r"\1[redacted]"),

@@ -446,3 +446,23 @@ def test_a_cached_type_mismatch_still_offers_the_one_tap_switch(client, auth, pr
     assert provider.verify_calls == 1  # the second answer came from the cache
     for page in (first, second):
         assert 'name="switch_meter_type" value="postpaid"' in page
+
+
+def test_a_database_error_quoting_a_password_hash_or_totp_secret_is_masked():
+    """A failed statement's message quotes its parameters: the stored
+    password hash (werkzeug's ``scrypt:...$salt$hex``) or a TOTP secret must
+    not reach the logs in full, under any column name or none."""
+    from werkzeug.security import generate_password_hash
+
+    hashed = generate_password_hash("correct horse battery 1")
+    lines = [
+        f"(psycopg.errors.X) ... [parameters: ('ada@example.com', '{hashed}', None)]",
+        f"UPDATE users SET password_hash={hashed}",
+        "INSERT users totp_secret: JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
+        f"pbkdf2 too: pbkdf2:sha256:600000$abcDEF12$" + "ab" * 32,
+    ]
+    for line in lines:
+        masked = logs.redact(line)
+        assert hashed.split("$")[-1] not in masked, masked
+        assert "JBSWY3DPEHPK3PXP" not in masked and "ab" * 32 not in masked, masked
+    assert "ada@example.com" in logs.redact(lines[0])
