@@ -86,9 +86,17 @@ def statement_rows(entries: Iterable[LedgerEntry],
     return rows
 
 
-def _csv_safe(value: str) -> str:
-    """Neutralise spreadsheet formulas (CSV injection) in text from outside."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
+#: A cell starting with one of these is read as a formula by spreadsheets
+#: (OWASP, "CSV Injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value) -> str:
+    """Text from outside (a customer name from the provider, a nickname, an
+    email) made safe for a CSV cell: ``None`` -> ``""``, and a leading
+    ``'`` when it would start a spreadsheet formula (CSV injection)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
 def statement_csv(rows: list[StatementRow]) -> str:
@@ -101,7 +109,7 @@ def statement_csv(rows: list[StatementRow]) -> str:
     for row in rows:
         writer.writerow([
             row.created_at.astimezone(LAGOS).strftime("%Y-%m-%d %H:%M"), row.description, row.disco,
-            row.meter_number, _csv_safe(row.meter_label), _csv_safe(row.customer_name), row.reference,
+            row.meter_number, csv_safe(row.meter_label), csv_safe(row.customer_name), row.reference,
             row.token, row.units_kwh, row.status,
             kobo_to_naira_input(row.delta_kobo), kobo_to_naira_input(row.balance_after_kobo),
         ])

@@ -7,6 +7,7 @@ import csv
 import io
 import re
 
+import pytest
 import sqlalchemy as sa
 
 from billvend import tasks
@@ -396,3 +397,16 @@ def test_admin_refund_asks_for_confirmation_and_lists_use_display_names(client, 
     db.session.expire_all()
     assert db.session.get(Payment, payment.id).status == "reversed"
     assert_books_balance()
+
+
+@pytest.mark.parametrize("cell", ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)",
+                                  "\t=cmd|' /C calc'!A0", "\r=1+1"])
+def test_csv_cells_from_outside_never_start_a_formula(cell):
+    """OWASP's CSV injection list: = + - @, tab and carriage return. One
+    function serves the customer statement and the admin export."""
+    from billvend.admin import routes as admin_routes
+    from billvend.statements import csv_safe
+
+    assert csv_safe(cell) == "'" + cell
+    assert admin_routes.csv_safe is csv_safe
+    assert csv_safe("Ada Obi") == "Ada Obi" and csv_safe(None) == ""

@@ -25,6 +25,7 @@ from billvend.models import LedgerEntry, Payment, Transfer, Wallet
 from billvend.money import kobo_to_naira_input
 from billvend.payments import LAGOS
 from billvend.providers import DISCOS
+from billvend.statements import csv_safe
 
 log = logging.getLogger(__name__)
 
@@ -96,19 +97,12 @@ CSV_COLUMNS = ("reference", "created_at_utc", "customer_email", "disco", "meter_
                "needs_attention", "finalized_at_utc")
 
 
-def _csv_safe(value) -> str:
-    """Neutralise spreadsheet formulas (CSV injection): a cell must not start
-    with ``= + - @`` when it came from outside."""
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
-
-
 def _csv_row(row) -> list[str]:
     return [
-        row.reference, row.created_at.isoformat(), _csv_safe(row.email), row.service_id,
+        row.reference, row.created_at.isoformat(), csv_safe(row.email), row.service_id,
         row.meter_type, row.meter_number, str(row.amount_kobo),
-        kobo_to_naira_input(row.amount_kobo), row.status, _csv_safe(row.provider_code),
-        row.token or "", _csv_safe(row.receipt_reference), str(row.vend_attempts),
+        kobo_to_naira_input(row.amount_kobo), row.status, csv_safe(row.provider_code),
+        row.token or "", csv_safe(row.receipt_reference), str(row.vend_attempts),
         str(row.requery_count), "yes" if row.needs_attention else "no",
         row.finalized_at.isoformat() if row.finalized_at else "",
     ]
