@@ -186,6 +186,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         # change, and for how long after a payment is created the page
         # long-polls before backing off to plain polling.
         "STATUS_LONG_POLL_SECONDS": float(get("STATUS_LONG_POLL_SECONDS") or 5.0),
+        # Long polls one user may have waiting at once in one web process
+        # (each holds a thread); past it, their panel polls every 3 s.
+        "STATUS_LONG_POLLS_PER_USER": int(get("STATUS_LONG_POLLS_PER_USER") or 4),
         "STATUS_FAST_PHASE_SECONDS": int(get("STATUS_FAST_PHASE_SECONDS") or 30),
         # /metrics: a bearer token; without one only loopback may scrape.
         "METRICS_TOKEN": get("METRICS_TOKEN") or None,

@@ -38,13 +38,27 @@ class StatusWatcher:
         self.app = app
         self._lock = threading.Lock()
         self._waiters: dict[int, list[_Waiter]] = {}
+        #: How many requests each holder (a user id) has waiting now.
+        self._per_holder: dict[object, int] = {}
         self._thread: threading.Thread | None = None
 
-    def wait(self, payment_id: int, since: str, timeout_seconds: float) -> bool:
+    def wait(self, payment_id: int, since: str, timeout_seconds: float, *,
+             holder: object = None, max_per_holder: int | None = None) -> bool | None:
         """Block until payment ``payment_id`` is no longer in status
-        ``since`` (True) or ``timeout_seconds`` pass (False)."""
+        ``since`` (True) or ``timeout_seconds`` pass (False).
+
+        Each waiting request holds a web thread: with ``holder`` (the user)
+        and ``max_per_holder``, a holder who already has that many waiting
+        gets None at once instead of a wait, so one user cannot take every
+        thread of the process.
+        """
         waiter = _Waiter(since)
         with self._lock:
+            if holder is not None and max_per_holder is not None \
+                    and self._per_holder.get(holder, 0) >= max_per_holder:
+                return None
+            if holder is not None:
+                self._per_holder[holder] = self._per_holder.get(holder, 0) + 1
             self._waiters.setdefault(payment_id, []).append(waiter)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="status-watch", daemon=True)
@@ -58,6 +72,12 @@ class StatusWatcher:
                     waiters.remove(waiter)
                 if not waiters:
                     self._waiters.pop(payment_id, None)
+                if holder is not None:
+                    left = self._per_holder.get(holder, 1) - 1
+                    if left:
+                        self._per_holder[holder] = left
+                    else:
+                        self._per_holder.pop(holder, None)
 
     def _run(self) -> None:
         from billvend.extensions import db

@@ -258,6 +258,38 @@ def test_long_poll_gives_up_after_its_limit_and_polls_again(app, client, auth):
     assert 'data-status="pending"' in html and 'hx-trigger="load, every 10s"' in html
 
 
+def test_one_user_cannot_hold_more_than_a_few_web_threads_in_long_polls(app, client, auth):
+    """Each long poll holds a web thread for up to STATUS_LONG_POLL_SECONDS:
+    a signed-in user opening many at once could take every thread of a
+    process. Past STATUS_LONG_POLLS_PER_USER waiting requests, theirs are
+    answered at once and the panel falls back to plain polling every 3 s
+    (not an immediate new long poll, which would be a busy loop)."""
+    from billvend import status_watch
+
+    app.config.update(STATUS_LONG_POLL_SECONDS=20.0, STATUS_LONG_POLLS_PER_USER=2)
+    user = make_user(balance_kobo=500_000)
+    payment = make_payment(user)
+    auth.login(email=user.email)
+    watcher = status_watch.watcher_for(app)
+    holders = [threading.Thread(target=watcher.wait, args=(payment.id, "pending", 3.0),
+                                kwargs={"holder": user.id, "max_per_holder": 2}) for _ in range(2)]
+    for thread in holders:
+        thread.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    response = client.get(f"/payments/{payment.reference}/status?since=pending", headers={"HX-Request": "true"})
+    elapsed = time.monotonic() - started
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200 and elapsed < 2  # not held
+    assert 'data-status="pending"' in html and 'hx-trigger="every 3s"' in html and "since=" not in html
+    # Another user is not affected by this one's waits.
+    other = make_user(email="bob@example.com", balance_kobo=500_000)
+    assert watcher.wait(make_payment(other).id, "pending", 0.2, holder=other.id, max_per_holder=2) is False
+    for thread in holders:
+        thread.join()
+    assert watcher._waiters == {} and watcher._per_holder == {}
+
+
 def test_long_poll_does_not_wait_when_the_page_is_behind_or_final(app, client, auth):
     app.config["STATUS_LONG_POLL_SECONDS"] = 30.0
     user = make_user(balance_kobo=200_000)

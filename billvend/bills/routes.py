@@ -276,8 +276,8 @@ def status_poll(payment: Payment) -> Optional[Poll]:
     return Poll(base, "every 60s", 60)
 
 
-def _render_payment(template: str, payment: Payment):
-    return render_template(template, **_page_context(payment), poll=status_poll(payment))
+def _render_payment(template: str, payment: Payment, poll: Optional[Poll] = None):
+    return render_template(template, **_page_context(payment), poll=poll or status_poll(payment))
 
 
 @bp.route("/payments/<reference>")
@@ -286,15 +286,23 @@ def payment(reference: str):
     return _render_payment("bills/payment.html", _payment_or_404(reference))
 
 
-def _wait_for_change(payment: Payment, since: str) -> Payment:
+def _wait_for_change(payment: Payment, since: str) -> Optional[Payment]:
     """Hold the request until the payment leaves status ``since`` or
     ``STATUS_LONG_POLL_SECONDS`` pass (``billvend.status_watch``: one thread
     per process looks at every waiting payment every 0.05 s). Holds no
-    database connection while it waits: the session's transaction ends first."""
-    payment_id = payment.id
+    database connection while it waits: the session's transaction ends first.
+
+    :returns: the payment as it is now, or None (without waiting) when this
+        user already has ``STATUS_LONG_POLLS_PER_USER`` requests waiting in
+        this process.
+    """
+    payment_id, user_id = payment.id, current_user.id
     db.session.rollback()
-    status_watch.watcher_for(current_app._get_current_object()).wait(  # noqa: SLF001
-        payment_id, since, current_app.config["STATUS_LONG_POLL_SECONDS"])
+    waited = status_watch.watcher_for(current_app._get_current_object()).wait(  # noqa: SLF001
+        payment_id, since, current_app.config["STATUS_LONG_POLL_SECONDS"],
+        holder=user_id, max_per_holder=current_app.config["STATUS_LONG_POLLS_PER_USER"])
+    if waited is None:
+        return None
     return db.session.get(Payment, payment_id)
 
 
@@ -309,7 +317,14 @@ def payment_status(reference: str):
         return redirect(url_for("bills.payment", reference=reference))
     since = request.args.get("since")
     if since is not None and since == payment.status and status_poll(payment) is not None:
-        payment = _wait_for_change(payment, since)
+        changed = _wait_for_change(payment, since)
+        if changed is None:
+            # Too many of this user's requests wait already: answer now and
+            # poll plainly (another immediate long poll would be a busy loop).
+            payment = db.session.get(Payment, payment.id)
+            return _render_payment("bills/_status.html", payment,
+                                   Poll(url_for("bills.payment_status", reference=reference), "every 3s", 3))
+        payment = changed
     return _render_payment("bills/_status.html", payment)
 
 
