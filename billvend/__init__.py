@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 import sqlalchemy as sa
-from flask import Flask, render_template, request
+from flask import Flask, flash, redirect, render_template, request, url_for
 from sqlalchemy.engine import Engine
 
 from billvend.config import (INSTANCE_DIR, PROJECT_ROOT, check_production, check_timings, from_env,
@@ -141,6 +141,19 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(CSRFError)
     def csrf_error(error):
+        from flask_login import current_user
+
+        from billvend.security import referrer_path
+
+        if not current_user.is_authenticated and request.endpoint not in ("auth.login", "auth.signup"):
+            # The session ended (idle deadline, "log out everywhere", a
+            # logout in another tab) and took its CSRF secret along: nothing
+            # was done; send the customer to sign in again, then back.
+            if request.endpoint == "auth.logout":
+                flash("You are signed out.", "info")
+                return redirect(url_for("auth.login"), code=303)
+            flash("Your session ended, so nothing was done. Please sign in again.", "warning")
+            return redirect(url_for("auth.login", next=referrer_path()), code=303)
         return render_template("errors/400.html", reason=error.description), 400
 
     @app.errorhandler(sa.exc.DataError)

@@ -132,6 +132,10 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "CUSTOMER_SESSION_ABSOLUTE_SECONDS": _int(get("CUSTOMER_SESSION_ABSOLUTE_SECONDS"), 7 * 24 * 3600),
         "REMEMBER_ME_SECONDS": _int(get("REMEMBER_ME_SECONDS"), 30 * 24 * 3600),
         "ANONYMOUS_SESSION_SECONDS": _int(get("ANONYMOUS_SESSION_SECONDS"), 2 * 3600),
+        # A form's CSRF token lives as long as its server-side session (whose
+        # deadlines are above), not Flask-WTF's extra hour: a pay form left
+        # open over lunch still submits; a session that ended takes it along.
+        "WTF_CSRF_TIME_LIMIT": None,
         # How long a password entry counts as "fresh" for money-sensitive
         # account changes (password, second factor).
         "FRESH_LOGIN_SECONDS": _int(get("FRESH_LOGIN_SECONDS"), 10 * 60),

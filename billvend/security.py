@@ -136,6 +136,24 @@ def safe_next(target: Optional[str], default: str) -> str:
     return target
 
 
+def same_site_path(url: str) -> Optional[str]:
+    """The path (and query) of ``url`` when it is a URL of this very host
+    and a safe same-site path (:func:`safe_next`); else None. For the
+    ``Referer`` and ``HX-Current-URL`` headers, which name whole URLs."""
+    try:
+        parts = urlsplit(url or "")
+    except ValueError:
+        return None
+    if not parts.netloc or parts.netloc != request.host:
+        return None
+    return safe_next(parts.path + (f"?{parts.query}" if parts.query else ""), "") or None
+
+
+def referrer_path() -> Optional[str]:
+    """The same-site path of the page this request came from (``Referer``), or None."""
+    return same_site_path(request.headers.get("Referer", ""))
+
+
 # --- The known-device cookie (per-account slowdown without lockout) --------
 
 
@@ -324,18 +342,9 @@ def _apply_route_limits(app: Flask) -> None:
 
 
 def _htmx_page_path() -> Optional[str]:
-    """The path (and query) of the page an htmx request came from, from its
-    ``HX-Current-URL`` header; None unless that is a URL of this very host
-    and a safe same-site path."""
-    current = request.headers.get("HX-Current-URL", "")
-    try:
-        parts = urlsplit(current)
-    except ValueError:
-        return None
-    if not parts.netloc or parts.netloc != request.host:
-        return None
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
-    return safe_next(path, "") or None
+    """The same-site path of the page an htmx request came from
+    (``HX-Current-URL``), or None."""
+    return same_site_path(request.headers.get("HX-Current-URL", ""))
 
 
 def login_redirect_for_htmx(response):

@@ -195,6 +195,38 @@ def test_the_periodic_purge_deletes_expired_sessions_and_keeps_live_ones(app, cl
     assert client.get("/").status_code == 200 and b"Log out" in client.get("/").data
 
 
+def test_a_form_left_open_for_hours_still_submits_while_the_session_lives(client, auth, monkeypatch):
+    """The CSRF token is bound to the server-side session, which has its own
+    idle and absolute deadlines; Flask-WTF's extra one-hour limit only made
+    a pay form left open over lunch fail with the 400 page."""
+    import itsdangerous.timed
+
+    make_user("ada@example.com")
+    assert login(client).status_code == 303
+    token = csrf_of(client, "/account")
+    real_time = itsdangerous.timed.time.time
+    monkeypatch.setattr(itsdangerous.timed.time, "time", lambda: real_time() + 3 * 3600)
+    response = client.post("/account", data={"csrf_token": token, "full_name": "Ada Obi", "phone": ""})
+    assert response.status_code in (200, 303), response.status_code
+    assert db.session.scalar(sa.select(User.full_name).where(User.email == "ada@example.com")) == "Ada Obi"
+
+
+def test_a_form_posted_after_the_session_ended_goes_to_login_not_an_error(client):
+    make_user("ada@example.com")
+    assert login(client).status_code == 303
+    token = csrf_of(client, "/account")
+    with db.engine.begin() as conn:  # the session ended (idle, or "log out everywhere" elsewhere)
+        conn.execute(sa.delete(UserSession))
+    logout = client.post("/logout", data={"csrf_token": token})
+    assert logout.status_code == 303 and logout.headers["Location"].startswith("/login")
+    assert "signed out" in client.get("/login").get_data(as_text=True)
+    profile = client.post("/account", data={"csrf_token": token, "full_name": "Mallory"},
+                          headers={"Referer": "http://localhost/account"})
+    assert profile.status_code == 303 and profile.headers["Location"] == "/login?next=/account"
+    assert "session ended" in client.get("/login").get_data(as_text=True)
+    assert db.session.scalar(sa.select(User.full_name).where(User.email == "ada@example.com")) is None
+
+
 def test_a_replayed_session_cookie_and_remember_cookie_after_logout_go_to_login(app, client, auth):
     make_user("ada@example.com")
     assert login(client, remember=True).status_code == 303
