@@ -271,6 +271,8 @@ _ADMIN_REFUSALS: dict[str, dict[str, str]] = {
     },
     ADMIN_RESOLVE_DELIVERED: {
         PENDING: "the payment has not been sent to the provider yet",
+        VENDING: "a worker is vending this payment right now and the provider's answer is on its way; "
+                 "resolve it once its lease has expired",
         SUCCESSFUL: "the payment is already successful",
         FAILED: "the payment failed and its refund is due; a failed payment cannot become delivered",
         REVERSED: "the payment was refunded; it cannot become delivered",
@@ -304,8 +306,8 @@ def admin_refusal(action: str, payment: Payment, now: datetime) -> Optional[str]
     refusal; ``admin/services`` records the refusal text when one is tried.
 
     - requery now: ``unknown``, or ``vending`` past its lease;
-    - resolve delivered: ``vending``/``unknown``, or ``failed`` with a late
-      delivery on record;
+    - resolve delivered: ``unknown``, ``vending`` past its lease, or
+      ``failed`` with a late delivery on record;
     - refund: ``unknown`` (after asking the provider) once a "never
       received" would be believed (:func:`not_found_trusted`: no ``pay``
       can still be on its way), or ``failed`` without a delivery on record;
@@ -319,7 +321,10 @@ def admin_refusal(action: str, payment: Payment, now: datetime) -> Optional[str]
     if action == ADMIN_REQUERY:
         allowed = may_requery(payment, now, include_vending=True)
     elif action == ADMIN_RESOLVE_DELIVERED:
-        allowed = status in (VENDING, UNKNOWN) or (status == FAILED and has_delivery(payment))
+        # Not while a worker's pay may be in flight: the provider's own
+        # answer is seconds away, and a token typed now could differ from it.
+        allowed = (status == UNKNOWN or (status == VENDING and vending_lease_expired(payment, now))
+                   or (status == FAILED and has_delivery(payment)))
     elif action == ADMIN_REFUND:
         allowed = (status == UNKNOWN and not_found_trusted(payment, now)) or may_reverse(payment)
     else:

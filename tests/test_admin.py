@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from billvend import payments
 from billvend.extensions import db
 from billvend.models import (FAILED, PENDING, REVERSED, SUCCESSFUL, UNKNOWN, VENDING, AdminAction,
-                             LedgerEntry, Payment, Transfer, User, Wallet)
+                             LedgerEntry, Payment, Transfer, User, Wallet, utcnow)
 from billvend.providers import get_provider
 from billvend.providers.base import VendResult
 from tests.conftest import CSRF_RE, Auth
@@ -328,6 +328,23 @@ def test_resolve_unknown_as_delivered(client, admin):
     [action] = actions_of(payment.id)
     assert action.action == "resolve_delivered" and "12345678901234567890" in action.result
     assert reversal_count(payment.id) == 0
+    assert_books_balance()
+
+
+def test_resolve_as_delivered_waits_while_a_worker_is_vending(app, client, admin):
+    """While a worker's pay call may still be in flight (its lease is live),
+    the provider's own answer is seconds away: an admin's token typed now
+    could differ from it. Resolving waits for the lease, like requery."""
+    payment = to_status(make_payment(make_user(balance_kobo=500_000)), VENDING)
+    post_action(client, payment, "resolve", token="1234 5678 9012 3456 7890", reason="seen in portal")
+    assert reload(payment.id).status == VENDING
+    [action] = actions_of(payment.id)
+    assert action.result.startswith("refused:") and "lease" in action.result
+    db.session.execute(sa.update(Payment).where(Payment.id == payment.id).values(
+        claimed_at=utcnow() - timedelta(seconds=app.config["VENDING_LEASE_SECONDS"] + 1)))
+    db.session.commit()
+    post_action(client, payment, "resolve", token="1234 5678 9012 3456 7890", reason="seen in portal")
+    assert reload(payment.id).status == SUCCESSFUL
     assert_books_balance()
 
 
