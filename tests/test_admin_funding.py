@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from billvend import funding
 from billvend.extensions import db
 from billvend.funding import gateways
-from billvend.models import AdminAction, Funding, GatewayEvent, ReconciliationRun, Transfer
+from billvend.models import AdminAction, Funding, GatewayEvent, ReconciliationRun, Transfer, User
 from tests.conftest import CSRF_RE
 from tests.helpers import assert_books_balance, make_user
 
@@ -144,3 +144,94 @@ def test_reconcile_cli(app):
     assert db.session.scalar(sa.select(sa.func.count(ReconciliationRun.id))) == 1
     bad = runner.invoke(args=["funding", "reconcile", "--date", "01/03/2026"])
     assert bad.exit_code == 2 and "YYYY-MM-DD" in bad.output
+
+
+class _Verifies:
+    """A gateway whose verify answers with a fixed transaction."""
+
+    name = "simulated"
+
+    def __init__(self, tx):
+        self.tx = tx
+
+    def verify(self, reference):
+        return self.tx
+
+
+def flagged_arrival(amount_kobo=250_000, gateway_amount_kobo=300_000) -> Funding:
+    """A bank-transfer arrival recorded at the webhook's amount, flagged
+    because the gateway's verify says another amount."""
+    row = open_funding(amount_kobo)
+    db.session.execute(sa.update(Funding).where(Funding.id == row.id).values(method="bank_transfer"))
+    db.session.commit()
+    funding.apply_verification(row.id, gateways.GatewayTransaction(
+        row.gateway_reference, "success", amount_kobo=gateway_amount_kobo, currency="NGN"))
+    db.session.rollback()
+    row = db.session.get(Funding, row.id)
+    assert row.needs_attention and row.status != "succeeded"
+    return row
+
+
+def test_a_flagged_bank_transfer_is_credited_with_the_amount_the_gateway_verifies(client, admin, monkeypatch):
+    """The money arrived (the gateway verifies a success) but the webhook's
+    amount differed, so the arrival was flagged: "verify now" refuses flagged
+    fundings and clearing the flag only flags it again. The admin credits the
+    amount the gateway verifies, once, audited."""
+    row = flagged_arrival()
+    paid = gateways.GatewayTransaction(row.gateway_reference, "success", amount_kobo=300_000, currency="NGN")
+    monkeypatch.setattr(funding, "gateway", lambda: _Verifies(paid))
+    path = f"/admin/fundings/{row.reference}"
+    page = client.get(path).get_data(as_text=True)
+    assert "Credit the verified amount" in page
+    data = {"credit-reason": "bank confirmed N3,000 arrived", "credit-csrf_token": csrf(client, path)}
+    assert client.post(path + "/credit-verified", data=data).status_code == 303
+    assert client.post(path + "/credit-verified", data=data).status_code == 303  # a double click
+    db.session.rollback()
+    row = db.session.get(Funding, row.id)
+    assert (row.status, row.amount_kobo, row.needs_attention) == ("succeeded", 300_000, False)
+    credits = db.session.scalars(sa.select(Transfer.amount_kobo).where(Transfer.funding_id == row.id)).all()
+    assert credits == [300_000]
+    assert db.session.get(User, row.user_id).wallet.balance_kobo == 300_000
+    results = db.session.scalars(sa.select(AdminAction.result).where(
+        AdminAction.funding_id == row.id, AdminAction.action == "credit_verified").order_by(AdminAction.id)).all()
+    assert results[0].startswith("done: credited ₦3,000.00") and "₦2,500.00" in results[0]
+    assert results[1].startswith("refused: already credited")
+    assert_books_balance()
+
+
+@pytest.mark.parametrize("tx_kwargs, why", [
+    ({"status": "failed", "amount_kobo": 300_000}, "the gateway says failed"),
+    ({"status": "success", "amount_kobo": 300_000, "currency": "USD"}, "currency"),
+    ({"status": "success", "amount_kobo": 0}, "amount"),
+    ({"status": "success", "amount_kobo": 300_000, "reference": "someone-else"}, "reference"),
+])
+def test_credit_verified_refuses_anything_but_a_verified_success(client, admin, monkeypatch, tx_kwargs, why):
+    row = flagged_arrival()
+    fields = {"reference": row.gateway_reference, "currency": "NGN", **tx_kwargs}
+    monkeypatch.setattr(funding, "gateway", lambda: _Verifies(gateways.GatewayTransaction(**fields)))
+    path = f"/admin/fundings/{row.reference}"
+    response = client.post(path + "/credit-verified",
+                           data={"credit-reason": "try it", "credit-csrf_token": csrf(client, path)})
+    assert response.status_code == 303, response.get_data(as_text=True)[:3000]
+    db.session.rollback()
+    assert db.session.scalar(sa.select(sa.func.count(Transfer.id)).where(Transfer.funding_id == row.id)) == 0
+    [result] = db.session.scalars(sa.select(AdminAction.result).where(AdminAction.funding_id == row.id)).all()
+    assert result.startswith("refused:") and why in result
+    assert db.session.get(Funding, row.id).needs_attention
+
+
+def test_credit_verified_is_only_for_flagged_bank_transfers(client, admin, monkeypatch):
+    card = open_funding()
+    funding.apply_verification(card.id, gateways.GatewayTransaction(
+        card.gateway_reference, "success", amount_kobo=1, currency="NGN"))  # a tampered card amount
+    paid = gateways.GatewayTransaction(card.gateway_reference, "success", amount_kobo=1, currency="NGN")
+    monkeypatch.setattr(funding, "gateway", lambda: _Verifies(paid))
+    path = f"/admin/fundings/{card.reference}"
+    assert "Credit the verified amount" not in client.get(path).get_data(as_text=True)
+    response = client.post(path + "/credit-verified",
+                           data={"credit-reason": "try it", "credit-csrf_token": csrf(client, path)})
+    assert response.status_code == 303
+    db.session.rollback()
+    assert db.session.scalar(sa.select(sa.func.count(Transfer.id)).where(Transfer.funding_id == card.id)) == 0
+    [result] = db.session.scalars(sa.select(AdminAction.result).where(AdminAction.funding_id == card.id)).all()
+    assert result.startswith("refused:") and "bank transfer" in result

@@ -1,9 +1,11 @@
 """Admin pages for money in: fundings (filters), each funding's webhook
 events and credit, webhook events, reconciliation runs and what they found,
 and the flagged items; with audited actions (verify now, clear a flag, run
-a reconciliation), each leaving one ``AdminAction`` row (who, why, result)
-like the payment actions. No action here can credit without the gateway's
-verified success: "verify now" goes through ``funding.verify_funding``."""
+a reconciliation, credit a flagged bank transfer at its verified amount),
+each leaving one ``AdminAction`` row (who, why, result) like the payment
+actions. No action here can credit without the gateway's verified success:
+"verify now" goes through ``funding.verify_funding``, "credit the verified
+amount" through ``funding.credit_verified_arrival``."""
 
 from __future__ import annotations
 
@@ -111,7 +113,8 @@ def _render_funding(row: Funding, status: int = 200, **forms):
         "admin/funding.html", funding=row, events=events, transfers=transfers, actions=actions,
         items=items,
         verify_form=forms.get("verify_form") or ReasonForm(formdata=None, prefix="verify"),
-        dismiss_form=forms.get("dismiss_form") or ReasonForm(formdata=None, prefix="dismiss")), status
+        dismiss_form=forms.get("dismiss_form") or ReasonForm(formdata=None, prefix="dismiss"),
+        credit_form=forms.get("credit_form") or ReasonForm(formdata=None, prefix="credit")), status
 
 
 @bp.route("/fundings/<reference>")
@@ -142,6 +145,21 @@ def funding_verify(reference: str):
             result = f"error: the gateway could not be asked ({outcome.detail})"
     _record(admin_id, funding_id, "verify", form.reason.data.strip(), result)
     flash(result, "success" if ok else "error")
+    return redirect(url_for("admin.funding_detail", reference=reference), code=303)
+
+
+@bp.route("/fundings/<reference>/credit-verified", methods=["POST"])
+def funding_credit_verified(reference: str):
+    """Credit a flagged bank-transfer arrival with the amount the gateway
+    verifies (``funding.credit_verified_arrival``); audited, once."""
+    row = _funding_or_404(reference)
+    form = ReasonForm(prefix="credit")
+    if not form.validate_on_submit():
+        return _render_funding(row, 422, credit_form=form)
+    funding_id, admin_id = row.id, current_user.id
+    db.session.rollback()
+    result = funding.credit_verified_arrival(funding_id, admin_id, form.reason.data.strip())
+    flash(result, "success" if result.startswith("done") else "error")
     return redirect(url_for("admin.funding_detail", reference=reference), code=303)
 
 

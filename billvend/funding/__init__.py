@@ -46,8 +46,9 @@ from billvend.funding.gateways import (FAILED_STATUSES, NOT_FOUND, SUCCESS, Acco
                                        SimulatedGateway, gateway_from_config, transaction_from)
 from billvend.models import (FUNDING_FAILED, FUNDING_INITIATED, FUNDING_OPEN_STATUSES,
                              FUNDING_PENDING, FUNDING_SUCCEEDED, FUNDING_WALLET, KIND_FUNDING,
-                             DedicatedAccount, Funding, GatewayEvent, ReconciliationItem,
+                             AdminAction, DedicatedAccount, Funding, GatewayEvent, ReconciliationItem,
                              ReconciliationRun, Transfer, User, Wallet, utcnow)
+from billvend.money import format_naira
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ __all__ = [
     "FundingError", "FundingIdempotencyConflict", "GatewayError",
     "begin_checkout", "verify_funding", "apply_verification", "store_event", "process_event",
     "ensure_dedicated_account", "due_fundings", "reconcile", "check_invariants",
-    "gateway", "fund_wallet", "SimulatedGateway",
+    "gateway", "fund_wallet", "SimulatedGateway", "credit_verified_arrival",
 ]
 
 
@@ -377,6 +378,87 @@ def verify_funding(funding_id: int, gw: Optional[FundingGateway] = None) -> Veri
         # Another unit credited it between our check and our transfer: the
         # UNIQUE (funding_id) did its job.
         return Verification("already_credited", funding_id, row.amount_kobo)
+
+
+# --- Admin: a flagged bank-transfer arrival -------------------------------------
+
+
+def credit_verified_arrival(funding_id: int, admin_id: int, reason: str,
+                            gw: Optional[FundingGateway] = None) -> str:
+    """Admin action: credit a flagged bank-transfer arrival with the amount
+    the gateway's ``verify`` says arrived, once, audited.
+
+    An arrival is recorded at the webhook's amount; when ``verify`` (the
+    authority, paystack.com/docs/payments/verify-payments) then says another
+    amount, it is flagged, never credited automatically, and "verify now"
+    refuses it. For a bank transfer there is no amount we asked for: the
+    money the gateway verifies is what the customer sent, so an admin who has
+    checked may credit exactly that. A card checkout is never credited this
+    way (a different amount there is the tampering Paystack warns about).
+
+    The gateway is asked outside any transaction; the check and the credit
+    are ONE unit of work with the funding row locked, together with the
+    ``AdminAction`` row. Refusals are recorded too.
+
+    :returns: the result text, ``"done: ..."``, ``"refused: ..."`` or
+        ``"error: ..."`` (the gateway could not be asked; nothing changed).
+    :raises LookupError: no such funding.
+    """
+    gw = gw or gateway()
+    reference = db.session.scalar(sa.select(Funding.gateway_reference).where(Funding.id == funding_id))
+    if reference is None:
+        raise LookupError(f"no funding {funding_id}")
+    db.session.rollback()
+    try:
+        tx = gw.verify(reference)
+    except GatewayError as exc:
+        result = f"error: the gateway could not be asked ({exc})"
+        transactions.run(lambda: db.session.add(AdminAction(
+            admin_id=admin_id, funding_id=funding_id, action="credit_verified", reason=reason[:500],
+            result=result[:500])))
+        return result
+    return _credit_verified(funding_id, admin_id, reason, tx)
+
+
+def _verified_arrival_refusal(funding: Funding, tx: GatewayTransaction) -> Optional[str]:
+    if db.session.scalar(sa.select(Transfer.id).where(Transfer.funding_id == funding.id)) is not None:
+        return "already credited"
+    if funding.method != "bank_transfer":
+        return "only a bank transfer is credited at the verified amount; a card checkout is credited " \
+               "only at the amount the customer was asked to pay"
+    if not funding.needs_attention:
+        return "the funding is not flagged; verify now credits it"
+    if tx.status != SUCCESS:
+        return f"the gateway says {tx.status}, not success"
+    if tx.reference != funding.gateway_reference:
+        return f"the gateway answered for reference {tx.reference!r}, not {funding.gateway_reference!r}"
+    if tx.currency != CURRENCY:
+        return f"the gateway's currency is {tx.currency!r}, not NGN"
+    if not isinstance(tx.amount_kobo, int) or not 0 < tx.amount_kobo <= ledger.MAX_TRANSFER_KOBO:
+        return f"the gateway's amount {tx.amount_kobo!r} kobo is not one we can credit"
+    return None
+
+
+@transactions.unit_of_work
+def _credit_verified(funding_id: int, admin_id: int, reason: str, tx: GatewayTransaction) -> str:
+    funding = db.session.scalar(sa.select(Funding).where(Funding.id == funding_id).with_for_update())
+    refusal = _verified_arrival_refusal(funding, tx)
+    if refusal is not None:
+        result = f"refused: {refusal}"
+    else:
+        recorded_kobo = funding.amount_kobo
+        funding.amount_kobo = tx.amount_kobo
+        funding.gateway_status = tx.status[:32]
+        funding.fees_kobo = tx.fees_kobo
+        funding.paid_at = tx.paid_at
+        funding.needs_attention = False
+        funding.attention_reason = None
+        _credit(funding, tx, db_now())
+        result = (f"done: credited {format_naira(tx.amount_kobo)}, the amount the gateway verified "
+                  f"(the arrival was recorded as {format_naira(recorded_kobo)})")
+    db.session.add(AdminAction(admin_id=admin_id, funding_id=funding_id, action="credit_verified",
+                               reason=reason[:500], result=result[:500]))
+    return result
 
 
 # --- Dedicated accounts (bank transfer) --------------------------------------
