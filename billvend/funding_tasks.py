@@ -54,20 +54,32 @@ def funding_sweep_once() -> int:
     """Process webhooks whose task was lost, then verify every open funding
     that is due (``funding.due_fundings``).
 
+    The first answer "the gateway could not be asked" ends the sweep: during
+    an outage every further verify would wait out its deadline too, and a
+    sweep of many would outlast its lease. The next sweep tries again.
+
     :returns: how many fundings were verified.
     """
     for event_id in funding.unprocessed_events():
         try:
-            funding.process_event(event_id)
+            if funding.process_event(event_id) == "unknown":
+                log.warning("funding sweep stopped: the gateway cannot be reached")
+                return 0
         except Exception:  # noqa: BLE001 - one bad row must not stop the sweep
             log.exception("funding sweep: gateway event %s failed", event_id)
     ids = funding.due_fundings()
+    verified = 0
     for funding_id in ids:
         try:
-            funding.verify_funding(funding_id)
+            outcome = funding.verify_funding(funding_id).outcome
         except Exception:  # noqa: BLE001 - one bad row must not stop the sweep
             log.exception("funding sweep: verify of funding %s failed", funding_id)
-    return len(ids)
+            continue
+        if outcome == "unknown":
+            log.warning("funding sweep stopped: the gateway cannot be reached")
+            break
+        verified += 1
+    return verified
 
 
 def _funding_sweep() -> None:

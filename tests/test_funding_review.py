@@ -247,3 +247,40 @@ def test_a_funding_the_gateway_never_settles_is_closed_after_FUNDING_EXPIRE_SECO
                                        currency="NGN")
     assert funding.verify_funding(row.id, _StubGateway(paid)).outcome == "credited"
     assert_books_balance()
+
+
+def test_a_sweep_stops_asking_once_the_gateway_is_unreachable(app, monkeypatch):
+    """During a gateway outage every stored webhook still waiting was
+    verified again at every sweep, each waiting out its deadline (12 s):
+    a hundred of them made one sweep outlast its lease. The first
+    unreachable answer ends the sweep; the next one tries again."""
+    from tests.helpers import make_user
+
+    user = make_user()
+    for n in range(3):
+        start = funding.begin_checkout(user, 100_000, f"outage-key-{n:04d}-x", "http://x/cb",
+                                       gateways.SimulatedGateway())
+        body = {"event": "charge.success", "data": {"reference": start.reference, "status": "success",
+                                                   "amount": 100_000, "currency": "NGN"}}
+        funding.store_event("simulated", "charge.success", start.reference, json.dumps(body).encode())
+    db.session.execute(sa.update(GatewayEvent).values(
+        received_at=funding.db_now() - timedelta(seconds=600)))
+    db.session.execute(sa.update(Funding).values(next_verify_at=funding.db_now() - timedelta(seconds=1)))
+    db.session.commit()
+    calls = []
+
+    class Down:
+        name = "simulated"
+
+        def verify(self, reference):
+            calls.append(reference)
+            raise gateways.GatewayError("no answer within 12 s")
+
+    monkeypatch.setattr(funding, "gateway", lambda: Down())
+    funding_sweep_once()
+    assert len(calls) == 1
+    monkeypatch.setattr(funding, "gateway", lambda: gateways.SimulatedGateway())
+    funding_sweep_once()  # the gateway is back: everything is credited
+    db.session.rollback()
+    assert db.session.scalar(sa.select(sa.func.count(Funding.id)).where(Funding.status == "succeeded")) == 3
+    assert_books_balance()
