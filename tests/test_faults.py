@@ -301,7 +301,10 @@ def test_sigkill_worker_repeatedly_while_200_payments_vend(tmp_path, postgres, r
             futures = [pool.submit(pay_many, i) for i in range(len(customers))]
             deadline = time.monotonic() + 240
             kills_after_paid = 0
-            while kills_after_paid < 2 and time.monotonic() < deadline:
+            # At least four kills, and two after the last payment was made:
+            # on a fast machine the 200 payments are all in before the
+            # second kill, and the vends are what must survive the kills.
+            while (kills < 4 or kills_after_paid < 2) and time.monotonic() < deadline:
                 time.sleep(rng.uniform(0.3, 2.0))
                 stack.stop("worker", signal.SIGKILL)
                 kills += 1
@@ -311,7 +314,7 @@ def test_sigkill_worker_repeatedly_while_200_payments_vend(tmp_path, postgres, r
                     kills_after_paid += 1
             for future in futures:
                 future.result(timeout=60)  # re-raises a failed payment POST
-        assert kills >= 4 and kills_after_paid == 2, f"only {kills} kills before the deadline"
+        assert kills >= 4 and kills_after_paid >= 2, f"only {kills} kills before the deadline"
         assert len(references) == 200
 
         window_seconds = 2 * SWEEP_SECONDS
