@@ -5,16 +5,21 @@ bank-transfer arrival, the funding expiry, "resolve as delivered" on a
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from billvend import funding
+from billvend import funding, payments
+from billvend.admin import services
+from billvend.clock import db_now
 from billvend.extensions import db
 from billvend.funding import gateways
-from billvend.models import AdminAction, DedicatedAccount, Funding, Transfer, User
-from tests.helpers import assert_books_balance, make_user
+from billvend.models import (VENDING, AdminAction, DedicatedAccount, Funding, Payment, Transfer,
+                             User)
+from tests.helpers import assert_books_balance, make_payment, make_user
 from tests.test_admin_funding import _Verifies, admin, csrf, flagged_arrival  # noqa: F401 - fixture
+from tests.test_lifecycle_review import in_other_worker, interleave, payment_read  # noqa: F401
 
 
 def _open_account(user_id: int, customer_code: str, account_number: str) -> None:
@@ -170,4 +175,39 @@ def test_credit_verified_racing_itself_the_webhook_and_reconciliation_credits_on
     final = db.session.get(Funding, funding_id)
     assert (final.status, final.amount_kobo) == ("succeeded", 300_000)
     assert funding.check_invariants() == []
+    assert_books_balance()
+
+
+# --- resolve as delivered on a vending payment past its lease ----------------------------
+
+
+def test_resolve_delivered_is_refused_when_a_requery_takes_the_vending_payment_meanwhile(app, interleave):
+    """"Resolve as delivered" on a ``vending`` payment waits for its lease
+    (today's change), but checks the lease in Python and then moves the
+    payment with ``WHERE status = 'vending'`` alone. If the sweep takes the
+    stale payment for a requery between that read and the UPDATE (a new
+    ``claimed_at``: a provider call is in flight again), the admin's typed
+    token still wins. The lease must be part of the conditional UPDATE."""
+    user = make_user(balance_kobo=500_000)
+    payment = make_payment(user, amount_kobo=100_000)
+    payment_id = payment.id
+    app.config["VENDING_LEASE_SECONDS"] = 60
+    db.session.execute(sa.update(Payment).where(Payment.id == payment_id).values(
+        status=VENDING, claimed_at=db_now() - timedelta(seconds=120),
+        pay_in_flight_until=db_now() - timedelta(seconds=100)))
+    db.session.commit()
+    admin_user = make_user("root@example.com")
+    admin_user.is_admin = True
+    db.session.commit()
+    taken = []
+    hook = interleave(payment_read, 2, lambda: in_other_worker(
+        app, lambda: taken.append(payments._claim_requery(payment_id, True, False))))
+    outcome = services.resolve_delivered(admin_user, payment_id, "found it in the provider's console",
+                                         token="1" * 20, receipt_reference=None, units_kwh=None)
+    assert hook.fired and taken and taken[0] is not None, taken
+    db.session.rollback()
+    final = db.session.get(Payment, payment_id)
+    assert final.status == VENDING, "resolved while a requery of the payment was in flight"
+    assert not outcome.ok and outcome.message.startswith("refused:"), outcome
+    assert final.token is None
     assert_books_balance()
