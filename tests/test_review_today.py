@@ -17,6 +17,7 @@ from billvend.extensions import db
 from billvend.funding import gateways
 from billvend.models import (VENDING, AdminAction, DedicatedAccount, Funding, Payment, Transfer,
                              User)
+from tests.conftest import selected_backend
 from tests.helpers import assert_books_balance, make_payment, make_user
 from tests.test_admin_funding import _Verifies, admin, csrf, flagged_arrival  # noqa: F401 - fixture
 from tests.test_lifecycle_review import in_other_worker, interleave, payment_read  # noqa: F401
@@ -174,6 +175,40 @@ def test_credit_verified_racing_itself_the_webhook_and_reconciliation_credits_on
     assert sum(1 for r in results if r.startswith("done:")) == 1, results
     final = db.session.get(Funding, funding_id)
     assert (final.status, final.amount_kobo) == ("succeeded", 300_000)
+    assert funding.check_invariants() == []
+    assert_books_balance()
+
+
+@pytest.mark.skipif(selected_backend() == "postgresql",
+                    reason="on PostgreSQL the funding's row lock makes this interleaving impossible")
+def test_credit_verified_losing_the_race_after_its_check_is_a_refusal_not_a_500(client, admin, app,
+                                                                               monkeypatch, interleave):
+    """SQLite ignores ``FOR UPDATE``: two clicks served by two threads (or
+    processes) can both find no credit, then both post one. UNIQUE
+    (funding_id) stops the second credit, but the IntegrityError escaped:
+    the second admin got the 500 page and no ``AdminAction`` recorded the
+    attempt. It must be the ordinary "refused: already credited"."""
+    row = flagged_arrival()
+    funding_id, admin_id = row.id, admin.id
+    paid = gateways.GatewayTransaction(row.gateway_reference, "success", amount_kobo=300_000, currency="NGN")
+    monkeypatch.setattr(funding, "gateway", lambda: _Verifies(paid))
+
+    def credit_check(statement: str) -> bool:
+        text = " ".join(statement.split())
+        return text.startswith("SELECT transfers.id FROM transfers WHERE transfers.funding_id =")
+
+    path = f"/admin/fundings/{row.reference}"
+    token = csrf(client, path)
+    hook = interleave(credit_check, 1, lambda: in_other_worker(app, lambda: funding.credit_verified_arrival(
+        funding_id, admin_id, "the other click", _Verifies(paid))))
+    response = client.post(path + "/credit-verified",
+                           data={"credit-reason": "bank confirmed", "credit-csrf_token": token})
+    assert hook.fired
+    assert response.status_code == 303, response.status_code
+    assert _credits(funding_id) == [300_000]
+    results = _credit_verified_results(funding_id)
+    assert len(results) == 2 and results[0].startswith("done:"), results
+    assert results[1].startswith("refused: already credited"), results
     assert funding.check_invariants() == []
     assert_books_balance()
 

@@ -420,7 +420,13 @@ def credit_verified_arrival(funding_id: int, admin_id: int, reason: str,
             admin_id=admin_id, funding_id=funding_id, action="credit_verified", reason=reason[:500],
             result=result[:500])))
         return result
-    return _credit_verified(funding_id, admin_id, reason, tx)
+    try:
+        return _credit_verified(funding_id, admin_id, reason, tx)
+    except sa.exc.IntegrityError:
+        # Another unit credited it between our check and our transfer (SQLite
+        # has no row lock): UNIQUE (funding_id) refused the second credit.
+        # Run the unit again: it now finds the credit and records the refusal.
+        return _credit_verified(funding_id, admin_id, reason, tx)
 
 
 def _verified_arrival_refusal(funding: Funding, tx: GatewayTransaction) -> Optional[str]:
