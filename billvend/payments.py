@@ -186,6 +186,14 @@ def vending_lease_expired(payment: Payment, now: datetime) -> bool:
     return payment.claimed_at < now - lease
 
 
+def vending_lease_expired_clause(now: datetime) -> sa.ColumnElement[bool]:
+    """:func:`vending_lease_expired` as a SQL condition on ``payments``, for
+    a conditional UPDATE (database time ``now``): a check in Python alone
+    is stale once a requery re-stamps ``claimed_at`` before the UPDATE."""
+    lease = timedelta(seconds=current_app.config["VENDING_LEASE_SECONDS"])
+    return sa.or_(Payment.claimed_at.is_(None), Payment.claimed_at < now - lease)
+
+
 def may_requery(payment: Payment, now: datetime, *, include_vending: bool = False) -> bool:
     """``unknown`` payments are requeried; a ``vending`` one only when asked
     (the sweep, an admin) and once its lease expired."""

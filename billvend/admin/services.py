@@ -182,8 +182,12 @@ def _resolve(admin_id: int, admin_email: str, payment_id: int, reason: str, toke
     if why is not None:
         return _stage_refusal(admin_id, payment, RESOLVE_DELIVERED, reason, why)
     before = payment.status
+    # A vending payment's lease is checked again by the UPDATE itself: the
+    # sweep may take it for a requery (a new claimed_at, a provider call in
+    # flight) between the read above and this transition.
+    lease_still_expired = (payments.vending_lease_expired_clause(now),) if before == payments.VENDING else ()
     if not payments.transition(
-        payment_id, before, SUCCESSFUL, code="ADMIN_RESOLVED", now=now,
+        payment_id, before, SUCCESSFUL, code="ADMIN_RESOLVED", now=now, where=lease_still_expired,
         message=f"Resolved as delivered by {admin_email}: {reason}",
         token=token or None, receipt_reference=receipt_reference or None,
         units_kwh=units_kwh or None, needs_attention=False, next_requery_at=None,

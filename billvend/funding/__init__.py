@@ -394,7 +394,10 @@ def credit_verified_arrival(funding_id: int, admin_id: int, reason: str,
     refuses it. For a bank transfer there is no amount we asked for: the
     money the gateway verifies is what the customer sent, so an admin who has
     checked may credit exactly that. A card checkout is never credited this
-    way (a different amount there is the tampering Paystack warns about).
+    way (a different amount there is the tampering Paystack warns about),
+    nor an answer saying the reference was paid another way than into a
+    dedicated account, or by another customer than the funding's
+    (:func:`_customer_mismatch`): only the amount is taken from ``verify``.
 
     The gateway is asked outside any transaction; the check and the credit
     are ONE unit of work with the funding row locked, together with the
@@ -417,7 +420,13 @@ def credit_verified_arrival(funding_id: int, admin_id: int, reason: str,
             admin_id=admin_id, funding_id=funding_id, action="credit_verified", reason=reason[:500],
             result=result[:500])))
         return result
-    return _credit_verified(funding_id, admin_id, reason, tx)
+    try:
+        return _credit_verified(funding_id, admin_id, reason, tx)
+    except sa.exc.IntegrityError:
+        # Another unit credited it between our check and our transfer (SQLite
+        # has no row lock): UNIQUE (funding_id) refused the second credit.
+        # Run the unit again: it now finds the credit and records the refusal.
+        return _credit_verified(funding_id, admin_id, reason, tx)
 
 
 def _verified_arrival_refusal(funding: Funding, tx: GatewayTransaction) -> Optional[str]:
@@ -436,6 +445,34 @@ def _verified_arrival_refusal(funding: Funding, tx: GatewayTransaction) -> Optio
         return f"the gateway's currency is {tx.currency!r}, not NGN"
     if not isinstance(tx.amount_kobo, int) or not 0 < tx.amount_kobo <= ledger.MAX_TRANSFER_KOBO:
         return f"the gateway's amount {tx.amount_kobo!r} kobo is not one we can credit"
+    if tx.channel and tx.channel != "dedicated_nuban":
+        # Verify says this reference was not a transfer into a dedicated
+        # account: its amount is not "what the customer sent" to us.
+        return f"the gateway says this was paid by {tx.channel!r}, not a bank transfer to a dedicated account"
+    return _customer_mismatch(funding, tx)
+
+
+def _customer_mismatch(funding: Funding, tx: GatewayTransaction) -> Optional[str]:
+    """Why the customer ``verify`` names is not the funding's user, or None.
+
+    The arrival's user came from the webhook, which this very funding shows
+    was wrong once (its amount): before crediting the amount ``verify``
+    reports, its customer must be the funding's too, or the money of one
+    customer's dedicated account lands in another's wallet. The customer
+    code decides when given (as ``_account_for`` matches a webhook), else
+    the email; an answer naming neither is not refused on that ground.
+    """
+    if tx.customer_code:
+        ours = db.session.scalar(sa.select(DedicatedAccount.customer_code)
+                                 .where(DedicatedAccount.user_id == funding.user_id))
+        if tx.customer_code != ours:
+            return (f"the gateway says the money went to customer {tx.customer_code!r}, not to this "
+                    f"funding's customer ({ours or 'no dedicated account'})")
+    elif tx.customer_email:
+        email = db.session.scalar(sa.select(User.email).where(User.id == funding.user_id)) or ""
+        if tx.customer_email.strip().lower() != email.strip().lower():
+            return (f"the gateway says the money came from customer {tx.customer_email!r}, not this "
+                    f"funding's customer")
     return None
 
 
