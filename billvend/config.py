@@ -284,6 +284,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         # long is closed as failed (nothing was credited; a late success
         # still credits it through the webhook or the reconciliation).
         "FUNDING_EXPIRE_SECONDS": int(get("FUNDING_EXPIRE_SECONDS") or 86400),
+        # The nightly reconciliation covers this many days, yesterday last
+        # (a checkout is listed under the day it began, whenever it is paid).
+        "FUNDING_RECONCILE_DAYS": int(get("FUNDING_RECONCILE_DAYS") or 2),
         # Largest webhook body accepted (bytes); bigger gets 413 unread.
         "WEBHOOK_MAX_BYTES": int(get("WEBHOOK_MAX_BYTES") or 65536),
         # The Paystack sandbox's webhook timing: normal, late, twice,

@@ -101,24 +101,37 @@ def funding_sweep() -> None:
 
 def yesterday_in_lagos(now: datetime | None = None) -> date:
     """The previous calendar day in Africa/Lagos."""
-    now = now or datetime.now(funding.LAGOS)
+    now = now or _lagos_now()
     return (now.astimezone(funding.LAGOS) - timedelta(days=1)).date()
+
+
+def _lagos_now() -> datetime:
+    return datetime.now(funding.LAGOS)
 
 
 # 00:30 UTC is 01:30 in Lagos: yesterday is over, late webhooks have had time.
 @huey.periodic_task(crontab(minute="30", hour="0"))
 @in_app_context
 def daily_reconciliation() -> None:
-    """Once a day: reconcile yesterday (Africa/Lagos) with the gateway, one
+    """Once a day: reconcile each of the last ``FUNDING_RECONCILE_DAYS``
+    days (Africa/Lagos, oldest first, yesterday last) with the gateway, one
     worker at a time (the ``funding-reconcile`` lease; a run can take long
-    against a slow gateway, so the lease lasts an hour)."""
+    against a slow gateway, so the lease lasts an hour).
+
+    More than yesterday because the gateway lists a transaction under the
+    day it began: one begun late on day D and paid after D's run (with its
+    webhook lost) is found by the next night's run of D.
+    """
+    yesterday = yesterday_in_lagos()
+    days = max(1, current_app.config["FUNDING_RECONCILE_DAYS"])
     with leases.held("funding-reconcile", 3600) as mine:
         if mine:
-            _reconcile_yesterday()
+            for back in range(days - 1, -1, -1):
+                _reconcile_day(yesterday - timedelta(days=back))
 
 
-def _reconcile_yesterday() -> None:
-    run = funding.reconcile(yesterday_in_lagos())
+def _reconcile_day(day: date) -> None:
+    run = funding.reconcile(day)
     log.info("reconciliation of %s: %d gateway transactions, %d credited, %d flagged%s",
              run.day, run.gateway_transactions, run.credited, run.flagged,
              f", error: {run.error}" if run.error else "")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import requests
 import sqlalchemy as sa
@@ -283,4 +283,26 @@ def test_a_sweep_stops_asking_once_the_gateway_is_unreachable(app, monkeypatch):
     funding_sweep_once()  # the gateway is back: everything is credited
     db.session.rollback()
     assert db.session.scalar(sa.select(sa.func.count(Funding.id)).where(Funding.status == "succeeded")) == 3
+    assert_books_balance()
+
+
+def test_an_abandoned_checkout_paid_later_without_a_webhook_is_credited_by_reconciliation(live):
+    """Failed as abandoned, then paid after all; the webhook never came and
+    the customer closed the tab before the redirect: only the
+    reconciliation can find it, and it credits it once."""
+    import time
+
+    base, sandbox = live
+    sandbox.settings(abandon_after_seconds=0.3, webhook="never")
+    s = customer(base)
+    checkout_url, reference = start_checkout(s, base)
+    row = funding_row(reference)
+    time.sleep(0.4)
+    assert funding.verify_funding(row.id).outcome == "failed"
+    choose(s, checkout_url, "success")  # paid; the redirect back is never followed
+    today = datetime.now(funding.LAGOS).date()
+    run = funding.reconcile(today)
+    assert run.credited == 1
+    funding.reconcile(today)  # a second night's run of the same day credits nothing more
+    assert credits_for(reference) == 1 and balance_of("ada@example.com") == 500_000
     assert_books_balance()

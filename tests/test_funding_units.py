@@ -185,3 +185,25 @@ def test_a_lease_is_given_back_when_the_work_raises(app):
         assert mine
         with leases.held("funding-reconcile", 3600) as second:
             assert not second  # one holder at a time, even in one process
+
+
+def test_the_nightly_reconciliation_looks_at_the_last_few_days(app, monkeypatch):
+    """Paystack lists transactions by the day they began: a checkout begun
+    late on day D and paid after D's reconciliation ran (its webhook lost,
+    the funding already failed as abandoned) showed up in no later run. The
+    nightly task reconciles the last FUNDING_RECONCILE_DAYS days."""
+    from datetime import datetime, timezone
+
+    from billvend import funding_tasks
+
+    days = []
+
+    class Run:
+        day, gateway_transactions, credited, flagged, error = None, 0, 0, 0, None
+
+    monkeypatch.setattr(funding, "reconcile", lambda day: days.append(str(day)) or Run())
+    monkeypatch.setattr(funding_tasks, "_lagos_now",
+                        lambda: datetime(2026, 3, 3, 0, 30, tzinfo=timezone.utc).astimezone(funding.LAGOS))
+    app.config["FUNDING_RECONCILE_DAYS"] = 2
+    funding_tasks.daily_reconciliation.call_local()
+    assert days == ["2026-03-01", "2026-03-02"]  # oldest first, yesterday last
