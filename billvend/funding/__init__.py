@@ -244,6 +244,14 @@ def _flag(funding: Funding, reason: str) -> None:
 LATE_CREDIT_NOTE = "Confirmed late by the bank; credited"
 
 
+def _record_success_details(funding: Funding, tx: GatewayTransaction) -> None:
+    # What a gateway success tells us beyond its status: the fee (our cost),
+    # how the customer paid, and when.
+    funding.fees_kobo = tx.fees_kobo
+    funding.channel = (tx.channel or "")[:32] or None
+    funding.paid_at = tx.paid_at
+
+
 def _credit(funding: Funding, tx: GatewayTransaction, now: datetime) -> None:
     late = funding.status == FUNDING_FAILED
     ledger.post_transfer(
@@ -296,9 +304,7 @@ def apply_verification(funding_id: int, tx: GatewayTransaction) -> Verification:
             problems.append(f"gateway amount {tx.amount_kobo} kobo, stored {funding.amount_kobo} kobo")
         if tx.currency != CURRENCY:
             problems.append(f"currency {tx.currency!r}, not NGN")
-        funding.fees_kobo = tx.fees_kobo
-        funding.channel = (tx.channel or "")[:32] or None
-        funding.paid_at = tx.paid_at
+        _record_success_details(funding, tx)
         if problems:
             _flag(funding, "Not credited: " + "; ".join(problems))
             if funding.status == FUNDING_INITIATED:
@@ -486,8 +492,7 @@ def _credit_verified(funding_id: int, admin_id: int, reason: str, tx: GatewayTra
         recorded_kobo = funding.amount_kobo
         funding.amount_kobo = tx.amount_kobo
         funding.gateway_status = tx.status[:32]
-        funding.fees_kobo = tx.fees_kobo
-        funding.paid_at = tx.paid_at
+        _record_success_details(funding, tx)
         funding.needs_attention = False
         funding.attention_reason = None
         _credit(funding, tx, db_now())
