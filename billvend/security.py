@@ -21,7 +21,7 @@ import logging
 import time
 import unicodedata
 from typing import Callable, Optional
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from flask import (Flask, current_app, flash, g, redirect, render_template, request, session,
                    url_for)
@@ -341,12 +341,6 @@ def _apply_route_limits(app: Flask) -> None:
 # --- htmx and the login redirect -------------------------------------------
 
 
-def _htmx_page_path() -> Optional[str]:
-    """The same-site path of the page an htmx request came from
-    (``HX-Current-URL``), or None."""
-    return same_site_path(request.headers.get("HX-Current-URL", ""))
-
-
 def login_redirect_for_htmx(response):
     """Turn Flask-Login's redirect to the login page into an ``HX-Redirect``
     when the request came from htmx.
@@ -368,9 +362,9 @@ def login_redirect_for_htmx(response):
     location = urlsplit(response.headers.get("Location", ""))
     if location.path != login_path or location.netloc not in ("", request.host):
         return response
-    from urllib.parse import parse_qs
-
-    target = _htmx_page_path() or parse_qs(location.query).get("next", [None])[0]
+    # The page the customer was on (htmx names it), else the redirect's own next.
+    target = (same_site_path(request.headers.get("HX-Current-URL", ""))
+              or parse_qs(location.query).get("next", [None])[0])
     redirect_to = url_for("auth.login", next=safe_next(target, "") or None)
     htmx_response = current_app.response_class(status=401)
     htmx_response.headers["HX-Redirect"] = redirect_to
