@@ -17,10 +17,11 @@ import requests
 import sqlalchemy as sa
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
-from billvend import tasks
+from billvend import payments, tasks
 from billvend.extensions import db
 from billvend.models import KIND_REVERSAL, Payment, Transfer, User
 from billvend.providers import get_provider, outcomes
+from billvend.providers.base import MeterVerification, VendResult
 from billvend.providers.vtpass import VTpassProvider, naira_amount, parse_token, parse_units_kwh
 from billvend.sandbox import create_app as create_sandbox_app
 from billvend.sandbox import serve_in_thread
@@ -430,3 +431,89 @@ def test_unknown_past_the_alert_age_stays_unknown_and_is_flagged(vtpass, app):
     assert db.session.get(User, user.id).wallet.balance_kobo == 400_000  # never refunded silently
     assert vtpass.pay_calls(payment.reference) == 1
     assert_books_balance()
+
+
+# -- issue 20, item 2: provider text with NUL and control characters ---------
+
+NUL_DELIVERED = transaction(
+    "delivered", purchased_code=f"Token : {TOKEN}\u0000", units="79.9 kWh\u0000",
+    exchangeReference="EXR\u00001", tariff="R2 SINGLE\u0000 PHASE", customerName="ADA\u0000",
+    response_description="TRANSACTION SUCCESSFUL\u0000")
+
+
+def test_a_delivered_answer_with_a_nul_completes_the_payment(app):
+    """A ``000`` delivered whose texts carry NUL: PostgreSQL refuses NUL in
+    text, so every attempt to record it failed and the payment stayed
+    ``vending`` for ever. Cleaned at the provider boundary, it is recorded."""
+    provider, _ = canned((200, NUL_DELIVERED))
+    payment = make_payment(make_user_with(500_000), amount_kobo=100_000)
+    payments.vend_payment(payment.id, provider)
+    db.session.expire_all()
+    payment = db.session.get(Payment, payment.id)
+    assert (payment.status, payment.token) == ("successful", TOKEN), payment.provider_message
+    assert payment.provider_message == "TRANSACTION SUCCESSFUL"
+    assert (payment.exchange_reference, payment.tariff) == ("EXR1", "R2 SINGLE PHASE")
+    assert all("\x00" not in (e.message or "") for e in payment.events)
+    assert_books_balance()
+
+
+def test_a_failure_with_a_nul_is_refunded(app):
+    """A ``016`` whose description carries a NUL is recorded and refunded."""
+    provider, _ = canned((200, {"code": "016", "response_description": "TRANSACTION FAILED\u0000\x1b[2J"}))
+    user = make_user_with(500_000)
+    payment = make_payment(user, amount_kobo=100_000)
+    follow_up = payments.vend_payment(payment.id, provider)
+    assert follow_up.action == "reverse"
+    assert payments.reverse_payment(payment.id)
+    db.session.expire_all()
+    payment = db.session.get(Payment, payment.id)
+    assert payment.status == "reversed"
+    assert payment.provider_message == "VTpass 016: TRANSACTION FAILED[2J"
+    assert db.session.get(User, user.id).wallet.balance_kobo == 500_000
+    assert_books_balance()
+
+
+def test_requery_answers_are_cleaned_too(app):
+    provider, _ = canned((200, NUL_DELIVERED))
+    result = provider.requery("202611220900abc", meter_type="prepaid")
+    assert (result.status, result.token, result.message) == ("delivered", TOKEN, "TRANSACTION SUCCESSFUL")
+    assert result.exchange_reference == "EXR1" and result.receipt_reference == "EXR1"
+
+
+def test_meter_verification_text_is_cleaned_and_clipped():
+    provider, _ = canned((200, {"code": "000", "content": {
+        "Customer_Name": "ADA\u0000 OKAFOR\u200e", "Address": "1 Allen Avenue\u0000" + "x" * 400,
+        "Meter_Type": "PREPAID"}}))
+    verification = provider.verify_meter("ikeja-electric", "1111111111111", "prepaid")
+    assert verification.is_valid
+    assert verification.customer_name == "ADA OKAFOR"
+    assert "\x00" not in verification.address and len(verification.address) == 300
+    provider, _ = canned((200, {"code": "030", "response_description": "BILLER\u0000 DOWN"}))
+    assert provider.verify_meter("ikeja-electric", "1", "prepaid").message == "BILLER DOWN"
+
+
+def test_every_provider_string_is_cleaned_at_the_boundary():
+    """One place (the result types) cleans what any provider says: NUL,
+    control characters, bidi controls and lone surrogates dropped, each
+    field clipped to its column."""
+    result = VendResult("delivered", code="delivered\x00", message="ok\x00\x07" + "m" * 600,
+                        token="\x00" + TOKEN, units_kwh="1.5\x00", receipt_reference="R\ud800" * 40,
+                        tariff="T\x00", kct1="1" * 20 + "\x00", kct2="2" * 25,
+                        exchange_reference="E\u202e\x00")
+    assert result.code == "delivered" and result.token == TOKEN and result.units_kwh == "1.5"
+    assert result.message.startswith("ok") and len(result.message) == 500 and "\x07" not in result.message
+    assert result.receipt_reference == "R" * 40 and result.tariff == "T"
+    assert (result.kct1, result.kct2) == ("1" * 20, None)  # a token is never cut: too long, dropped
+    assert result.exchange_reference == "E"
+    assert VendResult("pending", message="line one\nline\ttwo").message == "line one line two"
+    assert VendResult("pending", receipt_reference="\x00\x00").receipt_reference is None
+    verification = MeterVerification("valid", customer_name="A\x00" * 150, address="B\x00",
+                                     meter_type="prepaid\x00", message="m\x00")
+    assert verification.customer_name == "A" * 150 and verification.address == "B"
+    assert (verification.meter_type, verification.message) == ("prepaid", "m")
+
+
+def make_user_with(balance_kobo: int) -> User:
+    from tests.helpers import make_user
+
+    return make_user(balance_kobo=balance_kobo)

@@ -15,8 +15,11 @@ sees a provider's wire format:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal, Optional, Protocol
+
+from billvend.models import MeterVerificationCache, Payment
+from billvend.text import clean_text
 
 DELIVERED = "delivered"
 FAILED = "failed"
@@ -54,6 +57,45 @@ def guard_external_call(what: str) -> None:
         require_no_transaction(what)
 
 
+def _column_length(model, name: str) -> int:
+    return model.__table__.c[name].type.length
+
+
+#: The provider boundary: every string field of a result -> the length of
+#: the column it is stored in. Proof of delivery (tokens) is never clipped:
+#: a cut token would be a different, wrong token, so one too long is dropped.
+_VEND_TEXT = {name: _column_length(Payment, column) for name, column in {
+    "code": "provider_code", "message": "provider_message", "units_kwh": "units_kwh",
+    "receipt_reference": "receipt_reference", "tariff": "tariff",
+    "exchange_reference": "exchange_reference"}.items()}
+_VEND_PROOF = {name: _column_length(Payment, name) for name in ("token", "kct1", "kct2")}
+_VERIFICATION_TEXT = {name: _column_length(MeterVerificationCache, name)
+                      for name in ("customer_name", "address", "meter_type", "message",
+                                   "other_meter_type")}
+
+
+def _clean_fields(result, text_lengths: dict[str, int], proof_lengths: dict[str, int]) -> None:
+    """Clean every string field of a frozen result in place (``clean_text``:
+    NUL, control characters, lone surrogates and bidi controls dropped, then
+    clipped to the column), whichever provider built it: one place, so no
+    provider's text can make recording an answer fail on the database
+    (issue 20: a NUL kept a payment in ``vending`` for ever on PostgreSQL)."""
+    for field in fields(result):
+        name = field.name
+        value = getattr(result, name)
+        if value is None or isinstance(value, (bool, int, float)):
+            continue
+        if name in proof_lengths:
+            cleaned = clean_text(value)
+            if cleaned is not None and len(cleaned) > proof_lengths[name]:
+                cleaned = None
+        else:
+            cleaned = clean_text(value, text_lengths.get(name, 500))
+        if name == "message" and cleaned is None:
+            cleaned = ""
+        object.__setattr__(result, name, cleaned)
+
+
 @dataclass(frozen=True)
 class VendResult:
     """What a ``vend`` or ``requery`` call learnt about one order.
@@ -81,6 +123,14 @@ class VendResult:
     kct1: Optional[str] = None
     kct2: Optional[str] = None
     exchange_reference: Optional[str] = None
+    #: True when the request was fully sent and the provider's answer (a 2xx
+    #: status line) had begun to arrive before the call ended: the provider
+    #: plainly had the order, so a later "never received" (015) is not
+    #: believed for it (``payments.not_found_trusted``).
+    answer_began: bool = False
+
+    def __post_init__(self) -> None:
+        _clean_fields(self, _VEND_TEXT, _VEND_PROOF)
 
 
 @dataclass(frozen=True)
@@ -96,6 +146,9 @@ class MeterVerification:
     #: On ``invalid`` because the meter is of the other type: that type
     #: (the page offers a one-tap switch); else None.
     other_meter_type: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _clean_fields(self, _VERIFICATION_TEXT, {})
 
     @property
     def is_valid(self) -> bool:
