@@ -853,6 +853,50 @@ def requery_payment(payment_id: int, provider: Provider, *, include_vending: boo
     return apply_result(payment_id, from_status, result, source=SOURCE_REQUERY)
 
 
+class RequeryNotRecorded(PaymentError):
+    """A requery whose answer is not on record (not made, no answer, or the
+    answer could not be stored); the message says which, for an admin."""
+
+
+def requery_before_refund(payment_id: int, provider: Provider) -> VendResult:
+    """The requery an admin's refund of an ``unknown`` payment rests on: made
+    now, and its answer recorded (:func:`apply_result`), or an error.
+
+    Only an answer on record may lead to the refund (issue 20): one that
+    could not be stored may have been "delivered".
+
+    :returns: the provider's answer, recorded.
+    :raises RequeryNotRecorded: another requery holds the payment (its
+        answer is on its way), the provider call raised, or recording the
+        answer failed.
+    """
+    claimed = _claim_requery(payment_id, False, True)
+    if claimed is None:
+        raise RequeryNotRecorded("another requery of this payment is in flight, or it is no longer "
+                                 "unknown; look again in a moment")
+    from_status, reference, meter_type = claimed
+    try:
+        result = provider.requery(reference, meter_type=meter_type)
+    except Exception as exc:  # noqa: BLE001 - no answer: no refund on it
+        log.exception("requery of payment %s before a refund raised", payment_id)
+        failed = VendResult(provider_base.PENDING, provider_base.CODE_NO_RESPONSE,
+                            f"Requery failed: {type(exc).__name__}")
+        try:
+            apply_result(payment_id, from_status, failed, source=SOURCE_REQUERY)
+        except Exception:  # noqa: BLE001 - the sweep requeries it anyway
+            log.exception("could not record the failed requery of payment %s", payment_id)
+        raise RequeryNotRecorded(f"the provider could not be asked ({type(exc).__name__})") from exc
+    try:
+        apply_result(payment_id, from_status, result, source=SOURCE_REQUERY)
+    except Exception as exc:  # noqa: BLE001 - the answer may be "delivered"
+        log.exception("could not record the requery of payment %s before a refund", payment_id)
+        db.session.rollback()
+        raise RequeryNotRecorded(
+            f"the provider's answer to the requery before the refund ({result.status}) could not be "
+            f"recorded ({type(exc).__name__})") from exc
+    return result
+
+
 @unit_of_work
 def reverse_payment(payment_id: int, *, note: str = REVERSAL_NOTE) -> bool:
     """Refund a ``failed`` payment to its wallet: ONE unit of work

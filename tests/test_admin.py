@@ -232,6 +232,78 @@ def test_refund_unknown_when_the_provider_cannot_say(client, admin, monkeypatch)
     assert_books_balance()
 
 
+class Delivers:
+    """A provider whose requery says the order was delivered."""
+
+    name = "delivers"
+
+    def requery(self, request_id, meter_type=None):
+        return VendResult("delivered", code="delivered", message="TRANSACTION SUCCESSFUL",
+                          token="5" * 20, receipt_reference="EXR9")
+
+
+def test_refund_unknown_is_refused_when_the_delivered_answer_cannot_be_recorded(client, admin, monkeypatch):
+    """Issue 20, item 3: the requery before the refund says "delivered", but
+    recording that answer fails on the database. The refund must not go
+    ahead on an answer that is not on record: a refusal with its reason,
+    audited; the payment stays unknown (the sweep requeries it again)."""
+    from billvend.admin import services
+
+    monkeypatch.setattr(services, "get_provider", Delivers)
+
+    def database_refuses(*args, **kwargs):
+        raise sa.exc.DataError("UPDATE payments SET ...", {}, Exception("invalid byte sequence"))
+
+    monkeypatch.setattr(payments, "_apply_delivery", database_refuses)
+    customer = make_user(balance_kobo=500_000)
+    payment = to_status(make_payment(customer), UNKNOWN)
+    response = post_action(client, payment, "refund", reason="customer says no token")
+    assert response.status_code == 303
+    after = reload(payment.id)
+    assert after.status == UNKNOWN and reversal_count(payment.id) == 0
+    assert db.session.get(User, customer.id).wallet.balance_kobo == 400_000
+    [action] = actions_of(payment.id)
+    assert action.action == "refund" and action.reason == "customer says no token"
+    assert action.result.startswith("refused: the provider's answer to the requery before the refund "
+                                    "(delivered) could not be recorded (DataError)"), action.result
+    assert_books_balance()
+
+
+def test_refund_unknown_is_refused_when_the_requery_raises(client, admin, monkeypatch):
+    """The provider call itself blew up: no answer, so no refund."""
+    from billvend.admin import services
+
+    class Broken:
+        name = "broken"
+
+        def requery(self, request_id, meter_type=None):
+            raise RuntimeError("socket closed")
+
+    monkeypatch.setattr(services, "get_provider", Broken)
+    customer = make_user(balance_kobo=500_000)
+    payment = to_status(make_payment(customer), UNKNOWN)
+    post_action(client, payment, "refund", reason="customer says no token")
+    assert reload(payment.id).status == UNKNOWN and reversal_count(payment.id) == 0
+    [action] = actions_of(payment.id)
+    assert action.result.startswith("refused: the provider could not be asked (RuntimeError)"), action.result
+    assert_books_balance()
+
+
+def test_refund_unknown_is_refused_while_another_requery_holds_it(client, admin, monkeypatch):
+    """A sweep's requery took the payment a moment before: its answer is on
+    its way, so the admin's refund waits for it instead of going ahead."""
+    from billvend.admin import services
+
+    monkeypatch.setattr(services, "get_provider", Delivers)
+    monkeypatch.setattr(payments, "_claim_requery", lambda *args, **kwargs: None)
+    customer = make_user(balance_kobo=500_000)
+    payment = to_status(make_payment(customer), UNKNOWN)
+    post_action(client, payment, "refund", reason="customer says no token")
+    assert reload(payment.id).status == UNKNOWN and reversal_count(payment.id) == 0
+    [action] = actions_of(payment.id)
+    assert action.result.startswith("refused: another requery of this payment is in flight"), action.result
+
+
 def test_requery_of_a_payment_a_worker_is_vending_is_refused(client, admin):
     """Inside the vending lease a pay call may be in flight: no requery yet."""
     payment = to_status(make_payment(make_user(balance_kobo=500_000)), VENDING)

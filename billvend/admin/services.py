@@ -250,10 +250,13 @@ def refund(admin: User, payment_id: int, reason: str) -> Outcome:
     payment to its wallet, exactly once.
 
     An ``unknown`` payment is requeried first (its own units of work, the
-    provider call between them): if the provider says it was delivered it
-    becomes ``successful`` and the refund is refused; a definite failure
-    takes the ordinary path; if the provider still cannot say, the admin's
-    refund (with its reason) proceeds.
+    provider call between them, ``payments.requery_before_refund``): if the
+    provider says it was delivered it becomes ``successful`` and the refund
+    is refused; a definite failure takes the ordinary path; if the provider
+    still cannot say (an answer on record), the admin's refund (with its
+    reason) proceeds. No answer on record (the requery could not be made,
+    the provider call raised, or storing the answer failed) is a refusal
+    with that reason, in the audit log.
 
     Then ONE unit of work: ``unknown -> failed`` (if needed), ``failed ->
     reversed`` with its reversal transfer (``payments.stage_reversal``) and
@@ -268,12 +271,21 @@ def refund(admin: User, payment_id: int, reason: str) -> Outcome:
         return refused
     if payment.status == UNKNOWN:
         # The token may exist (DESIGN.md: a timeout is not a failure). Ask the
-        # provider first: a delivered order is recorded, not refunded.
+        # provider first: a delivered order is recorded, not refunded, and
+        # only an answer on record ("still pending", "never received") may
+        # lead to the refund; an error on the way is a refusal (issue 20).
         try:
-            payments.requery_payment(payment_id, get_provider(), force=True)
-        except Exception:  # noqa: BLE001 - the admin's decision still stands
-            log.exception("requery before the admin refund of payment %s failed", payment_id)
+            payments.requery_before_refund(payment_id, get_provider())
+        except Exception as exc:  # noqa: BLE001 - every error is a refusal, on record
+            log.warning("admin refund of payment %s refused: requery not recorded", payment_id,
+                        exc_info=True)
             db.session.rollback()
+            why = str(exc) if isinstance(exc, payments.RequeryNotRecorded) else \
+                f"the requery before the refund failed ({type(exc).__name__})"
+            now_status = _load(payment_id).status
+            db.session.rollback()
+            message = f"refused: {why}; nothing was refunded (status {now_status})"
+            return Outcome(False, message, _record_alone(admin.id, payment_id, REFUND, reason, message))
         payment = _load(payment_id)
         status = payment.status
         db.session.rollback()
