@@ -72,6 +72,23 @@ def _bool(raw: str | None, default: bool = False) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _seconds_list(raw: str | None, default: tuple[float, ...]) -> tuple[float, ...]:
+    """``"3600,86400"`` -> ``(3600.0, 86400.0)``, ascending; ``default``
+    when unset.
+
+    :raises ConfigError: a value that is not a number, or is negative.
+    """
+    if raw is None or not raw.strip():
+        return default
+    try:
+        values = tuple(sorted(float(part) for part in raw.split(",") if part.strip()))
+    except ValueError:
+        raise ConfigError(f"expected comma-separated seconds, got {raw!r}") from None
+    if any(value < 0 or value != value for value in values):
+        raise ConfigError(f"seconds must not be negative: {raw!r}")
+    return values
+
+
 def _int(raw: str | None, default: int) -> int:
     return default if raw is None or raw.strip() == "" else int(raw)
 
@@ -241,6 +258,13 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "REQUERY_BASE_DELAY_SECONDS": float(get("REQUERY_BASE_DELAY_SECONDS") or 5.0),
         "REQUERY_MAX_DELAY_SECONDS": float(get("REQUERY_MAX_DELAY_SECONDS") or 600.0),
         "UNKNOWN_ALERT_AGE_SECONDS": int(get("UNKNOWN_ALERT_AGE_SECONDS") or 3600),
+        # A payment refunded while its outcome was uncertain (on "never
+        # received", or an admin's refund of an unknown payment) is requeried
+        # again this long after the refund, once per delay (comma-separated
+        # seconds; 1 h and 24 h by default): a delivery found then is flagged
+        # delivered_after_refund for an admin.
+        "REQUERY_AFTER_REFUND_DELAYS_SECONDS": _seconds_list(
+            get("REQUERY_AFTER_REFUND_DELAYS_SECONDS"), (3600.0, 86400.0)),
         # A "never received" requery answer (VTpass 015) is believed only this
         # long after a pay could last have been in flight.
         "PROVIDER_NOT_FOUND_GRACE_SECONDS": float(get("PROVIDER_NOT_FOUND_GRACE_SECONDS") or 120.0),

@@ -377,6 +377,24 @@ class Payment(db.Model):
     # PROVIDER_NOT_FOUND_GRACE_SECONDS after it (payments.not_found_trusted).
     pay_in_flight_until: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())
     next_requery_at: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())
+    #: The pay request was fully sent and the provider's answer had begun to
+    #: arrive when the call ended (a deadline mid-answer): the provider had
+    #: the order, so a "never received" (015) is never believed for it.
+    pay_answer_began: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
+    # Refunded while the outcome was uncertain (on "never received", or an
+    # admin's refund of an ``unknown`` payment): the provider is asked again
+    # REQUERY_AFTER_REFUND_DELAYS_SECONDS after the refund, by the sweep.
+    #: When the next such requery is due (None: none left).
+    recheck_after_refund_at: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime(), index=True)
+    #: How many of those requeries were made.
+    rechecks_after_refund: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+    #: A delivery was reported after the refund: the customer holds the
+    #: money back AND (unknowingly) a token; an admin must settle it.
+    delivered_after_refund: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
+    #: The proof of that late delivery, for admins only: never on a page,
+    #: receipt, search or statement of the customer's.
+    late_token: so.Mapped[Optional[str]] = so.mapped_column(sa.String(20))
+    late_receipt_reference: so.Mapped[Optional[str]] = so.mapped_column(sa.String(64))
     finalized_at: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), default=utcnow)
     updated_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), default=utcnow)
@@ -397,6 +415,11 @@ class Payment(db.Model):
     def token_groups(self) -> Optional[str]:
         """The 20-digit token as five groups of four (``1234-5678-...``)."""
         return group_digits(self.token)
+
+    @property
+    def late_token_groups(self) -> Optional[str]:
+        """The token reported after a refund, grouped (admin pages only)."""
+        return group_digits(self.late_token)
 
     @property
     def kct_groups(self) -> list[str]:

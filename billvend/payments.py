@@ -207,21 +207,41 @@ def may_reverse(payment: Payment) -> bool:
     return payment.status == FAILED and not has_delivery(payment)
 
 
-def not_found_trusted(payment: Payment, now: datetime) -> bool:
-    """May a "never received" answer (VTpass ``015``) be believed at ``now``?
-
-    Only ``PROVIDER_NOT_FOUND_GRACE_SECONDS`` after the last moment a ``pay``
-    for this reference could still have been in flight
+def pay_settled(payment: Payment, now: datetime) -> bool:
+    """True once ``PROVIDER_NOT_FOUND_GRACE_SECONDS`` have passed since the
+    last moment a ``pay`` for this reference could still have been in flight
     (``pay_in_flight_until``: claim time + the call's hard deadline, or the
-    moment the call returned); before that the provider may simply not have
-    recorded the order yet (reference/vtpass-api.md, requery). A payment
-    that was never claimed was never sent, so the answer is believed.
-    """
+    moment the call returned), database time ``now``; before that the
+    provider may simply not have recorded the order yet
+    (reference/vtpass-api.md, requery). A payment that was never claimed was
+    never sent: settled."""
     in_flight_until = payment.pay_in_flight_until or payment.claimed_at
     if in_flight_until is None:
         return True
     grace = timedelta(seconds=current_app.config["PROVIDER_NOT_FOUND_GRACE_SECONDS"])
     return now >= in_flight_until + grace
+
+
+def not_found_trusted(payment: Payment, now: datetime) -> bool:
+    """May a "never received" answer (VTpass ``015``) be believed at ``now``?
+
+    Never for a pay whose answer had begun to arrive (``pay_answer_began``:
+    the request was fully sent and the provider was answering it, so it had
+    the order; issue 20: such an order was refunded on 015, then delivered).
+    Otherwise only once :func:`pay_settled`.
+    """
+    if payment.pay_answer_began:
+        return False
+    return pay_settled(payment, now)
+
+
+def uncertain_refund(payment: Payment) -> bool:
+    """Was (or would) ``payment``'s refund be made while its outcome was
+    uncertain? On "never received" (``NOT_FOUND``): the provider may still
+    record the order. Such a refund is requeried again after it
+    (``REQUERY_AFTER_REFUND_DELAYS_SECONDS``); an admin's refund of an
+    ``unknown`` payment is one too (``stage_reversal(uncertain=True)``)."""
+    return payment.provider_code == provider_base.CODE_NOT_FOUND
 
 
 def customer_reason(payment: Payment) -> Optional[str]:
@@ -240,7 +260,9 @@ def sweep_candidates(now: datetime) -> dict[str, list[int]]:
     - ``vending``: claimed longer ago than ``VENDING_LEASE_SECONDS``: requery
       (never a second ``pay``);
     - ``unknown``: ``next_requery_at`` due: requery;
-    - ``failed``: without a reported delivery: reverse.
+    - ``failed``: without a reported delivery: reverse;
+    - ``refunded``: ``reversed`` while uncertain, its next requery after the
+      refund due (``recheck_after_refund_at``): :func:`requery_after_refund`.
     """
     config = current_app.config
     ids = lambda query: list(db.session.scalars(query))  # noqa: E731
@@ -257,6 +279,8 @@ def sweep_candidates(now: datetime) -> dict[str, list[int]]:
         "failed": ids(sa.select(Payment.id).where(
             Payment.status == FAILED, Payment.token.is_(None),
             Payment.receipt_reference.is_(None))),
+        "refunded": ids(sa.select(Payment.id).where(
+            Payment.recheck_after_refund_at <= now, Payment.status == REVERSED)),
     }
 
 
@@ -316,9 +340,10 @@ def admin_refusal(action: str, payment: Payment, now: datetime) -> Optional[str]
     - requery now: ``unknown``, or ``vending`` past its lease;
     - resolve delivered: ``unknown``, ``vending`` past its lease, or
       ``failed`` with a late delivery on record;
-    - refund: ``unknown`` (after asking the provider) once a "never
-      received" would be believed (:func:`not_found_trusted`: no ``pay``
-      can still be on its way), or ``failed`` without a delivery on record;
+    - refund: ``unknown`` (after asking the provider) once no ``pay`` can
+      still be on its way (:func:`pay_settled`), or ``failed`` without a
+      delivery on record; the refund of an ``unknown`` payment is uncertain,
+      so it is requeried again after (:func:`requery_after_refund`);
     - re-drive now: ``pending`` older than ``PENDING_GRACE_SECONDS``.
 
     :raises ValueError: for an unknown action.
@@ -334,7 +359,7 @@ def admin_refusal(action: str, payment: Payment, now: datetime) -> Optional[str]
         allowed = (status == UNKNOWN or (status == VENDING and vending_lease_expired(payment, now))
                    or (status == FAILED and has_delivery(payment)))
     elif action == ADMIN_REFUND:
-        allowed = (status == UNKNOWN and not_found_trusted(payment, now)) or may_reverse(payment)
+        allowed = (status == UNKNOWN and pay_settled(payment, now)) or may_reverse(payment)
     else:
         grace = timedelta(seconds=current_app.config["PENDING_GRACE_SECONDS"])
         allowed = status == PENDING and payment.created_at <= now - grace
@@ -438,10 +463,15 @@ def record_event(
     db.session.add(event)
 
 
-def stage_reversal(payment_id: int, *, note: str = REVERSAL_NOTE) -> bool:
+def stage_reversal(payment_id: int, *, note: str = REVERSAL_NOTE, uncertain: bool = False) -> bool:
     """Stage the refund of a ``failed`` payment in the caller's unit of work:
     ``failed -> reversed`` and the reversal transfer (exactly the payment's
     amount, from ``biller_clearing`` back to the payment's own wallet).
+
+    A refund made while the outcome was uncertain (``uncertain``, or
+    :func:`uncertain_refund`: on "never received") gets its requeries after
+    the refund scheduled (``recheck_after_refund_at``, the first of
+    ``REQUERY_AFTER_REFUND_DELAYS_SECONDS`` from now).
 
     The provider's code and text stay on the payment (customers read the
     reason from them); ``note`` goes on the reversal's event. Refused (False,
@@ -454,10 +484,17 @@ def stage_reversal(payment_id: int, *, note: str = REVERSAL_NOTE) -> bool:
         return False
     wallet_id, amount_kobo = payment.wallet_id, payment.amount_kobo
     clearing_id = ledger.system_wallet_id(BILLER_CLEARING_WALLET)
+    now = db_now()
+    recheck: dict[str, Any] = {}
+    delays = current_app.config["REQUERY_AFTER_REFUND_DELAYS_SECONDS"]
+    if (uncertain or uncertain_refund(payment)) and delays:
+        recheck = {"recheck_after_refund_at": now + timedelta(seconds=delays[0]),
+                   "rechecks_after_refund": 0}
     # The conditional UPDATE re-checks "no delivery" too: a late delivery
     # may have been recorded since the read above.
-    if not transition(payment_id, FAILED, REVERSED, note=note,
-                      where=(Payment.token.is_(None), Payment.receipt_reference.is_(None))):
+    if not transition(payment_id, FAILED, REVERSED, note=note, now=now,
+                      where=(Payment.token.is_(None), Payment.receipt_reference.is_(None)),
+                      **recheck):
         return False
     ledger.post_transfer(
         kind=KIND_REVERSAL,
@@ -601,14 +638,16 @@ def apply_result(payment_id: int, from_status: str, result: VendResult, *,
       ``failed`` payment the proof is kept, the reversal blocked and the
       payment flagged; on ``reversed`` the payment is flagged.
     - ``failed``: ``failed`` (the caller then reverses), except a requery's
-      "never received" (``NOT_FOUND``, VTpass ``015``) inside the grace of
-      :func:`not_found_trusted`, which counts as ``pending``.
+      "never received" (``NOT_FOUND``, VTpass ``015``) that
+      :func:`not_found_trusted` does not believe (inside the grace, or ever
+      for a pay whose answer had begun), which counts as ``pending``.
     - ``pending``: ``unknown`` with the next requery by capped exponential
       backoff, flagged ``needs_attention`` once older than
       ``UNKNOWN_ALERT_AGE_SECONDS`` (never refunded on that account).
 
     :param source: ``pay`` when ``result`` answers the vend call itself (the
-        call has ended, so ``pay_in_flight_until`` becomes now), ``requery``
+        call has ended, so ``pay_in_flight_until`` becomes now, and
+        ``result.answer_began`` is kept as ``pay_answer_began``), ``requery``
         otherwise.
     :returns: the follow-up for the task layer.
     """
@@ -617,10 +656,13 @@ def apply_result(payment_id: int, from_status: str, result: VendResult, *,
         # The call has ended now: earlier than claim + deadline, or later
         # (the client's deadline starts after the claim commits; a provider
         # may overrun), either way nothing of it is in flight after now.
+        ended = {"pay_in_flight_until": now}
+        if result.answer_began:
+            ended["pay_answer_began"] = True  # the provider had the order
         db.session.execute(
             sa.update(Payment)
             .where(Payment.id == payment_id)
-            .values(pay_in_flight_until=now)
+            .values(**ended)
             .execution_options(synchronize_session=False))
         _expire_loaded(payment_id)
     payment = db.session.get(Payment, payment_id, populate_existing=True)
@@ -645,10 +687,11 @@ def apply_result(payment_id: int, from_status: str, result: VendResult, *,
             moved = transition(payment_id, from_status, FAILED, code=result.code,
                                message=result.message or "Failed", now=now, next_requery_at=None)
             return REVERSE if moved else NOTHING
-        result = VendResult(
-            provider_base.PENDING, result.code,
-            f"{result.message or 'No record of the order'} (not trusted yet: a pay may have "
-            "been in flight moments ago)")
+        why = ("not trusted: the provider had begun answering the pay, so it had the order"
+               if payment.pay_answer_began else
+               "not trusted yet: a pay may have been in flight moments ago")
+        result = VendResult(provider_base.PENDING, result.code,
+                            f"{result.message or 'No record of the order'} ({why})")
 
     delay_seconds = requery_delay_seconds(payment.requery_count)
     fields = {
@@ -726,15 +769,25 @@ def _record_late_delivery(payment_id: int, status: str, expected_status: str, re
         values.update({k: v for k, v in proof.items() if v})
         if not (values.get("token") or values.get("receipt_reference")):
             values["receipt_reference"] = "delivered"  # the provider said so, without proof
+    elif status == REVERSED:
+        # The customer has the money back; the token stays off the payment's
+        # token column (which customers' pages, searches and statements
+        # read) and goes where only admins look (issue 20).
+        values.update(delivered_after_refund=True, recheck_after_refund_at=None,
+                      late_token=proof.get("token"),
+                      late_receipt_reference=proof.get("receipt_reference") or "delivered")
     if db.session.execute(
         sa.update(Payment).where(Payment.id == payment_id, Payment.status == status)
         .values(**values).execution_options(synchronize_session=False)
     ).rowcount != 1:
         return False
     _expire_loaded(payment_id)
-    shown = result.token or result.receipt_reference or "no token"
+    # No token in the event's text: the proof is on the payment's columns,
+    # shown on admin pages only.
+    proof_kind = "a token" if proof.get("token") else "a receipt" if proof.get("receipt_reference") \
+        else "no proof"
     record_event(payment_id, status, status, code=result.code, now=now,
-                 message=f"Provider reported delivery ({shown}) after the payment was "
+                 message=f"Provider reported delivery ({proof_kind}) after the payment was "
                          f"{status}: needs an admin")
     log.error("payment %s delivered after it became %s (expected %s)",
               payment_id, status, expected_status)
@@ -895,6 +948,106 @@ def requery_before_refund(payment_id: int, provider: Provider) -> VendResult:
             f"the provider's answer to the requery before the refund ({result.status}) could not be "
             f"recorded ({type(exc).__name__})") from exc
     return result
+
+
+# --- Requeries after an uncertain refund (issue 20) -------------------------------
+
+#: Requery answers that are no answer at all (the provider was not reached):
+#: the same requery after a refund is tried again, not counted as done.
+_NO_ANSWER_CODES = frozenset({provider_base.CODE_NO_RESPONSE, provider_base.CODE_TIMEOUT})
+
+
+@unit_of_work
+def _claim_recheck(payment_id: int) -> Optional[tuple[str, str]]:
+    """Take the due requery-after-refund of a ``reversed`` payment: a
+    compare-and-set on ``recheck_after_refund_at`` that pushes it a lease
+    ahead, so a racing sweep finds it taken (and a worker that dies in the
+    call leaves it to the sweep after the lease).
+
+    :returns: ``(reference, meter_type)``, or None (not due, or taken).
+    """
+    now = db_now()
+    payment = db.session.get(Payment, payment_id, populate_existing=True)
+    if payment is None or payment.status != REVERSED or payment.recheck_after_refund_at is None:
+        return None
+    due_at = payment.recheck_after_refund_at
+    if due_at > now + timedelta(seconds=1):
+        return None
+    lease_until = now + timedelta(seconds=current_app.config["VENDING_LEASE_SECONDS"])
+    if db.session.execute(
+        sa.update(Payment)
+        .where(Payment.id == payment_id, Payment.status == REVERSED,
+               Payment.recheck_after_refund_at == due_at)
+        .values(recheck_after_refund_at=lease_until)
+        .execution_options(synchronize_session=False)
+    ).rowcount != 1:
+        return None
+    _expire_loaded(payment_id)
+    return payment.reference, payment.meter_type
+
+
+@unit_of_work
+def _record_recheck(payment_id: int, result: VendResult) -> None:
+    """Record a requery-after-refund answer: ONE unit of work.
+
+    ``delivered``: the payment is flagged ``delivered_after_refund`` with its
+    proof (:func:`_record_late_delivery`), no more requeries. No answer
+    (provider not reached): the same requery again after
+    ``REQUERY_MAX_DELAY_SECONDS``. Any other answer: this requery is done;
+    the next is due at refund time + the next of
+    ``REQUERY_AFTER_REFUND_DELAYS_SECONDS``, or none is left.
+    """
+    now = db_now()
+    payment = db.session.get(Payment, payment_id, populate_existing=True)
+    if payment is None or payment.status != REVERSED:
+        return
+    if result.status == provider_base.DELIVERED:
+        token = result.token if result.token and TOKEN_RE.fullmatch(result.token) else None
+        proof = dict(token=token, units_kwh=result.units_kwh, receipt_reference=result.receipt_reference)
+        _record_late_delivery(payment_id, REVERSED, REVERSED, result, proof, now)
+        return
+    config = current_app.config
+    if result.status == provider_base.PENDING and result.code in _NO_ANSWER_CODES:
+        done = payment.rechecks_after_refund
+        next_at = now + timedelta(seconds=config["REQUERY_MAX_DELAY_SECONDS"])
+        note = f"Requery after the refund: no answer ({result.message or result.code}); trying again"
+    else:
+        done = payment.rechecks_after_refund + 1
+        delays = config["REQUERY_AFTER_REFUND_DELAYS_SECONDS"]
+        refunded_at = payment.finalized_at or now
+        next_at = refunded_at + timedelta(seconds=delays[done]) if done < len(delays) else None
+        note = f"Requery after the refund: {result.message or result.code or result.status}"
+    db.session.execute(
+        sa.update(Payment)
+        .where(Payment.id == payment_id, Payment.status == REVERSED)
+        .values(recheck_after_refund_at=next_at, rechecks_after_refund=done, updated_at=now)
+        .execution_options(synchronize_session=False))
+    _expire_loaded(payment_id)
+    record_event(payment_id, REVERSED, REVERSED, code=result.code, message=note, now=now)
+
+
+def requery_after_refund(payment_id: int, provider: Provider) -> bool:
+    """Ask the provider again about a payment refunded while its outcome was
+    uncertain, once its next requery after the refund is due (the sweep
+    finds those, ``sweep_candidates()["refunded"]``): claim (one unit), call
+    the provider outside any transaction, record (a second unit,
+    :func:`_record_recheck`). Never changes the money: a delivery found is
+    flagged for an admin.
+
+    :returns: True if the provider was asked.
+    """
+    claimed = _claim_recheck(payment_id)
+    if claimed is None:
+        return False
+    reference, meter_type = claimed
+    try:
+        result = provider.requery(reference, meter_type=meter_type)
+    except Exception as exc:  # noqa: BLE001 - no answer: try again later
+        log.exception("requery after the refund of payment %s raised", payment_id)
+        result = VendResult(provider_base.PENDING, provider_base.CODE_NO_RESPONSE,
+                            f"Requery failed: {type(exc).__name__}")
+    _record_recheck(payment_id, result)
+    return True
 
 
 @unit_of_work

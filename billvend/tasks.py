@@ -72,6 +72,14 @@ def reverse(payment_id: int) -> None:
     payments.reverse_payment(payment_id)
 
 
+@huey.task()
+@in_app_context
+def requery_refunded(payment_id: int) -> None:
+    """Ask the provider again about a payment refunded while its outcome was
+    uncertain, when due (``payments.requery_after_refund``)."""
+    payments.requery_after_refund(payment_id, get_provider())
+
+
 def enqueue_vend(payment_id: int) -> bool:
     """Queue the vend for a just-committed payment.
 
@@ -98,7 +106,9 @@ def sweep_once() -> dict[str, int]:
       (the claim makes a duplicate harmless);
     - ``vending`` past ``VENDING_LEASE_SECONDS``: requery, never a second ``pay``;
     - ``unknown`` due: requery;
-    - ``failed`` without a reported delivery: reverse.
+    - ``failed`` without a reported delivery: reverse;
+    - ``reversed`` while uncertain, its requery after the refund due
+      (1 h and 24 h after it by default): requery, flag a delivery found.
     """
     candidates = payments.sweep_candidates(db_now())
     db.session.rollback()  # end the read before the tasks run
@@ -110,6 +120,8 @@ def sweep_once() -> dict[str, int]:
         requery(payment_id)
     for payment_id in candidates["failed"]:
         reverse(payment_id)
+    for payment_id in candidates["refunded"]:
+        requery_refunded(payment_id)
     return {status: len(ids) for status, ids in candidates.items()}
 
 

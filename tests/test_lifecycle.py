@@ -168,6 +168,84 @@ def test_never_received_is_trusted_once_the_grace_has_passed(vtpass, app):
     assert_books_balance()
 
 
+def sandbox_order(sandbox_url: str, reference: str) -> dict:
+    return requests.get(f"{sandbox_url}/sandbox/orders/{reference}", timeout=5).json()["order"]
+
+
+def test_a_drip_cut_by_the_deadline_is_never_refunded_on_never_received(vtpass, app):
+    """Issue 20, item 4, under ``make run``'s proportions: the grace (0.5 s)
+    ends before the drip does (3 s). The client's deadline ends the pay while
+    the answer is still arriving; requeries say 015 past the grace. The
+    provider plainly had the order (its answer had begun), so 015 is never
+    believed: the payment stays unknown and the requery that finds the
+    order delivers the token. Before: refunded, then delivered."""
+    app.config["PROVIDER_NOT_FOUND_GRACE_SECONDS"] = 0.5
+    user = make_user(balance_kobo=500_000)
+    payment = make_payment(user, meter_number=outcomes.DRIP_METER, amount_kobo=100_000)
+    tasks.vend(payment.id)  # returns at the 1 s deadline, the answer half in
+    assert reload(payment.id).status == UNKNOWN
+    final = sweep_until_final(payment.id)
+    assert (final.status, final.token) == (SUCCESSFUL, outcomes.token_for(final.reference)), \
+        (final.status, final.provider_code, final.provider_message)
+    assert reversals(payment.id) == 0 and balance(user.id) == 400_000
+    assert final.pay_answer_began
+    assert "not trusted" in " ".join(e.message or "" for e in final.events)
+    assert sandbox_order(vtpass, final.reference)["status"] == "delivered"
+    assert pay_calls(vtpass, final.reference) == 1
+    assert_books_balance()
+
+
+def test_the_client_says_when_a_cut_answer_had_begun(sandbox):
+    """A deadline during the drip: the answer had begun (``answer_began``);
+    a connection dropped before any answer: it had not."""
+    provider = VTpassProvider(sandbox, API_KEY, SECRET_KEY, connect_timeout_seconds=1.0,
+                              read_timeout_seconds=1.0, send_attempts=1, deadline_seconds=1.0)
+    cut = provider.vend("202612010900" + "dd1ff0000002", "ikeja-electric", outcomes.DRIP_METER,
+                        "prepaid", 100_000, "08031234567")
+    assert (cut.status, cut.code, cut.answer_began) == ("pending", "TIMEOUT", True)
+    dropped = provider.vend("202612010900" + "dd1ff0000003", "ikeja-electric",
+                            outcomes.NO_RESPONSE_METER, "prepaid", 100_000, "08031234567")
+    assert (dropped.status, dropped.answer_began) == ("pending", False)
+
+
+def test_refunded_on_never_received_then_found_delivered_is_flagged_for_an_admin(vtpass, app, client, auth):
+    """Issue 20, item 4: a refund on 015 (the late-record meter: the order
+    appears 1.5 s after the pay, the grace is 0.2 s) is requeried again
+    after the refund (here 2 s and 4 s; 1 h and 24 h by default), driven by
+    the sweep from the database. The delivery it finds is flagged
+    ``delivered_after_refund`` on the admin's stuck list and overview, with
+    the token, for admins only."""
+    app.config.update(PROVIDER_NOT_FOUND_GRACE_SECONDS=0.2, REQUERY_AFTER_REFUND_DELAYS_SECONDS=(2.0, 4.0))
+    user = make_user("late@example.com", balance_kobo=500_000)
+    payment = make_payment(user, meter_number=outcomes.LATE_RECORD_METER, amount_kobo=100_000)
+    tasks.vend(payment.id)
+    time.sleep(0.3)
+    refunded = sweep_until_final(payment.id)
+    assert (refunded.status, refunded.provider_code) == (REVERSED, "NOT_FOUND")
+    assert refunded.recheck_after_refund_at is not None and not refunded.delivered_after_refund
+    assert balance(user.id) == 500_000
+    give_up = time.monotonic() + 15
+    while time.monotonic() < give_up and not reload(payment.id).delivered_after_refund:
+        tasks.sweep_once()
+        time.sleep(0.25)
+    found = reload(payment.id)
+    token = outcomes.token_for(found.reference)
+    assert (found.status, found.delivered_after_refund, found.late_token) == (REVERSED, True, token)
+    assert found.needs_attention and found.recheck_after_refund_at is None  # found: no more rechecks
+    assert balance(user.id) == 500_000 and reversals(payment.id) == 1
+    assert_books_balance()
+
+    admin = make_admin()
+    auth.login(admin.email)
+    auth.second_factor(admin)
+    stuck = client.get("/admin/stuck").get_data(as_text=True)
+    assert found.reference in stuck and "delivered after refund" in stuck.lower()
+    assert token in stuck or "-".join(token[i:i + 4] for i in range(0, 20, 4)) in stuck
+    overview = client.get("/admin/").get_data(as_text=True)
+    assert "no stuck payments" not in overview.lower()
+    assert "delivered after refund" in overview.lower()
+
+
 def test_the_client_enforces_a_hard_deadline_on_a_dripping_answer(sandbox):
     """Per-read timeouts never fire on a drip: the deadline ends the call
     (a timeout: ambiguous, so pending)."""
@@ -336,6 +414,102 @@ def test_a_payment_requeried_5000_times_still_schedules_its_next_requery(app):
     assert follow.action == "requery"
     assert follow.delay_seconds == app.config["REQUERY_MAX_DELAY_SECONDS"]
     assert reload(payment.id).next_requery_at is not None
+
+
+# --- Issue 20, item 4: never received, after the provider had the order ----------------
+
+
+def test_never_received_is_never_trusted_once_the_pay_answer_had_begun(app):
+    """The pay's answer had begun to arrive when the call ended: a 015 is
+    not believed, however late. The payment stays unknown, requeried with
+    backoff, and is flagged for an admin past UNKNOWN_ALERT_AGE_SECONDS."""
+    app.config.update(PROVIDER_NOT_FOUND_GRACE_SECONDS=0, UNKNOWN_ALERT_AGE_SECONDS=3600)
+    user = make_user(balance_kobo=500_000)
+    payment = claimed(make_payment(user, amount_kobo=100_000))
+    payments.apply_result(payment.id, VENDING, VendResult("pending", "TIMEOUT", "cut", answer_began=True),
+                          source=payments.SOURCE_PAY)
+    assert reload(payment.id).pay_answer_began
+    follow = payments.apply_result(payment.id, UNKNOWN, VendResult("failed", "NOT_FOUND", "VTpass 015"))
+    after = reload(payment.id)
+    assert (after.status, follow.action) == (UNKNOWN, "requery")
+    assert not after.needs_attention
+    assert tasks.sweep_once()["failed"] == 0
+    app.config["UNKNOWN_ALERT_AGE_SECONDS"] = 0
+    payments.apply_result(payment.id, UNKNOWN, VendResult("failed", "NOT_FOUND", "VTpass 015"))
+    flagged = reload(payment.id)
+    assert (flagged.status, flagged.needs_attention) == (UNKNOWN, True)
+    from billvend.admin import queries
+
+    assert payment.id in [p.id for p in queries.stuck_page(None).items]
+    assert reversals(payment.id) == 0 and balance(user.id) == 400_000
+    assert_books_balance()
+
+
+class Answers:
+    """A provider whose requery gives the next of ``answers``."""
+
+    name = "answers"
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.asked = []
+
+    def requery(self, request_id, meter_type=None):
+        self.asked.append(request_id)
+        return self.answers.pop(0)
+
+
+def test_an_admin_refund_of_an_unknown_payment_is_requeried_twice_after(app, monkeypatch):
+    """An admin refund of an ``unknown`` payment (outcome uncertain) is
+    requeried again REQUERY_AFTER_REFUND_DELAYS_SECONDS after the refund, by
+    the sweep, and no more once every delay has passed."""
+    app.config["REQUERY_AFTER_REFUND_DELAYS_SECONDS"] = (0.0, 0.0)
+    admin = make_admin()
+    user = make_user(balance_kobo=500_000)
+    payment = unknown_payment(user)
+    monkeypatch.setattr(services, "get_provider", Silent)
+    assert services.refund(admin, payment.id, "support confirmed").ok
+    refunded = reload(payment.id)
+    assert refunded.status == REVERSED and refunded.recheck_after_refund_at is not None
+    provider = Answers(VendResult("failed", "NOT_FOUND", "VTpass 015"),
+                       VendResult("failed", "NOT_FOUND", "VTpass 015"))
+    monkeypatch.setattr(tasks, "get_provider", lambda: provider)
+    assert tasks.sweep_once()["refunded"] == 1
+    assert tasks.sweep_once()["refunded"] == 1
+    assert tasks.sweep_once()["refunded"] == 0  # both done
+    done = reload(payment.id)
+    assert (done.rechecks_after_refund, done.recheck_after_refund_at) == (2, None)
+    assert not done.delivered_after_refund and len(provider.asked) == 2
+    assert balance(user.id) == 500_000
+    assert_books_balance()
+
+
+def test_a_delivery_found_after_an_admin_refund_is_flagged_with_its_token(app, monkeypatch):
+    app.config["REQUERY_AFTER_REFUND_DELAYS_SECONDS"] = (0.0, 3600.0)
+    admin = make_admin()
+    payment = unknown_payment(make_user(balance_kobo=500_000))
+    monkeypatch.setattr(services, "get_provider", Silent)
+    assert services.refund(admin, payment.id, "support confirmed").ok
+    monkeypatch.setattr(tasks, "get_provider", lambda: Answers(
+        VendResult("delivered", code="delivered", token="4" * 20, receipt_reference="EXR4")))
+    assert tasks.sweep_once()["refunded"] == 1
+    found = reload(payment.id)
+    assert (found.status, found.delivered_after_refund, found.needs_attention) == (REVERSED, True, True)
+    assert (found.late_token, found.late_receipt_reference, found.token) == ("4" * 20, "EXR4", None)
+    assert found.recheck_after_refund_at is None
+    from billvend.admin import queries
+
+    assert payment.id in [p.id for p in queries.stuck_page(None).items]
+    assert queries.overview()["delivered_after_refund"] == 1
+    assert_books_balance()
+
+
+def test_a_definite_failure_is_not_requeried_after_its_refund(app):
+    user = make_user(balance_kobo=500_000)
+    payment = make_payment(user, meter_number=outcomes.INVALID_METER, amount_kobo=100_000)
+    tasks.vend(payment.id)
+    refunded = reload(payment.id)
+    assert refunded.status == REVERSED and refunded.recheck_after_refund_at is None
 
 
 # --- Defect 5: the reason ------------------------------------------------------------

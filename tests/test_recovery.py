@@ -49,7 +49,7 @@ def test_sweep_vends_pending_payment_past_its_grace(no_grace):
     db.session.expire_all()
     assert payment.status == SUCCESSFUL and payment.token
     assert pay_calls(payment.reference) == 1
-    assert tasks.sweep_once() == {"pending": 0, "vending": 0, "unknown": 0, "failed": 0}
+    assert tasks.sweep_once() == {"pending": 0, "vending": 0, "unknown": 0, "failed": 0, "refunded": 0}
     assert_books_balance()
 
 

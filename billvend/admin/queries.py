@@ -42,6 +42,8 @@ from billvend.payments import LAGOS
 from billvend.providers.base import CODE_INSUFFICIENT_CREDIT
 
 PAGE_SIZE = 50
+#: The stuck-list kind of a payment refunded, then found delivered.
+DELIVERED_AFTER_REFUND = "delivered_after_refund"
 IN_FLIGHT_STATUSES = (PENDING, VENDING, UNKNOWN, FAILED)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -177,7 +179,9 @@ def stuck_conditions(now: Optional[datetime] = None) -> dict[str, sa.ColumnEleme
     - ``vending`` claimed longer ago than ``VENDING_LEASE_SECONDS`` (the worker died);
     - ``unknown`` older than ``UNKNOWN_ALERT_AGE_SECONDS`` or flagged ``needs_attention``;
     - ``failed`` not reversed within ``PENDING_GRACE_SECONDS`` (the refund task was
-      lost, or a late delivery blocks it: the payment needs an admin).
+      lost, or a late delivery blocks it: the payment needs an admin);
+    - ``delivered_after_refund``: refunded while uncertain, then the provider
+      reported the delivery (the customer holds the money AND a token).
     """
     config = current_app.config
     now = now or db_now()  # the same clock the sweep decides by
@@ -191,6 +195,8 @@ def stuck_conditions(now: Optional[datetime] = None) -> dict[str, sa.ColumnEleme
         UNKNOWN: sa.and_(Payment.status == UNKNOWN,
                          sa.or_(Payment.needs_attention.is_(True), Payment.created_at < alert)),
         FAILED: sa.and_(Payment.status == FAILED, Payment.updated_at < grace),
+        DELIVERED_AFTER_REFUND: sa.and_(Payment.status == REVERSED,
+                                        Payment.delivered_after_refund.is_(True)),
     }
 
 
@@ -355,6 +361,8 @@ def overview() -> dict[str, Any]:
         "days": daily(),
         "stuck": db.session.scalar(
             sa.select(sa.func.count(Payment.id)).where(sa.or_(*stuck_conditions().values()))),
+        DELIVERED_AFTER_REFUND: db.session.scalar(
+            sa.select(sa.func.count(Payment.id)).where(stuck_conditions()[DELIVERED_AFTER_REFUND])),
     }
 
 

@@ -234,7 +234,10 @@ def _refund(admin_id: int, admin_email: str, payment_id: int, reason: str) -> Ou
         needs_attention=False, next_requery_at=None,
     ):
         return _stage_refusal(admin_id, _get(payment_id), REFUND, reason)
-    if not payments.stage_reversal(payment_id, note=f"Refunded by an admin: {reason}"[:200]):
+    # A refund of an unknown payment is made without a definite answer: the
+    # provider is asked again after it (payments.requery_after_refund).
+    if not payments.stage_reversal(payment_id, note=f"Refunded by an admin: {reason}"[:200],
+                                   uncertain=before == UNKNOWN):
         if before == UNKNOWN:
             # We moved it to failed ourselves in this unit; nothing else can
             # have touched it since. Undo everything rather than leave it failed.

@@ -33,6 +33,7 @@ anything else               pending (``UNEXPECTED_RESPONSE``)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import threading
@@ -96,6 +97,14 @@ class _NotSent(Exception):
 class DeadlineExceeded(requests.Timeout):
     """The whole call ran past its hard wall-clock deadline (a ``Timeout``:
     the request may have been sent, so the answer is ambiguous)."""
+
+
+def _answer_began(exc: BaseException) -> bool:
+    """True when ``exc`` ended a call after the provider's answer had begun:
+    its status line (2xx) had arrived, so the request was fully sent and the
+    provider was answering it (``_post`` notes the status on the error)."""
+    status_code = getattr(exc, "answer_status_code", None)
+    return isinstance(status_code, int) and 200 <= status_code < 300
 
 
 # The deadline of the call running on this thread, for the connection guard.
@@ -338,12 +347,16 @@ class VTpassProvider:
         guard_external_call(f"VTpass {path}")
         deadline = time.monotonic() + deadline_seconds
         outcome: dict[str, Any] = {}
+        # The answer's status code, once its status line arrived (the body
+        # may still be on its way): an error after it carries it along.
+        progress: dict[str, int] = {}
         finished = threading.Event()
 
         def call() -> None:
             _call.deadline = deadline
             try:
-                outcome["response"] = self._post_until(path, body, read_timeout_seconds, deadline)
+                outcome["response"] = self._post_until(path, body, read_timeout_seconds, deadline,
+                                                       progress)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 outcome["error"] = exc
             finally:
@@ -352,13 +365,18 @@ class VTpassProvider:
         threading.Thread(target=call, name=f"vtpass{path}", daemon=True).start()
         if not finished.wait(max(0.0, deadline - time.monotonic())):
             log.warning("%s: no complete answer within the %g s deadline", path, deadline_seconds)
-            raise DeadlineExceeded(f"{path}: no complete answer within {deadline_seconds:g} s")
+            error = DeadlineExceeded(f"{path}: no complete answer within {deadline_seconds:g} s")
+            error.answer_status_code = progress.get("status_code")
+            raise error
         if "error" in outcome:
-            raise outcome["error"]
+            error = outcome["error"]
+            if "status_code" in progress:
+                error.answer_status_code = progress["status_code"]
+            raise error
         return outcome["response"]
 
     def _post_until(self, path: str, body: dict[str, Any], read_timeout_seconds: float,
-                    deadline: float) -> requests.Response:
+                    deadline: float, progress: Optional[dict[str, int]] = None) -> requests.Response:
         url = self.base_url + path
         for attempt in range(1, self.send_attempts + 1):
             remaining = deadline - time.monotonic()
@@ -380,6 +398,8 @@ class VTpassProvider:
                 self._sleep(max(0.0, min(self.retry_delay_seconds * attempt,
                                          deadline - time.monotonic())))
                 continue
+            if progress is not None:
+                progress["status_code"] = response.status_code
             return self._read_body(response, deadline)
         raise AssertionError("unreachable")
 
@@ -477,20 +497,31 @@ class VTpassProvider:
         except _NotSent as exc:
             # Never sent: requery will say 015 and the payment is refunded.
             return VendResult(PENDING, CODE_NO_RESPONSE, f"Could not connect to the provider: {exc}"[:500])
-        except requests.Timeout:  # a read timeout, or the call's hard deadline
+        except requests.Timeout as exc:  # a read timeout, or the call's hard deadline
+            if _answer_began(exc):
+                return VendResult(PENDING, CODE_TIMEOUT, "The provider's answer was still arriving "
+                                  "when the call's deadline passed", answer_began=True)
             return VendResult(PENDING, CODE_TIMEOUT, "The provider did not answer in time")
         except requests.RequestException as exc:
             return VendResult(PENDING, CODE_NO_RESPONSE,
-                              f"Connection lost after sending: {type(exc).__name__}")
+                              f"Connection lost after sending: {type(exc).__name__}",
+                              answer_began=_answer_began(exc))
         result = self._interpret(response, meter_type)
         if result is _REQUERY_NOW:
             # 014: the provider already has this request_id. Ask what became
             # of it; a "never heard of it" here contradicts 014, so it stays
-            # pending rather than refunding.
+            # pending rather than refunding (and is never believed later).
             requeried = self.requery(request_id, meter_type=meter_type)
             if requeried.status == FAILED and requeried.code == CODE_NOT_FOUND:
-                return VendResult(PENDING, CODE_DUPLICATE, "Duplicate request_id; requery found no order")
+                return VendResult(PENDING, CODE_DUPLICATE, "Duplicate request_id; requery found no order",
+                                  answer_began=True)
+            if requeried.status == PENDING:
+                return dataclasses.replace(requeried, answer_began=True)
             return requeried
+        if result.status == PENDING and 200 <= response.status_code < 300:
+            # The provider answered this pay (processing, or a reply we could
+            # not read): it has the order, whatever a requery says later.
+            result = dataclasses.replace(result, answer_began=True)
         return result
 
     def requery(self, request_id: str, meter_type: Optional[str] = None) -> VendResult:
