@@ -412,6 +412,15 @@ class Payment(db.Model):
         return self.status in FINAL_STATUSES
 
     @property
+    def shows_delivery(self) -> bool:
+        """May the customer see this payment's proof of delivery (token,
+        key-change tokens, units, the disco's reference)? Only once it is
+        ``successful``: a proof the provider reported after the payment
+        failed or was refunded is for admins to settle, never shown to the
+        customer (issue 20), so no one holds the money back AND a token."""
+        return self.status == SUCCESSFUL
+
+    @property
     def token_groups(self) -> Optional[str]:
         """The 20-digit token as five groups of four (``1234-5678-...``)."""
         return group_digits(self.token)

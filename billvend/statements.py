@@ -77,8 +77,9 @@ def statement_rows(entries: Iterable[LedgerEntry],
             row.meter_label = labels.get((payment.service_id, payment.meter_number), "")
             row.customer_name = payment.customer_name or ""
             row.reference = payment.reference
-            row.token = group_digits(payment.token) or ""
-            row.units_kwh = payment.units_kwh or ""
+            # A proof reported on a failed or refunded payment is for admins.
+            row.token = (group_digits(payment.token) or "") if payment.shows_delivery else ""
+            row.units_kwh = (payment.units_kwh or "") if payment.shows_delivery else ""
             row.status = customer_status(payment)
         elif transfer.funding is not None:
             row.reference = transfer.funding.reference
@@ -198,7 +199,8 @@ def receipt_pdf(payment: Payment, disco_name: str) -> bytes:
     pdf.cell(0, 11, _ngn(payment.amount_kobo), new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Helvetica", "", 10)
     pdf.cell(0, 6, _latin1(f"Status: {customer_status(payment)}"), new_x="LMARGIN", new_y="NEXT")
-    if payment.status == "successful" and payment.token:
+    delivered = payment.shows_delivery  # a late proof on a failed or refunded one: admins only
+    if delivered and payment.token:
         pdf.ln(2)
         pdf.set_font("Helvetica", "", 10)
         pdf.cell(0, 6, "Token", new_x="LMARGIN", new_y="NEXT")
@@ -209,11 +211,11 @@ def receipt_pdf(payment: Payment, disco_name: str) -> bytes:
             pdf.cell(0, 6, f"Key-change token {number}: {kct}", new_x="LMARGIN", new_y="NEXT")
     pdf.ln(3)
     details = [
-        ("Units", f"{payment.units_kwh} kWh" if payment.units_kwh else None),
+        ("Units", f"{payment.units_kwh} kWh" if delivered and payment.units_kwh else None),
         ("Tariff", payment.tariff),
         ("Debt deducted", _ngn(payment.debt_kobo) if payment.debt_kobo else None),
         ("Fee", "No fee"),
-        ("Disco reference", payment.exchange_reference or payment.receipt_reference),
+        ("Disco reference", (payment.exchange_reference or payment.receipt_reference) if delivered else None),
         ("Disco", disco_name),
         ("Meter", f"{payment.meter_number} ({payment.meter_type})"),
         ("Name on meter", payment.customer_name),

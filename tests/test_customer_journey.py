@@ -410,3 +410,91 @@ def test_csv_cells_from_outside_never_start_a_formula(cell):
     assert csv_safe(cell) == "'" + cell
     assert admin_routes.csv_safe is csv_safe
     assert csv_safe("Ada Obi") == "Ada Obi" and csv_safe(None) == ""
+
+
+# --- Issue 20, item 5: a late token never reaches the customer ------------------
+
+
+def _pdf_text(data: bytes) -> str:
+    """The text of a PDF's (Flate-compressed) content streams."""
+    import zlib
+
+    text = []
+    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", data, re.S):
+        try:
+            text.append(zlib.decompress(stream).decode("latin-1"))
+        except zlib.error:
+            text.append(stream.decode("latin-1"))
+    return "\n".join(text)
+
+
+def _late_delivery(customer: User, status: str, token: str) -> Payment:
+    """A payment the provider reported delivered after it became ``status``
+    (``failed``: the refund is blocked; ``reversed``: already refunded)."""
+    from billvend import payments
+    from billvend.providers.base import VendResult
+
+    payment = make_payment(customer, amount_kobo=100_000)
+    assert payments.claim(payment.id)
+    assert payments.transition(payment.id, "vending", "failed", code="NOT_FOUND", message="VTpass 015")
+    db.session.commit()
+    if status == "reversed":
+        assert payments.reverse_payment(payment.id)
+    payments.apply_result(payment.id, "vending", VendResult(
+        "delivered", code="delivered", token=token, units_kwh="4.5", receipt_reference="EXRLATE1",
+        exchange_reference="EXRLATE1", kct1="1" * 20, kct2="2" * 20))
+    db.session.expire_all()
+    return db.session.get(Payment, payment.id)
+
+
+@pytest.mark.parametrize("status", ["reversed", "failed"])
+def test_a_late_token_never_reaches_the_customer(client, auth, status):
+    """The provider reported the token after the payment failed or was
+    refunded: the customer's payment page, status partial, receipt (HTML and
+    PDF), history search and statement (CSV and PDF) never show it; the
+    admin's payment page does."""
+    auth.signup()
+    customer = db.session.scalar(sa.select(User).where(User.email == "ada@example.com"))
+    from billvend import funding
+
+    funding.fund_wallet(customer, 500_000, "fund-late-1")
+    token = "73194682051937460285"
+    payment = _late_delivery(customer, status, token)
+    assert payment.status == status and payment.needs_attention
+    grouped = "-".join(token[i:i + 4] for i in range(0, 20, 4))
+    spellings = (token, grouped, " ".join(token[i:i + 4] for i in range(0, 20, 4)))
+    ref = payment.reference
+    pages = {
+        "payment": client.get(f"/payments/{ref}"),
+        "status": client.get(f"/payments/{ref}/status", headers={"HX-Request": "true"}),
+        "receipt": client.get(f"/payments/{ref}/receipt"),
+        "history": client.get("/history"),
+        "statement.csv": client.get("/history/statement.csv"),
+    }
+    for name, response in pages.items():
+        assert response.status_code == 200, name
+        body = response.get_data(as_text=True)
+        assert not any(s in body for s in spellings), f"the late token is on the customer's {name}"
+        assert "EXRLATE1" not in body, f"the late delivery's reference is on the customer's {name}"
+        assert "1111-1111-1111-1111-1111" not in body, f"a key-change token is on the customer's {name}"
+    for query in (token, grouped, "EXRLATE1"):  # searching by the late proof finds nothing
+        search = client.get("/history", query_string={"q": query})
+        assert search.status_code == 200 and ref not in search.get_data(as_text=True), query
+        assert 'data-testid="statement-row"' not in search.get_data(as_text=True), query
+        assert ref not in client.get("/history/statement.csv", query_string={"q": query}).get_data(as_text=True)
+    for path in (f"/payments/{ref}/receipt.pdf", "/history/statement.pdf"):
+        text = _pdf_text(client.get(path).data)
+        assert not any(s in text for s in spellings), f"the late token is in {path}"
+    statement = list(csv.reader(io.StringIO(pages["statement.csv"].get_data(as_text=True))))
+    assert any(ref in row for row in statement)  # the payment is listed, without its token
+
+    from billvend.models import User as UserModel
+
+    admin = make_user("root@example.com")
+    admin.is_admin = True
+    db.session.commit()
+    auth.logout()
+    auth.login("root@example.com")
+    auth.second_factor(db.session.get(UserModel, admin.id))
+    admin_page = client.get(f"/admin/payments/{ref}").get_data(as_text=True)
+    assert grouped in admin_page

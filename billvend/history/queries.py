@@ -9,7 +9,7 @@ from typing import Iterable, Optional
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from billvend.models import LedgerEntry, Payment, SavedMeter, Transfer
+from billvend.models import SUCCESSFUL, LedgerEntry, Payment, SavedMeter, Transfer
 
 
 def _lagos_midnight(day: date) -> datetime:
@@ -49,12 +49,16 @@ def statement_query(wallet_id: int, *, kind: Optional[str] = None,
     if search:
         text = search.strip()
         digits = re.sub(r"[\s\-]", "", text)
+        # The delivery's proof finds only a successful payment: one reported
+        # after a failure or a refund is for admins (issue 20), and a match
+        # would tell the customer it exists.
+        delivered = Payment.status == SUCCESSFUL
         query = query.where(sa.or_(
             Payment.meter_number == digits,
-            Payment.token == digits,
+            sa.and_(delivered, Payment.token == digits),
             Payment.reference == text.lower(),
-            Payment.exchange_reference == text,
-            Payment.receipt_reference == text,
+            sa.and_(delivered, Payment.exchange_reference == text),
+            sa.and_(delivered, Payment.receipt_reference == text),
         ))
     if date_from:
         query = query.where(LedgerEntry.created_at >= _lagos_midnight(date_from))
