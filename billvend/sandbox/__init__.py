@@ -17,7 +17,9 @@ uses), so the HTTP path, timeouts included, is exercised over a real socket:
   ``SANDBOX_DRIP_INTERVAL_SECONDS`` (each gap inside the client's read
   timeout) for ``SANDBOX_DRIP_SECONDS`` in all (longer than the vending
   lease), and delivers; the order exists (requery finds it) only once the
-  answer is complete, as with a provider that commits at the end;
+  answer is complete, as with a provider that commits at the end (requery
+  says ``015`` until then, which the client never believes for a pay whose
+  answer had begun);
 - ``700000000000``: the connection is dropped; the order is recorded
   ``SANDBOX_LATE_RECORD_SECONDS`` later, so a requery says ``015`` until
   then and ``delivered`` after.
