@@ -285,7 +285,12 @@ def refund(admin: User, payment_id: int, reason: str) -> Outcome:
             db.session.rollback()
             why = str(exc) if isinstance(exc, payments.RequeryNotRecorded) else \
                 f"the requery before the refund failed ({type(exc).__name__})"
-            now_status = _load(payment_id).status
+            current = _load(payment_id)
+            if current.status != UNKNOWN:
+                # Settled meanwhile (a worker's answer, a delivery): say what
+                # the payment is now, the reason that matters to the admin.
+                why = payments.admin_refusal(REFUND, current, db_now()) or why
+            now_status = current.status
             db.session.rollback()
             message = f"refused: {why}; nothing was refunded (status {now_status})"
             return Outcome(False, message, _record_alone(admin.id, payment_id, REFUND, reason, message))
