@@ -12,7 +12,11 @@ not and will not vend is ``failed`` (safe to refund). A timeout, a dropped
 connection after the request went out, a 5xx, ``099`` or any reply we do not
 understand is ``pending``: the order may exist, so the payment goes
 ``unknown`` and is requeried. Requery answering ``015`` (the provider never
-got this request_id) is as definite as a failure.
+got this request_id) is as definite as a failure, except for a pay whose
+answer had begun to arrive (a 2xx status line, then the deadline or a lost
+connection; or a complete 2xx answer that leaves the order pending): the
+result says so (``VendResult.answer_began``) and the lifecycle never
+believes a ``015`` for it (``payments.not_found_trusted``).
 
 Response code table (reference/vtpass-api.md, Response codes):
 
