@@ -149,6 +149,17 @@ def same_site_path(url: str) -> Optional[str]:
     return safe_next(parts.path + (f"?{parts.query}" if parts.query else ""), "") or None
 
 
+def external_url(endpoint: str, **values) -> str:
+    """The absolute URL of ``endpoint`` to give to the outside (the
+    gateway's callback URL; reset and verification links next): built on
+    ``PUBLIC_BASE_URL`` when it is set (always in production), never on the
+    request's ``Host`` header, which the client chooses."""
+    base = current_app.config.get("PUBLIC_BASE_URL")
+    if not base:
+        return url_for(endpoint, _external=True, **values)
+    return base.rstrip("/") + url_for(endpoint, _external=False, **values)
+
+
 def referrer_path() -> Optional[str]:
     """The same-site path of the page this request came from (``Referer``), or None."""
     return same_site_path(request.headers.get("Referer", ""))
@@ -409,7 +420,7 @@ def init_app(app: Flask) -> None:
     """Wire every piece above into ``app`` (after its blueprints)."""
     config = app.config
     production = config["BILLVEND_ENV"] == "production"
-    hops = config["TRUSTED_PROXY_HOPS"]
+    hops = config["TRUSTED_PROXY_HOPS"] or 0
     if hops > 0:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0, x_port=0)
 
