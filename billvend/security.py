@@ -26,13 +26,14 @@ from urllib.parse import parse_qs, urlsplit
 from flask import (Flask, current_app, flash, g, redirect, render_template, request, session,
                    url_for)
 from flask_limiter import RateLimitExceeded
-from flask_login import current_user
+from flask_login import current_user, logout_user
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.exceptions import RequestEntityTooLarge, TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from billvend import sessions
+from billvend import sessions, transactions
+from billvend.extensions import db
 from billvend.config import origin_of
 from billvend.extensions import limiter, talisman
 
@@ -186,7 +187,8 @@ def remember_device(response, email: str) -> None:
         secure=current_app.config["SESSION_COOKIE_SECURE"])
 
 
-def _is_known_device() -> bool:
+def _is_known_device(email: Optional[str] = None) -> bool:
+    """This browser has signed in to ``email`` (default: the form's) before."""
     raw = request.cookies.get(KNOWN_DEVICE_COOKIE)
     if not raw:
         return False
@@ -194,7 +196,79 @@ def _is_known_device() -> bool:
         digest = _device_serializer().loads(raw, max_age=KNOWN_DEVICE_SECONDS)
     except BadSignature:
         return False
-    return digest == _account_digest(_form_email())
+    return digest == _account_digest(_form_email() if email is None else email)
+
+
+# --- Password and code re-entry inside a session -------------------------------
+
+#: Wrong passwords or codes one session may see before it is ended.
+MAX_REAUTH_FAILURES = 5
+#: Scope of the per-account failed-login counter (RATELIMIT_LOGIN_ACCOUNT).
+LOGIN_ACCOUNT_SCOPE = "login-account"
+
+
+def _account_email() -> str:
+    """The signed-in user's email, spelled as the login form's key."""
+    if not current_user.is_authenticated:
+        return "-"
+    try:
+        return normalise_email(current_user.email)[:254] or "-"
+    except ValueError:
+        return "-"
+
+
+def _count_account_failure(email: str) -> None:
+    """One failed password or code check against ``email``'s failed-login
+    limit: the same counter /login and /signup spend, whatever the device."""
+    from limits import parse_many
+
+    if not limiter.enabled:
+        return
+    prefix = current_app.config.get("RATELIMIT_KEY_PREFIX") or ""
+    try:
+        for item in parse_many(current_app.config["RATELIMIT_LOGIN_ACCOUNT"]):
+            limiter.limiter.hit(item, *([prefix] if prefix else []), email, LOGIN_ACCOUNT_SCOPE)
+    except Exception as error:  # noqa: BLE001 - the limit store is down: the
+        # per-session count below still ends the session.
+        log.error("failed-login limit unavailable: %s", error)
+
+
+def reauth_failed(what: str):
+    """Handle a wrong password or code typed inside a signed-in session
+    (``what``: "password", "second-factor code"; for the log).
+
+    It counts against the account's failed-login limit and against this
+    session; at the :data:`MAX_REAUTH_FAILURES`-th the session ends (a thief
+    holding a copied session is out; the owner signs in again as usual, their
+    other sessions untouched), a ``reauth_locked`` security event is recorded
+    and the owner is told at their next sign-in.
+
+    :returns: ``None`` (show the form's error), or the redirect to the login
+        page to return once the session has ended.
+    """
+    user_id, email = current_user.id, _account_email()
+    _count_account_failure(email)
+    if sessions.count_reauth_failure() < MAX_REAUTH_FAILURES:
+        return None
+    transactions.run(lambda: sessions.record_event(db.session, user_id, sessions.REAUTH_LOCKED))
+    log.warning("user %s: %d wrong re-entries (%s) in one session from %s; session ended",
+                user_id, MAX_REAUTH_FAILURES, what, client_ip())
+    logout_user()
+    sessions.end()
+    flash(f"You were signed out because a wrong password or code was typed {MAX_REAUTH_FAILURES} times. "
+          "Sign in again to go on.", "warning")
+    return redirect(url_for("auth.login"), code=303)
+
+
+def _reauth_account_limit() -> Callable:
+    """The failed-login limit on the re-entry forms: once strangers (or
+    re-entries) have spent it, a browser that never signed in to the account
+    is refused (429); a known device never is. Counting is done by
+    :func:`reauth_failed`, so this only checks."""
+    return limiter.shared_limit(_limit("RATELIMIT_LOGIN_ACCOUNT"), scope=LOGIN_ACCOUNT_SCOPE,
+                                methods=["POST"], key_func=_account_email,
+                                deduct_when=lambda response: False,
+                                exempt_when=lambda: _is_known_device(_account_email()))
 
 
 # --- Rate limits -----------------------------------------------------------
@@ -239,7 +313,7 @@ def _account_limit(deduct_when: Callable) -> Callable:
     by the form's email), ONE counter shared by every door that checks a
     password: /login and /signup (which signs in an owner who types their
     email and right password). A known device is exempt."""
-    return limiter.shared_limit(_limit("RATELIMIT_LOGIN_ACCOUNT"), scope="login-account", methods=["POST"],
+    return limiter.shared_limit(_limit("RATELIMIT_LOGIN_ACCOUNT"), scope=LOGIN_ACCOUNT_SCOPE, methods=["POST"],
                                 key_func=_form_email, deduct_when=deduct_when,
                                 exempt_when=_is_known_device)
 
@@ -300,7 +374,10 @@ def _limits_for(endpoint: str) -> list[Callable]:
                 _account_limit(_signup_guess_failed)]
     if endpoint == "account.two_factor":
         return [limiter.limit(_limit("RATELIMIT_TWO_FACTOR"), methods=post, scope="two-factor",
-                              key_func=_user_key)]
+                              key_func=_user_key),
+                _reauth_account_limit()]
+    if endpoint in ("account.password", "account.confirm_password"):
+        return [_reauth_account_limit()]
     if endpoint == "bills.verify":
         # Innermost first: a request refused by the per-user or per-IP limit
         # never counts as a new meter.
@@ -325,7 +402,8 @@ def _limits_for(endpoint: str) -> list[Callable]:
 
 #: Endpoints with their own limits; ``RATELIMIT_PASSWORD_RESET_EMAIL`` is
 #: for the password reset when it exists (key: the normalised email).
-ROUTE_LIMITS = ("auth.login", "auth.signup", "account.two_factor", "bills.verify",
+ROUTE_LIMITS = ("auth.login", "auth.signup", "account.two_factor", "account.password",
+                "account.confirm_password", "bills.verify",
                 "bills.electricity", "wallet.fund", "webhooks.paystack_webhook")
 
 # Flask-Limiter registers a decorated limit by the view's name, once per

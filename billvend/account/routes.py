@@ -3,7 +3,9 @@ active sessions with "log out everywhere", and the admins' second factor.
 
 Money-sensitive changes need a fresh login: the password change asks for the
 current password; enrolling a second factor needs the password typed within
-``FRESH_LOGIN_SECONDS`` (``/account/confirm`` asks for it again).
+``FRESH_LOGIN_SECONDS`` (``/account/confirm`` asks for it again). Every
+wrong password or code typed here goes through
+:func:`billvend.security.reauth_failed`: the fifth in one session ends it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from billvend.account.forms import (ChangePasswordForm, ConfirmPasswordForm, Pla
                                     TwoFactorForm)
 from billvend.extensions import db
 from billvend.models import User
-from billvend.security import safe_next
+from billvend.security import reauth_failed, safe_next
 
 PENDING_SECRET_KEY = "_totp_pending_secret"
 
@@ -79,6 +81,9 @@ def password():
     form = ChangePasswordForm(account_email=current_user.email)
     if form.validate_on_submit():
         if not current_user.check_password(form.current_password.data):
+            ended = reauth_failed("password")
+            if ended is not None:
+                return ended
             form.current_password.errors.append("That is not your current password.")
         elif form.password.data == form.current_password.data:
             form.password.errors.append("Choose a password different from the current one.")
@@ -103,6 +108,9 @@ def confirm_password():
         if current_user.check_password(form.password.data):
             sessions.mark_fresh()
             return redirect(safe_next(request.args.get("next"), url_for("account.profile")), code=303)
+        ended = reauth_failed("password")
+        if ended is not None:
+            return ended
         form.password.errors.append("That is not your password.")
     return render_template("account/confirm.html", form=form), 422 if form.errors else 200
 
@@ -119,6 +127,9 @@ def two_factor():
             if twofactor.verify(current_user.id, form.code.data):
                 sessions.mark_second_factor()
                 return redirect(target, code=303)
+            ended = reauth_failed("second-factor code")
+            if ended is not None:
+                return ended
             form.code.errors.append("That code is not right (or was already used). Try the next one.")
         return render_template("account/two_factor.html", form=form,
                                left=twofactor.recovery_codes_left(current_user.id)), \
@@ -134,6 +145,9 @@ def two_factor():
             session.pop(PENDING_SECRET_KEY, None)
             sessions.mark_second_factor()
             return render_template("account/recovery_codes.html", codes=codes, target=target)
+        ended = reauth_failed("enrolment code")
+        if ended is not None:
+            return ended
         form.code.errors.append("That code is not right. Check the time on your phone and try the next one.")
     uri = twofactor.provisioning_uri(secret, current_user.email)
     return render_template("account/enrol.html", form=form, secret=secret,
