@@ -615,6 +615,10 @@ class UserSession(db.Model):
     #: (started with it, or restored from it): logging out on that device
     #: ends every session of the token, a copy's included.
     remember_selector: so.Mapped[Optional[str]] = so.mapped_column(sa.String(32), index=True)
+    #: Password or code re-entries this session has used up (a right one is
+    #: given back); counted here, with one UPDATE each, so requests sent in
+    #: parallel cannot each see the same count (billvend.security.reentry).
+    reauth_failures: so.Mapped[int] = so.mapped_column(sa.Integer, default=0, server_default="0")
 
 
 class SecurityEvent(db.Model):

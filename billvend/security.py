@@ -233,38 +233,47 @@ def _count_account_failure(email: str) -> None:
         log.error("failed-login limit unavailable: %s", error)
 
 
-def reauth_failed(what: str):
-    """Handle a wrong password or code typed inside a signed-in session
-    (``what``: "password", "second-factor code"; for the log).
+def reentry(what: str, check: Callable[[], bool]):
+    """Check a password or code typed inside a signed-in session (``what``:
+    "password", "second-factor code"; for the log); ``check()`` says whether
+    it is right.
 
-    It counts against the account's failed-login limit and against this
-    session; at the :data:`MAX_REAUTH_FAILURES`-th the session ends (a thief
-    holding a copied session is out; the owner signs in again as usual, their
-    other sessions untouched), a ``reauth_locked`` security event is recorded
-    and the owner is told at their next sign-in.
+    The attempt is taken from the session's allowance before ``check`` runs
+    (a right answer gives it back), so parallel requests get no more than
+    :data:`MAX_REAUTH_FAILURES` wrong tries between them. A wrong one counts
+    against the account's failed-login limit too. At the
+    :data:`MAX_REAUTH_FAILURES`-th wrong one the session ends (a thief
+    holding a copied session is out; the owner signs in again as usual,
+    their other sessions untouched), a ``reauth_locked`` security event is
+    recorded and the owner is told at their next sign-in.
 
-    :returns: ``None`` (show the form's error), or the redirect to the login
-        page to return once the session has ended.
+    :returns: ``(right, response)``: ``response`` is ``None``, or the
+        redirect to the login page the view must return (the session ended).
     """
     user_id, email = current_user.id, _account_email()
-    _count_account_failure(email)
-    if sessions.count_reauth_failure() < MAX_REAUTH_FAILURES:
-        return None
-    transactions.run(lambda: sessions.record_event(db.session, user_id, sessions.REAUTH_LOCKED))
-    log.warning("user %s: %d wrong re-entries (%s) in one session from %s; session ended",
-                user_id, MAX_REAUTH_FAILURES, what, client_ip())
+    used = sessions.reserve_reauth_attempt()
+    if used <= MAX_REAUTH_FAILURES:
+        if check():
+            sessions.release_reauth_attempt()
+            return True, None
+        _count_account_failure(email)
+        if used < MAX_REAUTH_FAILURES:
+            return False, None
+        transactions.run(lambda: sessions.record_event(db.session, user_id, sessions.REAUTH_LOCKED))
+        log.warning("user %s: %d wrong re-entries (%s) in one session from %s; session ended",
+                    user_id, MAX_REAUTH_FAILURES, what, client_ip())
     logout_user()
     sessions.end()
     flash(f"You were signed out because a wrong password or code was typed {MAX_REAUTH_FAILURES} times. "
           "Sign in again to go on.", "warning")
-    return redirect(url_for("auth.login"), code=303)
+    return False, redirect(url_for("auth.login"), code=303)
 
 
 def _reauth_account_limit() -> Callable:
     """The failed-login limit on the re-entry forms: once strangers (or
     re-entries) have spent it, a browser that never signed in to the account
     is refused (429); a known device never is. Counting is done by
-    :func:`reauth_failed`, so this only checks."""
+    :func:`reentry`, so this only checks."""
     return limiter.shared_limit(_limit("RATELIMIT_LOGIN_ACCOUNT"), scope=LOGIN_ACCOUNT_SCOPE,
                                 methods=["POST"], key_func=_account_email,
                                 deduct_when=lambda response: False,

@@ -477,15 +477,44 @@ def has_second_factor() -> bool:
     return bool(session.get(SECOND_FACTOR_KEY))
 
 
-def count_reauth_failure() -> int:
-    """One more wrong password or code typed inside this session.
+def reserve_reauth_attempt() -> int:
+    """Use up one password or code re-entry of this session, before the
+    check (:func:`billvend.security.reentry`), so that requests sent in
+    parallel on one session cannot each see the same count.
 
-    :returns: how many this session has had (they never reset: a session
-        that has seen :data:`billvend.security.MAX_REAUTH_FAILURES` ends).
+    :returns: how many this session has used, this one included.
     """
-    count = int(session.get(REAUTH_FAILURES_KEY) or 0) + 1
-    session[REAUTH_FAILURES_KEY] = count
-    return count
+    sess = _session()
+    if sess.sid is None:
+        # No row yet (cannot happen for a POST that passed CSRF): count in
+        # the session's data.
+        count = int(sess.get(REAUTH_FAILURES_KEY) or 0) + 1
+        sess[REAUTH_FAILURES_KEY] = count
+        return count
+    id_hash = _hash(sess.sid)
+
+    @transactions.unit_of_work
+    def use_one() -> int:
+        db.session.execute(sa.update(SESSIONS).where(SESSIONS.c.id_hash == id_hash)
+                           .values(reauth_failures=SESSIONS.c.reauth_failures + 1))
+        # Our own UPDATE holds the row until commit: this reads our count.
+        count = db.session.scalar(sa.select(SESSIONS.c.reauth_failures).where(SESSIONS.c.id_hash == id_hash))
+        return int(count) if count is not None else 10**6  # the row is gone: the session ended
+
+    return use_one()
+
+
+def release_reauth_attempt() -> None:
+    """Give back the attempt :func:`reserve_reauth_attempt` took: the
+    password or code was right."""
+    sess = _session()
+    if sess.sid is None:
+        sess[REAUTH_FAILURES_KEY] = max(0, int(sess.get(REAUTH_FAILURES_KEY) or 0) - 1)
+        return
+    id_hash = _hash(sess.sid)
+    transactions.run(lambda: db.session.execute(
+        sa.update(SESSIONS).where(SESSIONS.c.id_hash == id_hash, SESSIONS.c.reauth_failures > 0)
+        .values(reauth_failures=SESSIONS.c.reauth_failures - 1)))
 
 
 def untold_events(user_id: int) -> list[tuple[str, datetime]]:

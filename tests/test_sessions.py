@@ -313,3 +313,37 @@ def test_logging_out_ends_the_sessions_started_from_this_devices_remember_token(
     assert session_rows(ada.id) == 1
     assert db.session.scalar(sa.select(UserSession.remember_selector).where(
         UserSession.user_id == ada.id)) is None
+
+
+def test_wrong_reentries_sent_in_parallel_on_one_session_get_five_tries_between_them(app, client):
+    """Twelve wrong passwords posted at once on one stolen session: each
+    takes an attempt from the session's row before its check, so four are
+    answered 422, the fifth ends the session, and the rest are not checked."""
+    import threading
+
+    ada_id = make_user("ada@example.com").id
+    assert login(client).status_code == 303
+    cookie = client.get_cookie("session").value
+    token = csrf_of(client, "/account/confirm")
+    db.session.remove()
+    barrier = threading.Barrier(12, timeout=30)
+    codes: list[int] = []
+
+    def guess(i: int) -> None:
+        thief = app.test_client()
+        thief.set_cookie("session", cookie)
+        with app.app_context():
+            barrier.wait()
+            codes.append(thief.post("/account/confirm", data={
+                "password": f"wrong guess {i}", "csrf_token": token}).status_code)
+            db.session.remove()
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    assert len(codes) == 12
+    assert codes.count(422) == 4, codes
+    assert not signed_in(client)
+    assert len(events(ada_id, "reauth_locked")) == 1

@@ -22,6 +22,8 @@ depends_on = None
 def upgrade():
     op.add_column("user_sessions", sa.Column("remember_selector", sa.String(length=32), nullable=True))
     op.create_index(op.f("ix_user_sessions_remember_selector"), "user_sessions", ["remember_selector"])
+    op.add_column("user_sessions", sa.Column("reauth_failures", sa.Integer(), server_default="0",
+                                             nullable=False))
     op.create_table(
         "security_events",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -43,4 +45,5 @@ def downgrade():
     op.drop_table("security_events")
     op.drop_index(op.f("ix_user_sessions_remember_selector"), table_name="user_sessions")
     with op.batch_alter_table("user_sessions") as batch:
+        batch.drop_column("reauth_failures")
         batch.drop_column("remember_selector")
