@@ -517,7 +517,7 @@ def _base_url_problem(name: str, url: str) -> str | None:
     except ValueError:
         return f"{name} is not a URL"
     if not parts.hostname:
-        return f"{name} has no host"
+        return f"{name} must be an https:// URL with a host, not {url!r}"
     if is_loopback_host(parts.hostname):
         return f"refuses a loopback {name} ({parts.hostname}: this machine, e.g. a sandbox)"
     if parts.scheme != "https" and name in HTTPS_SETTINGS:

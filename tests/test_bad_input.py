@@ -67,8 +67,8 @@ from tests.test_admin import query_values  # noqa: E402
 
 #: Every customer list and the query parameters it reads.
 CUSTOMER_LISTS = {
-    "/history": ("page", "kind", "date_from", "date_to", "meter", "q"),
-    "/history/statement.csv": ("kind", "date_from", "date_to", "meter"),
+    "/history": ("page", "q", "kind", "status", "date_from", "date_to"),
+    "/history/statement.csv": ("q", "kind", "status", "date_from", "date_to"),
     "/wallet/fundings": ("page", "before"),
     "/meters": ("page",),
     "/bills/electricity": ("meter", "disco", "meter_type"),
