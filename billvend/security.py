@@ -33,9 +33,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from billvend import sessions, transactions
-from billvend.extensions import db
 from billvend.config import origin_of
-from billvend.extensions import limiter, talisman
+from billvend.extensions import db, limiter, talisman
 
 log = logging.getLogger(__name__)
 
