@@ -10,12 +10,14 @@ the pinned local copy).
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import secrets
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = PROJECT_ROOT / "instance"
@@ -35,6 +37,8 @@ SECRET_KEY_FILE = INSTANCE_DIR / "secret_key"
 #: A SECRET_KEY shorter than this is refused wherever a strong one is required
 #: (32 characters of ``secrets.token_hex`` carry 128 bits).
 MIN_SECRET_KEY_LENGTH = 32
+#: ... and so is one whose estimated entropy (:func:`secret_key_bits`) is less.
+MIN_SECRET_KEY_BITS = 128
 #: Keys that have been public (shipped defaults, examples, test values).
 KNOWN_WEAK_SECRET_KEYS = frozenset({
     "dev-only-not-secret", "dev", "development", "secret", "secret-key", "changeme",
@@ -89,7 +93,7 @@ def _seconds_list(raw: str | None, default: tuple[float, ...]) -> tuple[float, .
     return values
 
 
-def _int(raw: str | None, default: int) -> int:
+def _int(raw: str | None, default: int | None) -> int | None:
     return default if raw is None or raw.strip() == "" else int(raw)
 
 
@@ -111,6 +115,12 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         raise ValueError(f"BILLVEND_ENV must be {DEVELOPMENT} or {PRODUCTION}, not {environment!r}")
     production = environment == PRODUCTION
     ratelimit_storage = get("RATELIMIT_STORAGE_URI") or get("REDIS_URL") or "memory://"
+    public_base_url = (get("PUBLIC_BASE_URL") or "").strip().rstrip("/") or None
+    trusted_hosts = [h.strip() for h in (get("TRUSTED_HOSTS") or "").split(",") if h.strip()] or None
+    if trusted_hosts is None and production and public_base_url:
+        # Production answers only to its own name: a request naming another
+        # Host (a poisoned link, a cache keyed by Host) gets a 400.
+        trusted_hosts = [urlsplit(public_base_url).hostname or ""]
     web_threads = int(get("WEB_THREADS") or 32)
     # Connections per process. Smaller than WEB_THREADS on purpose: a thread
     # holds a connection only while it runs queries, never across provider
@@ -128,8 +138,19 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         # A deployed topology (a database or Redis of its own, or production)
         # must be given a strong key: its processes cannot share a generated one.
         "REQUIRE_SECRET_KEY": production or bool(get("DATABASE_URL")) or bool(get("REDIS_URL")),
-        # Heroku's router is one proxy hop; locally nothing sits in front.
-        "TRUSTED_PROXY_HOPS": _int(get("TRUSTED_PROXY_HOPS"), 1 if production else 0),
+        # Proxies in front whose X-Forwarded-For/-Proto are believed. Locally
+        # nothing sits in front (0); production must say (None until it
+        # does: check_production refuses it), since a guess of 1 without a
+        # proxy lets a forged X-Forwarded-For pick the rate limits' address.
+        "TRUSTED_PROXY_HOPS": _int(get("TRUSTED_PROXY_HOPS"), None if production else 0),
+        # Where customers reach billvend (``https://billvend.ng``): every
+        # absolute URL billvend gives out is built from it, never from the
+        # request's Host header (billvend.security.external_url).
+        "PUBLIC_BASE_URL": public_base_url,
+        # Flask refuses (400) a request for any other host; from
+        # TRUSTED_HOSTS (comma-separated), else PUBLIC_BASE_URL's host in
+        # production, else any host.
+        "TRUSTED_HOSTS": trusted_hosts,
         # Request limits (bytes): a whole request body, and the urlencoded
         # or non-file multipart form data Werkzeug keeps in memory.
         "MAX_CONTENT_LENGTH": _int(get("MAX_CONTENT_LENGTH"), 1024 * 1024),
@@ -385,12 +406,21 @@ def check_timings(config: Mapping[str, Any]) -> None:
         raise ValueError("SWEEP_LOCK_SECONDS must be at least 1")
 
 
+def secret_key_bits(key: str) -> float:
+    """The estimated entropy of ``key`` in bits: its length times log2 of
+    the number of distinct characters it uses (an upper bound for a random
+    key over that alphabet; ``secrets.token_hex(32)`` gives 256,
+    ``"abcdefgh" * 4`` gives 96)."""
+    distinct = len(set(key))
+    return len(key) * math.log2(distinct) if distinct > 1 else 0.0
+
+
 def weak_secret_key_reason(key: str | None) -> str | None:
     """Why ``key`` is not a strong SECRET_KEY, or ``None`` when it is.
 
     Strong means at least :data:`MIN_SECRET_KEY_LENGTH` characters, not a key
-    that has ever been published (:data:`KNOWN_WEAK_SECRET_KEYS`), and more
-    than a few distinct characters.
+    that has ever been published (:data:`KNOWN_WEAK_SECRET_KEYS`), and at
+    least :data:`MIN_SECRET_KEY_BITS` by :func:`secret_key_bits`.
     """
     if not key:
         return "SECRET_KEY is not set"
@@ -398,8 +428,10 @@ def weak_secret_key_reason(key: str | None) -> str | None:
         return "SECRET_KEY is a published default"
     if len(key) < MIN_SECRET_KEY_LENGTH:
         return f"SECRET_KEY is shorter than {MIN_SECRET_KEY_LENGTH} characters"
-    if len(set(key)) < 8:
-        return "SECRET_KEY repeats too few characters"
+    bits = secret_key_bits(key)
+    if bits < MIN_SECRET_KEY_BITS:
+        return (f"SECRET_KEY carries about {bits:.0f} bits (length x log2 of its distinct characters), "
+                f"under {MIN_SECRET_KEY_BITS} bits")
     return None
 
 
@@ -446,46 +478,138 @@ def _instance_secret_key() -> str:
     return key
 
 
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
+#: Host names that mean this machine without asking a resolver (RFC 6761
+#: reserves ``localhost`` and every name under it; Debian's /etc/hosts
+#: adds the others).
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
+#: The outside systems' base URLs and the public one: production refuses a
+#: loopback address in any of them.
+BASE_URL_SETTINGS = ("VTPASS_BASE_URL", "PAYSTACK_BASE_URL", "PAYSTACK_CHECKOUT_URL", "PUBLIC_BASE_URL")
+#: Of those, the ones that must be https:// in production (all of them:
+#: provider and gateway keys and the customers' cookies travel over them).
+HTTPS_SETTINGS = BASE_URL_SETTINGS
+
+
+def _loopback_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:
+        address = mapped
+    return address.is_loopback or address.is_unspecified
+
+
+def is_loopback_host(host: str) -> bool:
+    """True when ``host`` (a URL's host, brackets removed) names this machine.
+
+    Names are never resolved (a build may be offline, and DNS can change
+    after the check): ``localhost``, any name under ``.localhost`` and
+    :data:`LOOPBACK_NAMES`, with or without the trailing dot. IP literals
+    are read as the C library reads them (``inet_aton``: ``127.1``,
+    ``2130706433``, ``0x7f.1``, octal ``0177.0.0.1``) and as IPv6 (``::1``,
+    ``::ffff:127.0.0.1``); loopback and the unspecified address (``0.0.0.0``,
+    ``::``, which connects to this machine) count.
+    """
+    host = unquote(host or "").strip().lower()
+    name = host.rstrip(".")
+    if name in LOOPBACK_NAMES or name.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback or ipaddress.ip_address(host).is_unspecified
+        return _loopback_address(ipaddress.IPv6Address(host.split("%", 1)[0]))
+    except ValueError:
+        pass
+    if not name or "/" in name:
+        return False
+    try:
+        packed = socket.inet_aton(name)
+    except (OSError, ValueError):
+        return False
+    return _loopback_address(ipaddress.IPv4Address(packed))
+
+
+def is_loopback_url(url: str | None) -> bool:
+    """True when ``url``'s host is loopback (:func:`is_loopback_host`)."""
+    try:
+        host = urlsplit(url or "").hostname or ""
     except ValueError:
         return False
+    return is_loopback_host(host)
+
+
+def _base_url_problem(name: str, url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return f"{name} is not a URL"
+    if not parts.hostname:
+        return f"{name} must be an https:// URL with a host, not {url!r}"
+    if is_loopback_host(parts.hostname):
+        return f"refuses a loopback {name} ({parts.hostname}: this machine, e.g. a sandbox)"
+    if parts.scheme != "https" and name in HTTPS_SETTINGS:
+        return f"{name} must be an https:// URL, not {url!r}"
+    return None
 
 
 def check_production(config: Mapping[str, Any]) -> None:
-    """Refuse a production configuration that still points at a stand-in.
+    """Refuse a production configuration that still points at a stand-in or
+    leaves a door open.
 
-    With ``BILLVEND_ENV=production``: no simulated provider or gateway, no
-    loopback base URL for the provider or the gateway, no sandbox default key
-    (VTpass's, the Paystack sandbox's, or any Paystack ``sk_test_`` key).
+    With ``BILLVEND_ENV=production``: no simulated provider or gateway; no
+    sandbox default key (VTpass's, the Paystack sandbox's, or any Paystack
+    ``sk_test_`` key); every base URL (:data:`BASE_URL_SETTINGS`) https://
+    and not loopback in any spelling; ``PUBLIC_BASE_URL`` set, to an origin
+    only; rate limits on and shared (Redis, not process memory);
+    ``TRUSTED_PROXY_HOPS`` stated; a SECRET_KEY of at least
+    :data:`MIN_SECRET_KEY_BITS` (:func:`weak_secret_key_reason`).
     Development (the default) allows all of them: tests and staging run the
     deployed topology against the simulator and the sandboxes.
 
-    :raises ConfigError: naming the first offending variable.
+    :raises ConfigError: one line naming the first offending variable.
     """
     if config.get("BILLVEND_ENV") != PRODUCTION:
         return
+    prefix = "BILLVEND_ENV=production"
+    reason = weak_secret_key_reason(config.get("SECRET_KEY"))
+    if reason:
+        raise ConfigError(f"{prefix}: {reason}; set SECRET_KEY to e.g. "
+                          "python -c 'import secrets; print(secrets.token_hex(32))'")
     if config["VENDING_PROVIDER"] == "simulated":
-        raise ConfigError("BILLVEND_ENV=production refuses VENDING_PROVIDER=simulated; use vtpass")
+        raise ConfigError(f"{prefix} refuses VENDING_PROVIDER=simulated; use vtpass")
     if config["VENDING_PROVIDER"] == "vtpass":
-        if _is_loopback(config["VTPASS_BASE_URL"]):
-            raise ConfigError("BILLVEND_ENV=production refuses a loopback VTPASS_BASE_URL (the sandbox)")
         if (config["VTPASS_API_KEY"] == VTPASS_SANDBOX_API_KEY
                 or config["VTPASS_SECRET_KEY"] == VTPASS_SANDBOX_SECRET_KEY):
-            raise ConfigError("BILLVEND_ENV=production refuses the VTpass sandbox's default keys; "
+            raise ConfigError(f"{prefix} refuses the VTpass sandbox's default keys; "
                               "set VTPASS_API_KEY and VTPASS_SECRET_KEY")
     gateway = config.get("FUNDING_GATEWAY", "simulated")
     if gateway in {"simulated", "test", "fake"}:
-        raise ConfigError(f"BILLVEND_ENV=production refuses FUNDING_GATEWAY={gateway}; use paystack")
-    if _is_loopback(config.get("PAYSTACK_BASE_URL") or PAYSTACK_SANDBOX_BASE_URL):
-        raise ConfigError("BILLVEND_ENV=production refuses a loopback PAYSTACK_BASE_URL (the sandbox)")
+        raise ConfigError(f"{prefix} refuses FUNDING_GATEWAY={gateway}; use paystack")
     paystack_key = config.get("PAYSTACK_SECRET_KEY") or PAYSTACK_SANDBOX_SECRET_KEY
     if paystack_key == PAYSTACK_SANDBOX_SECRET_KEY or paystack_key.startswith("sk_test_"):
-        raise ConfigError("BILLVEND_ENV=production refuses a sandbox or test PAYSTACK_SECRET_KEY")
+        raise ConfigError(f"{prefix} refuses a sandbox or test PAYSTACK_SECRET_KEY")
+    public = config.get("PUBLIC_BASE_URL")
+    if not public:
+        raise ConfigError(f"{prefix} needs PUBLIC_BASE_URL, where customers reach billvend "
+                          "(e.g. https://billvend.ng): absolute links are built from it")
+    for name in BASE_URL_SETTINGS:
+        if name == "VTPASS_BASE_URL" and config["VENDING_PROVIDER"] != "vtpass":
+            continue
+        url = config.get(name) or (PAYSTACK_SANDBOX_BASE_URL if name == "PAYSTACK_BASE_URL" else None)
+        problem = url and _base_url_problem(name, url)
+        if problem:
+            raise ConfigError(f"{prefix} {problem}" if problem.startswith("refuses")
+                              else f"{prefix}: {problem}")
+    public_parts = urlsplit(public)
+    if public_parts.path not in ("", "/") or public_parts.query or public_parts.fragment:
+        raise ConfigError(f"{prefix}: PUBLIC_BASE_URL must be an origin only (https://host[:port]), "
+                          f"not {public!r}")
+    if not config.get("RATELIMIT_ENABLED", True):
+        raise ConfigError(f"{prefix} refuses RATELIMIT_ENABLED=false (for load benchmarks only)")
+    storage = str(config.get("RATELIMIT_STORAGE_URI") or "memory://")
+    if storage.startswith("memory://"):
+        raise ConfigError(f"{prefix} refuses rate limits in process memory (each worker would count "
+                          "alone); set REDIS_URL or RATELIMIT_STORAGE_URI")
+    if config.get("TRUSTED_PROXY_HOPS") is None:
+        raise ConfigError(f"{prefix} needs TRUSTED_PROXY_HOPS: how many proxies stand in front "
+                          "(1 behind Heroku's router, 0 with none)")
 
 
 def sandbox_allowed(config: Mapping[str, Any]) -> bool:

@@ -6,11 +6,40 @@ import secrets
 import unicodedata
 from datetime import date
 
-from flask import current_app
+from flask import current_app, request
 from wtforms import HiddenField, StringField
 from wtforms.validators import DataRequired, Regexp, ValidationError
 
 from billvend.money import format_naira, parse_naira
+
+
+#: The largest integer a query parameter may name: a 64-bit signed column
+#: holds it, so a bigger one would fail in the database instead of simply
+#: finding nothing.
+MAX_QUERY_INT = 2**63 - 1
+
+
+def parse_int(text: str | None, *, minimum: int = 0, maximum: int = MAX_QUERY_INT) -> int | None:
+    """``text`` as an integer when it is ASCII digits only and within
+    ``minimum..maximum``; else ``None``.
+
+    ``str.isdigit()`` accepts ``"\u00b2"`` and ``"\u2460"``, which ``int()``
+    then refuses (a 500), and ``int()`` accepts other scripts' digits,
+    spaces, signs and underscores; a number in a URL or form is none of those.
+    """
+    if not text or len(text) > 19 or not (text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if minimum <= value <= maximum else None
+
+
+def query_int(name: str, default: int | None = None, *, minimum: int = 0,
+              maximum: int = MAX_QUERY_INT) -> int | None:
+    """The request's query parameter ``name`` read by :func:`parse_int`
+    (ids, page numbers, cursors): ``default`` when it is missing or not a
+    plain number in range. The one reader of numeric query parameters."""
+    value = parse_int(request.args.get(name), minimum=minimum, maximum=maximum)
+    return default if value is None else value
 
 
 def new_idempotency_key() -> str:

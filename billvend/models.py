@@ -643,6 +643,31 @@ class UserSession(db.Model):
     absolute_expires_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
     ip_address: so.Mapped[Optional[str]] = so.mapped_column(sa.String(45))
     user_agent: so.Mapped[Optional[str]] = so.mapped_column(sa.String(200))
+    #: The selector of the device's remember token this session belongs to
+    #: (started with it, or restored from it): logging out on that device
+    #: ends every session of the token, a copy's included.
+    remember_selector: so.Mapped[Optional[str]] = so.mapped_column(sa.String(32), index=True)
+    #: Password or code re-entries this session has used up (a right one is
+    #: given back); counted here, with one UPDATE each, so requests sent in
+    #: parallel cannot each see the same count (billvend.security.reentry).
+    reauth_failures: so.Mapped[int] = so.mapped_column(sa.Integer, default=0, server_default="0")
+
+
+class SecurityEvent(db.Model):
+    """Something the account's owner should know happened to it: a session
+    ended after too many wrong password or code re-entries
+    (``reauth_locked``), a copied remember token noticed (``remember_theft``).
+    ``notified_at`` is set once the owner has been told at a sign-in."""
+
+    __tablename__ = "security_events"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    kind: so.Mapped[str] = so.mapped_column(sa.String(40))
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+    ip_address: so.Mapped[Optional[str]] = so.mapped_column(sa.String(45))
+    user_agent: so.Mapped[Optional[str]] = so.mapped_column(sa.String(200))
+    notified_at: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())
 
 
 class RememberToken(db.Model):

@@ -26,15 +26,15 @@ from urllib.parse import parse_qs, urlsplit
 from flask import (Flask, current_app, flash, g, redirect, render_template, request, session,
                    url_for)
 from flask_limiter import RateLimitExceeded
-from flask_login import current_user
+from flask_login import current_user, logout_user
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.exceptions import RequestEntityTooLarge, TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from billvend import sessions
+from billvend import sessions, transactions
 from billvend.config import origin_of
-from billvend.extensions import limiter, talisman
+from billvend.extensions import db, limiter, talisman
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,17 @@ def same_site_path(url: str) -> Optional[str]:
     return safe_next(parts.path + (f"?{parts.query}" if parts.query else ""), "") or None
 
 
+def external_url(endpoint: str, **values) -> str:
+    """The absolute URL of ``endpoint`` to give to the outside (the
+    gateway's callback URL; reset and verification links next): built on
+    ``PUBLIC_BASE_URL`` when it is set (always in production), never on the
+    request's ``Host`` header, which the client chooses."""
+    base = current_app.config.get("PUBLIC_BASE_URL")
+    if not base:
+        return url_for(endpoint, _external=True, **values)
+    return base.rstrip("/") + url_for(endpoint, _external=False, **values)
+
+
 def referrer_path() -> Optional[str]:
     """The same-site path of the page this request came from (``Referer``), or None."""
     return same_site_path(request.headers.get("Referer", ""))
@@ -175,7 +186,8 @@ def remember_device(response, email: str) -> None:
         secure=current_app.config["SESSION_COOKIE_SECURE"])
 
 
-def _is_known_device() -> bool:
+def _is_known_device(email: Optional[str] = None) -> bool:
+    """This browser has signed in to ``email`` (default: the form's) before."""
     raw = request.cookies.get(KNOWN_DEVICE_COOKIE)
     if not raw:
         return False
@@ -183,7 +195,88 @@ def _is_known_device() -> bool:
         digest = _device_serializer().loads(raw, max_age=KNOWN_DEVICE_SECONDS)
     except BadSignature:
         return False
-    return digest == _account_digest(_form_email())
+    return digest == _account_digest(_form_email() if email is None else email)
+
+
+# --- Password and code re-entry inside a session -------------------------------
+
+#: Wrong passwords or codes one session may see before it is ended.
+MAX_REAUTH_FAILURES = 5
+#: Scope of the per-account failed-login counter (RATELIMIT_LOGIN_ACCOUNT).
+LOGIN_ACCOUNT_SCOPE = "login-account"
+
+
+def _account_email() -> str:
+    """The signed-in user's email, spelled as the login form's key."""
+    if not current_user.is_authenticated:
+        return "-"
+    try:
+        return normalise_email(current_user.email)[:254] or "-"
+    except ValueError:
+        return "-"
+
+
+def _count_account_failure(email: str) -> None:
+    """One failed password or code check against ``email``'s failed-login
+    limit: the same counter /login and /signup spend, whatever the device."""
+    from limits import parse_many
+
+    if not limiter.enabled:
+        return
+    prefix = current_app.config.get("RATELIMIT_KEY_PREFIX") or ""
+    try:
+        for item in parse_many(current_app.config["RATELIMIT_LOGIN_ACCOUNT"]):
+            limiter.limiter.hit(item, *([prefix] if prefix else []), email, LOGIN_ACCOUNT_SCOPE)
+    except Exception as error:  # noqa: BLE001 - the limit store is down: the
+        # per-session count below still ends the session.
+        log.error("failed-login limit unavailable: %s", error)
+
+
+def reentry(what: str, check: Callable[[], bool]):
+    """Check a password or code typed inside a signed-in session (``what``:
+    "password", "second-factor code"; for the log); ``check()`` says whether
+    it is right.
+
+    The attempt is taken from the session's allowance before ``check`` runs
+    (a right answer gives it back), so parallel requests get no more than
+    :data:`MAX_REAUTH_FAILURES` wrong tries between them. A wrong one counts
+    against the account's failed-login limit too. At the
+    :data:`MAX_REAUTH_FAILURES`-th wrong one the session ends (a thief
+    holding a copied session is out; the owner signs in again as usual,
+    their other sessions untouched), a ``reauth_locked`` security event is
+    recorded and the owner is told at their next sign-in.
+
+    :returns: ``(right, response)``: ``response`` is ``None``, or the
+        redirect to the login page the view must return (the session ended).
+    """
+    user_id, email = current_user.id, _account_email()
+    used = sessions.reserve_reauth_attempt()
+    if used <= MAX_REAUTH_FAILURES:
+        if check():
+            sessions.release_reauth_attempt()
+            return True, None
+        _count_account_failure(email)
+        if used < MAX_REAUTH_FAILURES:
+            return False, None
+        transactions.run(lambda: sessions.record_event(db.session, user_id, sessions.REAUTH_LOCKED))
+        log.warning("user %s: %d wrong re-entries (%s) in one session from %s; session ended",
+                    user_id, MAX_REAUTH_FAILURES, what, client_ip())
+    logout_user()
+    sessions.end()
+    flash(f"You were signed out because a wrong password or code was typed {MAX_REAUTH_FAILURES} times. "
+          "Sign in again to go on.", "warning")
+    return False, redirect(url_for("auth.login"), code=303)
+
+
+def _reauth_account_limit() -> Callable:
+    """The failed-login limit on the re-entry forms: once strangers (or
+    re-entries) have spent it, a browser that never signed in to the account
+    is refused (429); a known device never is. Counting is done by
+    :func:`reentry`, so this only checks."""
+    return limiter.shared_limit(_limit("RATELIMIT_LOGIN_ACCOUNT"), scope=LOGIN_ACCOUNT_SCOPE,
+                                methods=["POST"], key_func=_account_email,
+                                deduct_when=lambda response: False,
+                                exempt_when=lambda: _is_known_device(_account_email()))
 
 
 # --- Rate limits -----------------------------------------------------------
@@ -228,7 +321,7 @@ def _account_limit(deduct_when: Callable) -> Callable:
     by the form's email), ONE counter shared by every door that checks a
     password: /login and /signup (which signs in an owner who types their
     email and right password). A known device is exempt."""
-    return limiter.shared_limit(_limit("RATELIMIT_LOGIN_ACCOUNT"), scope="login-account", methods=["POST"],
+    return limiter.shared_limit(_limit("RATELIMIT_LOGIN_ACCOUNT"), scope=LOGIN_ACCOUNT_SCOPE, methods=["POST"],
                                 key_func=_form_email, deduct_when=deduct_when,
                                 exempt_when=_is_known_device)
 
@@ -289,7 +382,10 @@ def _limits_for(endpoint: str) -> list[Callable]:
                 _account_limit(_signup_guess_failed)]
     if endpoint == "account.two_factor":
         return [limiter.limit(_limit("RATELIMIT_TWO_FACTOR"), methods=post, scope="two-factor",
-                              key_func=_user_key)]
+                              key_func=_user_key),
+                _reauth_account_limit()]
+    if endpoint in ("account.password", "account.confirm_password"):
+        return [_reauth_account_limit()]
     if endpoint == "bills.verify":
         # Innermost first: a request refused by the per-user or per-IP limit
         # never counts as a new meter.
@@ -314,7 +410,8 @@ def _limits_for(endpoint: str) -> list[Callable]:
 
 #: Endpoints with their own limits; ``RATELIMIT_PASSWORD_RESET_EMAIL`` is
 #: for the password reset when it exists (key: the normalised email).
-ROUTE_LIMITS = ("auth.login", "auth.signup", "account.two_factor", "bills.verify",
+ROUTE_LIMITS = ("auth.login", "auth.signup", "account.two_factor", "account.password",
+                "account.confirm_password", "bills.verify",
                 "bills.electricity", "wallet.fund", "webhooks.paystack_webhook")
 
 # Flask-Limiter registers a decorated limit by the view's name, once per
@@ -409,7 +506,7 @@ def init_app(app: Flask) -> None:
     """Wire every piece above into ``app`` (after its blueprints)."""
     config = app.config
     production = config["BILLVEND_ENV"] == "production"
-    hops = config["TRUSTED_PROXY_HOPS"]
+    hops = config["TRUSTED_PROXY_HOPS"] or 0
     if hops > 0:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0, x_port=0)
 

@@ -19,7 +19,14 @@ session: a replayed cookie then opens an empty, anonymous session.
   (OWASP's split-token pattern): the row holds the selector and the
   validator's SHA-256; when it starts a new session the validator is rotated.
   It lasts ``REMEMBER_ME_SECONDS`` from sign-in and never makes a session
-  fresh.
+  fresh. The rotated validator is ``HMAC(SECRET_KEY, selector.validator)``,
+  so a browser whose answer was lost and that sends the old one again within
+  ``ROTATION_GRACE_SECONDS`` is handed the same new one. The old validator
+  presented after the grace means the cookie was copied (one of the two
+  holders already rotated it): every session and remember token of the user
+  ends, and the owner is told at the next sign-in (OWASP's token-theft
+  detection). Logging out ends every session started from this device's
+  token, a copy's included.
 
 Storage goes through the request's own database session (one pooled
 connection per request, not two), each write as its own unit of work
@@ -31,6 +38,7 @@ the session store.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
@@ -47,13 +55,19 @@ from werkzeug.datastructures import CallbackDict
 
 from billvend import transactions
 from billvend.extensions import db
-from billvend.models import RememberToken, User, UserSession, utcnow
+from billvend.models import RememberToken, SecurityEvent, User, UserSession, utcnow
 
 log = logging.getLogger(__name__)
 
 SESSIONS = UserSession.__table__
 REMEMBER = RememberToken.__table__
 USERS = User.__table__
+EVENTS = SecurityEvent.__table__
+
+#: Security events (``security_events.kind``); the owner is told of each at
+#: their next sign-in (:func:`untold_events`).
+REAUTH_LOCKED = "reauth_locked"
+REMEMBER_THEFT = "remember_theft"
 
 #: How often an unchanged session's idle deadline is pushed forward (one
 #: write per minute of activity, not one per request).
@@ -71,6 +85,7 @@ FRESH_AT_KEY = "_fresh_at"
 SECOND_FACTOR_KEY = "_second_factor_at"
 REMEMBER_SELECTOR_KEY = "_remember_selector"
 MUST_CHANGE_PASSWORD_KEY = "_must_change_password"
+REAUTH_FAILURES_KEY = "_reauth_failures"
 
 
 def _hash(value: str) -> str:
@@ -217,7 +232,8 @@ class ServerSessionInterface(SessionInterface):
                                                                  sess.absolute_expires_at),
                 absolute_expires_at=sess.absolute_expires_at,
                 ip_address=(request.remote_addr or "")[:45] or None,
-                user_agent=(request.user_agent.string or "")[:200] or None))
+                user_agent=(request.user_agent.string or "")[:200] or None,
+                remember_selector=data.get(REMEMBER_SELECTOR_KEY)))
             # A browser-session cookie: the server's deadlines bound it.
             response.set_cookie(name, sess.sid, **cookie)
             if random.randrange(CLEANUP_ONE_IN) == 0:
@@ -231,6 +247,7 @@ class ServerSessionInterface(SessionInterface):
                                                         sess.absolute_expires_at)}
             if sess.modified:
                 values["data"] = self.serializer.dumps(data)
+                values["remember_selector"] = data.get(REMEMBER_SELECTOR_KEY)
             conn.execute(sa.update(SESSIONS).where(SESSIONS.c.id_hash == _hash(sess.sid)).values(**values))
 
 
@@ -241,9 +258,39 @@ def delete_expired(conn, now: datetime) -> None:
     conn.execute(sa.delete(REMEMBER).where(REMEMBER.c.expires_at <= now))
 
 
+def _next_validator(selector: str, validator: str) -> str:
+    """The validator ``selector.validator`` is rotated to. Derived, not
+    random, so a repeat of the old one inside the grace gets the same new
+    one; it needs the SECRET_KEY, so neither a stolen database (which holds
+    hashes) nor a copied old cookie yields it."""
+    digest = hmac.new(current_app.config["SECRET_KEY"].encode(),
+                      f"billvend.remember:{selector}.{validator}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def record_event(conn, user_id: int, kind: str) -> None:
+    """Add a :class:`~billvend.models.SecurityEvent` of ``kind`` for
+    ``user_id`` from this request (address, browser); the caller's unit of
+    work commits it."""
+    conn.execute(sa.insert(EVENTS).values(
+        user_id=user_id, kind=kind, created_at=utcnow(),
+        ip_address=(request.remote_addr or "")[:45] or None,
+        user_agent=(request.user_agent.string or "")[:200] or None))
+
+
+def end_everything(conn, user_id: int) -> int:
+    """Delete every session and remember token of ``user_id`` (inside the
+    caller's unit of work). :returns: how many sessions ended."""
+    ended = conn.execute(sa.delete(SESSIONS).where(SESSIONS.c.user_id == user_id)).rowcount
+    conn.execute(sa.delete(REMEMBER).where(REMEMBER.c.user_id == user_id))
+    return ended
+
+
 def _restore_from_remember(app: Flask, sess: ServerSession, cookie: str, now: datetime) -> None:
     """Turn a valid ``remember`` cookie into a new (not fresh) signed-in
-    session, rotating its validator; a bad one is deleted from the browser.
+    session, rotating its validator; a bad one is deleted from the browser;
+    the validator rotated away, after its grace, is a copied cookie: every
+    session and token of the user ends (an event tells the owner).
     (Run as a unit of work.)"""
     conn = db.session
     selector, _, validator = cookie.partition(".")
@@ -255,22 +302,39 @@ def _restore_from_remember(app: Flask, sess: ServerSession, cookie: str, now: da
         sess.remember_cookie = ""
         return
     current = hmac.compare_digest(given, row.token_hash)
-    recent = (row.previous_token_hash is not None and row.rotated_at is not None
-              and (now - row.rotated_at).total_seconds() < ROTATION_GRACE_SECONDS
-              and hmac.compare_digest(given, row.previous_token_hash))
-    if not (current or recent):
-        log.warning("remember token %s: wrong validator (stale copy or theft); refused", selector)
+    rotated_away = (row.previous_token_hash is not None
+                    and hmac.compare_digest(given, row.previous_token_hash))
+    in_grace = (rotated_away and row.rotated_at is not None
+                and (now - row.rotated_at).total_seconds() < ROTATION_GRACE_SECONDS)
+    if rotated_away and not in_grace:
+        # Exactly the validator that was rotated away, after the grace: the
+        # browser that rotated it and this one hold copies of one cookie.
+        # Which is the owner's is unknowable, so both are signed out.
+        ended = end_everything(conn, row.user_id)
+        record_event(conn, row.user_id, REMEMBER_THEFT)
+        log.warning("remember token %s of user %s presented again after its rotation: copied; "
+                    "%d sessions and every remember token ended", selector, row.user_id, ended)
+        sess.remember_cookie = ""
+        return
+    if not (current or in_grace):
+        # Not a validator this token ever had (a guess, or one rotated more
+        # than once ago): refused, and no one is signed out for it.
+        log.warning("remember token %s: wrong validator; refused", selector)
         sess.remember_cookie = ""
         return
     user = conn.execute(sa.select(USERS.c.id, USERS.c.is_admin).where(USERS.c.id == row.user_id)).first()
     if user is None:
         sess.remember_cookie = ""
         return
+    successor = _next_validator(selector, validator)
     if current:
-        new_validator = secrets.token_urlsafe(32)
         conn.execute(sa.update(REMEMBER).where(REMEMBER.c.id == row.id).values(
-            token_hash=_hash(new_validator), previous_token_hash=row.token_hash, rotated_at=now))
-        sess.remember_cookie = f"{selector}.{new_validator}"
+            token_hash=_hash(successor), previous_token_hash=row.token_hash, rotated_at=now))
+        sess.remember_cookie = f"{selector}.{successor}"
+    elif hmac.compare_digest(_hash(successor), row.token_hash):
+        # Inside the grace (a lost answer, two tabs racing): the same new
+        # validator the first request was given.
+        sess.remember_cookie = f"{selector}.{successor}"
     sess.update({USER_ID_KEY: str(user.id), "_fresh": False, ADMIN_KEY: bool(user.is_admin),
                  REMEMBER_SELECTOR_KEY: selector})
     _seed_csrf(sess, app.config)
@@ -320,13 +384,19 @@ def start(user: User, *, remember: bool) -> None:
 
 
 def end() -> None:
-    """Log this browser out: delete its session row and its remember token.
-    Call after ``flask_login.logout_user``; a flash set afterwards still shows
+    """Log this browser out: delete its session row, its remember token and
+    every other session started from that token. Call after ``flask_login.logout_user``; a flash set afterwards still shows
     (it goes into a new anonymous session)."""
     sess = _session()
     selector = sess.get(REMEMBER_SELECTOR_KEY)
     if selector:
-        transactions.run(lambda: db.session.execute(sa.delete(REMEMBER).where(REMEMBER.c.selector == selector)))
+        def forget_device() -> None:
+            # Every session started from this device's token goes too: one a
+            # copy of the cookie started elsewhere must not outlive the logout.
+            db.session.execute(sa.delete(SESSIONS).where(SESSIONS.c.remember_selector == selector))
+            db.session.execute(sa.delete(REMEMBER).where(REMEMBER.c.selector == selector))
+
+        transactions.run(forget_device)
     if selector or request.cookies.get(current_app.config["REMEMBER_COOKIE_NAME"]):
         sess.remember_cookie = ""
     sess.rotate()
@@ -405,3 +475,59 @@ def mark_second_factor() -> None:
 def has_second_factor() -> bool:
     """True once the admin's TOTP or recovery code was given in this session."""
     return bool(session.get(SECOND_FACTOR_KEY))
+
+
+def reserve_reauth_attempt() -> int:
+    """Use up one password or code re-entry of this session, before the
+    check (:func:`billvend.security.reentry`), so that requests sent in
+    parallel on one session cannot each see the same count.
+
+    :returns: how many this session has used, this one included.
+    """
+    sess = _session()
+    if sess.sid is None:
+        # No row yet (cannot happen for a POST that passed CSRF): count in
+        # the session's data.
+        count = int(sess.get(REAUTH_FAILURES_KEY) or 0) + 1
+        sess[REAUTH_FAILURES_KEY] = count
+        return count
+    id_hash = _hash(sess.sid)
+
+    @transactions.unit_of_work
+    def use_one() -> int:
+        db.session.execute(sa.update(SESSIONS).where(SESSIONS.c.id_hash == id_hash)
+                           .values(reauth_failures=SESSIONS.c.reauth_failures + 1))
+        # Our own UPDATE holds the row until commit: this reads our count.
+        count = db.session.scalar(sa.select(SESSIONS.c.reauth_failures).where(SESSIONS.c.id_hash == id_hash))
+        return int(count) if count is not None else 10**6  # the row is gone: the session ended
+
+    return use_one()
+
+
+def release_reauth_attempt() -> None:
+    """Give back the attempt :func:`reserve_reauth_attempt` took: the
+    password or code was right."""
+    sess = _session()
+    if sess.sid is None:
+        sess[REAUTH_FAILURES_KEY] = max(0, int(sess.get(REAUTH_FAILURES_KEY) or 0) - 1)
+        return
+    id_hash = _hash(sess.sid)
+    transactions.run(lambda: db.session.execute(
+        sa.update(SESSIONS).where(SESSIONS.c.id_hash == id_hash, SESSIONS.c.reauth_failures > 0)
+        .values(reauth_failures=SESSIONS.c.reauth_failures - 1)))
+
+
+def untold_events(user_id: int) -> list[tuple[str, datetime]]:
+    """The security events of ``user_id`` not yet told to them, oldest
+    first, as ``(kind, created_at)``; marked told (one unit of work)."""
+
+    @transactions.unit_of_work
+    def take() -> list[tuple[str, datetime]]:
+        rows = db.session.execute(sa.select(EVENTS.c.id, EVENTS.c.kind, EVENTS.c.created_at).where(
+            EVENTS.c.user_id == user_id, EVENTS.c.notified_at.is_(None)).order_by(EVENTS.c.id)).all()
+        if rows:
+            db.session.execute(sa.update(EVENTS).where(EVENTS.c.id.in_([r.id for r in rows]))
+                               .values(notified_at=utcnow()))
+        return [(r.kind, r.created_at) for r in rows]
+
+    return take()

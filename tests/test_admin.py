@@ -679,3 +679,61 @@ def test_overview_alerts_when_the_provider_float_is_low(client, admin):
     payments.apply_result(payment.id, VENDING, VendResult("failed", "INSUFFICIENT_CREDIT", "low float"))
     page = client.get("/admin/").get_data(as_text=True)
     assert 'data-testid="float-alert"' in page and "1 payment in the last 24 hours" in page
+
+
+# --- Numeric query parameters (issue 21, item 2) -----------------------------------
+
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+#: Every admin list and the query parameters it reads (the filters as well as
+#: the page cursors): none of them may answer 500, whatever they are given.
+ADMIN_LISTS = {
+    "/admin/payments": ("after", "status", "disco", "meter_type", "email", "date_from", "date_to", "q"),
+    "/admin/payments.csv": ("status", "disco", "meter_type", "email", "date_from", "date_to", "q"),
+    "/admin/stuck": ("after",),
+    "/admin/wallets": ("before", "email"),
+    "/admin/wallets/{wallet_id}": ("before",),
+    "/admin/actions": ("before",),
+    "/admin/fundings": ("before", "status", "method", "flagged", "email", "q"),
+    "/admin/gateway-events": ("before", "flagged"),
+    "/admin/reconciliation": ("before", "day"),
+    "/admin/funding-flags": ("before",),
+}
+#: Text that looks numeric to ``str.isdigit()`` (superscripts, circled and
+#: other scripts' digits) or to ``int()`` (spaces, signs, underscores), and
+#: numbers beyond 64 bits.
+NUMERIC_LOOKALIKES = ["\u00b2", "\u2460", "12\u00b3", "\u0663\u0664", "\uff11\uff12", " 7 ", "+5", "-1",
+                      "1_000", "0x10", "9" * 19, "9" * 40, "1e3", "", "\x00", "1.5", "3.1"]
+query_values = st.one_of(st.sampled_from(NUMERIC_LOOKALIKES), st.text(max_size=30))
+
+
+@pytest.mark.parametrize("value", ["%C2%B2", "%E2%91%A0", "%D9%A3", "99999999999999999999999"])
+@pytest.mark.parametrize("path", ["/admin/wallets", "/admin/gateway-events", "/admin/fundings",
+                                  "/admin/actions", "/admin/wallets/{wallet_id}"])
+def test_a_unicode_digit_before_cursor_is_ignored_not_a_500(client, admin, path, value):
+    wallet_id = db.session.scalar(sa.select(Wallet.id).where(Wallet.user_id == admin.id))
+    response = client.get(path.format(wallet_id=wallet_id) + f"?before={value}")
+    assert response.status_code == 200, response.status_code
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.dictionaries(st.sampled_from(sorted({n for ns in ADMIN_LISTS.values() for n in ns})),
+                              query_values, max_size=4))
+@example(values={"before": "\u00b2", "after": "\u2460"})
+def test_no_query_parameter_on_any_admin_list_answers_500(client, admin, values):
+    wallet_id = db.session.scalar(sa.select(Wallet.id).where(Wallet.user_id == admin.id))
+    for path, names in ADMIN_LISTS.items():
+        query = {name: value for name, value in values.items() if name in names}
+        response = client.get(path.format(wallet_id=wallet_id), query_string=query)
+        assert response.status_code < 500, (path, query, response.status_code)
+        response.close()
+
+
+def test_query_int_accepts_ascii_digits_only():
+    from billvend.forms import parse_int
+
+    assert parse_int("42") == 42 and parse_int("0") == 0
+    for text in NUMERIC_LOOKALIKES[:12] + [None, "abc"]:
+        assert parse_int(text) is None, text
+    assert parse_int("123", maximum=100) is None and parse_int("100", maximum=100) == 100

@@ -56,3 +56,48 @@ def test_nul_bytes_in_fields(client, customer, pay):
     response = pay(meter_number="11111\x0011111", phone="0803\x001234567")
     assert response.status_code == 422
     assert db.session.scalar(sa.select(sa.func.count(Payment.id))) == 0
+
+
+# --- Numeric query parameters on the customer's lists (issue 21, item 2) ----------
+
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tests.test_admin import query_values  # noqa: E402
+
+#: Every customer list and the query parameters it reads.
+CUSTOMER_LISTS = {
+    "/history": ("page", "q", "kind", "status", "date_from", "date_to"),
+    "/history/statement.csv": ("q", "kind", "status", "date_from", "date_to"),
+    "/wallet/fundings": ("page", "before"),
+    "/meters": ("page",),
+    "/bills/electricity": ("meter", "disco", "meter_type"),
+}
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.dictionaries(st.sampled_from(sorted({n for ns in CUSTOMER_LISTS.values() for n in ns})),
+                              query_values, max_size=4))
+@example(values={"page": "\u00b2", "meter": "\u2460"})
+@example(values={"page": "\u0663", "meter": "\u0663"})
+def test_no_query_parameter_on_any_customer_list_answers_500(client, customer, values):
+    for path, names in CUSTOMER_LISTS.items():
+        query = {name: value for name, value in values.items() if name in names}
+        response = client.get(path, query_string=query)
+        assert response.status_code < 500, (path, query, response.status_code)
+        response.close()
+
+
+def test_a_meter_given_in_another_scripts_digits_is_not_read_as_a_number(client, customer):
+    # int() reads "\u0661" (Arabic-Indic one) as 1; a URL's ids are ASCII digits.
+    response = client.get("/bills/electricity?meter=%D9%A1")
+    assert response.status_code == 200
+
+
+def test_a_superscript_quick_amount_is_refused_not_a_500(client, customer):
+    tokens = form_tokens(client, "/bills/electricity")
+    response = client.post("/bills/electricity", data=tokens | {
+        "disco": "ikeja-electric", "meter_type": "prepaid", "meter_number": "1111111111111",
+        "amount": "", "quick_amount": "\u00b2", "phone": "08031234567"})
+    assert response.status_code == 422
+    assert db.session.scalar(sa.select(sa.func.count(Payment.id))) == 0

@@ -24,7 +24,7 @@ from billvend import config as billvend_config
 from billvend.config import ConfigError, check_production, from_env, resolve_secret_key
 from billvend.extensions import db
 from billvend.models import Payment, RecoveryCode, RememberToken, User, UserSession
-from tests.conftest import CSRF_RE, Auth, base_config, fresh_app
+from tests.conftest import CSRF_RE, Auth, base_config, form_tokens, fresh_app
 from tests.helpers import make_payment, make_user
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,6 +125,10 @@ PRODUCTION_OK = {
     "VTPASS_API_KEY": "live-api-key", "VTPASS_SECRET_KEY": "live-secret-key",
     "FUNDING_GATEWAY": "paystack", "PAYSTACK_BASE_URL": "https://api.paystack.co",
     "PAYSTACK_SECRET_KEY": "sk_live_0123456789", "PAYSTACK_CHECKOUT_URL": "https://checkout.paystack.com",
+    # Shared rate limits (unreachable here: each test process falls back to
+    # its own memory, instantly), one stated proxy, the public name.
+    "REDIS_URL": "redis://127.0.0.1:1/0", "TRUSTED_PROXY_HOPS": "1",
+    "PUBLIC_BASE_URL": "https://billvend.example",
 }
 
 
@@ -636,9 +640,10 @@ def test_production_adds_hsts_secure_cookies_and_trusts_one_proxy(database_url):
     with fresh_app(config) as app:
         assert app.config["TRUSTED_PROXY_HOPS"] == 1
         client = app.test_client()
-        plain = client.get("/login")
+        plain = client.get("/login", base_url="http://billvend.example")
         assert plain.status_code == 302 and plain.headers["Location"].startswith("https://")
-        behind_router = client.get("/login", headers={"X-Forwarded-Proto": "https",
+        behind_router = client.get("/login", base_url="http://billvend.example",
+                                   headers={"X-Forwarded-Proto": "https",
                                                       "X-Forwarded-For": "203.0.113.7"})
         assert behind_router.status_code == 200
         assert "max-age=" in behind_router.headers["Strict-Transport-Security"]
@@ -646,6 +651,35 @@ def test_production_adds_hsts_secure_cookies_and_trusts_one_proxy(database_url):
         assert "Secure" in cookie and "HttpOnly" in cookie
         with db.engine.connect() as conn:
             assert conn.scalar(sa.select(UserSession.ip_address)) == "203.0.113.7"
+
+
+def test_production_answers_only_to_its_public_host(database_url):
+    config = (base_config(database_url) | from_env(PRODUCTION_OK)
+              | {"SQLALCHEMY_DATABASE_URI": database_url, "HUEY_IMMEDIATE": True, "TESTING": True})
+    with fresh_app(config) as app:
+        assert app.config["TRUSTED_HOSTS"] == ["billvend.example"]
+        client = app.test_client()
+        assert client.get("/login", base_url="https://billvend.example").status_code == 200
+        for host in ("evil.example", "billvend.example.evil.example", "127.0.0.1"):
+            response = client.get("/login", base_url=f"https://{host}")
+            assert response.status_code == 400, host
+        forged = client.get("/login", base_url="https://billvend.example",
+                            headers={"Host": "evil.example"})
+        assert forged.status_code == 400
+
+
+def test_the_gateway_callback_url_comes_from_public_base_url_not_the_host_header(database_url):
+    config = base_config(database_url) | {"PUBLIC_BASE_URL": "https://billvend.example"}
+    with fresh_app(config) as app:
+        client = app.test_client()
+        # A Host header (and X-Forwarded-Host) of the client's choosing.
+        client.environ_base.update(HTTP_HOST="evil.example", HTTP_X_FORWARDED_HOST="evil.example")
+        Auth(client).signup()
+        tokens = form_tokens(client, "/wallet/fund")
+        response = client.post("/wallet/fund", data=tokens | {"amount": "5000"})
+        assert response.status_code == 303
+        # The simulated gateway sends the customer straight to our callback URL.
+        assert response.headers["Location"].startswith("https://billvend.example/wallet/fund/callback?")
 
 
 def test_no_proxy_is_trusted_locally(client):

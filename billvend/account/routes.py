@@ -3,7 +3,9 @@ active sessions with "log out everywhere", and the admins' second factor.
 
 Money-sensitive changes need a fresh login: the password change asks for the
 current password; enrolling a second factor needs the password typed within
-``FRESH_LOGIN_SECONDS`` (``/account/confirm`` asks for it again).
+``FRESH_LOGIN_SECONDS`` (``/account/confirm`` asks for it again). Every
+wrong password or code typed here goes through
+:func:`billvend.security.reentry`: the fifth wrong one in a session ends it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from billvend.account.forms import (ChangePasswordForm, ConfirmPasswordForm, Pla
                                     TwoFactorForm)
 from billvend.extensions import db
 from billvend.models import User
-from billvend.security import safe_next
+from billvend.security import reentry, safe_next
 
 PENDING_SECRET_KEY = "_totp_pending_secret"
 
@@ -78,7 +80,10 @@ def end_session(session_id: int):
 def password():
     form = ChangePasswordForm(account_email=current_user.email)
     if form.validate_on_submit():
-        if not current_user.check_password(form.current_password.data):
+        right, ended = reentry("password", lambda: current_user.check_password(form.current_password.data))
+        if ended is not None:
+            return ended
+        if not right:
             form.current_password.errors.append("That is not your current password.")
         elif form.password.data == form.current_password.data:
             form.password.errors.append("Choose a password different from the current one.")
@@ -100,7 +105,10 @@ def password():
 def confirm_password():
     form = ConfirmPasswordForm()
     if form.validate_on_submit():
-        if current_user.check_password(form.password.data):
+        right, ended = reentry("password", lambda: current_user.check_password(form.password.data))
+        if ended is not None:
+            return ended
+        if right:
             sessions.mark_fresh()
             return redirect(safe_next(request.args.get("next"), url_for("account.profile")), code=303)
         form.password.errors.append("That is not your password.")
@@ -116,7 +124,11 @@ def two_factor():
     form = TwoFactorForm()
     if current_user.has_second_factor:
         if form.validate_on_submit():
-            if twofactor.verify(current_user.id, form.code.data):
+            right, ended = reentry("second-factor code",
+                                   lambda: twofactor.verify(current_user.id, form.code.data))
+            if ended is not None:
+                return ended
+            if right:
                 sessions.mark_second_factor()
                 return redirect(target, code=303)
             form.code.errors.append("That code is not right (or was already used). Try the next one.")
@@ -129,11 +141,21 @@ def two_factor():
     if not secret:
         secret = session[PENDING_SECRET_KEY] = twofactor.new_secret()
     if form.validate_on_submit():
-        codes = twofactor.enable(current_user.id, secret, form.code.data)
-        if codes:
+        issued: list[list[str]] = []
+
+        def confirm_enrolment() -> bool:
+            codes = twofactor.enable(current_user.id, secret, form.code.data)
+            if codes:
+                issued.append(codes)
+            return bool(codes)
+
+        right, ended = reentry("enrolment code", confirm_enrolment)
+        if ended is not None:
+            return ended
+        if right:
             session.pop(PENDING_SECRET_KEY, None)
             sessions.mark_second_factor()
-            return render_template("account/recovery_codes.html", codes=codes, target=target)
+            return render_template("account/recovery_codes.html", codes=issued[0], target=target)
         form.code.errors.append("That code is not right. Check the time on your phone and try the next one.")
     uri = twofactor.provisioning_uri(secret, current_user.email)
     return render_template("account/enrol.html", form=form, secret=secret,

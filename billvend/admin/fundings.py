@@ -24,6 +24,7 @@ from billvend import funding, transactions
 from billvend.admin import bp
 from billvend.admin.forms import ReasonForm
 from billvend.extensions import db
+from billvend.forms import query_int
 from billvend.models import (FUNDING_STATUSES, AdminAction, Funding, GatewayEvent,
                              ReconciliationItem, ReconciliationRun, Transfer, User)
 from billvend.money import format_naira
@@ -55,8 +56,7 @@ class ReconcileForm(FlaskForm):
 
 
 def _before_id():
-    value = request.args.get("before", "")
-    return int(value) if value.isdigit() and len(value) < 18 else None
+    return query_int("before")
 
 
 def _record(admin_id: int, funding_id, action: str, reason: str, result: str) -> None:

@@ -19,6 +19,7 @@ from flask import current_app
 
 from billvend.clock import db_now
 from billvend.extensions import db
+from billvend.forms import parse_int
 from billvend.models import (
     BILLER_CLEARING_WALLET,
     FAILED,
@@ -61,11 +62,9 @@ def decode_cursor(text: Optional[str]) -> Optional[tuple[datetime, int]]:
     """The (created_at, id) in a cursor, or None for a missing or malformed one."""
     if not text:
         return None
-    try:
-        micros, row_id = (int(part) for part in text.split(".", 1))
-    except ValueError:
-        return None
-    if row_id < 0 or not (0 <= micros < 10**17):
+    micros_text, _, id_text = text.partition(".")
+    micros, row_id = parse_int(micros_text, maximum=10**17 - 1), parse_int(id_text)
+    if micros is None or row_id is None:
         return None
     return _EPOCH + timedelta(microseconds=micros), row_id
 

@@ -21,6 +21,7 @@ from billvend.admin import bp, chart, queries, services
 from billvend.admin.forms import (PaymentFilterForm, ReasonForm, ResolveDeliveredForm,
                                   WalletSearchForm)
 from billvend.extensions import db, login_manager
+from billvend.forms import query_int
 from billvend.models import LedgerEntry, Payment, Transfer, Wallet
 from billvend.money import kobo_to_naira_input
 from billvend.payments import LAGOS
@@ -246,16 +247,11 @@ def stuck():
     return render_template("admin/stuck.html", page=page)
 
 
-def _int_arg(name: str):
-    value = request.args.get(name, "")
-    return int(value) if value.isdigit() and len(value) < 18 else None
-
-
 @bp.route("/wallets")
 def wallets():
     form = WalletSearchForm(request.args)
     email = (form.email.data or "").strip().lower() if form.validate() else None
-    page = queries.user_wallets_page(email or None, _int_arg("before"))
+    page = queries.user_wallets_page(email or None, query_int("before"))
     return render_template("admin/wallets.html", form=form, page=page,
                            system_wallets=queries.system_wallets(), email=email or "")
 
@@ -265,7 +261,7 @@ def wallet(wallet_id: int):
     wallet = db.session.get(Wallet, wallet_id)
     if wallet is None:
         abort(404)
-    page = queries.statement_page(wallet, _int_arg("before"))
+    page = queries.statement_page(wallet, query_int("before"))
     return render_template("admin/wallet.html", wallet=wallet, page=page)
 
 
@@ -282,5 +278,5 @@ def transfer(transfer_id: int):
 
 @bp.route("/actions")
 def actions():
-    page = queries.actions_page(_int_arg("before"))
+    page = queries.actions_page(query_int("before"))
     return render_template("admin/actions.html", page=page)

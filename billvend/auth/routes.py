@@ -21,10 +21,32 @@ ALREADY_NEUTRAL = ("We could not create an account with these details. If you al
                    "account, log in instead.")
 
 
+#: What the owner is told at sign-in about each kind of security event.
+EVENT_NOTICES = {
+    sessions.REAUTH_LOCKED: ("One of your signed-in sessions was ended on {when} because a wrong "
+                             "password or code was typed 5 times in it. If that was not you, change "
+                             "your password."),
+    sessions.REMEMBER_THEFT: ("On {when} a copy of your \"keep me signed in\" cookie was used on another "
+                              "device, so we signed you out everywhere. If you did not expect this, "
+                              "change your password."),
+}
+
+
+def _tell_of_security_events(user: User) -> None:
+    """Flash each security event of ``user`` not yet told (once each)."""
+    from billvend.payments import LAGOS
+
+    for kind, when in sessions.untold_events(user.id):
+        notice = EVENT_NOTICES.get(kind)
+        if notice:
+            flash(notice.format(when=when.astimezone(LAGOS).strftime("%d %b %Y, %H:%M")), "warning")
+
+
 def _sign_in(user: User, *, remember: bool, password: str):
     """Start a new session for ``user`` and pick where to go next."""
     sessions.start(user, remember=remember)
     login_user(user)
+    _tell_of_security_events(user)
     if password_problem(password, user.email):
         # An account from before the password rules: it works, once more.
         session[sessions.MUST_CHANGE_PASSWORD_KEY] = True

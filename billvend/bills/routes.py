@@ -30,6 +30,7 @@ from billvend import ledger, meter_verification, payments, sessions, status_watc
 from billvend.bills import bp
 from billvend.bills.forms import QUICK_AMOUNTS_NAIRA, ElectricityForm, MeterForm
 from billvend.extensions import db
+from billvend.forms import parse_int, query_int
 from billvend.models import METER_TYPES, Payment, SavedMeter, utcnow
 from billvend.money import format_naira, kobo_to_naira_input
 from billvend.providers import DISCOS, get_provider
@@ -84,7 +85,7 @@ def _posted_form() -> ElectricityForm:
         return ElectricityForm()
     data = MultiDict(request.form)
     quick = data.get("quick_amount", "")
-    if not data.get("amount", "").strip() and quick.isdigit() and int(quick) in QUICK_AMOUNTS_NAIRA:
+    if not data.get("amount", "").strip() and parse_int(quick) in QUICK_AMOUNTS_NAIRA:
         data["amount"] = quick
     switch = data.get("switch_meter_type")
     if switch in METER_TYPES:
@@ -95,7 +96,7 @@ def _posted_form() -> ElectricityForm:
 def _prefill(form: ElectricityForm) -> None:
     """A new pay form, pre-filled from a saved meter (``?meter=<id>``: "Buy
     again") and with the customer's phone. Another customer's meter is a 404."""
-    meter_id = request.args.get("meter", type=int)
+    meter_id = query_int("meter")
     if meter_id is not None:
         saved = db.session.scalar(sa.select(SavedMeter).where(
             SavedMeter.id == meter_id, SavedMeter.user_id == current_user.id))

@@ -7,6 +7,7 @@ from flask import Response, current_app, render_template, request
 from flask_login import current_user, login_required
 
 from billvend.extensions import db
+from billvend.forms import query_int
 from billvend.history import bp
 from billvend.history.forms import KIND_LABELS, HistoryFilterForm
 from billvend.history.queries import meter_labels, statement_query
@@ -29,7 +30,7 @@ def _filters():
 def index():
     form, filters, filter_args = _filters()
     # Clamped: an absurd ?page= is an empty page, not an integer overflow.
-    page_number = min(max(request.args.get("page", 1, type=int) or 1, 1), MAX_PAGE)
+    page_number = min(query_int("page", 1, minimum=1) or 1, MAX_PAGE)
     page = db.paginate(
         statement_query(current_user.wallet.id, **filters),
         page=page_number,

@@ -13,6 +13,7 @@ from billvend.extensions import db
 from billvend.forms import new_idempotency_key
 from billvend.funding.gateways import GatewayError
 from billvend.models import Funding
+from billvend.security import external_url
 from billvend.money import format_naira
 from billvend.wallet import bp
 from billvend.wallet.forms import BankTransferForm, FundForm
@@ -36,7 +37,7 @@ def fund():
         try:
             start = funding.begin_checkout(
                 current_user, form.amount.kobo, form.idempotency_key.data,
-                url_for("wallet.fund_callback", _external=True))
+                external_url("wallet.fund_callback"))
         except funding.FundingError as exc:
             form.amount.errors.append(str(exc))
         else:

@@ -1,9 +1,9 @@
-"""fix20b: provider had the order; requeries after an uncertain refund
+"""Issue 20: provider had the order; requeries after an uncertain refund
 
 Revision ID: 0011_refund_rechecks
 Revises: 0010_customer_journey
 
-Issue 20, item 4 (branch fix20b). ``payments.pay_answer_began``: the pay's
+Issue 20, item 4. ``payments.pay_answer_began``: the pay's
 answer had begun to arrive when the call ended, so a "never received" is
 never believed. A payment refunded while its outcome was uncertain is asked
 about again after the refund (``recheck_after_refund_at``,
