@@ -8,8 +8,9 @@ Two ways in (DESIGN.md, Money in; ``reference/paystack-api.md``):
   pays there and comes back to the callback, which :func:`verify_funding`s;
 - **bank transfer** to the customer's dedicated account
   (:func:`ensure_dedicated_account`): the money arrives only as a
-  ``charge.success`` webhook, which :func:`process_event` turns into a
-  funding and verifies.
+  ``charge.success`` webhook (or in the day's list), which
+  :func:`process_event` turns into a funding only after the gateway's
+  ``verify``, for the customer verify names (never the webhook's).
 
 The transaction rule (``billvend.transactions``): every gateway call happens
 outside any transaction, between two units of work; the credit is its own
