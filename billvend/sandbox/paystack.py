@@ -25,6 +25,8 @@ billvend.sandbox``, 127.0.0.1:5055), so ``make run`` runs billvend's real
   abandon_after_seconds}``,
   ``GET /sandbox/paystack/transactions/<reference>`` (the transaction and how
   many initializations arrived for it), ``POST /sandbox/paystack/reset``.
+- Customers, dedicated accounts and transactions (checkouts included) are
+  kept in the sandbox's state file across restarts (``billvend.sandbox.store``).
 """
 
 from __future__ import annotations
