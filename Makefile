@@ -32,9 +32,13 @@ run: install
 	@echo
 	@# /metrics adds up the web processes' and the worker's numbers from here
 	@# (prometheus_client multiprocess mode); emptied at each start.
+	@# honcho gives each process its own PORT (web $(PORT), the others +100,
+	@# +200), so the sandbox is told where the web process is: its webhooks
+	@# (card payments, bank transfers) go there, not to its own PORT.
 	rm -rf instance/prometheus && mkdir -p instance/prometheus
 	PATH="$(BIN):$$PATH" PORT=$(PORT) HTMX_URL="$${HTMX_URL:-/$(HTMX)}" \
 		PROMETHEUS_MULTIPROC_DIR="$${PROMETHEUS_MULTIPROC_DIR:-$(CURDIR)/instance/prometheus}" \
+		PAYSTACK_WEBHOOK_URL="$${PAYSTACK_WEBHOOK_URL:-http://127.0.0.1:$(PORT)/webhooks/paystack}" \
 		$(BIN)/honcho start web worker sandbox
 
 # The sandbox server alone: the VTpass- and Paystack-shaped APIs (where

@@ -99,6 +99,11 @@ class Result:
     errors: list[str]
 
 
+#: The invariants of the ledger's bookkeeping (tests/helpers.py has the same set).
+LEDGER_STRUCTURE = frozenset({"transfer_balanced", "balance_matches", "versions_gapless",
+                              "user_wallet_negative"})
+
+
 def new_wallet(balance_kobo: int) -> int:
     """A user wallet funded through the ledger (so its statement is whole)."""
     user = User(email=f"bench-{secrets.token_hex(6)}@example.com", password_hash="-")
@@ -229,7 +234,10 @@ def run(app, variant: str, threads: int, seconds: float) -> Result:
         debits = total.ops + total.warm_ups
         exact = balance_of(hot_id) == START_BALANCE_KOBO - debits * AMOUNT_KOBO
         if variant.startswith("ledger"):
-            new_violations = [v for v in ledger.check_invariants() if v not in invariants_before]
+            # Bare adjustments (no approval) break the rules about what money
+            # means by design; the ledger's own bookkeeping must hold.
+            new_violations = [v for v in ledger.check_invariants() if v not in invariants_before
+                              and v.invariant in LEDGER_STRUCTURE]
             exact = exact and not new_violations
             total.errors += [str(v) for v in new_violations]
             credited = sum(balance_of(s) for s in set(sinks))

@@ -268,6 +268,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         # of VTPASS_READ_TIMEOUT_SECONDS, so no single read times out).
         "SANDBOX_DRIP_SECONDS": float(get("SANDBOX_DRIP_SECONDS") or 0.0),
         "SANDBOX_DRIP_INTERVAL_SECONDS": float(get("SANDBOX_DRIP_INTERVAL_SECONDS") or 0.0),
+        # Where the sandbox server keeps its state (accounts, checkouts,
+        # orders) across restarts; "none" keeps it in memory only.
+        "SANDBOX_STATE_PATH": get("SANDBOX_STATE_PATH") or str(INSTANCE_DIR / "sandbox-state.json"),
         # The sandbox's late-record meter: requery says 015 this long after pay.
         "SANDBOX_LATE_RECORD_SECONDS": float(get("SANDBOX_LATE_RECORD_SECONDS") or 30.0),
         "HTMX_URL": get("HTMX_URL") or HTMX_CDN_URL,

@@ -346,7 +346,8 @@ class Violation(NamedTuple):
 
     ``invariant`` is a short key (``transfer_balanced``, ``balance_matches``,
     ``versions_gapless``, ``user_wallet_negative``, ``payment_debits``,
-    ``payment_reversals``, ``reversal_amount``, ``biller_clearing_reconciles``);
+    ``payment_reversals``, ``reversal_amount``, ``biller_clearing_reconciles``, ...: every key
+    of :data:`INVARIANTS`);
     ``subject`` names what is wrong (``wallet``, ``transfer`` or ``payment``)
     and ``subject_id`` its primary key.
     """
@@ -373,6 +374,24 @@ INVARIANTS: dict[str, str] = {
     "funding_credits": "Every funding credit has one verified gateway success (a succeeded funding, "
                        "its amount, exactly one credit, from the funding wallet into the wallet "
                        "of the funding's own user)",
+    "dedicated_account_owner": "Every dedicated-account (bank transfer) credit lands in the wallet of "
+                               "the owner of the dedicated account the gateway names",
+    "funding_wallet_reconciles": "The funding wallet's balance is minus the credited fundings "
+                                 "(the money that came in through the gateway)",
+    "adjustment_approved": "Each adjustment has an approval by a second admin (none can be recorded "
+                           "yet, so every adjustment is reported)",
+    "unexplained_movement": "Every movement into or out of a user wallet is explained by its kind's "
+                            "rule: a funding credit, a payment's debit or a payment's reversal",
+}
+
+#: The rule (an :data:`INVARIANTS` key) that explains each transfer kind
+#: (DESIGN.md: every kind of transfer has a rule). A new kind without an
+#: entry here fails tests/test_ledger.py.
+TRANSFER_RULES: dict[str, str] = {
+    "funding": "funding_credits",
+    "bill_payment": "payment_debit_wallet",
+    "reversal": "reversal_amount",
+    "adjustment": "adjustment_approved",
 }
 
 
@@ -537,8 +556,70 @@ def check_invariants() -> list[Violation]:
                 "biller_clearing_reconciles", "wallet", clearing_id,
                 f"balance {balance} kobo, but payments not reversed total {owed} kobo"))
 
+    from billvend.models import FUNDING_SUCCEEDED, FUNDING_WALLET, KIND_ADJUSTMENT, KIND_FUNDING, Funding
+
+    funding_wallet_id = session.scalar(sa.select(Wallet.id).where(Wallet.system_code == FUNDING_WALLET))
+    # DESIGN.md invariant 6: the funding wallet mirrors the outside world,
+    # so it is minus every credited funding (no payouts yet). One statement,
+    # one snapshot, as for biller_clearing.
+    if funding_wallet_id is not None:
+        credited_now = (sa.select(sa.func.coalesce(sa.func.sum(Funding.amount_kobo), 0))
+                        .where(Funding.status == FUNDING_SUCCEEDED).scalar_subquery())
+        balance, credited = session.execute(
+            sa.select(Wallet.balance_kobo, credited_now).where(Wallet.id == funding_wallet_id)).one()
+        if balance != -credited:
+            violations.append(Violation(
+                "funding_wallet_reconciles", "wallet", funding_wallet_id,
+                f"balance {balance} kobo, but credited fundings total {credited} kobo "
+                f"(expected {-credited})"))
+
+    # DESIGN.md invariant 7: an adjustment needs a second admin's approval.
+    # billvend records no approvals yet (four-eyes adjustments are not
+    # built), so no adjustment is explained.
+    for transfer_id, amount, debit_id, credit_id in session.execute(
+        sa.select(Transfer.id, Transfer.amount_kobo, Transfer.debit_wallet_id, Transfer.credit_wallet_id)
+        .where(Transfer.kind == KIND_ADJUSTMENT)
+    ):
+        violations.append(Violation(
+            "adjustment_approved", "transfer", transfer_id,
+            f"adjustment of {amount} kobo from wallet {debit_id} to wallet {credit_id} has no "
+            "approval by a second admin"))
+
+    # The catch-all (DESIGN.md, Money): a movement into or out of a user
+    # wallet is explained only by its kind's rule, checked here on the
+    # transfer itself; the checks above start from payments and fundings and
+    # so cannot see a transfer that names neither.
+    debit_wallet, credit_wallet = sa.orm.aliased(Wallet), sa.orm.aliased(Wallet)
+    explained = sa.or_(
+        sa.and_(Transfer.kind == KIND_FUNDING, Funding.id.is_not(None),
+                Transfer.debit_wallet_id == funding_wallet_id,
+                Transfer.credit_wallet_id == Funding.wallet_id),
+        sa.and_(Transfer.kind == KIND_BILL_PAYMENT, Payment.id.is_not(None),
+                Transfer.debit_wallet_id == Payment.wallet_id,
+                Transfer.credit_wallet_id == clearing_id),
+        sa.and_(Transfer.kind == KIND_REVERSAL, Payment.id.is_not(None),
+                Transfer.debit_wallet_id == clearing_id,
+                Transfer.credit_wallet_id == Payment.wallet_id),
+    ) if funding_wallet_id is not None and clearing_id is not None else sa.false()
+    for transfer_id, kind, amount, debit_id, credit_id in session.execute(
+        sa.select(Transfer.id, Transfer.kind, Transfer.amount_kobo, Transfer.debit_wallet_id,
+                  Transfer.credit_wallet_id)
+        .join(debit_wallet, debit_wallet.id == Transfer.debit_wallet_id)
+        .join(credit_wallet, credit_wallet.id == Transfer.credit_wallet_id)
+        .outerjoin(Funding, Funding.id == Transfer.funding_id)
+        .outerjoin(Payment, Payment.id == Transfer.payment_id)
+        .where(sa.or_(debit_wallet.user_id.is_not(None), credit_wallet.user_id.is_not(None)))
+        .where(sa.not_(explained))
+    ):
+        violations.append(Violation(
+            "unexplained_movement", "transfer", transfer_id,
+            f"{kind} of {amount} kobo from wallet {debit_id} to wallet {credit_id}: no rule of "
+            f"its kind explains it (rule: {TRANSFER_RULES.get(kind, 'none for this kind')})"))
+
     from billvend import funding  # invariant 6, funding part (issue 15)
 
     violations.extend(Violation("funding_credits", subject, subject_id, detail)
                       for subject, subject_id, detail in funding.check_invariants())
+    violations.extend(Violation("dedicated_account_owner", subject, subject_id, detail)
+                      for subject, subject_id, detail in funding.check_dedicated_account_credits())
     return violations

@@ -212,6 +212,10 @@ class Funding(db.Model):
     #: taken from the customer's credit.
     fees_kobo: so.Mapped[Optional[int]] = so.mapped_column(sa.BigInteger)
     channel: so.Mapped[Optional[str]] = so.mapped_column(sa.String(32))
+    #: A bank transfer's: the gateway customer whose dedicated account the
+    #: money went into, as the gateway's verify names it (never a webhook's
+    #: word); the credit goes to that account's owner.
+    customer_code: so.Mapped[Optional[str]] = so.mapped_column(sa.String(64))
     #: The gateway's last word on it (``success``, ``abandoned``, ...).
     gateway_status: so.Mapped[Optional[str]] = so.mapped_column(sa.String(32))
     gateway_message: so.Mapped[Optional[str]] = so.mapped_column(sa.String(200))
@@ -251,12 +255,16 @@ class DedicatedAccount(db.Model):
 
 class GatewayEvent(db.Model):
     """A webhook the gateway sent us, stored once per (gateway, event,
-    reference) whatever the number of deliveries (the gateway has no event
-    id: Paystack's docs say to de-duplicate on event and reference)."""
+    reference, body) whatever the number of deliveries (the gateway has no
+    event id: Paystack's docs say to de-duplicate on event and reference).
+    The body's digest is part of the key so that a delivery saying something
+    else about the same reference (one naming another customer, say) is its
+    own row, processed on its own: a flagged one never hides the genuine one
+    (issue 20)."""
 
     __tablename__ = "gateway_events"
     __table_args__ = (
-        sa.UniqueConstraint("gateway", "event", "reference"),
+        sa.UniqueConstraint("gateway", "event", "reference", "payload_sha256"),
         sa.Index("ix_gateway_events_received_at", "received_at"),
     )
 
@@ -266,6 +274,8 @@ class GatewayEvent(db.Model):
     reference: so.Mapped[str] = so.mapped_column(sa.String(100))
     #: The raw body of the first delivery, as signed.
     payload: so.Mapped[str] = so.mapped_column(sa.Text)
+    #: Hex SHA-256 of the raw body.
+    payload_sha256: so.Mapped[str] = so.mapped_column(sa.String(64))
     deliveries: so.Mapped[int] = so.mapped_column(default=1, server_default="1")
     funding_id: so.Mapped[Optional[int]] = so.mapped_column(sa.ForeignKey("fundings.id"), index=True)
     #: What processing it did (``credited``, ``already credited``, ``unknown reference``...).

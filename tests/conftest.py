@@ -67,6 +67,21 @@ def base_config(database_url: str) -> dict:
     }
 
 
+# Sandbox servers made outside a test (module-scoped fixtures) keep their
+# state in memory only; each test gets a file of its own (below).
+os.environ["SANDBOX_STATE_PATH"] = "none"
+
+
+@pytest.fixture(autouse=True)
+def sandbox_state_path(tmp_path_factory, monkeypatch):
+    """Each test's sandbox servers (in-process, or the Procfile's ``sandbox``
+    started by a test) keep their state in a file of their own, never in
+    ``instance/`` and never another test's."""
+    path = tmp_path_factory.mktemp("sandbox-state") / "sandbox-state.json"
+    monkeypatch.setenv("SANDBOX_STATE_PATH", str(path))
+    return path
+
+
 def selected_backend() -> str:
     """``sqlite`` (default) or ``postgresql``, from ``BILLVEND_TEST_BACKEND``."""
     return os.environ.get("BILLVEND_TEST_BACKEND") or "sqlite"

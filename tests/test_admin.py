@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from billvend import payments
+from billvend import ledger, payments
 from billvend.extensions import db
 from billvend.models import (FAILED, PENDING, REVERSED, SUCCESSFUL, UNKNOWN, VENDING, AdminAction,
                              LedgerEntry, Payment, Transfer, User, Wallet, utcnow)
@@ -516,6 +516,18 @@ def test_invariants_panel_shows_a_planted_violation(client, admin):
     assert b"mismatch" in client.get(f"/admin/wallets/{customer.wallet.id}").data
     assert payment.reference  # the payment itself still debits once
     
+
+def test_invariants_panel_shows_money_created_by_an_unexplained_adjustment(client, admin):
+    customer = make_user(balance_kobo=100_000)
+    assert "Every invariant holds" in client.get("/admin/invariants").get_data(as_text=True)
+    posted = ledger.post_transfer(kind="adjustment", debit_wallet_id=ledger.system_wallet_id("funding"),
+                                  credit_wallet_id=customer.wallet.id, amount_kobo=1_000_000_00)
+    db.session.commit()
+    page = client.get("/admin/invariants").get_data(as_text=True)
+    assert re.search(r'id="inv-unexplained_movement">.*?VIOLATED \(1\)', page, re.S)
+    assert re.search(r'id="inv-funding_wallet_reconciles">.*?VIOLATED \(1\)', page, re.S)
+    assert f'href="/admin/transfers/{posted.transfer_id}"' in page
+
 
 def test_invariants_panel_links_a_payment(client, admin):
     payment = to_status(make_payment(make_user(balance_kobo=500_000)), FAILED)

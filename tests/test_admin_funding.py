@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from billvend import funding
 from billvend.extensions import db
 from billvend.funding import gateways
-from billvend.models import AdminAction, Funding, GatewayEvent, ReconciliationRun, Transfer, User
+from billvend.models import (AdminAction, DedicatedAccount, Funding, GatewayEvent, ReconciliationRun, Transfer,
+                             User)
 from tests.conftest import CSRF_RE
 from tests.helpers import assert_books_balance, make_user
 
@@ -159,10 +160,15 @@ class _Verifies:
 
 
 def flagged_arrival(amount_kobo=250_000, gateway_amount_kobo=300_000) -> Funding:
-    """A bank-transfer arrival recorded at the webhook's amount, flagged
-    because the gateway's verify says another amount."""
+    """A bank-transfer arrival into the dedicated account ``CUS_ada`` (its
+    user's), recorded at the webhook's amount, flagged because the gateway's
+    verify says another amount."""
     row = open_funding(amount_kobo)
-    db.session.execute(sa.update(Funding).where(Funding.id == row.id).values(method="bank_transfer"))
+    db.session.add(DedicatedAccount(user_id=row.user_id, gateway="simulated", customer_code="CUS_ada",
+                                    account_number="0000000001", account_name="Test account",
+                                    bank_name="Test Bank"))
+    db.session.execute(sa.update(Funding).where(Funding.id == row.id).values(
+        method="bank_transfer", customer_code="CUS_ada"))
     db.session.commit()
     funding.apply_verification(row.id, gateways.GatewayTransaction(
         row.gateway_reference, "success", amount_kobo=gateway_amount_kobo, currency="NGN"))

@@ -23,7 +23,7 @@ from billvend.extensions import db
 from billvend.models import (FAILED, KIND_REVERSAL, PENDING, REVERSED, SUCCESSFUL, VENDING,
                              Funding, Payment, PaymentEvent, Transfer, User, Wallet)
 from tests.conftest import CSRF_RE, base_config, fresh_app
-from tests.helpers import assert_books_balance, make_user
+from tests.helpers import assert_books_balance, assert_ledger_consistent, make_user
 
 pytestmark = pytest.mark.postgresql
 
@@ -308,7 +308,7 @@ def test_crossing_transfers_between_two_wallets_do_not_deadlock(app):
     db.session.expire_all()
     assert db.session.get(Wallet, a).balance_kobo == db.session.get(Wallet, b).balance_kobo == 1_000_000
     assert retries == Counter()
-    assert_books_balance()
+    assert_ledger_consistent()  # bare adjustments: see the helper
 
 
 def test_many_threads_never_lose_an_update(app):
@@ -336,4 +336,4 @@ def test_many_threads_never_lose_an_update(app):
     accepted = sum(run_threads(app, 16, body))
     assert accepted == 400  # 400_000 / 1_000: the wallet is exactly emptied
     assert wallet_balance(user.id) == 0
-    assert_books_balance()
+    assert_ledger_consistent()  # bare adjustments: see the helper

@@ -25,7 +25,7 @@ from billvend import funding
 from billvend.extensions import db
 from billvend.funding import gateways
 from billvend.funding_tasks import funding_sweep_once
-from billvend.models import Funding, GatewayEvent, Transfer, User
+from billvend.models import DedicatedAccount, Funding, GatewayEvent, Transfer, User
 from billvend.sandbox import create_app as create_sandbox_app
 from billvend.sandbox import serve_in_thread
 from tests.conftest import CSRF_RE, KEY_RE
@@ -686,3 +686,201 @@ def test_one_form_submitted_five_times_at_once_initializes_once(live):
     db.session.rollback()
     (reference,) = db.session.scalars(sa.select(Funding.reference)).all()
     assert sandbox.transaction(reference)["initializations"] == 1
+
+
+# -- issue 20, item 1: a bank transfer is credited to the customer verify names ---
+
+def open_bank_account(s: requests.Session, base: str) -> str:
+    """Open the signed-in customer's dedicated account; its number."""
+    page = s.get(base + "/wallet/fund", timeout=10).text
+    csrf = CSRF_RE.search(page)
+    r = s.post(base + "/wallet/bank-transfer", data={"csrf_token": csrf.group(1) or csrf.group(2)},
+               timeout=15)
+    return re.search(r'data-testid="account-number">(\d{10})<', r.text).group(1)
+
+
+def customer_code_of(email: str) -> str:
+    db.session.rollback()
+    code = db.session.scalar(sa.select(DedicatedAccount.customer_code).join(User).where(User.email == email))
+    db.session.rollback()
+    return code
+
+
+def test_a_webhook_naming_another_customer_credits_only_the_owner_verify_names(live):
+    """The victim's N7,000 transfer into her dedicated account, announced by
+    a signed ``charge.success`` naming the attacker: it credited the
+    attacker, and the victim's genuine webhook was then "already credited".
+    Now the funding is created only after verify, for the customer verify
+    names; the forged event is flagged and creates nothing; the genuine one
+    still credits the owner."""
+    base, sandbox = live
+    victim, attacker = customer(base, "victim@example.com"), customer(base, "attacker@example.com")
+    number = open_bank_account(victim, base)
+    open_bank_account(attacker, base)
+    sandbox.settings(webhook="never")  # the genuine webhook is held back: the forgery comes first
+    arrival = sandbox.bank_transfer(number, 700_000, sync=False)
+    genuine = arrival["data"]
+    assert genuine["customer"]["customer_code"] == customer_code_of("victim@example.com")
+    forged = json.loads(json.dumps(genuine))
+    forged["customer"] = {"email": "attacker@example.com",
+                          "customer_code": customer_code_of("attacker@example.com")}
+    assert signed_post(base, json.dumps({"event": "charge.success", "data": forged}).encode()).status_code == 200
+    assert balance_of("attacker@example.com") == 0
+    assert balance_of("victim@example.com") == 0
+    db.session.rollback()
+    assert db.session.scalar(sa.select(sa.func.count(Funding.id))) == 0
+    [event] = db.session.scalars(sa.select(GatewayEvent)).all()
+    assert event.needs_attention and event.processed_at is not None and event.funding_id is None
+    assert "customer" in event.outcome and "not credited" in event.outcome
+    # The owner's genuine webhook for the same reference still credits her.
+    assert signed_post(base, json.dumps({"event": "charge.success", "data": genuine}).encode()).status_code == 200
+    assert balance_of("victim@example.com") == 700_000
+    assert balance_of("attacker@example.com") == 0
+    row = db.session.scalar(sa.select(Funding))
+    assert (row.status, row.customer_code, row.gateway_reference) == (
+        "succeeded", customer_code_of("victim@example.com"), arrival["reference"])
+    run = funding.reconcile(datetime.now(funding.LAGOS).date())
+    assert (run.matched, run.credited, run.flagged) == (1, 0, 0)
+    assert_books_balance()
+
+
+def test_a_forged_webhook_after_the_owners_credit_is_flagged_and_moves_nothing(live):
+    base, sandbox = live
+    victim, attacker = customer(base, "victim@example.com"), customer(base, "attacker@example.com")
+    number = open_bank_account(victim, base)
+    arrival = sandbox.bank_transfer(number, 300_000)  # genuine webhook, credited
+    assert balance_of("victim@example.com") == 300_000
+    forged = dict(arrival["data"], customer={"email": "attacker@example.com"})
+    assert signed_post(base, json.dumps({"event": "charge.success", "data": forged}).encode()).status_code == 200
+    db.session.rollback()
+    events = db.session.scalars(sa.select(GatewayEvent).order_by(GatewayEvent.id)).all()
+    assert [e.needs_attention for e in events] == [False, True]
+    assert "customer" in events[1].outcome
+    assert balance_of("victim@example.com") == 300_000 and balance_of("attacker@example.com") == 0
+    assert_books_balance()
+
+
+class _Gateway:
+    """No HTTP: ``verify`` and the day's list answer what the test set."""
+
+    name = "paystack"
+
+    def __init__(self):
+        self.verified: dict[str, gateways.GatewayTransaction] = {}
+        self.listed: list[gateways.GatewayTransaction] = []
+
+    def verify(self, reference):
+        return self.verified[reference]
+
+    def transactions(self, start, end):
+        return list(self.listed)
+
+
+def dva_user(email: str, code: str, number: str) -> User:
+    from tests.helpers import make_user
+
+    user = make_user(email)
+    db.session.add(DedicatedAccount(user_id=user.id, gateway="paystack", customer_code=code,
+                                    account_number=number, account_name="DVA", bank_name="Test Bank"))
+    db.session.commit()
+    return user
+
+
+def dva_data(reference: str, amount_kobo: int, code: str, email: str) -> dict:
+    return {"reference": reference, "status": "success", "amount": amount_kobo, "currency": "NGN",
+            "channel": "dedicated_nuban", "authorization": {"channel": "dedicated_nuban"},
+            "customer": {"customer_code": code, "email": email},
+            "paid_at": datetime.now(timezone.utc).isoformat()}
+
+
+def webhook(data: dict) -> int:
+    return funding.store_event("paystack", "charge.success", data["reference"],
+                               json.dumps({"event": "charge.success", "data": data}).encode()).event_id
+
+
+def test_an_arrival_is_recorded_for_the_customer_verify_names_not_the_webhooks(app):
+    """Same as the sandbox test, without HTTP (both backends): the webhook
+    names B, verify names A."""
+    a = dva_user("a@example.com", "CUS_A", "9900000010")
+    b = dva_user("b@example.com", "CUS_B", "9900000011")
+    gw = _Gateway()
+    gw.verified["DVA_1"] = gateways.transaction_from(dva_data("DVA_1", 500_000, "CUS_A", "a@example.com"))
+    forged = webhook(dva_data("DVA_1", 500_000, "CUS_B", "b@example.com"))
+    assert funding.process_event(forged, gw) != "credited"
+    db.session.rollback()
+    assert db.session.scalar(sa.select(sa.func.count(Funding.id))) == 0
+    event = db.session.get(GatewayEvent, forged)
+    assert event.needs_attention and "CUS_B" in event.outcome and "CUS_A" in event.outcome
+    genuine = webhook(dva_data("DVA_1", 500_000, "CUS_A", "a@example.com"))
+    assert genuine != forged
+    assert funding.process_event(genuine, gw) == "credited"
+    assert balance_of("a@example.com") == 500_000 and balance_of("b@example.com") == 0
+    row = db.session.scalar(sa.select(Funding))
+    assert (row.user_id, row.customer_code, row.channel) == (a.id, "CUS_A", "dedicated_nuban")
+    assert b.id != row.user_id
+    assert_books_balance()
+
+
+def test_an_arrival_verify_does_not_call_a_dedicated_account_transfer_creates_nothing(app):
+    dva_user("a@example.com", "CUS_A", "9900000010")
+    gw = _Gateway()
+    card = dict(dva_data("DVA_2", 500_000, "CUS_A", "a@example.com"), channel="card",
+                authorization={"channel": "card"})
+    gw.verified["DVA_2"] = gateways.transaction_from(card)
+    event_id = webhook(dva_data("DVA_2", 500_000, "CUS_A", "a@example.com"))
+    funding.process_event(event_id, gw)
+    db.session.rollback()
+    assert db.session.scalar(sa.select(sa.func.count(Funding.id))) == 0
+    assert db.session.get(GatewayEvent, event_id).needs_attention
+    assert balance_of("a@example.com") == 0
+
+
+def test_a_bank_transfer_credit_outside_the_account_owners_wallet_is_reported(app):
+    """The new invariant: a dedicated-account credit lands in the wallet of
+    the owner of the account the funding names (here verify named A's
+    account, and the money went to B, as the webhook said)."""
+    from billvend import ledger
+
+    a = dva_user("a@example.com", "CUS_A", "9900000010")
+    b = dva_user("b@example.com", "CUS_B", "9900000011")
+    row = Funding(reference="FND-wrong-owner", user_id=b.id, wallet_id=b.wallet.id, amount_kobo=200_000,
+                  gateway="paystack", gateway_reference="DVA_3", status="pending",
+                  idempotency_key="nuban:DVA_3", method="bank_transfer", customer_code="CUS_A")
+    db.session.add(row)
+    db.session.commit()
+    ledger.post_transfer(kind="funding", debit_wallet_id=ledger.system_wallet_id("funding"),
+                         credit_wallet_id=b.wallet.id, amount_kobo=200_000, funding_id=row.id)
+    row.status = "succeeded"
+    db.session.commit()
+    found = [v for v in ledger.check_invariants() if v.invariant == "dedicated_account_owner"]
+    assert [(v.subject, v.subject_id) for v in found] == [("funding", row.id)]
+    assert a.id != b.id
+
+
+def test_verify_naming_another_customer_than_the_arrivals_is_flagged_not_credited(app):
+    b = dva_user("b@example.com", "CUS_B", "9900000011")
+    dva_user("a@example.com", "CUS_A", "9900000010")
+    row = Funding(reference="FND-verify-other", user_id=b.id, wallet_id=b.wallet.id, amount_kobo=200_000,
+                  gateway="paystack", gateway_reference="DVA_4", status="pending",
+                  idempotency_key="nuban:DVA_4", method="bank_transfer", customer_code="CUS_B")
+    db.session.add(row)
+    db.session.commit()
+    result = funding.apply_verification(row.id, gateways.transaction_from(
+        dva_data("DVA_4", 200_000, "CUS_A", "a@example.com")))
+    assert result.outcome == "flagged" and "CUS_A" in result.detail
+    assert balance_of("b@example.com") == 0
+
+
+def test_reconciliation_flags_a_bank_transfer_credited_to_another_customer_than_the_gateway_lists(app):
+    """Reconciliation compares the customer too: a credited arrival whose
+    customer the gateway's list disagrees with is not "matched"."""
+    dva_user("a@example.com", "CUS_A", "9900000010")
+    dva_user("b@example.com", "CUS_B", "9900000011")
+    gw = _Gateway()
+    gw.verified["DVA_5"] = gateways.transaction_from(dva_data("DVA_5", 100_000, "CUS_B", "b@example.com"))
+    assert funding.process_event(webhook(dva_data("DVA_5", 100_000, "CUS_B", "b@example.com")), gw) == "credited"
+    gw.listed = [gateways.transaction_from(dva_data("DVA_5", 100_000, "CUS_A", "a@example.com"))]
+    run = funding.reconcile(datetime.now(funding.LAGOS).date(), gw)
+    assert (run.matched, run.flagged) == (0, 1)
+    assert [i.kind for i in run.items] == ["customer_mismatch"]
+    assert "CUS_A" in run.items[0].detail

@@ -5,7 +5,7 @@ from billvend import ledger, payments
 from billvend.extensions import db
 from billvend.models import (BILLER_CLEARING_WALLET, FUNDING_WALLET, KIND_ADJUSTMENT, FAILED,
                              LedgerEntry, Transfer, Wallet)
-from tests.helpers import assert_books_balance, make_payment, make_user
+from tests.helpers import assert_books_balance, assert_ledger_consistent, make_payment, make_user
 
 
 def balances(*wallet_ids):
@@ -184,7 +184,7 @@ def test_lost_connection_during_a_transfer_is_wrapped_and_recovers(app):
     db.session.commit()
     db.session.expire_all()
     assert balances(user.wallet.id, clearing_id)[0] == 9_900
-    assert_books_balance()
+    assert_ledger_consistent()  # a bare adjustment: see the helper
 
 
 def test_check_invariants_reports_an_entry_on_the_wrong_wallet(app):
@@ -211,3 +211,75 @@ def test_check_invariants_reports_a_version_gap(app):
     db.session.commit()
     found = {(v.invariant, v.subject, v.subject_id) for v in ledger.check_invariants()}
     assert ("versions_gapless", "wallet", user.wallet.id) in found
+
+
+# --- Issue 20, item 8: every transfer kind has a rule -------------------------
+
+
+def _found(*invariants):
+    return {(v.invariant, v.subject, v.subject_id) for v in ledger.check_invariants()
+            if not invariants or v.invariant in invariants}
+
+
+def test_an_adjustment_from_the_funding_wallet_into_a_user_wallet_is_reported(app):
+    """``post_transfer(kind="adjustment", debit=<funding wallet>, credit=<a
+    user wallet>)`` gave a user N1,000,000 with no funding behind it, and
+    every invariant held: each check looked only at the kinds it knew."""
+    user = make_user(balance_kobo=100_000)
+    assert ledger.check_invariants() == []
+    funding_wallet_id = ledger.system_wallet_id(FUNDING_WALLET)
+    posted = ledger.post_transfer(kind=KIND_ADJUSTMENT, debit_wallet_id=funding_wallet_id,
+                                  credit_wallet_id=user.wallet.id, amount_kobo=1_000_000_00)
+    db.session.commit()
+    found = _found()
+    assert ("unexplained_movement", "transfer", posted.transfer_id) in found
+    assert ("adjustment_approved", "transfer", posted.transfer_id) in found
+    assert ("funding_wallet_reconciles", "wallet", funding_wallet_id) in found
+    result = app.test_cli_runner().invoke(args=["ledger", "check"])
+    assert result.exit_code == 1
+    assert "FAIL unexplained_movement" in result.output and "FAIL funding_wallet_reconciles" in result.output
+
+
+def test_an_adjustment_between_two_customers_is_reported(app):
+    """Money moved from one customer to another with no payment, funding or
+    approval behind it: nothing explains either side."""
+    payer, payee = make_user(balance_kobo=50_000), make_user()
+    posted = ledger.post_transfer(kind=KIND_ADJUSTMENT, debit_wallet_id=payer.wallet.id,
+                                  credit_wallet_id=payee.wallet.id, amount_kobo=10_000)
+    db.session.commit()
+    assert _found("unexplained_movement", "adjustment_approved") == {
+        ("unexplained_movement", "transfer", posted.transfer_id),
+        ("adjustment_approved", "transfer", posted.transfer_id)}
+
+
+def test_a_bill_payment_transfer_with_no_payment_is_reported(app):
+    """A ``bill_payment`` transfer linked to no payment escaped the payment
+    checks (they start from payments) and moved a customer's money."""
+    user = make_user(balance_kobo=50_000)
+    posted = ledger.post_transfer(kind="bill_payment", debit_wallet_id=user.wallet.id,
+                                  credit_wallet_id=ledger.system_wallet_id(BILLER_CLEARING_WALLET),
+                                  amount_kobo=10_000)
+    db.session.commit()
+    assert ("unexplained_movement", "transfer", posted.transfer_id) in _found()
+
+
+def test_the_funding_wallet_reconciles_with_credited_fundings(app):
+    """The funding wallet mirrors the outside world: minus every credited
+    funding. Money taken out of it by any other transfer is reported, even
+    between system wallets."""
+    make_user(balance_kobo=70_000)
+    assert ledger.check_invariants() == []
+    funding_wallet_id = ledger.system_wallet_id(FUNDING_WALLET)
+    ledger.post_transfer(kind=KIND_ADJUSTMENT, debit_wallet_id=funding_wallet_id,
+                         credit_wallet_id=ledger.system_wallet_id(BILLER_CLEARING_WALLET), amount_kobo=5)
+    db.session.commit()
+    [violation] = [v for v in ledger.check_invariants() if v.invariant == "funding_wallet_reconciles"]
+    assert violation.subject_id == funding_wallet_id
+    assert "-70005" in violation.detail and "70000" in violation.detail
+
+
+def test_every_transfer_kind_has_a_rule():
+    from billvend.models import TRANSFER_KINDS
+
+    assert set(ledger.TRANSFER_RULES) == set(TRANSFER_KINDS)
+    assert all(rule in ledger.INVARIANTS for rule in ledger.TRANSFER_RULES.values())

@@ -53,8 +53,7 @@ def test_credit_verified_refuses_a_verified_transfer_into_another_customers_acco
     the money went into: Bob's. Crediting Ada's wallet with it is crediting
     the wrong wallet (the webhook was already wrong once about this
     arrival). It must be refused, nothing moves, the flag stays."""
-    row = flagged_arrival()
-    _open_account(row.user_id, "CUS_ada", "0000000001")
+    row = flagged_arrival()  # into Ada's account, CUS_ada
     bob = make_user("bob@example.com")
     _open_account(bob.id, "CUS_bob", "0000000002")
     paid = gateways.GatewayTransaction(row.gateway_reference, "success", amount_kobo=300_000, currency="NGN",
@@ -111,8 +110,7 @@ def test_credit_verified_refuses_a_verified_card_payment(client, admin, monkeypa
 def test_credit_verified_credits_when_the_gateway_names_the_fundings_own_customer(client, admin, monkeypatch):
     """The control: verify naming the funding's own customer (code and
     email) is credited once, at the verified amount."""
-    row = flagged_arrival()
-    _open_account(row.user_id, "CUS_ada", "0000000001")
+    row = flagged_arrival()  # into Ada's account, CUS_ada
     email = db.session.get(User, row.user_id).email
     paid = gateways.GatewayTransaction(row.gateway_reference, "success", amount_kobo=300_000, currency="NGN",
                                        channel="dedicated_nuban", customer_code="CUS_ada",

@@ -8,8 +8,9 @@ Two ways in (DESIGN.md, Money in; ``reference/paystack-api.md``):
   pays there and comes back to the callback, which :func:`verify_funding`s;
 - **bank transfer** to the customer's dedicated account
   (:func:`ensure_dedicated_account`): the money arrives only as a
-  ``charge.success`` webhook, which :func:`process_event` turns into a
-  funding and verifies.
+  ``charge.success`` webhook (or in the day's list), which
+  :func:`process_event` turns into a funding only after the gateway's
+  ``verify``, for the customer verify names (never the webhook's).
 
 The transaction rule (``billvend.transactions``): every gateway call happens
 outside any transaction, between two units of work; the credit is its own
@@ -61,6 +62,7 @@ __all__ = [
     "begin_checkout", "verify_funding", "apply_verification", "store_event", "process_event",
     "ensure_dedicated_account", "due_fundings", "reconcile", "check_invariants",
     "gateway", "fund_wallet", "SimulatedGateway", "credit_verified_arrival",
+    "check_dedicated_account_credits", "funding_for_transaction",
 ]
 
 
@@ -304,6 +306,12 @@ def apply_verification(funding_id: int, tx: GatewayTransaction) -> Verification:
             problems.append(f"gateway amount {tx.amount_kobo} kobo, stored {funding.amount_kobo} kobo")
         if tx.currency != CURRENCY:
             problems.append(f"currency {tx.currency!r}, not NGN")
+        if funding.method == "bank_transfer":
+            code, email, _ = _owner_of_arrival(funding.id)
+            if _names_other_customer(tx, code, email):
+                # The money went into another customer's dedicated account.
+                problems.append(f"the gateway names customer {_customer_of(tx)}, this arrival's "
+                                f"is {code!r}")
         _record_success_details(funding, tx)
         if problems:
             _flag(funding, "Not credited: " + "; ".join(problems))
@@ -469,8 +477,8 @@ def _customer_mismatch(funding: Funding, tx: GatewayTransaction) -> Optional[str
     the email; an answer naming neither is not refused on that ground.
     """
     if tx.customer_code:
-        ours = db.session.scalar(sa.select(DedicatedAccount.customer_code)
-                                 .where(DedicatedAccount.user_id == funding.user_id))
+        ours = funding.customer_code or db.session.scalar(
+            sa.select(DedicatedAccount.customer_code).where(DedicatedAccount.user_id == funding.user_id))
         if tx.customer_code != ours:
             return (f"the gateway says the money went to customer {tx.customer_code!r}, not to this "
                     f"funding's customer ({ours or 'no dedicated account'})")
@@ -493,6 +501,11 @@ def _credit_verified(funding_id: int, admin_id: int, reason: str, tx: GatewayTra
         funding.amount_kobo = tx.amount_kobo
         funding.gateway_status = tx.status[:32]
         _record_success_details(funding, tx)
+        if not funding.customer_code:
+            # _customer_mismatch has checked that verify names this user's
+            # dedicated account (or names no one): record whose it is.
+            funding.customer_code = tx.customer_code or db.session.scalar(
+                sa.select(DedicatedAccount.customer_code).where(DedicatedAccount.user_id == funding.user_id))
         funding.needs_attention = False
         funding.attention_reason = None
         _credit(funding, tx, db_now())
@@ -556,23 +569,26 @@ class StoredEvent:
 
 @transactions.unit_of_work
 def _store_event(gateway_name: str, event: str, reference: str, raw_body: bytes) -> StoredEvent:
+    digest = hashlib.sha256(raw_body).hexdigest()
     existing = db.session.scalar(sa.select(GatewayEvent).where(
         GatewayEvent.gateway == gateway_name, GatewayEvent.event == event,
-        GatewayEvent.reference == reference).with_for_update())
+        GatewayEvent.reference == reference, GatewayEvent.payload_sha256 == digest).with_for_update())
     if existing is not None:
         existing.deliveries += 1
         existing.last_received_at = utcnow()
         return StoredEvent(existing.id, False)
     row = GatewayEvent(gateway=gateway_name, event=event, reference=reference,
-                       payload=raw_body.decode("utf-8", "replace"))
+                       payload=raw_body.decode("utf-8", "replace"), payload_sha256=digest)
     db.session.add(row)
     db.session.flush()
     return StoredEvent(row.id, True)
 
 
 def store_event(gateway_name: str, event: str, reference: str, raw_body: bytes) -> StoredEvent:
-    """Store a verified webhook once per (gateway, event, reference); a
-    repeat delivery only counts itself. One unit of work.
+    """Store a verified webhook once per (gateway, event, reference, body);
+    a repeat delivery of the same body only counts itself, a different body
+    for the same reference is a new row (processed on its own, so a forged
+    or wrong one never blocks the genuine one). One unit of work.
 
     :param reference: ``data.reference`` (at most 100 characters).
     """
@@ -616,8 +632,11 @@ def arrival_idempotency_key(gateway_reference: str) -> str:
 
 
 @transactions.unit_of_work
-def _record_arrival(account_user_id: int, gateway_name: str, tx: GatewayTransaction) -> int:
-    """A funding row for a bank transfer the gateway told us about."""
+def _record_arrival(account_user_id: int, customer_code: str, gateway_name: str,
+                    tx: GatewayTransaction) -> int:
+    """A funding row for a bank transfer the gateway's verify confirmed, for
+    the owner (``account_user_id``) of the dedicated account of
+    ``customer_code``, at the webhook's amount (verify then decides)."""
     existing = db.session.scalar(sa.select(Funding.id).where(
         Funding.gateway == gateway_name, Funding.gateway_reference == tx.reference))
     if existing is not None:
@@ -626,7 +645,8 @@ def _record_arrival(account_user_id: int, gateway_name: str, tx: GatewayTransact
     funding = Funding(reference=new_funding_reference(), user_id=user.id, wallet_id=user.wallet.id,
                       amount_kobo=tx.amount_kobo, gateway=gateway_name, gateway_reference=tx.reference,
                       status=FUNDING_PENDING, idempotency_key=arrival_idempotency_key(tx.reference),
-                      method="bank_transfer", channel="dedicated_nuban")
+                      method="bank_transfer", channel="dedicated_nuban",
+                      customer_code=customer_code[:64])
     db.session.add(funding)
     db.session.flush()
     return funding.id
@@ -644,44 +664,129 @@ def _account_for(tx: GatewayTransaction) -> Optional[DedicatedAccount]:
     return None
 
 
-def funding_for_transaction(tx: GatewayTransaction, gateway_name: str) -> tuple[Optional[int], str]:
-    """The funding id a gateway transaction belongs to, creating the row for
-    a bank-transfer arrival into a known dedicated account.
+@dataclass(frozen=True)
+class Found:
+    """What :func:`funding_for_transaction` found for a gateway transaction.
 
-    :returns: ``(funding id, "")`` or ``(None, why not)``.
+    ``funding_id`` is None when there is nothing to credit; ``why`` says why.
+    ``verified`` is the gateway's verify answer when one was asked for (a
+    new bank-transfer arrival), so the caller need not ask again.
+    ``customer_mismatch`` marks a transaction naming another customer than
+    the one the gateway's verify (or the recorded arrival) names;
+    ``mismatched_funding_id`` is that recorded arrival, if any.
+    """
+
+    funding_id: Optional[int]
+    why: str = ""
+    verified: Optional[GatewayTransaction] = None
+    customer_mismatch: bool = False
+    mismatched_funding_id: Optional[int] = None
+
+
+def _customer_of(tx: GatewayTransaction) -> str:
+    return repr(tx.customer_code or tx.customer_email or "no customer")
+
+
+def _names_other_customer(tx: GatewayTransaction, customer_code: Optional[str],
+                          owner_email: str) -> bool:
+    """True when ``tx`` names a customer who is not the dedicated account's
+    owner (``customer_code``, ``owner_email``): the code decides when both
+    sides have one, else the email. A transaction naming no customer names
+    no other one."""
+    if tx.customer_code and customer_code:
+        return tx.customer_code != customer_code
+    if tx.customer_email:
+        return tx.customer_email.strip().lower() != owner_email.strip().lower()
+    return bool(tx.customer_code)  # a code, and the funding has none to compare with
+
+
+def _owner_of_arrival(funding_id: int) -> tuple[Optional[str], str, str]:
+    """``(customer code, owner email, method)`` of a recorded funding; the
+    code falls back to its user's dedicated account (rows from before the
+    column)."""
+    row = db.session.execute(
+        sa.select(Funding.customer_code, Funding.method, User.email, DedicatedAccount.customer_code)
+        .join(User, User.id == Funding.user_id)
+        .outerjoin(DedicatedAccount, DedicatedAccount.user_id == Funding.user_id)
+        .where(Funding.id == funding_id)).first()
+    return (row[0] or row[3]), row[2] or "", row[1]
+
+
+def funding_for_transaction(tx: GatewayTransaction, gw: FundingGateway) -> Found:
+    """The funding a gateway transaction (a webhook's ``data``, or an item of
+    the gateway's list) belongs to; for a bank-transfer arrival into a
+    dedicated account, the funding is created here, and only after the
+    gateway's ``verify`` (no transaction open), for the customer verify
+    names: the customer code (else the email) of the dedicated account's
+    owner, with channel ``dedicated_nuban`` (issue 20). The transaction's own
+    customer is never trusted: one naming another customer than verify (or
+    than an arrival already recorded) creates and credits nothing.
+
+    :raises GatewayError: verify could not be asked (nothing recorded; ask
+        again later).
     """
     if len(tx.reference) > 64 or not EXTERNAL_REFERENCE_RE.fullmatch(tx.reference):
         # Also keeps a NUL (which PostgreSQL refuses) out of the lookups
         # below and out of a bank-transfer arrival's gateway_reference.
-        return None, "unknown reference"
+        return Found(None, "unknown reference")
     funding_id = db.session.scalar(sa.select(Funding.id).where(
-        Funding.gateway == gateway_name, Funding.gateway_reference == tx.reference))
+        Funding.gateway == gw.name, Funding.gateway_reference == tx.reference))
     if funding_id is not None:
-        return funding_id, ""
+        code, email, method = _owner_of_arrival(funding_id)
+        db.session.rollback()
+        if method == "bank_transfer" and _names_other_customer(tx, code, email):
+            return Found(None, f"customer mismatch: this names customer {_customer_of(tx)}, the "
+                               f"arrival belongs to customer {code!r} (the owner verify named)",
+                         customer_mismatch=True, mismatched_funding_id=funding_id)
+        return Found(funding_id)
     if tx.channel != "dedicated_nuban":
-        return None, "unknown reference"
-    account = _account_for(tx)
-    if account is None:
-        return None, "bank transfer into an account we do not know"
+        return Found(None, "unknown reference")
     if (not isinstance(tx.amount_kobo, int) or tx.amount_kobo <= 0
             or tx.amount_kobo > ledger.MAX_TRANSFER_KOBO):
         # Above the ledger's ceiling the credit could never be posted (it
         # would overflow the balances): flag it for an admin instead of
         # recording a funding that every retry fails to credit.
-        return None, "bank transfer without a usable amount"
-    user_id = account.user_id
+        return Found(None, "bank transfer without a usable amount")
+    db.session.rollback()  # no transaction during the call
+    verified = gw.verify(tx.reference)
+    if verified.status != SUCCESS or verified.reference != tx.reference:
+        return Found(None, f"the gateway's verify says {verified.status} for {verified.reference!r}")
+    if verified.channel != "dedicated_nuban":
+        return Found(None, f"the gateway's verify says this was paid by {verified.channel!r}, "
+                           "not a bank transfer to a dedicated account")
+    account = _account_for(verified)
+    if account is None:
+        db.session.rollback()
+        return Found(None, "bank transfer into an account we do not know "
+                           f"(verify names customer {_customer_of(verified)})")
+    user_id, code = account.user_id, account.customer_code
+    owner_email = db.session.scalar(sa.select(User.email).where(User.id == user_id)) or ""
     db.session.rollback()
+    if _names_other_customer(tx, code, owner_email):
+        return Found(None, f"customer mismatch: the webhook names customer {_customer_of(tx)}, the "
+                           f"gateway's verify names customer {code!r}", customer_mismatch=True)
     try:
-        return _record_arrival(user_id, gateway_name, tx), ""
+        funding_id = _record_arrival(user_id, code, gw.name, tx)
     except sa.exc.IntegrityError:
-        return _record_arrival(user_id, gateway_name, tx), ""
+        funding_id = _record_arrival(user_id, code, gw.name, tx)
+    return Found(funding_id, verified=verified)
+
+
+def _apply(funding_id: int, tx: GatewayTransaction) -> Verification:
+    try:
+        return apply_verification(funding_id, tx)
+    except sa.exc.IntegrityError:
+        # Another unit credited it between our check and our transfer.
+        return Verification("already_credited", funding_id, 0)
 
 
 def process_event(event_id: int, gw: Optional[FundingGateway] = None) -> str:
     """Act on a stored webhook (the Huey task's body): for ``charge.success``
-    find (or, for a dedicated-account arrival, create) the funding, then
-    :func:`verify_funding` it: the webhook's own fields are never trusted
-    for money. An unknown reference is flagged for an admin, never credited.
+    find (or, for a dedicated-account arrival, create after the gateway's
+    verify, :func:`funding_for_transaction`) the funding, then verify it:
+    the webhook's own fields are never trusted for money. An unknown
+    reference, or a webhook naming another customer than verify does, is
+    flagged for an admin, never credited, and creates no funding.
     Safe to run any number of times.
 
     :returns: the outcome recorded on the event.
@@ -700,11 +805,18 @@ def process_event(event_id: int, gw: Optional[FundingGateway] = None) -> str:
     except (ValueError, AttributeError, GatewayError) as exc:
         _finish_event(event_id, f"unusable payload: {exc}", attention=True)
         return "unusable"
-    funding_id, why = funding_for_transaction(tx, gw.name)
+    try:
+        found = funding_for_transaction(tx, gw)
+    except GatewayError as exc:
+        # verify could not be asked: nothing recorded; the event stays open
+        # for the sweep (unprocessed_events).
+        log.warning("gateway event %s: verify failed: %s", event_id, exc)
+        return "unknown"
+    funding_id = found.funding_id
     if funding_id is None:
-        _finish_event(event_id, f"not credited: {why}", attention=True)
-        return why
-    result = verify_funding(funding_id, gw)
+        _finish_event(event_id, f"not credited: {found.why}", attention=True)
+        return "customer_mismatch" if found.customer_mismatch else found.why
+    result = _apply(funding_id, found.verified) if found.verified is not None else verify_funding(funding_id, gw)
     if result.outcome == "unknown":
         # The gateway could not be asked. Leave the event open: the sweep
         # (unprocessed_events) processes it again. A funding already closed
@@ -795,7 +907,9 @@ def reconcile(day: date, gw: Optional[FundingGateway] = None) -> ReconciliationR
     - a gateway ``success`` we have not credited is verified and credited
       (through :func:`verify_funding`, so at most once);
     - a gateway success for a reference we do not know, a credit whose
-      gateway transaction is not a success, or an amount mismatch is flagged.
+      gateway transaction is not a success, an amount mismatch, or a bank
+      transfer whose customer (per the gateway) is not the one it was
+      credited to is flagged.
 
     Each run and what it found is stored (admin page ``/admin/reconciliation``).
 
@@ -827,9 +941,20 @@ def reconcile(day: date, gw: Optional[FundingGateway] = None) -> ReconciliationR
         if tx.status != SUCCESS:
             continue
         successes[tx.reference] = tx
-        funding_id, why = funding_for_transaction(tx, gw.name)
+        try:
+            found = funding_for_transaction(tx, gw)
+        except GatewayError as exc:
+            flag("not_credited", f"gateway lists success; its verify could not be asked: {exc}",
+                 tx.reference, amount=tx.amount_kobo)
+            continue
+        if found.customer_mismatch:
+            # The gateway's own list names another customer than the one the
+            # arrival was credited to (or than its verify): never "matched".
+            flag("customer_mismatch", found.why, tx.reference, found.mismatched_funding_id, tx.amount_kobo)
+            continue
+        funding_id = found.funding_id
         if funding_id is None:
-            flag("unknown_reference", f"gateway success with no funding of ours ({why})",
+            flag("unknown_reference", f"gateway success with no funding of ours ({found.why})",
                  tx.reference, amount=tx.amount_kobo)
             continue
         funding = db.session.get(Funding, funding_id)
@@ -844,7 +969,8 @@ def reconcile(day: date, gw: Optional[FundingGateway] = None) -> ReconciliationR
         if credited:
             counts["matched"] += 1
             continue
-        result = verify_funding(funding_id, gw)
+        result = (_apply(funding_id, found.verified) if found.verified is not None
+                  else verify_funding(funding_id, gw))
         if result.outcome == "credited":
             counts["credited"] += 1
             items.append({"kind": "credited", "detail": "gateway success credited by reconciliation",
@@ -867,6 +993,8 @@ def reconcile(day: date, gw: Optional[FundingGateway] = None) -> ReconciliationR
         for funding_id, reference, amount in ours:
             if reference in successes:
                 continue
+            code, email, method = _owner_of_arrival(funding_id)
+            db.session.rollback()
             # Paid late on the day before, or listed under another day: ask
             # about this one reference before flagging it.
             try:
@@ -875,7 +1003,11 @@ def reconcile(day: date, gw: Optional[FundingGateway] = None) -> ReconciliationR
                 flag("credit_without_success", f"credited; the gateway could not confirm it: {exc}",
                      reference, funding_id, None)
                 continue
-            if tx.status == SUCCESS and tx.amount_kobo == amount and tx.currency == CURRENCY:
+            if method == "bank_transfer" and _names_other_customer(tx, code, email):
+                flag("customer_mismatch",
+                     f"credited to customer {code!r}; the gateway's verify names customer "
+                     f"{_customer_of(tx)}", reference, funding_id, tx.amount_kobo)
+            elif tx.status == SUCCESS and tx.amount_kobo == amount and tx.currency == CURRENCY:
                 counts["matched"] += 1
             else:
                 flag("credit_without_success",
@@ -938,6 +1070,32 @@ def check_invariants() -> list[tuple[str, int, str]]:
         .where(Funding.status == FUNDING_SUCCEEDED, sa.func.coalesce(credits.c.n, 0) != 1)
     ):
         found.append(("funding", funding_id, f"succeeded funding with {n} credits"))
+    return found
+
+
+def check_dedicated_account_credits() -> list[tuple[str, int, str]]:
+    """Issue 20's invariant: every dedicated-account (bank transfer) credit
+    lands in the wallet of the owner of the dedicated account whose
+    customer code the funding records (the customer the gateway's verify
+    named). One query.
+
+    :returns: ``(subject, funding id, detail)`` for each violation.
+    """
+    owner_wallet = sa.orm.aliased(Wallet)
+    found: list[tuple[str, int, str]] = []
+    for funding_id, code, credit_id, owner_id, owner_wallet_id in db.session.execute(
+        sa.select(Funding.id, Funding.customer_code, Transfer.credit_wallet_id, DedicatedAccount.user_id,
+                  owner_wallet.id)
+        .join(Funding, Funding.id == Transfer.funding_id)
+        .outerjoin(DedicatedAccount, DedicatedAccount.customer_code == Funding.customer_code)
+        .outerjoin(owner_wallet, owner_wallet.user_id == DedicatedAccount.user_id)
+        .where(Transfer.kind == KIND_FUNDING, Funding.method == "bank_transfer")
+        .where(sa.or_(DedicatedAccount.id.is_(None), owner_wallet.id.is_(None),
+                      Transfer.credit_wallet_id != owner_wallet.id))
+    ):
+        found.append(("funding", funding_id,
+                      f"bank transfer for customer {code!r} credited to wallet {credit_id}; the "
+                      f"dedicated account's owner is user {owner_id} (wallet {owner_wallet_id})"))
     return found
 
 

@@ -30,7 +30,9 @@ Start it with one command (it listens where ``VTPASS_BASE_URL`` points,
     python -m billvend.sandbox          # or: make sandbox
     flask --app billvend.sandbox run -p 5055
 
-The order book lives in memory, so run ONE process (threads are fine).
+The order book lives in memory, so run ONE process (threads are fine); it
+is kept in ``SANDBOX_STATE_PATH`` (``instance/sandbox-state.json``;
+``none`` keeps nothing) so a restart finds it again (``store``).
 Control endpoints for tests and demos (no auth; bind to localhost):
 ``GET /sandbox/orders/<request_id>`` (pay and requery call counts, the
 order), ``POST /sandbox/discos/<serviceID>/down`` and ``.../up`` (make
@@ -47,6 +49,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -58,6 +61,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from billvend.config import ConfigError, from_env, sandbox_allowed
 from billvend.providers import DISCOS, outcomes
+from billvend.sandbox import store
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +123,40 @@ class SandboxState:
         with self.lock:
             return service_id in self.discos_down or "all" in self.discos_down
 
+    #: Called after a change made outside a request (the drip meter's
+    #: late record), so the state file hears of it (``create_app`` sets it).
+    on_change: Any = field(default=lambda: None, repr=False)
+
     def reset(self) -> None:
         with self.lock:
             self.orders.clear()
             self.pay_calls.clear()
             self.requery_calls.clear()
             self.discos_down.clear()
+
+    def to_json(self) -> dict[str, Any]:
+        """The order book and call counts, for the state file
+        (``billvend.sandbox.store``); the switches (discos down) are not kept."""
+        with self.lock:
+            orders = []
+            for order in self.orders.values():
+                row = asdict(order)
+                row["visible_after"] = store.monotonic_to_wall(order.visible_after) if order.visible_after else 0.0
+                orders.append(row)
+            return {"orders": orders, "pay_calls": dict(self.pay_calls),
+                    "requery_calls": dict(self.requery_calls)}
+
+    def load_json(self, data: Mapping[str, Any]) -> None:
+        """Put back what :meth:`to_json` saved."""
+        with self.lock:
+            for row in data.get("orders") or []:
+                row = dict(row)
+                row["visible_after"] = store.wall_to_monotonic(row["visible_after"]) if row.get(
+                    "visible_after") else 0.0
+                order = Order(**row)
+                self.orders[order.request_id] = order
+            self.pay_calls.update(data.get("pay_calls") or {})
+            self.requery_calls.update(data.get("requery_calls") or {})
 
 
 def state() -> SandboxState:
@@ -363,6 +395,7 @@ def _drip(sandbox: SandboxState, order: Order) -> Response:
     def record() -> None:
         with sandbox.lock:
             sandbox.orders.setdefault(order.request_id, order)
+        sandbox.on_change()
 
     threading.Timer(sandbox.drip_seconds, record).start()
 
@@ -448,7 +481,35 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     from billvend.sandbox import paystack  # the Paystack-shaped API, same process (issue 15)
 
     paystack.init_app(app)
+    _keep_state(app)
     return app
+
+
+def _keep_state(app: Flask) -> None:
+    """Load the state file (``SANDBOX_STATE_PATH``) and keep it up to date:
+    every request that may change something (not GET/HEAD) marks it dirty
+    (issue 20: a restart of ``make run`` forgot every account, checkout and
+    order)."""
+    raw = str(app.config.get("SANDBOX_STATE_PATH") or "")
+    app.extensions["sandbox_state_file"] = None
+    if not raw or raw.strip().lower() in store.IN_MEMORY:
+        return
+    path = Path(raw)
+    vtpass_state, paystack_state = app.extensions["vtpass_sandbox"], app.extensions["paystack_sandbox"]
+    saved = store.load(path)
+    if saved:
+        vtpass_state.load_json(saved.get("vtpass") or {})
+        paystack_state.load_json(saved.get("paystack") or {})
+    state_file = store.StateFile(path, lambda: {"vtpass": vtpass_state.to_json(),
+                                                "paystack": paystack_state.to_json()})
+    vtpass_state.on_change = state_file.mark_dirty
+    app.extensions["sandbox_state_file"] = state_file
+
+    @app.after_request
+    def _note_change(response: Response) -> Response:
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            state_file.mark_dirty()
+        return response
 
 
 def serve_in_thread(app: Flask, host: str = "127.0.0.1", port: int = 0) -> tuple[BaseWSGIServer, str]:

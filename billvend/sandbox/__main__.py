@@ -2,12 +2,16 @@
 
 By default it listens where ``VTPASS_BASE_URL`` points (``127.0.0.1:5055``),
 so billvend's ``vtpass`` provider finds it with no further setting. One
-process, many threads: the order book is in memory.
+process, many threads: the order book is in memory, kept in
+``SANDBOX_STATE_PATH`` (``instance/sandbox-state.json``) across restarts;
+SIGTERM (honcho's stop) and Ctrl-C both write it before exiting.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 from urllib.parse import urlsplit
 
 from werkzeug.serving import run_simple
@@ -28,7 +32,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     print(f" * VTpass + Paystack sandbox on http://{args.host}:{args.port} "
           f"(timeout meter sleeps {app.extensions['vtpass_sandbox'].timeout_sleep_seconds:g} s)", flush=True)
-    run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
+    # SIGTERM ends the process through SystemExit, so atexit writes the state file.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    try:
+        run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":

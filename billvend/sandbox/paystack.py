@@ -25,6 +25,8 @@ billvend.sandbox``, 127.0.0.1:5055), so ``make run`` runs billvend's real
   abandon_after_seconds}``,
   ``GET /sandbox/paystack/transactions/<reference>`` (the transaction and how
   many initializations arrived for it), ``POST /sandbox/paystack/reset``.
+- Customers, dedicated accounts and transactions (checkouts included) are
+  kept in the sandbox's state file across restarts (``billvend.sandbox.store``).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import requests
 from flask import Blueprint, Flask, current_app, jsonify, redirect, render_template_string, request
 
 from billvend.funding.gateways import sign
+from billvend.sandbox import store
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +116,33 @@ class PaystackState:
     webhook_delay_seconds: float = 5.0
     abandon_after_seconds: float = 1800.0
     webhooks_sent: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """Transactions (checkouts included), customers and dedicated
+        accounts, for the state file (``billvend.sandbox.store``); the test
+        settings come from the configuration at each start."""
+        with self.lock:
+            transactions = []
+            for tx in self.transactions.values():
+                row = asdict(tx)
+                row["started_monotonic"] = store.monotonic_to_wall(tx.started_monotonic)
+                transactions.append(row)
+            return {"transactions": transactions, "initializations": dict(self.initializations),
+                    "customers": dict(self.customers), "accounts": dict(self.accounts)}
+
+    def load_json(self, data: dict[str, Any]) -> None:
+        """Put back what :meth:`to_json` saved."""
+        with self.lock:
+            for row in data.get("transactions") or []:
+                row = dict(row)
+                row["started_monotonic"] = store.wall_to_monotonic(row["started_monotonic"])
+                tx = Transaction(**row)
+                self.transactions[tx.reference] = tx
+                if tx.access_code:
+                    self.by_access_code[tx.access_code] = tx.reference
+            self.initializations.update(data.get("initializations") or {})
+            self.customers.update(data.get("customers") or {})
+            self.accounts.update(data.get("accounts") or {})
 
     def reset(self) -> None:
         with self.lock:

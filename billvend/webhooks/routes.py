@@ -4,7 +4,8 @@ Paystack signs the raw body (``x-paystack-signature``: hex HMAC-SHA512 keyed
 with the secret key; paystack.com/docs/payments/webhooks) and retries until
 it gets a 200, so this view does only what must happen before answering:
 check the signature over the bytes received, in constant time; store the
-event once per (event, reference); enqueue processing after commit. A bad or
+event once per (event, reference, body: a different body is its own event,
+so a wrong one never hides the genuine one); enqueue processing after commit. A bad or
 missing signature is 401 and nothing is stored. CSRF-exempt (the signature
 is the proof of origin).
 """

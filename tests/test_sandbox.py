@@ -1,0 +1,90 @@
+"""The sandbox server keeps its state (dedicated accounts, checkouts, VTpass
+orders) in a file, so a restart of ``make run`` finds it again (issue 20,
+item 7). Served by werkzeug's test client here; tests/test_run_processes.py
+restarts the real process."""
+
+from __future__ import annotations
+
+import json
+
+from billvend.sandbox import create_app
+
+SECRET = "sk_test_sandbox_suite"
+PAYSTACK = {"Authorization": f"Bearer {SECRET}"}
+VTPASS = {"api-key": "sandbox-api-key", "secret-key": "sandbox-secret-key"}
+
+
+def sandbox(path) -> object:
+    return create_app({"PAYSTACK_SECRET_KEY": SECRET, "PAYSTACK_SANDBOX_WEBHOOK": "never",
+                       "VTPASS_API_KEY": "sandbox-api-key", "VTPASS_SECRET_KEY": "sandbox-secret-key",
+                       "SANDBOX_STATE_PATH": str(path)})
+
+
+def fill(client) -> dict:
+    """A customer with a dedicated account, an open checkout and a delivered
+    VTpass order; what to look for after the restart."""
+    customer = client.post("/customer", json={"email": "ada@example.com", "first_name": "Ada",
+                                              "last_name": "Obi"}, headers=PAYSTACK).get_json()["data"]
+    account = client.post("/dedicated_account", json={"customer": customer["customer_code"]},
+                          headers=PAYSTACK).get_json()["data"]
+    checkout = client.post("/transaction/initialize", json={
+        "email": "ada@example.com", "amount": 500_000, "reference": "FND-restart-1",
+        "callback_url": "http://billvend.invalid/cb"}, headers=PAYSTACK).get_json()["data"]
+    paid = client.post("/api/pay", json={
+        "request_id": "202612031200restart", "serviceID": "ikeja-electric", "billersCode": "1111111111111",
+        "variation_code": "prepaid", "amount": "2000", "phone": "08031234567"}, headers=VTPASS).get_json()
+    assert paid["code"] == "000", paid
+    return {"code": customer["customer_code"], "number": account["account_number"],
+            "checkout": checkout["authorization_url"].rsplit("/", 1)[1]}
+
+
+def test_a_restarted_sandbox_keeps_accounts_checkouts_and_orders(tmp_path):
+    path = tmp_path / "sandbox-state.json"
+    first = sandbox(path)
+    made = fill(first.test_client())
+    first.extensions["sandbox_state_file"].flush()
+    assert path.exists() and "FND-restart-1" in path.read_text()
+
+    again = sandbox(path).test_client()  # the restart: a new process reading the same file
+    # The customer's dedicated account still exists (a transfer into it arrives) ...
+    arrival = again.post("/sandbox/bank-transfers", json={"account_number": made["number"], "amount": 300_000})
+    assert arrival.status_code == 201, arrival.get_data(as_text=True)
+    assert arrival.get_json()["data"]["customer"]["customer_code"] == made["code"]
+    # ... and is the one opened again for the same customer.
+    reopened = again.post("/dedicated_account", json={"customer": made["code"]}, headers=PAYSTACK)
+    assert reopened.get_json()["data"]["account_number"] == made["number"]
+    # The open checkout is still open, not "not found", and can still be paid.
+    verified = again.get("/transaction/verify/FND-restart-1", headers=PAYSTACK)
+    assert verified.status_code == 200 and verified.get_json()["data"]["status"] == "ongoing"
+    assert again.get(f"/checkout/{made['checkout']}").status_code == 200
+    assert again.post(f"/checkout/{made['checkout']}", data={"outcome": "success"}).status_code == 302
+    assert again.get("/transaction/verify/FND-restart-1",
+                     headers=PAYSTACK).get_json()["data"]["status"] == "success"
+    # The VTpass order is still delivered on requery, and a second pay is a duplicate.
+    requery = again.post("/api/requery", json={"request_id": "202612031200restart"}, headers=VTPASS).get_json()
+    assert requery["code"] == "000" and requery["content"]["transactions"]["status"] == "delivered"
+    duplicate = again.post("/api/pay", json={
+        "request_id": "202612031200restart", "serviceID": "ikeja-electric", "billersCode": "1111111111111",
+        "variation_code": "prepaid", "amount": "2000", "phone": "08031234567"}, headers=VTPASS).get_json()
+    assert duplicate["code"] == "014"
+
+
+def test_the_state_file_is_written_without_an_explicit_flush(tmp_path):
+    """Changes reach the file on their own within a moment (a restart by
+    Ctrl-C or a crash loses at most that moment)."""
+    import time
+
+    path = tmp_path / "state.json"
+    fill(sandbox(path).test_client())
+    deadline = time.monotonic() + 5
+    while not (path.exists() and "FND-restart-1" in path.read_text()):
+        assert time.monotonic() < deadline, "state file not written"
+        time.sleep(0.05)
+    assert json.loads(path.read_text())["paystack"]["accounts"]
+
+
+def test_a_damaged_state_file_starts_an_empty_sandbox(tmp_path):
+    path = tmp_path / "state.json"
+    path.write_text("{not json")
+    client = sandbox(path).test_client()
+    assert client.get("/transaction/verify/FND-restart-1", headers=PAYSTACK).status_code == 404
