@@ -1,7 +1,7 @@
-"""fix20a: fundings.customer_code; gateway events keyed by their body too
+"""Issue 20: fundings.customer_code; gateway events keyed by their body too
 
-Revision ID: 0011_funding_customer_code
-Revises: 0010_customer_journey
+Revision ID: 0013_funding_customer_code
+Revises: 0012_security_events
 
 A bank-transfer arrival is credited only to the customer the gateway's
 verify names (issue 20, item 1); the funding keeps that customer code. A new
@@ -20,8 +20,8 @@ import hashlib
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011_funding_customer_code"
-down_revision = "0010_customer_journey"
+revision = "0013_funding_customer_code"
+down_revision = "0012_security_events"
 branch_labels = None
 depends_on = None
 
