@@ -607,3 +607,20 @@ def test_overview_alerts_when_the_provider_float_is_low(client, admin):
     payments.apply_result(payment.id, VENDING, VendResult("failed", "INSUFFICIENT_CREDIT", "low float"))
     page = client.get("/admin/").get_data(as_text=True)
     assert 'data-testid="float-alert"' in page and "1 payment in the last 24 hours" in page
+
+
+def test_create_admin_refuses_the_email_only_when_the_password_contains_it(app):
+    """"badminton" does not contain the address admin@…: only a password
+    with the address, or its name part as a word of its own, is refused,
+    and the message says which."""
+    runner = app.test_cli_runner()
+    accepted = runner.invoke(args=["create-admin", "admin@example.com"],
+                             input="badminton lagoon 73\nbadminton lagoon 73\n")
+    assert accepted.exit_code == 0, accepted.output
+    assert "Do not use your email address" not in accepted.output
+    assert db.session.scalar(sa.select(User).where(User.email == "admin@example.com")).is_admin
+    refused = runner.invoke(args=["create-admin", "ops@example.com"],
+                            input="ops2024 lagoon cobalt\n")
+    assert refused.exit_code != 0
+    assert "contains your email's name part (ops)" in refused.output
+    assert db.session.scalar(sa.select(User).where(User.email == "ops@example.com")) is None

@@ -410,3 +410,16 @@ def test_csv_cells_from_outside_never_start_a_formula(cell):
     assert csv_safe(cell) == "'" + cell
     assert admin_routes.csv_safe is csv_safe
     assert csv_safe("Ada Obi") == "Ada Obi" and csv_safe(None) == ""
+
+
+def test_the_review_says_what_the_phone_is_for_and_promises_no_sms(client, auth, fund):
+    """billvend sends no SMS yet: the review must not say the token is sent
+    to the phone; it says what the phone is kept for."""
+    auth.signup()
+    fund("5000")
+    html = client.post("/bills/electricity", data=pay_form(client)).get_data(as_text=True)
+    summary = html[html.index('data-testid="review"'):html.index("</dl>")]
+    assert "Token sent to" not in html and "sent to" not in summary.lower()
+    assert re.search(r"<dt>Phone</dt><dd>08031234567", summary)
+    assert "For the disco's record of this purchase" in summary
+    assert "Your token appears on the next page" in html

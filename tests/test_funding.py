@@ -540,6 +540,27 @@ def test_forged_callbacks_change_nothing(live):
 
 # -- bank transfer ------------------------------------------------------------
 
+def test_an_account_without_a_full_name_gets_its_name_once_in_the_bank_account_name(live):
+    base, sandbox = live
+    s = customer(base, "bola@example.com")
+    csrf = CSRF_RE.search(s.get(base + "/wallet/fund", timeout=10).text)
+    r = s.post(base + "/wallet/bank-transfer", data={"csrf_token": csrf.group(1) or csrf.group(2)},
+               timeout=15)
+    assert r.status_code == 200
+    assert "<dt>Account name</dt><dd>BILLVEND/BOLA</dd>" in r.text and "BOLA BOLA" not in r.text
+
+
+@pytest.mark.parametrize("full_name, email, names", [
+    (None, "bola@example.com", ("Bola", "")),
+    ("", "ngozi.okafor92@example.com", ("Ngozi", "Okafor")),
+    ("Bola", "x@example.com", ("Bola", "")),
+    ("  Ada  Obi Eze ", "x@example.com", ("Ada", "Obi Eze")),
+    (None, "1234@example.com", ("Customer", "")),
+])
+def test_the_names_given_to_the_gateway_for_a_bank_account(app, full_name, email, names):
+    assert funding.account_holder_names(User(email=email, full_name=full_name)) == names
+
+
 def test_bank_transfer_journey(live):
     base, sandbox = live
     s = customer(base)

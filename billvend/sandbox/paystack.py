@@ -261,7 +261,7 @@ def dedicated_account():
                 if number not in sandbox.accounts:
                     break
             sandbox.accounts[number] = code
-    name = f"BILLVEND/{customer.get('first_name') or ''} {customer.get('last_name') or ''}".strip()
+    name = "BILLVEND/" + " ".join(filter(None, (customer.get("first_name"), customer.get("last_name"))))
     return _ok("NUBAN successfully created", {
         "account_number": number, "account_name": name.upper(),
         "bank": {"name": "Test Bank", "id": 1, "slug": "test-bank"},
