@@ -192,6 +192,28 @@ LAYOUT_AUDIT = r"""
       problems.push(`${name(el)} cuts its content (${el.scrollWidth} px in ${el.clientWidth} px)`);
     }
   }
+  // Text cut off by a box that clips or scrolls it (a status that reads
+  // "Processin"), or running out of its card: measured on the text itself,
+  // since a word wider than its cell overflows without growing any element.
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node; (node = walker.nextNode());) {
+    const el = node.parentElement;
+    if (!node.textContent.trim() || !el || !visible(el) || insideScroller(el)) continue;
+    const range = document.createRange();
+    range.selectNodeContents(node);
+    for (const line of range.getClientRects()) {
+      if (!line.width) continue;
+      for (let box = el; box && box !== document.documentElement; box = box.parentElement) {
+        const clips = getComputedStyle(box).overflowX !== "visible" || box.matches(".card");
+        if (!clips || scrolls(box)) continue;
+        const edge = box.getBoundingClientRect();
+        if (line.right > edge.right + 1 || line.left < edge.left - 1) {
+          problems.push(`text "${node.textContent.trim().slice(0, 30)}" is cut by ${name(box)}`);
+          break;
+        }
+      }
+    }
+  }
   for (const el of document.querySelectorAll("a[href], button, summary, input[type=submit], input[type=button]")) {
     if (!visible(el)) continue;
     // A history row's title link covers its whole row (a.row-title::after).
@@ -274,6 +296,7 @@ def _pay_and_settle(page, meter_number: str, amount: str, status: str, meter_typ
 
 @pytest.mark.parametrize("javascript", [True, False], ids=["js", "nojs"])
 def test_every_page_fits_a_360px_phone_with_big_enough_tap_targets(context_factory, live_server, javascript):
+    from tests.browser.conftest import shoot
     from tests.browser.flows import admin_second_factor, fund, sign_up
 
     page = context_factory(javascript=javascript, viewport=PHONE).new_page()
@@ -298,12 +321,14 @@ def test_every_page_fits_a_360px_phone_with_big_enough_tap_targets(context_facto
     problems += layout_problems(page)  # the account number, with its copy button
     declined = _insert_fundings(live_server, email)
     visit("/wallet/fundings")
+    shoot(page, f"issue21-fundings-360-{'js' if javascript else 'nojs'}")
     visit(f"/wallet/fund?retry={declined}")
 
     visit("/bills/electricity")
     page.get_by_role("button", name=re.compile(r"^Continue")).click()
     problems += layout_problems(page)  # an empty pay form: errors
     problems += _pay_and_settle(page, "1111111111111", "1000", "successful")
+    shoot(page, f"issue21-token-360-{'js' if javascript else 'nojs'}")
     if javascript:
         page.locator(".receipt-menu > summary").click()
         problems += layout_problems(page)  # the receipt menu open
@@ -316,6 +341,7 @@ def test_every_page_fits_a_360px_phone_with_big_enough_tap_targets(context_facto
     visit("/")  # the dashboard with "Buy again" and recent activity
     for path in ("/history", "/history?kind=reversal", "/history?q=1111111111111&date_from=2026-01-01&date_to=2026-12-31"):
         visit(path)
+    shoot(page, f"issue21-history-360-{'js' if javascript else 'nojs'}")
     visit("/meters")
     for link in ("Rename", "Remove"):
         page.goto("/meters")
