@@ -97,7 +97,7 @@ def password_problem(password: str, email: Optional[str] = None) -> Optional[str
         # The name part counts as a word of its own ("ops2024"), not inside
         # another word: "badminton" does not contain the address admin@….
         if len(local) >= 3 and re.search(rf"(?<![^\W\d_]){re.escape(local)}(?![^\W\d_])", folded):
-            return f"This password contains your email's name part ({local}): choose one without it."
+            return f"Do not use your email address or its name part ({local}) in your password."
     result = zxcvbn(password[:100], user_inputs=[email] if email else [])
     if result["score"] < 2:
         warning = result["feedback"].get("warning") or "This password is too easy to guess."

@@ -622,5 +622,5 @@ def test_create_admin_refuses_the_email_only_when_the_password_contains_it(app):
     refused = runner.invoke(args=["create-admin", "ops@example.com"],
                             input="ops2024 lagoon cobalt\n")
     assert refused.exit_code != 0
-    assert "contains your email's name part (ops)" in refused.output
+    assert "Do not use your email address or its name part (ops)" in refused.output
     assert db.session.scalar(sa.select(User).where(User.email == "ops@example.com")) is None
