@@ -109,6 +109,9 @@ def _register_template_helpers(app: Flask) -> None:
     from billvend.providers import DISCOS
 
     app.add_template_filter(format_naira, "naira")
+    from billvend.useragents import device_name
+
+    app.add_template_filter(device_name, "device_name")
 
     @app.template_filter("customer_reason")
     def customer_reason(payment):

@@ -237,8 +237,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         # prometheus_client reads this itself (multiprocess mode); we read it
         # to pick the collector.
         "PROMETHEUS_MULTIPROC_DIR": get("PROMETHEUS_MULTIPROC_DIR") or None,
-        # One JSON object per log line (python-json-logger); "text" for humans.
-        "LOG_FORMAT": (get("LOG_FORMAT") or "json").lower(),
+        # One JSON object per log line (python-json-logger) in production;
+        # "text", one readable line, in development (billvend.logs).
+        "LOG_FORMAT": (get("LOG_FORMAT") or ("json" if production else "text")).lower(),
         "REDIS_URL": get("REDIS_URL") or None,
         "HUEY_NAME": get("HUEY_NAME") or "billvend",
         "HUEY_SQLITE_PATH": get("HUEY_SQLITE_PATH") or str(INSTANCE_DIR / "huey.sqlite3"),

@@ -1,4 +1,11 @@
-"""Logs: one JSON object per line, with a request id that follows a payment.
+"""Logs: one JSON object per line in production, one readable line in
+development, with a request id that follows a payment.
+
+``LOG_FORMAT`` picks the format: ``json`` (the default with
+``BILLVEND_ENV=production``) for a log router, ``text`` (the default in
+development, ``make run``) for a person reading a terminal:
+``13:05:02 INFO billvend.tasks: sweep re-drove 2 payments [req 1a2b…]``.
+Both redact the same secrets.
 
 Every web request gets a request id: the ``X-Request-ID`` header a router
 sets (Heroku's does), when it looks like one, else a fresh random one. It is
@@ -13,9 +20,10 @@ Each request also writes one ``request`` line: method, endpoint and URL rule
 (``/payments/<reference>``, never the path itself, which may carry a reset
 link's token), status, and milliseconds.
 
-Secrets never reach a log line: :class:`JsonFormatter` masks anything that
-looks like a 20-digit token, a password, an API or secret key, or a password
-reset link in every string it writes, whoever logged it.
+Secrets never reach a log line: :class:`JsonFormatter` and
+:class:`TextFormatter` mask anything that looks like a 20-digit token, a
+password, an API or secret key, or a password reset link in every string
+they write, whoever logged it.
 """
 
 from __future__ import annotations
@@ -94,6 +102,33 @@ class JsonFormatter(_BaseJsonFormatter):
         return {key: redact(value) if isinstance(value, str) else value for key, value in log_data.items()}
 
 
+class TextFormatter(logging.Formatter):
+    """One readable line per record, redacted as :class:`JsonFormatter` is:
+    time, level, logger, message, the ``extra`` fields a record carries
+    (``status=200 duration_ms=3.1``) and the request id when there is one."""
+
+    _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+        "message", "asctime", "request_id", "taskName"}
+
+    def __init__(self):
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = " ".join(f"{key}={value}" for key, value in vars(record).items()
+                          if key not in self._STANDARD and value is not None)
+        if extras:
+            line += f" ({extras})"
+        request_id = getattr(record, "request_id", None)
+        if request_id:
+            line += f" [req {request_id}]"
+        return redact(line)
+
+
+#: The names of the root handlers :func:`configure` installs.
+HANDLER_NAMES = ("billvend-json", "billvend-text")
+
+
 def json_handler(stream=None) -> logging.Handler:
     """A stream handler (stderr by default) writing JSON lines with request ids."""
     handler = logging.StreamHandler(stream or sys.stderr)
@@ -103,17 +138,28 @@ def json_handler(stream=None) -> logging.Handler:
     return handler
 
 
+def text_handler(stream=None) -> logging.Handler:
+    """A stream handler (stderr by default) writing readable, redacted lines."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(TextFormatter())
+    handler.addFilter(RequestIdFilter())
+    handler.set_name("billvend-text")
+    return handler
+
+
 def has_json_root_handler() -> bool:
-    return any(h.get_name() == "billvend-json" for h in logging.getLogger().handlers)
+    """True when :func:`configure` installed its root handler (JSON or text)."""
+    return any(h.get_name() in HANDLER_NAMES for h in logging.getLogger().handlers)
 
 
 def configure(app: Flask) -> None:
-    """Send the process's logs to stderr as JSON lines (``LOG_FORMAT=json``,
-    the default) unless logging is already set up (pytest's capture, a
-    host's own handlers); stamp request ids; time and log each request."""
+    """Send the process's logs to stderr, as JSON lines (``LOG_FORMAT=json``,
+    production's default) or readable lines (``text``, development's),
+    unless logging is already set up (pytest's capture, a host's own
+    handlers); stamp request ids; time and log each request."""
     root = logging.getLogger()
-    if app.config["LOG_FORMAT"] == "json" and not app.testing and not root.handlers:
-        root.addHandler(json_handler())
+    if not app.testing and not root.handlers:
+        root.addHandler(json_handler() if app.config["LOG_FORMAT"] == "json" else text_handler())
         root.setLevel(logging.INFO)
 
     @app.before_request

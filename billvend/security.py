@@ -80,6 +80,8 @@ def password_problem(password: str, email: Optional[str] = None) -> Optional[str
     words, keyboard patterns and dates); not containing the email address or
     its name part.
     """
+    import re
+
     from zxcvbn import zxcvbn
 
     minimum = current_app.config.get("MIN_PASSWORD_LENGTH", 10) if current_app else 10
@@ -89,9 +91,13 @@ def password_problem(password: str, email: Optional[str] = None) -> Optional[str
         return "Use at most 128 characters."
     folded = password.casefold()
     if email:
-        local = email.split("@", 1)[0]
-        if email.casefold() in folded or (len(local) >= 3 and local.casefold() in folded):
+        if email.casefold() in folded:
             return "Do not use your email address in your password."
+        local = email.split("@", 1)[0].casefold()
+        # The name part counts as a word of its own ("ops2024"), not inside
+        # another word: "badminton" does not contain the address admin@….
+        if len(local) >= 3 and re.search(rf"(?<![^\W\d_]){re.escape(local)}(?![^\W\d_])", folded):
+            return f"Do not use your email address or its name part ({local}) in your password."
     result = zxcvbn(password[:100], user_inputs=[email] if email else [])
     if result["score"] < 2:
         warning = result["feedback"].get("warning") or "This password is too easy to guess."

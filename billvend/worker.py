@@ -119,8 +119,8 @@ class Consumer(huey_consumer.Consumer):
         app_logger = logging.getLogger("billvend")
         huey_logger = logging.getLogger("huey")
         if has_json_root_handler():
-            # LOG_FORMAT=json (billvend.logs): huey's records go to the root's
-            # JSON handler too, not to huey_consumer's text handler as well.
+            # billvend.logs set up the root handler (JSON or text): huey's
+            # records go to it too, not to huey_consumer's own handler as well.
             for handler in list(huey_logger.handlers):
                 huey_logger.removeHandler(handler)
         elif not app_logger.handlers and huey_logger.handlers:

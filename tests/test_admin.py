@@ -749,3 +749,20 @@ def test_query_int_accepts_ascii_digits_only():
     for text in NUMERIC_LOOKALIKES[:12] + [None, "abc"]:
         assert parse_int(text) is None, text
     assert parse_int("123", maximum=100) is None and parse_int("100", maximum=100) == 100
+
+
+def test_create_admin_refuses_the_email_only_when_the_password_contains_it(app):
+    """"badminton" does not contain the address admin@…: only a password
+    with the address, or its name part as a word of its own, is refused,
+    and the message says which."""
+    runner = app.test_cli_runner()
+    accepted = runner.invoke(args=["create-admin", "admin@example.com"],
+                             input="badminton lagoon 73\nbadminton lagoon 73\n")
+    assert accepted.exit_code == 0, accepted.output
+    assert "Do not use your email address" not in accepted.output
+    assert db.session.scalar(sa.select(User).where(User.email == "admin@example.com")).is_admin
+    refused = runner.invoke(args=["create-admin", "ops@example.com"],
+                            input="ops2024 lagoon cobalt\n")
+    assert refused.exit_code != 0
+    assert "Do not use your email address or its name part (ops)" in refused.output
+    assert db.session.scalar(sa.select(User).where(User.email == "ops@example.com")) is None

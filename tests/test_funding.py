@@ -188,17 +188,107 @@ def test_card_journey_success(live):
     assert_books_balance()
 
 
-@pytest.mark.parametrize("outcome", ["failed", "abandoned"])
-def test_card_journey_declined_or_abandoned_takes_nothing(live, outcome):
+AMOUNT_INPUT_RE = re.compile(r'<input[^>]*id="amount"[^>]*>')
+
+
+def try_again_form(html: str) -> str:
+    """The fund form's amount input, after checking the button says "Try again"."""
+    assert re.search(r'<button type="submit" class="button block">Try again</button>', html), html
+    return AMOUNT_INPUT_RE.search(html).group(0)
+
+
+@pytest.mark.parametrize("outcome, words, history_words", [
+    ("failed", "Your bank declined this card payment (the bank did not approve it): nothing was taken.",
+     "Declined by your bank: nothing was taken"),
+    ("abandoned", "You closed the checkout without paying: nothing was taken.",
+     "Not paid: nothing was taken"),
+])
+def test_card_journey_declined_or_abandoned_takes_nothing(live, outcome, words, history_words):
+    """A declined card and a cancelled checkout each say what happened in
+    their own words, and offer "Try again" with the amount kept."""
     base, sandbox = live
     s = customer(base)
     checkout_url, reference = start_checkout(s, base, "2000")
     page = back_from_checkout(s, choose(s, checkout_url, outcome))
-    assert "The payment did not go through: nothing was taken." in page.text
+    assert words in page.text
+    assert "still processing" not in page.text
+    assert page.url.startswith(base + "/wallet/fund?retry=")
+    assert 'value="2000"' in try_again_form(page.text)
     assert funding_row(reference).status == "failed"
     assert balance_of("ada@example.com") == 0 and credits_for(reference) == 0
-    assert "Did not go through" in s.get(base + "/wallet/fundings", timeout=10).text
+    assert history_words in s.get(base + "/wallet/fundings", timeout=10).text
     assert_books_balance()
+
+
+def test_a_declined_card_gives_the_gateways_reason_in_the_customers_words(live):
+    base, sandbox = live
+    sandbox.settings(webhook="never")
+    s = customer(base)
+    checkout_url, reference = start_checkout(s, base, "1500.50")
+    sandbox.set_status(reference, "failed", gateway_response="Insufficient Funds")
+    page = s.get(f"{base}/wallet/fund/callback?reference={reference}", timeout=20)
+    assert ("Your bank declined this card payment (there was not enough money in the account): "
+            "nothing was taken.") in page.text
+    assert "Insufficient Funds" not in page.text
+    assert 'value="1500.50"' in try_again_form(page.text)
+    # "Try again" is a new attempt with its own checkout, not a replay of the declined one.
+    data = tokens(s, page.url) | {"amount": "1500.50"}
+    r = s.post(base + "/wallet/fund", data=data, allow_redirects=False, timeout=15)
+    assert r.status_code == 303 and r.headers["Location"].startswith(sandbox.url + "/checkout/")
+    db.session.rollback()
+    assert db.session.scalar(sa.select(sa.func.count(Funding.id))) == 2
+
+
+@pytest.mark.parametrize("gateway_response, words", [
+    ("Insufficient Funds", "there was not enough money in the account"),
+    ("Expired Card", "the card has expired"),
+    ("Incorrect PIN", "the card PIN was not accepted"),
+    ("Token Authentication Failed", "the one-time code (OTP) was not accepted"),
+    ("Transaction not permitted to cardholder",
+     "the bank does not allow this card to pay online; ask your bank to enable it"),
+    ("Do Not Honor", "the bank did not approve it"),
+    ("Declined", "the bank did not approve it"),
+    ("<script>alert(1)</script>", "the bank did not approve it"),
+    (None, "the bank did not approve it"),
+])
+def test_decline_reasons_are_said_in_the_customers_words(gateway_response, words):
+    from billvend.wallet.words import decline_reason
+
+    assert decline_reason(gateway_response) == words
+
+
+def test_try_again_prefills_only_the_customers_own_failed_funding(live):
+    base, sandbox = live
+    s = customer(base)
+    checkout_url, reference = start_checkout(s, base, "2000")
+    back_from_checkout(s, choose(s, checkout_url, "abandoned"))
+    other = customer(base, "eve@example.com")
+    page = other.get(f"{base}/wallet/fund?retry={reference}", timeout=10)
+    assert page.status_code == 200 and 'value="2000"' not in page.text
+    assert ">Fund wallet</button>" in page.text
+    assert other.get(f"{base}/wallet/fund?retry=%C2%B2", timeout=10).status_code == 200
+
+
+def test_a_checkout_closed_without_paying_never_says_it_is_processing(live):
+    """The customer closed the checkout page (no button pressed) and checks
+    from the funding history: while the gateway has no answer, billvend says
+    it has not received the money, and nothing was taken if they did not pay;
+    once the gateway says ``abandoned``, that nothing was taken."""
+    base, sandbox = live
+    sandbox.settings(webhook="never")
+    s = customer(base)
+    checkout_url, reference = start_checkout(s, base, "2000")
+    history = s.get(base + "/wallet/fundings", timeout=10).text
+    assert "Waiting for your payment" in history and "Processing" not in history
+    page = s.get(f"{base}/wallet/fund/callback?reference={reference}", timeout=20)
+    assert "still processing" not in page.text
+    assert "We have not received your payment of ₦2,000.00 yet." in page.text
+    assert "If you closed the checkout without paying, nothing was taken." in page.text
+    sandbox.set_status(reference, "abandoned")
+    page = s.get(f"{base}/wallet/fund/callback?reference={reference}", timeout=20)
+    assert "You closed the checkout without paying: nothing was taken." in page.text
+    assert 'value="2000"' in try_again_form(page.text)
+    assert funding_row(reference).status == "failed" and credits_for(reference) == 0
 
 
 def test_webhook_before_the_redirect(live):
@@ -449,6 +539,27 @@ def test_forged_callbacks_change_nothing(live):
 
 
 # -- bank transfer ------------------------------------------------------------
+
+def test_an_account_without_a_full_name_gets_its_name_once_in_the_bank_account_name(live):
+    base, sandbox = live
+    s = customer(base, "bola@example.com")
+    csrf = CSRF_RE.search(s.get(base + "/wallet/fund", timeout=10).text)
+    r = s.post(base + "/wallet/bank-transfer", data={"csrf_token": csrf.group(1) or csrf.group(2)},
+               timeout=15)
+    assert r.status_code == 200
+    assert "<dt>Account name</dt><dd>BILLVEND/BOLA</dd>" in r.text and "BOLA BOLA" not in r.text
+
+
+@pytest.mark.parametrize("full_name, email, names", [
+    (None, "bola@example.com", ("Bola", "")),
+    ("", "ngozi.okafor92@example.com", ("Ngozi", "Okafor")),
+    ("Bola", "x@example.com", ("Bola", "")),
+    ("  Ada  Obi Eze ", "x@example.com", ("Ada", "Obi Eze")),
+    (None, "1234@example.com", ("Customer", "")),
+])
+def test_the_names_given_to_the_gateway_for_a_bank_account(app, full_name, email, names):
+    assert funding.account_holder_names(User(email=email, full_name=full_name)) == names
+
 
 def test_bank_transfer_journey(live):
     base, sandbox = live

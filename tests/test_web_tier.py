@@ -498,3 +498,30 @@ def test_a_database_error_quoting_a_password_hash_or_totp_secret_is_masked():
         assert hashed.split("$")[-1] not in masked, masked
         assert "JBSWY3DPEHPK3PXP" not in masked and "ab" * 32 not in masked, masked
     assert "ada@example.com" in logs.redact(lines[0])
+
+
+def test_logs_are_readable_in_development_and_json_in_production():
+    from billvend.config import from_env
+
+    assert from_env({})["LOG_FORMAT"] == "text"
+    assert from_env({"BILLVEND_ENV": "production"})["LOG_FORMAT"] == "json"
+    assert from_env({"LOG_FORMAT": "JSON"})["LOG_FORMAT"] == "json"
+    assert from_env({"BILLVEND_ENV": "production", "LOG_FORMAT": "text"})["LOG_FORMAT"] == "text"
+
+    stream = io.StringIO()
+    logger = logging.getLogger("billvend.test.text")
+    logger.propagate = False
+    logger.addHandler(logs.text_handler(stream))
+    logger.setLevel(logging.INFO)
+    token = logs.set_request_id("req-0002")
+    try:
+        logger.info("delivered token 1234-5678-9012-3456-7890", extra={"status": 200})
+        logger.info("no request")
+    finally:
+        logs._request_id.reset(token)
+        logger.handlers.clear()
+    first, second = stream.getvalue().splitlines()
+    assert re.fullmatch(r"\d\d:\d\d:\d\d INFO billvend\.test\.text: delivered token \[token\] "
+                        r"\(status=200\) \[req req-0002\]", first), first
+    assert "{" not in first and "1234-5678" not in first
+    assert second.endswith("INFO billvend.test.text: no request [req req-0002]")

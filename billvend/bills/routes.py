@@ -35,6 +35,10 @@ from billvend.models import METER_TYPES, Payment, SavedMeter, utcnow
 from billvend.money import format_naira, kobo_to_naira_input
 from billvend.providers import DISCOS, get_provider
 
+#: Up to this wait, "this usually takes a few seconds" is true; after it the
+#: page says it is taking longer than usual (until the slow-disco notice).
+USUAL_WAIT_SECONDS = 10
+
 DISCO_DOWN_MESSAGE = "We could not reach the disco to check this meter. Please try again in a minute."
 
 
@@ -233,6 +237,7 @@ def _page_context(payment) -> dict:
             SavedMeter.user_id == payment.user_id, SavedMeter.service_id == payment.service_id,
             SavedMeter.meter_number == payment.meter_number)),
         "elapsed_seconds": elapsed_seconds,
+        "usual_wait_seconds": USUAL_WAIT_SECONDS,
         "slow": waiting and elapsed_seconds >= config["SLOW_PAYMENT_NOTICE_SECONDS"],
         "show_support": waiting and (payment.needs_attention
                                      or elapsed_seconds >= config["UNKNOWN_ALERT_AGE_SECONDS"]),

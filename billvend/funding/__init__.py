@@ -533,6 +533,21 @@ def dedicated_account_of(user_id: int) -> Optional[DedicatedAccount]:
     return db.session.scalar(sa.select(DedicatedAccount).where(DedicatedAccount.user_id == user_id))
 
 
+def account_holder_names(user: User) -> tuple[str, str]:
+    """``(first_name, last_name)`` for the gateway's customer record, from
+    which it builds the account name ("BILLVEND/<FIRST> <LAST>"): the full
+    name's first word and the rest; without a full name, the words of the
+    email's name part (``ngozi.okafor92`` -> ``("Ngozi", "Okafor")``), else
+    ``("Customer", "")``. A one-word name leaves ``last_name`` empty: it used
+    to repeat the first ("BILLVEND/BOLA BOLA")."""
+    words = (user.full_name or "").split()
+    if not words:
+        words = [w.capitalize() for w in re.findall(r"[^\W\d_]+", user.email.split("@")[0])]
+    if not words:
+        return "Customer", ""
+    return words[0], " ".join(words[1:])
+
+
 def ensure_dedicated_account(user: User, gw: Optional[FundingGateway] = None) -> DedicatedAccount:
     """The customer's dedicated account, created at the gateway on first use
     (``POST /customer``, ``POST /dedicated_account``, no transaction open),
@@ -544,8 +559,7 @@ def ensure_dedicated_account(user: User, gw: Optional[FundingGateway] = None) ->
     existing = dedicated_account_of(user.id)
     if existing is not None:
         return existing
-    name = (user.full_name or user.email.split("@")[0]).split()
-    first, last = (name[0], " ".join(name[1:]) or name[0]) if name else ("Customer", "Customer")
+    first, last = account_holder_names(user)
     user_id, email, phone = user.id, user.email, user.phone
     db.session.rollback()
     details = gw.open_dedicated_account(email=email, first_name=first, last_name=last, phone=phone)

@@ -345,7 +345,7 @@ class SimulatedGateway:
                                phone: Optional[str]) -> AccountDetails:
         require_no_transaction("simulated dedicated account")
         digits = str(int(hashlib.sha256(email.encode()).hexdigest(), 16))[:10]
-        return AccountDetails("CUS_sim" + digits, digits, f"BILLVEND/{first_name} {last_name}".strip(),
+        return AccountDetails("CUS_sim" + digits, digits, "BILLVEND/" + " ".join(filter(None, (first_name, last_name))),
                               "Simulated Bank", "simulated-bank")
 
     def transactions(self, start: datetime, end: datetime) -> list[GatewayTransaction]:

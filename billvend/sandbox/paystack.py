@@ -79,6 +79,8 @@ class Transaction:
     customer_code: Optional[str] = None
     fees_kobo: Optional[int] = None
     paid_at: Optional[str] = None
+    #: The bank's words when set by a test (``Insufficient Funds``), else the status's usual ones.
+    gateway_response: Optional[str] = None
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
     started_monotonic: float = field(default_factory=time.monotonic)
 
@@ -97,8 +99,9 @@ class Transaction:
             "id": abs(hash(self.reference)) % 10**9, "reference": self.reference, "status": status,
             "amount": self.amount_kobo, "currency": "NGN", "fees": self.fees_kobo,
             "channel": self.channel, "paid_at": self.paid_at, "created_at": self.created_at,
-            "gateway_response": {"success": "Successful", "failed": "Declined",
-                                 "abandoned": "The transaction was not completed"}.get(status, "Pending"),
+            "gateway_response": self.gateway_response or {
+                "success": "Successful", "failed": "Declined",
+                "abandoned": "The transaction was not completed"}.get(status, "Pending"),
             "customer": {"email": self.email, "customer_code": self.customer_code},
             "authorization": {"channel": self.channel, "bank": "TEST BANK" if self.channel == "card" else None},
         }
@@ -288,7 +291,7 @@ def dedicated_account():
                 if number not in sandbox.accounts:
                     break
             sandbox.accounts[number] = code
-    name = f"BILLVEND/{customer.get('first_name') or ''} {customer.get('last_name') or ''}".strip()
+    name = "BILLVEND/" + " ".join(filter(None, (customer.get("first_name"), customer.get("last_name"))))
     return _ok("NUBAN successfully created", {
         "account_number": number, "account_name": name.upper(),
         "bank": {"name": "Test Bank", "id": 1, "slug": "test-bank"},
@@ -443,7 +446,8 @@ def show_transaction(reference: str):
 @bp.post("/sandbox/paystack/transactions/<path:reference>/status")
 def set_status(reference: str):
     """Test hook: change a transaction as the gateway would later (a late
-    success after an abandoned checkout), without a webhook."""
+    success after an abandoned checkout), without a webhook; optional
+    ``gateway_response`` (the bank's words, ``Insufficient Funds``) and ``amount``."""
     body = request.get_json(silent=True) or {}
     sandbox = state()
     with sandbox.lock:
@@ -451,6 +455,8 @@ def set_status(reference: str):
         if tx is None or body.get("status") not in ("success", "failed", "abandoned", "ongoing"):
             return jsonify({"error": "no such transaction or bad status"}), 404
         tx.status = body["status"]
+        if isinstance(body.get("gateway_response"), str):
+            tx.gateway_response = body["gateway_response"][:200]
         if "amount" in body:
             tx.amount_kobo = int(body["amount"])
         if tx.status == "success":

@@ -13,18 +13,31 @@ from billvend.extensions import db
 from billvend.forms import new_idempotency_key
 from billvend.funding.gateways import GatewayError
 from billvend.models import Funding
+from billvend.models import FUNDING_FAILED
 from billvend.security import external_url
-from billvend.money import format_naira
-from billvend.wallet import bp
+from billvend.money import format_naira, kobo_to_naira_input
+from billvend.wallet import bp, words
 from billvend.wallet.forms import BankTransferForm, FundForm
 
 HISTORY_PAGE_SIZE = 50
 
 
-def _fund_page(form: FundForm, status: int = 200):
+def _fund_page(form: FundForm, status: int = 200, retry: bool = False):
     return render_template(
-        "wallet/fund.html", form=form, bank_form=BankTransferForm(),
+        "wallet/fund.html", form=form, bank_form=BankTransferForm(), retry=retry,
         account=funding.dedicated_account_of(current_user.id)), status
+
+
+def _prefill_retry(form: FundForm) -> bool:
+    """``?retry=<reference>`` of this customer's own failed funding: the
+    form again with its amount, for "Try again" (a new attempt, with this
+    form's own new idempotency key). Anything else prefills nothing."""
+    reference = request.args.get("retry", "")
+    record = funding.funding_for_user(reference, current_user) if reference else None
+    if record is None or record.status != FUNDING_FAILED:
+        return False
+    form.amount.data = kobo_to_naira_input(record.amount_kobo).removesuffix(".00")
+    return True
 
 
 @bp.route("/fund", methods=["GET", "POST"])
@@ -48,6 +61,8 @@ def fund():
             # wait for this one (which has no checkout) and be refused.
             form.idempotency_key.data = new_idempotency_key()
             return _fund_page(form, 503 if start.created else 409)
+    if request.method == "GET":
+        return _fund_page(form, retry=_prefill_retry(form))
     return _fund_page(form, 422 if form.errors else 200)
 
 
@@ -74,14 +89,19 @@ def fund_callback():
         flash(f"{format_naira(amount_kobo)} added to your wallet.", "success")
         return redirect(url_for("main.index"), code=303)
     if result.outcome == "failed":
-        flash("The payment did not go through: nothing was taken.", "error")
-        return redirect(url_for("wallet.fund"), code=303)
+        db.session.rollback()
+        flash(words.failure_message(db.session.get(Funding, funding_id)), "error")
+        return redirect(url_for("wallet.fund", retry=reference), code=303)
     if result.outcome == "flagged":
         flash("We are checking this payment with the bank; our team will credit it or contact you.",
               "warning")
         return redirect(url_for("wallet.history"), code=303)
-    flash(f"Your payment of {format_naira(amount_kobo)} is still processing: we will credit it as "
-          "soon as the bank confirms.", "info")
+    # The gateway has no final answer (``ongoing``, ``pending``, unreachable):
+    # the customer may have paid, or may have closed the checkout. Say both,
+    # truthfully; never "processing" for a payment nobody made.
+    flash(f"We have not received your payment of {format_naira(amount_kobo)} yet. If you paid, it is "
+          "added to your wallet as soon as the bank confirms. If you closed the checkout without "
+          "paying, nothing was taken.", "info")
     return redirect(url_for("wallet.history"), code=303)
 
 
@@ -113,4 +133,5 @@ def history():
     rows = db.session.scalars(
         sa.select(Funding).where(Funding.user_id == current_user.id)
         .order_by(Funding.id.desc()).limit(HISTORY_PAGE_SIZE)).all()
-    return render_template("wallet/history.html", fundings=rows, late_note=funding.LATE_CREDIT_NOTE)
+    return render_template("wallet/history.html", fundings=rows, late_note=funding.LATE_CREDIT_NOTE,
+                           status_words=words.history_status)

@@ -70,9 +70,10 @@
       copy.setAttribute("data-label", label);
       copyText(copy.getAttribute("data-copy")).then(function () {
         copy.textContent = "Copied";
-        announce(copy, "Token copied to the clipboard.");
+        // Each button says what it copied (a token, an account number).
+        announce(copy, copy.getAttribute("data-copied") || "Copied to the clipboard.");
       }, function () {
-        announce(copy, "Could not copy: select the token and copy it by hand.");
+        announce(copy, "Could not copy: select the text and copy it by hand.");
       });
       window.setTimeout(function () { copy.textContent = label; }, 4000);
       return;

@@ -110,7 +110,8 @@ def test_every_customer_page_passes_the_basic_accessibility_audit(page):
     problems += audit(page)  # in progress
     wait_final(page, "successful")
     problems += audit(page)
-    page.get_by_role("link", name="Receipt", exact=True).click()
+    page.locator(".receipt-menu > summary").click()
+    page.get_by_role("link", name="Print or view receipt").click()
     expect(page).to_have_url(re.compile(r"/receipt$"))
     problems += audit(page)
     page.goto("/history")
@@ -138,3 +139,230 @@ def test_a_keyboard_user_can_skip_to_content_and_fund_the_wallet(page):
     page.keyboard.press("Enter")
     expect(page.get_by_test_id("balance")).to_have_text("₦2,500.00")
     expect(page.get_by_role("status").filter(has_text=re.compile("added to your wallet"))).to_be_visible()
+
+
+# -- Every page on a narrow phone (issue 21) -----------------------------------
+
+#: The narrowest common Android screen.
+PHONE = {"width": 360, "height": 740}
+
+# Returns the layout problems of the page as shown (empty when fine): the page
+# or an element wider than the screen, an element sticking out of its card,
+# content cut by a box that scrolls or clips it ("Processin"), and tap targets
+# below WCAG 2.2 AA sizes as this project states them: buttons and stand-alone
+# links (navigation, actions, card links) 44 px tall, links inside running
+# text 24 px (2.5.8 Target Size (Minimum)).
+LAYOUT_AUDIT = r"""
+() => {
+  const problems = [];
+  const screen = document.documentElement.clientWidth;
+  const hidden = (el) => !!el.closest(".visually-hidden, .skip-link, noscript, details:not([open]) > :not(summary)");
+  const visible = (el) => !!(el.offsetWidth || el.offsetHeight || el.getClientRects().length)
+                          && getComputedStyle(el).visibility !== "hidden" && !hidden(el);
+  const name = (el) => {
+    const cls = typeof el.className === "string" && el.className.trim() ? "." + el.className.trim().split(/\s+/).join(".") : "";
+    return `<${el.tagName.toLowerCase()}${el.id ? "#" + el.id : ""}${cls}> "${(el.innerText || el.value || "").trim().replace(/\s+/g, " ").slice(0, 30)}"`;
+  };
+  // Admin tables are wide by nature and scroll inside their card, never the page.
+  const scrolls = (el) => el.matches(".admin-page .card, .admin-page .table-wrap");
+  const insideScroller = (el) => {
+    for (let node = el.parentElement; node && node !== document.body; node = node.parentElement) {
+      if (scrolls(node)) return true;
+    }
+    return false;
+  };
+  if (document.documentElement.scrollWidth > screen + 1) {
+    problems.push(`the page is ${document.documentElement.scrollWidth} px wide on a ${screen} px screen`);
+  }
+  for (const el of document.body.querySelectorAll("*")) {
+    if (!visible(el) || insideScroller(el)) continue;
+    const box = el.getBoundingClientRect();
+    if (!box.width || !box.height) continue;
+    if (box.right > screen + 1 || box.left < -1) {
+      problems.push(`${name(el)} sticks out of the screen (${Math.round(box.left)} to ${Math.round(box.right)} px)`);
+      continue;
+    }
+    const card = el.parentElement && el.parentElement.closest(".card");
+    if (card) {
+      const edge = card.getBoundingClientRect();
+      if (box.right > edge.right + 1 || box.left < edge.left - 1) problems.push(`${name(el)} sticks out of its card`);
+    }
+    const style = getComputedStyle(el);
+    if (["auto", "scroll", "hidden", "clip"].includes(style.overflowX) && !scrolls(el)
+        && el.scrollWidth > el.clientWidth + 1 && !el.matches("input, select, textarea")) {
+      problems.push(`${name(el)} cuts its content (${el.scrollWidth} px in ${el.clientWidth} px)`);
+    }
+  }
+  // Text cut off by a box that clips or scrolls it (a status that reads
+  // "Processin"), or running out of its card: measured on the text itself,
+  // since a word wider than its cell overflows without growing any element.
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node; (node = walker.nextNode());) {
+    const el = node.parentElement;
+    if (!node.textContent.trim() || !el || !visible(el) || insideScroller(el)) continue;
+    const range = document.createRange();
+    range.selectNodeContents(node);
+    for (const line of range.getClientRects()) {
+      if (!line.width) continue;
+      for (let box = el; box && box !== document.documentElement; box = box.parentElement) {
+        const clips = getComputedStyle(box).overflowX !== "visible" || box.matches(".card");
+        if (!clips || scrolls(box)) continue;
+        const edge = box.getBoundingClientRect();
+        if (line.right > edge.right + 1 || line.left < edge.left - 1) {
+          problems.push(`text "${node.textContent.trim().slice(0, 30)}" is cut by ${name(box)}`);
+          break;
+        }
+      }
+    }
+  }
+  for (const el of document.querySelectorAll("a[href], button, summary, input[type=submit], input[type=button]")) {
+    if (!visible(el)) continue;
+    // A history row's title link covers its whole row (a.row-title::after).
+    const target = el.matches("a.row-title") && el.closest("tr.row-link") ? el.closest("tr.row-link") : el;
+    const height = target.getBoundingClientRect().height;
+    let standalone = !el.matches("a") || el.matches(".button");
+    if (!standalone) {
+      const block = el.parentElement.closest("p, li, dd, dt, td, th, div, h1, h2, h3, span.share-fallback, form, section");
+      standalone = !!el.closest("nav, .actions, .page-head, .menu-list, .meter-actions")
+                   || (block && block.innerText.trim() === el.innerText.trim());
+    }
+    const needed = standalone ? 44 : 24;
+    if (height < needed - 0.5) {
+      problems.push(`${standalone ? "stand-alone" : "inline"} ${name(el)} is ${height.toFixed(1)} px tall (needs ${needed})`);
+    }
+  }
+  return problems;
+}
+"""
+
+
+def layout_problems(page) -> list[str]:
+    """:data:`LAYOUT_AUDIT` of the page as loaded, each problem with its URL."""
+    page.wait_for_load_state("load")
+    return [f"{page.url}: {problem}" for problem in page.evaluate(LAYOUT_AUDIT)]
+
+
+def _insert_fundings(live_server, email: str) -> str:
+    """Card fundings in every state the funding history words (the gateway is
+    the in-process one here, which approves every card at once); returns the
+    reference of a declined one."""
+    import secrets
+    import sqlite3
+
+    db_path = live_server.env["DATABASE_URL"].removeprefix("sqlite:///")
+    rows = [("pending", None, None, "https://checkout.example/abc"),
+            ("failed", "abandoned", "The transaction was not completed", None),
+            ("failed", "failed", "Insufficient Funds", None),
+            ("initiated", None, None, None)]
+    with sqlite3.connect(db_path) as conn:
+        user_id, wallet_id = conn.execute(
+            "SELECT users.id, wallets.id FROM users JOIN wallets ON wallets.user_id = users.id "
+            "WHERE users.email = ?", (email,)).fetchone()
+        references = []
+        for status, gateway_status, message, url in rows:
+            reference = "FND-" + secrets.token_hex(12)
+            references.append(reference)
+            conn.execute(
+                "INSERT INTO fundings (reference, user_id, wallet_id, amount_kobo, gateway, gateway_reference,"
+                " status, idempotency_key, created_at, updated_at, method, authorization_url, gateway_status,"
+                " gateway_message, verify_attempts, needs_attention)"
+                " VALUES (?, ?, ?, 1250050, 'simulated', ?, ?, ?, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'card',"
+                " ?, ?, ?, 0, 0)",
+                (reference, user_id, wallet_id, reference, status, secrets.token_hex(8), url, gateway_status,
+                 message))
+    return references[2]
+
+
+def _make_admin(live_server, email: str) -> None:
+    import subprocess
+
+    from tests.stack import ROOT
+
+    subprocess.run([str(ROOT / ".venv" / "bin" / "flask"), "--app", "wsgi", "create-admin", email],
+                   cwd=ROOT, env=live_server.env, check=True, capture_output=True, timeout=60)
+
+
+def _pay_and_settle(page, meter_number: str, amount: str, status: str, meter_type: str = "Prepaid") -> list[str]:
+    from tests.browser.flows import fill_payment, submit_payment, wait_final
+
+    fill_payment(page, meter_number, amount, meter_type=meter_type)
+    page.get_by_role("button", name=re.compile(r"^Continue")).click()
+    page.wait_for_load_state()
+    found = layout_problems(page)  # the review, or the form for a meter the disco refused
+    submit_payment(page)
+    found += layout_problems(page)  # in progress
+    wait_final(page, status)
+    return found + layout_problems(page)
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "nojs"])
+def test_every_page_fits_a_360px_phone_with_big_enough_tap_targets(context_factory, live_server, javascript):
+    from tests.browser.conftest import shoot
+    from tests.browser.flows import admin_second_factor, fund, sign_up
+
+    page = context_factory(javascript=javascript, viewport=PHONE).new_page()
+    problems: list[str] = []
+
+    def visit(path: str) -> None:
+        page.goto(path)
+        problems.extend(layout_problems(page))
+
+    for path in ("/", "/login", "/signup", "/no-such-page"):
+        visit(path)
+    page.goto("/signup")
+    page.get_by_role("button", name="Create account").click()
+    problems += layout_problems(page)  # a form full of errors
+
+    email = sign_up(page)
+    problems += layout_problems(page)
+    fund(page, "50000")
+    problems += layout_problems(page)
+    visit("/wallet/fund")
+    page.get_by_role("button", name="Pay by bank transfer").click()
+    problems += layout_problems(page)  # the account number, with its copy button
+    declined = _insert_fundings(live_server, email)
+    visit("/wallet/fundings")
+    shoot(page, f"issue21-fundings-360-{'js' if javascript else 'nojs'}")
+    visit(f"/wallet/fund?retry={declined}")
+
+    visit("/bills/electricity")
+    page.get_by_role("button", name=re.compile(r"^Continue")).click()
+    problems += layout_problems(page)  # an empty pay form: errors
+    problems += _pay_and_settle(page, "1111111111111", "1000", "successful")
+    shoot(page, f"issue21-token-360-{'js' if javascript else 'nojs'}")
+    if javascript:
+        page.locator(".receipt-menu > summary").click()
+        problems += layout_problems(page)  # the receipt menu open
+    page.goto(page.url + "/receipt")
+    problems += layout_problems(page)
+    problems += _pay_and_settle(page, "1212121212121", "2000", "successful")  # two key-change tokens
+    problems += _pay_and_settle(page, "1010101010101", "1500", "successful", meter_type="Postpaid")
+    problems += _pay_and_settle(page, "400000000000", "1000", "reversed")
+
+    visit("/")  # the dashboard with "Buy again" and recent activity
+    for path in ("/history", "/history?kind=reversal", "/history?q=1111111111111&date_from=2026-01-01&date_to=2026-12-31"):
+        visit(path)
+    shoot(page, f"issue21-history-360-{'js' if javascript else 'nojs'}")
+    visit("/meters")
+    for link in ("Rename", "Remove"):
+        page.goto("/meters")
+        page.get_by_role("link", name=re.compile(f"^{link}")).first.click()
+        problems += layout_problems(page)
+    visit("/account")
+    visit("/account/password")
+
+    _make_admin(live_server, email)
+    page.goto("/admin/")
+    problems += layout_problems(page)  # confirm the password
+    admin_second_factor(page)
+    problems += layout_problems(page)
+    for path in ("/admin/", "/admin/payments", "/admin/wallets", "/admin/fundings", "/admin/gateway-events",
+                 "/admin/actions", "/admin/stuck", "/admin/invariants", "/admin/reconciliation",
+                 "/admin/funding-flags"):
+        visit(path)
+        if path in ("/admin/payments", "/admin/wallets", "/admin/fundings"):
+            detail = page.locator(f"main a[href^='{path}/']").first
+            if detail.count():
+                detail.click()
+                problems += layout_problems(page)
+    assert problems == [], "\n".join(problems)

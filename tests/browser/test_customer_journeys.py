@@ -94,7 +94,8 @@ def test_sign_up_fund_verify_pay_copy_token_and_find_it_in_history(context_facto
     expect(page.get_by_test_id("token")).to_have_text(token_text)
 
     # The printable receipt carries the token and the amount.
-    page.get_by_role("link", name="Receipt", exact=True).click()
+    page.locator(".receipt-menu > summary").click()
+    page.get_by_role("link", name="Print or view receipt").click()
     expect(page.get_by_role("heading", name="Electricity receipt")).to_be_visible()
     expect(page.locator(".receipt")).to_contain_text(token_text)
     expect(page.locator(".receipt .amount")).to_have_text("₦2,500.00")

@@ -76,14 +76,24 @@ def test_card_checkout_through_the_hosted_page(page, paystack_stack):
     expect(page.get_by_test_id("fundings").locator("tbody tr").first).to_contain_text("Added to your wallet")
 
 
-def test_a_declined_card_takes_nothing(page, paystack_stack):
+@pytest.mark.parametrize("button, words", [
+    ("Card declined (failed)", "Your bank declined this card payment (the bank did not approve it): nothing was taken."),
+    ("Cancel payment (abandoned)", "You closed the checkout without paying: nothing was taken."),
+])
+def test_a_declined_card_or_a_cancelled_checkout_takes_nothing_and_can_be_tried_again(
+        page, paystack_stack, button, words):
     sign_up(page)
     page.goto("/wallet/fund")
     page.get_by_label("Amount (₦)").fill("1000")
     page.get_by_role("button", name="Fund wallet").click()
-    page.get_by_role("button", name="Card declined (failed)").click()
-    expect(page.get_by_role("alert").filter(has_text="did not go through: nothing was taken")).to_be_visible()
+    page.get_by_role("button", name=button).click()
+    expect(page.get_by_role("alert")).to_have_text(words)
     expect(page.get_by_test_id("balance")).to_have_text("₦0.00")
+    # "Try again" with the amount kept: a new checkout for the same amount.
+    expect(page.get_by_label("Amount (₦)")).to_have_value("1000")
+    page.get_by_role("button", name="Try again").click()
+    expect(page.get_by_role("heading", name="Sandbox checkout")).to_be_visible()
+    expect(page.get_by_text("Pay ₦1,000.00 to billvend")).to_be_visible()
 
 
 def test_bank_transfer_account_and_credit(page, paystack_stack):
@@ -93,7 +103,10 @@ def test_bank_transfer_account_and_credit(page, paystack_stack):
     page.get_by_role("button", name="Pay by bank transfer").click()
     number = page.get_by_test_id("account-number").inner_text()
     assert re.fullmatch(r"\d{10}", number)
-    expect(page.get_by_role("button", name="Copy account number")).to_be_visible()
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=stack.base_url)
+    page.get_by_role("button", name="Copy account number").click()
+    expect(page.locator("#account-copy-feedback")).to_have_text("Account number copied to the clipboard.")
+    assert page.evaluate("navigator.clipboard.readText()") == number
     r = requests.post(sandbox_url + "/sandbox/bank-transfers",
                       json={"account_number": number, "amount": 300_000}, timeout=10)
     assert r.status_code == 201

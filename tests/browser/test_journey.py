@@ -112,7 +112,26 @@ def test_review_token_buy_again_and_history_search(context_factory, javascript, 
         assert page.evaluate("navigator.clipboard.readText()") == token_text.replace("-", "")
     else:
         expect(page.get_by_role("button", name="Copy token")).to_be_hidden()
-        expect(page.get_by_role("link", name="Print receipt")).to_be_visible()
+    # Without the Web Share API (headless Chromium, or no JavaScript): WhatsApp and SMS links.
+    if javascript and page.evaluate("'share' in navigator"):
+        expect(page.get_by_role("button", name="Share")).to_be_visible()
+    else:
+        expect(page.get_by_role("button", name="Share")).to_be_hidden()
+        expect(page.get_by_role("link", name="WhatsApp")).to_have_attribute("href", re.compile(r"^https://wa\.me/\?text=Token"))
+        expect(page.get_by_role("link", name="SMS")).to_have_attribute("href", re.compile(r"^sms:\?&body=Token"))
+    # Disclosures show a marker that turns when they open (display:flex hid the browser's own).
+    summary = page.get_by_text("What happened", exact=True)
+    before = "e => getComputedStyle(e, '::before')"
+    assert summary.evaluate(before + ".content") == '"▸"'
+    closed = summary.evaluate(before + ".transform")
+    summary.click()
+    expect(summary.locator("xpath=..")).to_have_attribute("open", "")
+    page.wait_for_timeout(300)  # the turn's transition
+    assert summary.evaluate(before + ".transform") != closed
+    # One Receipt menu, which opens without JavaScript.
+    page.locator(".receipt-menu > summary").click()
+    expect(page.get_by_role("link", name="Print or view receipt")).to_be_visible()
+    expect(page.get_by_role("link", name="Download PDF receipt")).to_be_visible()
 
     # Buy again from the dashboard: the form comes back filled in.
     page.goto("/")
