@@ -1,8 +1,8 @@
 """WSGI entry point: ``gunicorn wsgi:app``; ``huey_consumer wsgi.huey`` for the worker."""
 
 from billvend import create_app
-from billvend.config import ConfigError
-from billvend.queue import huey  # noqa: F401 - the consumer imports it from here
+from billvend.platform.config import ConfigError
+from billvend.platform.queue import huey  # noqa: F401 - the consumer imports it from here
 
 try:
     app = create_app()

@@ -30,13 +30,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlalchemy as sa  # noqa: E402
 
-from billvend import create_app, ledger  # noqa: E402
-from billvend.config import _database_url  # noqa: E402
-from billvend.extensions import db  # noqa: E402
-from billvend.models import (  # noqa: E402
-    BILLER_CLEARING_WALLET, FUNDING_WALLET, AdminAction, Funding, LedgerEntry, Payment,
-    PaymentEvent, Transfer, User, Wallet, utcnow)
-from billvend.providers import DISCOS  # noqa: E402
+from billvend import create_app
+from billvend.ledger import services as ledger  # noqa: E402
+from billvend.platform.config import _database_url  # noqa: E402
+from billvend.platform.extensions import db  # noqa: E402
+from billvend.ledger.models import (  # noqa: E402
+    BILLER_CLEARING_WALLET, FUNDING_WALLET, LedgerEntry, Transfer, Wallet,
+)
+from billvend.accounts.models import AdminAction, User
+from billvend.funding.models import Funding
+from billvend.vending.models import Payment, PaymentEvent
+from billvend.platform.models import utcnow
+from billvend.vending.providers import DISCOS  # noqa: E402
 
 PASSWORD = "bench password 1"
 STATUSES = [("successful", 80), ("reversed", 12), ("unknown", 3), ("failed", 1),

@@ -15,7 +15,7 @@ a few seconds each, through these paths, in the same run and interleaved:
     ``Connection.execute``), for reference: the client-side cost of
     SQLAlchemy's result handling while the row is locked.
 ``ledger``
-    ``billvend.ledger.post_transfer`` (transfer + two ledger entries + both
+    ``billvend.ledger.services.post_transfer`` (transfer + two ledger entries + both
     balances, in the caller's transaction) and commit, wrapped in
     ``ledger.unit_of_work``; each thread credits its own wallet, so only the
     debit wallet is hot, as in the ceiling.
@@ -58,12 +58,12 @@ from sqlalchemy.orm.exc import StaleDataError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from billvend import create_app, ledger  # noqa: E402
-from billvend.config import _database_url  # noqa: E402
-from billvend.extensions import db  # noqa: E402
-from billvend.models import (  # noqa: E402
-    FUNDING_WALLET, KIND_ADJUSTMENT, LedgerEntry, Transfer, User, Wallet,
-)
+from billvend import create_app
+from billvend.ledger import services as ledger  # noqa: E402
+from billvend.platform.config import _database_url  # noqa: E402
+from billvend.platform.extensions import db  # noqa: E402
+from billvend.ledger.models import FUNDING_WALLET, KIND_ADJUSTMENT, LedgerEntry, Transfer, Wallet  # noqa: E402
+from billvend.accounts.models import User
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1/postgres"
 START_BALANCE_KOBO = 10**15

@@ -190,9 +190,10 @@ def fund_users(env: dict, emails: list[str]) -> None:
     Python run against the bench database)."""
     code = f"""
 import secrets
-from billvend import create_app, funding
-from billvend.extensions import db
-from billvend.models import User
+from billvend import create_app
+from billvend.funding import services as funding
+from billvend.platform.extensions import db
+from billvend.accounts.models import User
 import sqlalchemy as sa
 app = create_app()
 with app.app_context():

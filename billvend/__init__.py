@@ -10,10 +10,11 @@ import sqlalchemy as sa
 from flask import Flask, flash, redirect, render_template, request, url_for
 from sqlalchemy.engine import Engine
 
-from billvend.config import (INSTANCE_DIR, PROJECT_ROOT, check_production, check_timings, from_env,
-                             resolve_secret_key)
-from billvend.extensions import csrf, db, login_manager, migrate
-from billvend.queue import init_huey
+from billvend.platform.config import (
+    INSTANCE_DIR, PROJECT_ROOT, check_production, check_timings, from_env, resolve_secret_key,
+)
+from billvend.platform.extensions import csrf, db, login_manager, migrate
+from billvend.platform.queue import init_huey
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +23,8 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     """The application factory.
 
     :param config: overrides applied on top of the environment's config
-        (``billvend.config.from_env``); tests pass their database URL here.
-    :raises billvend.config.ConfigError: an unsafe configuration (no strong
+        (``billvend.platform.config.from_env``); tests pass their database URL here.
+    :raises billvend.platform.config.ConfigError: an unsafe configuration (no strong
         SECRET_KEY where one is required; a stand-in in production).
     """
     app = Flask(
@@ -49,44 +50,45 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     login_manager.refresh_view = "account.confirm_password"
     login_manager.needs_refresh_message = "Please confirm your password to continue."
     login_manager.needs_refresh_message_category = "info"
-    # Sessions are server-side records (billvend.sessions): revocable, new
+    # Sessions are server-side records (billvend.accounts.sessions): revocable, new
     # at every login, ended at logout. Flask-Login's IP/user-agent check
     # would only sign phones out as they change networks.
     login_manager.session_protection = None
-    # "Keep me signed in" is billvend.sessions' per-device token, turned into
+    # "Keep me signed in" is billvend.accounts.sessions' per-device token, turned into
     # a session before Flask-Login looks; Flask-Login's own remember cookie
     # (user id + HMAC of the SECRET_KEY, never revocable) is never accepted.
     login_manager._load_user_from_remember_cookie = lambda cookie: None  # noqa: SLF001
     csrf.init_app(app)
     init_huey(app)
 
-    from billvend import logs, metrics, tasks  # noqa: F401 - tasks registers the Huey tasks
-    from billvend.queue import huey
+    from billvend.platform import logs, metrics
+    from billvend.vending import tasks  # noqa: F401 - tasks registers the Huey tasks
+    from billvend.platform.queue import huey
 
     logs.configure(app)
     logs.install(huey)
     metrics.init_app(app)
-    from billvend.account import bp as account_bp
-    from billvend.admin import bp as admin_bp
-    from billvend.auth import bp as auth_bp
-    from billvend.bills import bp as bills_bp
-    from billvend.history import bp as history_bp
-    from billvend.main import bp as main_bp
-    from billvend.meters import bp as meters_bp
-    from billvend.wallet import bp as wallet_bp
-    from billvend.webhooks import bp as webhooks_bp
+    from billvend.web.account import bp as account_bp
+    from billvend.web.admin import bp as admin_bp
+    from billvend.web.auth import bp as auth_bp
+    from billvend.web.bills import bp as bills_bp
+    from billvend.web.history import bp as history_bp
+    from billvend.web.main import bp as main_bp
+    from billvend.web.meters import bp as meters_bp
+    from billvend.web.wallet import bp as wallet_bp
+    from billvend.web.webhooks import bp as webhooks_bp
 
     for blueprint in (main_bp, auth_bp, account_bp, wallet_bp, bills_bp, history_bp, meters_bp, admin_bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(webhooks_bp)
 
-    from billvend import security
+    from billvend.web import security
 
     security.init_app(app)
 
     _register_template_helpers(app)
     _register_error_handlers(app)
-    from billvend.cli import register_cli
+    from billvend.web.cli import register_cli
 
     register_cli(app)
     return app
@@ -105,23 +107,23 @@ def _sqlite_pragmas(dbapi_connection, connection_record):
 
 
 def _register_template_helpers(app: Flask) -> None:
-    from billvend.money import format_naira
-    from billvend.providers import DISCOS
+    from billvend.platform.money import format_naira
+    from billvend.vending.providers import DISCOS
 
     app.add_template_filter(format_naira, "naira")
-    from billvend.useragents import device_name
+    from billvend.web.useragents import device_name
 
     app.add_template_filter(device_name, "device_name")
 
     @app.template_filter("customer_reason")
     def customer_reason(payment):
-        from billvend.payments import customer_reason as reason
+        from billvend.vending.lifecycle import customer_reason as reason
 
         return reason(payment) or ""
 
     @app.template_filter("lagos_time")
     def lagos_time(value, fmt="%d %b %Y, %H:%M"):
-        from billvend.payments import LAGOS
+        from billvend.vending.lifecycle import LAGOS
 
         return value.astimezone(LAGOS).strftime(fmt) if value else ""
 
@@ -146,7 +148,7 @@ def _register_error_handlers(app: Flask) -> None:
     def csrf_error(error):
         from flask_login import current_user
 
-        from billvend.security import referrer_path
+        from billvend.web.security import referrer_path
 
         if not current_user.is_authenticated and request.endpoint not in ("auth.login", "auth.signup"):
             # The session ended (idle deadline, "log out everywhere", a

@@ -23,8 +23,9 @@ import sqlalchemy as sa
 from flask import g, has_app_context
 from flask.testing import FlaskClient
 
-from billvend import create_app, ledger
-from billvend.extensions import db
+from billvend import create_app
+from billvend.ledger import services as ledger
+from billvend.platform.extensions import db
 
 CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"')
 KEY_RE = re.compile(r'id="idempotency_key" name="idempotency_key" type="hidden" value="([^"]+)"')
@@ -113,7 +114,7 @@ def database_url(tmp_path_factory):
         yield "sqlite:///" + str(tmp_path_factory.mktemp("db") / "test.sqlite3")
         return
     pg_url = os.environ["TEST_DATABASE_URL"]
-    from billvend.config import _database_url
+    from billvend.platform.config import _database_url
 
     admin_url = sa.engine.make_url(_database_url(pg_url))
     name = f"billvend_test_{uuid.uuid4().hex[:10]}"
@@ -215,7 +216,8 @@ class Auth:
 
 def enrol_totp(user) -> str:
     """Give ``user`` a confirmed TOTP secret (no recovery codes); returns it."""
-    from billvend.models import User, utcnow
+    from billvend.accounts.models import User
+    from billvend.platform.models import utcnow
 
     fresh = db.session.get(User, user.id)
     if not fresh.has_second_factor:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import secrets
 
-from billvend import funding, ledger, payments
-from billvend.extensions import db
-from billvend.models import User
+from billvend.funding import services as funding
+from billvend.ledger import services as ledger
+from billvend.vending import lifecycle as payments
+from billvend.platform.extensions import db
+from billvend.accounts.models import User
 
 
 def make_user(email: str | None = None, balance_kobo: int = 0) -> User:

@@ -11,12 +11,17 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from billvend import ledger, payments
-from billvend.extensions import db
-from billvend.models import (FAILED, PENDING, REVERSED, SUCCESSFUL, UNKNOWN, VENDING, AdminAction,
-                             LedgerEntry, Payment, Transfer, User, Wallet, utcnow)
-from billvend.providers import get_provider
-from billvend.providers.base import VendResult
+from billvend.ledger import services as ledger
+from billvend.vending import lifecycle as payments
+from billvend.platform.extensions import db
+from billvend.vending.models import (
+    FAILED, PENDING, REVERSED, SUCCESSFUL, UNKNOWN, VENDING, Payment,
+)
+from billvend.accounts.models import AdminAction, User
+from billvend.ledger.models import LedgerEntry, Transfer, Wallet
+from billvend.platform.models import utcnow
+from billvend.vending.providers import get_provider
+from billvend.vending.providers.base import VendResult
 from tests.conftest import CSRF_RE, Auth
 from tests.helpers import assert_books_balance, make_payment, make_user
 
@@ -212,8 +217,8 @@ def test_refund_of_an_unknown_payment_the_disco_delivered_is_refused(client, adm
 def test_refund_unknown_when_the_provider_cannot_say(client, admin, monkeypatch):
     """Still no definite answer: the admin's refund, with its reason, goes
     unknown -> failed -> reversed."""
-    from billvend.admin import services
-    from billvend.providers.base import VendResult
+    from billvend.web.admin import services
+    from billvend.vending.providers.base import VendResult
 
     class Silent:
         name = "silent"
@@ -247,7 +252,7 @@ def test_refund_unknown_is_refused_when_the_delivered_answer_cannot_be_recorded(
     recording that answer fails on the database. The refund must not go
     ahead on an answer that is not on record: a refusal with its reason,
     audited; the payment stays unknown (the sweep requeries it again)."""
-    from billvend.admin import services
+    from billvend.web.admin import services
 
     monkeypatch.setattr(services, "get_provider", Delivers)
 
@@ -271,7 +276,7 @@ def test_refund_unknown_is_refused_when_the_delivered_answer_cannot_be_recorded(
 
 def test_refund_unknown_is_refused_when_the_requery_raises(client, admin, monkeypatch):
     """The provider call itself blew up: no answer, so no refund."""
-    from billvend.admin import services
+    from billvend.web.admin import services
 
     class Broken:
         name = "broken"
@@ -292,7 +297,7 @@ def test_refund_unknown_is_refused_when_the_requery_raises(client, admin, monkey
 def test_refund_unknown_is_refused_while_another_requery_holds_it(client, admin, monkeypatch):
     """A sweep's requery took the payment a moment before: its answer is on
     its way, so the admin's refund waits for it instead of going ahead."""
-    from billvend.admin import services
+    from billvend.web.admin import services
 
     monkeypatch.setattr(services, "get_provider", Delivers)
     monkeypatch.setattr(payments, "_claim_requery", lambda *args, **kwargs: None)
@@ -636,7 +641,7 @@ def test_payments_bad_filters_get_a_message(client, admin, mixed_payments):
 def test_payments_keyset_pagination(client, admin, app):
     customer = make_user(balance_kobo=10_000_000)
     made = [make_payment(customer, amount_kobo=50_000) for _ in range(7)]
-    import billvend.admin.queries as queries
+    import billvend.web.admin.queries as queries
 
     seen, cursor = [], None
     for _ in range(5):
@@ -743,7 +748,7 @@ def test_no_query_parameter_on_any_admin_list_answers_500(client, admin, values)
 
 
 def test_query_int_accepts_ascii_digits_only():
-    from billvend.forms import parse_int
+    from billvend.web.forms import parse_int
 
     assert parse_int("42") == 42 and parse_int("0") == 0
     for text in NUMERIC_LOOKALIKES[:12] + [None, "abc"]:

@@ -11,11 +11,12 @@ import secrets
 import pytest
 import sqlalchemy as sa
 
-from billvend import funding
-from billvend.extensions import db
+from billvend.funding import services as funding
+from billvend.platform.extensions import db
 from billvend.funding import gateways
-from billvend.models import (AdminAction, DedicatedAccount, Funding, GatewayEvent, ReconciliationRun, Transfer,
-                             User)
+from billvend.accounts.models import AdminAction, User
+from billvend.funding.models import DedicatedAccount, Funding, GatewayEvent, ReconciliationRun
+from billvend.ledger.models import Transfer
 from tests.conftest import CSRF_RE
 from tests.helpers import assert_books_balance, make_user
 

@@ -3,8 +3,9 @@
 import pytest
 import sqlalchemy as sa
 
-from billvend.extensions import db
-from billvend.models import Funding, Payment
+from billvend.platform.extensions import db
+from billvend.funding.models import Funding
+from billvend.vending.models import Payment
 from tests.conftest import KEY_RE, form_tokens
 
 

@@ -6,11 +6,12 @@ import re
 
 import sqlalchemy as sa
 
-from billvend import tasks
-from billvend.bills import routes
-from billvend.extensions import db
-from billvend.models import Payment, User
-from billvend.providers import base, outcomes
+from billvend.vending import tasks
+from billvend.web.bills import routes
+from billvend.platform.extensions import db
+from billvend.vending.models import Payment
+from billvend.accounts.models import User
+from billvend.vending.providers import base, outcomes
 from tests.conftest import KEY_RE, form_tokens
 from tests.helpers import assert_books_balance, make_payment
 

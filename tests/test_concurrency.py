@@ -18,10 +18,15 @@ from collections import Counter
 import pytest
 import sqlalchemy as sa
 
-from billvend import ledger, payments
-from billvend.extensions import db
-from billvend.models import (FAILED, KIND_REVERSAL, PENDING, REVERSED, SUCCESSFUL, VENDING,
-                             Funding, Payment, PaymentEvent, Transfer, User, Wallet)
+from billvend.ledger import services as ledger
+from billvend.vending import lifecycle as payments
+from billvend.platform.extensions import db
+from billvend.vending.models import (
+    FAILED, PENDING, REVERSED, SUCCESSFUL, VENDING, Payment, PaymentEvent,
+)
+from billvend.ledger.models import KIND_REVERSAL, Transfer, Wallet
+from billvend.funding.models import Funding
+from billvend.accounts.models import User
 from tests.conftest import CSRF_RE, base_config, fresh_app
 from tests.helpers import assert_books_balance, assert_ledger_consistent, make_user
 
@@ -38,7 +43,7 @@ def app(database_url, monkeypatch):
     config = base_config(database_url) | {
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_size": 16, "max_overflow": 0, "pool_timeout": 60},
     }
-    monkeypatch.setattr("billvend.tasks.enqueue_vend", lambda payment_id: True)
+    monkeypatch.setattr("billvend.vending.tasks.enqueue_vend", lambda payment_id: True)
     with fresh_app(config) as app:
         yield app
 

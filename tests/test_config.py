@@ -3,7 +3,7 @@
 import pytest
 
 from billvend import create_app
-from billvend.config import check_timings, from_env
+from billvend.platform.config import check_timings, from_env
 
 
 def test_heroku_database_url_is_normalised():
@@ -30,7 +30,7 @@ def test_a_lease_shorter_than_a_vend_is_refused(env):
 
 
 def test_the_vtpass_deadline_defaults_to_the_longest_call_and_the_lease_must_outlast_it():
-    from billvend.config import longest_vend_seconds, vend_deadline_seconds
+    from billvend.platform.config import longest_vend_seconds, vend_deadline_seconds
 
     config = from_env({"VENDING_PROVIDER": "vtpass"})
     assert vend_deadline_seconds(config) == longest_vend_seconds(config) == 3 * (5 + 1) + 30
@@ -50,8 +50,9 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from billvend.config import (ConfigError, check_production, is_loopback_url,  # noqa: E402
-                             resolve_secret_key, secret_key_bits)
+from billvend.platform.config import (  # noqa: E402
+    ConfigError, check_production, is_loopback_url, resolve_secret_key, secret_key_bits,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 #: A production configuration that starts: every setting a real deployment needs.

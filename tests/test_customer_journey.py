@@ -10,10 +10,11 @@ import re
 import pytest
 import sqlalchemy as sa
 
-from billvend import tasks
-from billvend.extensions import db
-from billvend.models import Payment, SavedMeter, User
-from billvend.providers import outcomes
+from billvend.vending import tasks
+from billvend.platform.extensions import db
+from billvend.vending.models import Payment, SavedMeter
+from billvend.accounts.models import User
+from billvend.vending.providers import outcomes
 from tests.conftest import CSRF_RE, form_tokens, verified_meter
 from tests.helpers import assert_books_balance, make_payment, make_user
 
@@ -404,8 +405,8 @@ def test_admin_refund_asks_for_confirmation_and_lists_use_display_names(client, 
 def test_csv_cells_from_outside_never_start_a_formula(cell):
     """OWASP's CSV injection list: = + - @, tab and carriage return. One
     function serves the customer statement and the admin export."""
-    from billvend.admin import routes as admin_routes
-    from billvend.statements import csv_safe
+    from billvend.web.admin import routes as admin_routes
+    from billvend.web.statements import csv_safe
 
     assert csv_safe(cell) == "'" + cell
     assert admin_routes.csv_safe is csv_safe
@@ -431,8 +432,8 @@ def _pdf_text(data: bytes) -> str:
 def _late_delivery(customer: User, status: str, token: str) -> Payment:
     """A payment the provider reported delivered after it became ``status``
     (``failed``: the refund is blocked; ``reversed``: already refunded)."""
-    from billvend import payments
-    from billvend.providers.base import VendResult
+    from billvend.vending import lifecycle as payments
+    from billvend.vending.providers.base import VendResult
 
     payment = make_payment(customer, amount_kobo=100_000)
     assert payments.claim(payment.id)
@@ -455,7 +456,7 @@ def test_a_late_token_never_reaches_the_customer(client, auth, status):
     admin's payment page does."""
     auth.signup()
     customer = db.session.scalar(sa.select(User).where(User.email == "ada@example.com"))
-    from billvend import funding
+    from billvend.funding import services as funding
 
     funding.fund_wallet(customer, 500_000, "fund-late-1")
     token = "73194682051937460285"
@@ -488,7 +489,7 @@ def test_a_late_token_never_reaches_the_customer(client, auth, status):
     statement = list(csv.reader(io.StringIO(pages["statement.csv"].get_data(as_text=True))))
     assert any(ref in row for row in statement)  # the payment is listed, without its token
 
-    from billvend.models import User as UserModel
+    from billvend.accounts.models import User as UserModel
 
     admin = make_user("root@example.com")
     admin.is_admin = True

@@ -34,18 +34,12 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from billvend import create_app, ledger
-from billvend.config import _database_url
-from billvend.extensions import db
-from billvend.models import (
-    FINAL_STATUSES,
-    KIND_REVERSAL,
-    REVERSED,
-    SUCCESSFUL,
-    Payment,
-    SimulatorOrder,
-    Transfer,
-)
+from billvend import create_app
+from billvend.ledger import services as ledger
+from billvend.platform.config import _database_url
+from billvend.platform.extensions import db
+from billvend.vending.models import FINAL_STATUSES, REVERSED, SUCCESSFUL, Payment, SimulatorOrder
+from billvend.ledger.models import KIND_REVERSAL, Transfer
 from tests.conftest import verified_meter
 from tests.servers import PrivatePostgres, PrivateRedis, ServerMissing
 from tests.stack import Stack

@@ -5,9 +5,11 @@ import re
 import pytest
 import sqlalchemy as sa
 
-from billvend import tasks
-from billvend.extensions import db
-from billvend.models import Funding, Payment, User
+from billvend.vending import tasks
+from billvend.platform.extensions import db
+from billvend.funding.models import Funding
+from billvend.vending.models import Payment
+from billvend.accounts.models import User
 from tests.conftest import form_tokens
 from tests.helpers import assert_books_balance, make_payment
 

@@ -21,11 +21,13 @@ import sqlalchemy as sa
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.serving import make_server
 
-from billvend import funding
-from billvend.extensions import db
+from billvend.funding import services as funding
+from billvend.platform.extensions import db
 from billvend.funding import gateways
-from billvend.funding_tasks import funding_sweep_once
-from billvend.models import DedicatedAccount, Funding, GatewayEvent, Transfer, User
+from billvend.funding.tasks import funding_sweep_once
+from billvend.funding.models import DedicatedAccount, Funding, GatewayEvent
+from billvend.ledger.models import Transfer
+from billvend.accounts.models import User
 from billvend.sandbox import create_app as create_sandbox_app
 from billvend.sandbox import serve_in_thread
 from tests.conftest import CSRF_RE, KEY_RE
@@ -252,7 +254,7 @@ def test_a_declined_card_gives_the_gateways_reason_in_the_customers_words(live):
     (None, "the bank did not approve it"),
 ])
 def test_decline_reasons_are_said_in_the_customers_words(gateway_response, words):
-    from billvend.wallet.words import decline_reason
+    from billvend.web.wallet.words import decline_reason
 
     assert decline_reason(gateway_response) == words
 
@@ -742,7 +744,7 @@ def test_a_bank_transfer_webhook_whose_task_was_lost_is_processed_by_the_sweep(l
     csrf = CSRF_RE.search(page)
     r = s.post(base + "/wallet/bank-transfer", data={"csrf_token": csrf.group(1) or csrf.group(2)}, timeout=15)
     number = re.search(r'data-testid="account-number">(\d{10})<', r.text).group(1)
-    import billvend.funding_tasks as funding_tasks
+    import billvend.funding.tasks as funding_tasks
 
     monkeypatch.setattr(funding_tasks, "process_gateway_event", lambda event_id: (_ for _ in ()).throw(
         ConnectionError("queue down")))
@@ -950,7 +952,7 @@ def test_a_bank_transfer_credit_outside_the_account_owners_wallet_is_reported(ap
     """The new invariant: a dedicated-account credit lands in the wallet of
     the owner of the account the funding names (here verify named A's
     account, and the money went to B, as the webhook said)."""
-    from billvend import ledger
+    from billvend.ledger import services as ledger
 
     a = dva_user("a@example.com", "CUS_A", "9900000010")
     b = dva_user("b@example.com", "CUS_B", "9900000011")

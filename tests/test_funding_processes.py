@@ -16,7 +16,7 @@ from datetime import datetime
 import pytest
 import requests
 
-from billvend.payments import LAGOS
+from billvend.vending.lifecycle import LAGOS
 from tests.conftest import CSRF_RE, KEY_RE
 from tests.stack import ROOT, Stack, free_port
 

@@ -8,11 +8,11 @@ from datetime import datetime, timedelta
 import requests
 import sqlalchemy as sa
 
-from billvend import funding
-from billvend.extensions import db
+from billvend.funding import services as funding
+from billvend.platform.extensions import db
 from billvend.funding import gateways
-from billvend.funding_tasks import funding_sweep_once
-from billvend.models import DedicatedAccount, Funding, GatewayEvent
+from billvend.funding.tasks import funding_sweep_once
+from billvend.funding.models import DedicatedAccount, Funding, GatewayEvent
 from tests.conftest import KEY_RE
 from tests.helpers import assert_books_balance
 from tests.stack import free_port

@@ -10,11 +10,14 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from billvend import funding, ledger, transactions
-from billvend.extensions import db
+from billvend.funding import services as funding
+from billvend.ledger import services as ledger
+from billvend.platform import transactions
+from billvend.platform.extensions import db
 from billvend.funding import gateways
 from billvend.funding.deadline import DeadlineExceeded, call_with_deadline
-from billvend.models import FUNDING_WALLET, KIND_FUNDING, Funding
+from billvend.ledger.models import FUNDING_WALLET, KIND_FUNDING
+from billvend.funding.models import Funding
 from billvend.sandbox.paystack import dva_fee_kobo, local_card_fee_kobo
 from tests.helpers import make_user
 
@@ -135,7 +138,7 @@ def test_a_second_credit_for_one_funding_is_refused_by_the_database(app):
 def test_daily_reconciliation_takes_yesterday_in_lagos():
     from datetime import datetime, timezone
 
-    from billvend.funding_tasks import yesterday_in_lagos
+    from billvend.funding.tasks import yesterday_in_lagos
 
     # 23:30 UTC on 1 March is already 00:30 on 2 March in Lagos.
     assert str(yesterday_in_lagos(datetime(2026, 3, 1, 23, 30, tzinfo=timezone.utc))) == "2026-03-01"
@@ -151,7 +154,7 @@ def test_lagos_day_bounds_are_utc_plus_one():
 
 
 def test_config_names_the_gateway():
-    from billvend.config import from_env
+    from billvend.platform.config import from_env
 
     assert from_env({})["FUNDING_GATEWAY"] == "paystack"
     assert from_env({})["PAYSTACK_WEBHOOK_URL"] == "http://127.0.0.1:5000/webhooks/paystack"
@@ -161,7 +164,8 @@ def test_config_names_the_gateway():
 
 
 def test_the_funding_sweep_runs_only_under_its_lease_and_gives_it_back(app, monkeypatch):
-    from billvend import funding_tasks, leases
+    from billvend.funding import tasks as funding_tasks
+    from billvend.platform import leases
 
     runs = []
     monkeypatch.setattr(funding_tasks, "funding_sweep_once", lambda: runs.append(1) or 0)
@@ -175,7 +179,7 @@ def test_the_funding_sweep_runs_only_under_its_lease_and_gives_it_back(app, monk
 
 
 def test_a_lease_is_given_back_when_the_work_raises(app):
-    from billvend import leases
+    from billvend.platform import leases
 
     with pytest.raises(RuntimeError):
         with leases.held("funding-reconcile", 3600) as mine:
@@ -194,7 +198,7 @@ def test_the_nightly_reconciliation_looks_at_the_last_few_days(app, monkeypatch)
     nightly task reconciles the last FUNDING_RECONCILE_DAYS days."""
     from datetime import datetime, timezone
 
-    from billvend import funding_tasks
+    from billvend.funding import tasks as funding_tasks
 
     days = []
 

@@ -1,10 +1,13 @@
 import pytest
 import sqlalchemy as sa
 
-from billvend import ledger, payments
-from billvend.extensions import db
-from billvend.models import (BILLER_CLEARING_WALLET, FUNDING_WALLET, KIND_ADJUSTMENT, FAILED,
-                             LedgerEntry, Transfer, Wallet)
+from billvend.ledger import services as ledger
+from billvend.vending import lifecycle as payments
+from billvend.platform.extensions import db
+from billvend.ledger.models import (
+    BILLER_CLEARING_WALLET, FUNDING_WALLET, KIND_ADJUSTMENT, LedgerEntry, Transfer, Wallet,
+)
+from billvend.vending.models import FAILED
 from tests.helpers import assert_books_balance, assert_ledger_consistent, make_payment, make_user
 
 
@@ -279,7 +282,7 @@ def test_the_funding_wallet_reconciles_with_credited_fundings(app):
 
 
 def test_every_transfer_kind_has_a_rule():
-    from billvend.models import TRANSFER_KINDS
+    from billvend.ledger.models import TRANSFER_KINDS
 
     assert set(ledger.TRANSFER_RULES) == set(TRANSFER_KINDS)
     assert all(rule in ledger.INVARIANTS for rule in ledger.TRANSFER_RULES.values())

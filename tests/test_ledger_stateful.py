@@ -15,9 +15,13 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
-from billvend import funding, ledger, payments
-from billvend.extensions import db
-from billvend.models import FAILED, PENDING, REVERSED, SUCCESSFUL, VENDING, Payment, User, Wallet
+from billvend.funding import services as funding
+from billvend.ledger import services as ledger
+from billvend.vending import lifecycle as payments
+from billvend.platform.extensions import db
+from billvend.vending.models import FAILED, PENDING, REVERSED, SUCCESSFUL, VENDING, Payment
+from billvend.accounts.models import User
+from billvend.ledger.models import Wallet
 from tests.helpers import make_user
 
 AMOUNTS_KOBO = st.integers(min_value=1, max_value=200_000)

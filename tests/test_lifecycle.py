@@ -16,15 +16,22 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from billvend import leases, ledger, models, payments, tasks, transactions
-from billvend.admin import services
-from billvend.extensions import db
-from billvend.models import (BILLER_CLEARING_WALLET, FAILED, KIND_ADJUSTMENT, KIND_REVERSAL, PENDING,
-                             REVERSED, SUCCESSFUL, UNKNOWN, VENDING, FUNDING_WALLET, AdminAction,
-                             Payment, PaymentEvent, Transfer, User)
-from billvend.providers import get_provider, outcomes
-from billvend.providers.base import VendResult
-from billvend.providers.vtpass import VTpassProvider
+from billvend.platform import leases, transactions
+from billvend.ledger import services as ledger
+from billvend.vending import lifecycle as payments, tasks
+from billvend.platform import models as platform_models
+from billvend.web.admin import services
+from billvend.platform.extensions import db
+from billvend.ledger.models import (
+    BILLER_CLEARING_WALLET, KIND_ADJUSTMENT, KIND_REVERSAL, FUNDING_WALLET, Transfer,
+)
+from billvend.vending.models import (
+    FAILED, PENDING, REVERSED, SUCCESSFUL, UNKNOWN, VENDING, Payment, PaymentEvent,
+)
+from billvend.accounts.models import AdminAction, User
+from billvend.vending.providers import get_provider, outcomes
+from billvend.vending.providers.base import VendResult
+from billvend.vending.providers.vtpass import VTpassProvider
 from billvend.sandbox import create_app as create_sandbox_app
 from billvend.sandbox import serve_in_thread
 from tests.helpers import assert_books_balance, make_payment, make_user
@@ -438,7 +445,7 @@ def test_never_received_is_never_trusted_once_the_pay_answer_had_begun(app):
     payments.apply_result(payment.id, UNKNOWN, VendResult("failed", "NOT_FOUND", "VTpass 015"))
     flagged = reload(payment.id)
     assert (flagged.status, flagged.needs_attention) == (UNKNOWN, True)
-    from billvend.admin import queries
+    from billvend.web.admin import queries
 
     assert payment.id in [p.id for p in queries.stuck_page(None).items]
     assert reversals(payment.id) == 0 and balance(user.id) == 400_000
@@ -497,7 +504,7 @@ def test_a_delivery_found_after_an_admin_refund_is_flagged_with_its_token(app, m
     assert (found.status, found.delivered_after_refund, found.needs_attention) == (REVERSED, True, True)
     assert (found.late_token, found.late_receipt_reference, found.token) == ("4" * 20, "EXR4", None)
     assert found.recheck_after_refund_at is None
-    from billvend.admin import queries
+    from billvend.web.admin import queries
 
     assert payment.id in [p.id for p in queries.stuck_page(None).items]
     assert queries.overview()["delivered_after_refund"] == 1
@@ -520,7 +527,7 @@ def test_a_refunded_payment_shows_the_providers_reason(client, auth):
     an event; the admin sees the code and the provider's text apart."""
     auth.signup()
     customer = db.session.scalar(sa.select(User).where(User.email == "ada@example.com"))
-    from billvend import funding
+    from billvend.funding import services as funding
 
     funding.fund_wallet(customer, 500_000, "fund-key-1")
     payment = make_payment(customer, meter_number=outcomes.INVALID_METER, amount_kobo=100_000)
@@ -551,8 +558,8 @@ def test_the_lease_is_decided_on_the_database_clock(app, monkeypatch):
     a correct host must not see the claim as an hour old."""
     app.config.update(VENDING_LEASE_SECONDS=300)
     payment = make_payment(make_user(balance_kobo=500_000))
-    slow = models.utcnow() - timedelta(hours=1)
-    monkeypatch.setattr(models, "utcnow", lambda: slow)
+    slow = platform_models.utcnow() - timedelta(hours=1)
+    monkeypatch.setattr(platform_models, "utcnow", lambda: slow)
     monkeypatch.setattr(payments, "utcnow", lambda: slow)
     assert payments.claim(payment.id)
     monkeypatch.undo()
@@ -564,7 +571,7 @@ def test_the_sweep_lease_expires_if_its_holder_dies(app):
     assert leases.acquire("sweep", "worker-a", 60)
     assert not leases.acquire("sweep", "worker-b", 60)  # a live sweep's lease is kept
     # worker-a dies without releasing; its lease runs out.
-    db.session.execute(sa.update(models.Lease).values(expires_at=models.utcnow() - timedelta(seconds=1)))
+    db.session.execute(sa.update(platform_models.Lease).values(expires_at=platform_models.utcnow() - timedelta(seconds=1)))
     db.session.commit()
     assert leases.acquire("sweep", "worker-b", 60)
     assert leases.release("sweep", "worker-b")

@@ -15,12 +15,14 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from billvend import ledger, payments, tasks
-from billvend.admin import services
-from billvend.extensions import db
-from billvend.models import FAILED, REVERSED, SUCCESSFUL, UNKNOWN, VENDING, Payment, User
-from billvend.providers import outcomes
-from billvend.providers.base import VendResult
+from billvend.ledger import services as ledger
+from billvend.vending import lifecycle as payments, tasks
+from billvend.web.admin import services
+from billvend.platform.extensions import db
+from billvend.vending.models import FAILED, REVERSED, SUCCESSFUL, UNKNOWN, VENDING, Payment
+from billvend.accounts.models import User
+from billvend.vending.providers import outcomes
+from billvend.vending.providers.base import VendResult
 from tests.helpers import assert_books_balance, make_payment, make_user
 from tests.test_lifecycle import (  # noqa: F401 - fixtures
     LATE_RECORD_SECONDS,
@@ -194,7 +196,7 @@ def test_admin_refund_is_refused_while_never_received_cannot_be_trusted(vtpass, 
 
 
 def test_the_sweep_lease_is_released_only_by_its_holder(app):
-    from billvend import leases
+    from billvend.platform import leases
 
     assert leases.acquire("sweep", "a", 60)
     assert not leases.release("sweep", "b")  # a late, expired sweep's release
@@ -205,7 +207,7 @@ def test_the_sweep_lease_is_released_only_by_its_holder(app):
 
 @pytest.mark.postgresql
 def test_two_sweeps_starting_together_take_the_lease_once(app):
-    from billvend import leases
+    from billvend.platform import leases
 
     barrier, taken = threading.Barrier(6), []
 
@@ -299,7 +301,7 @@ def test_no_pay_leaves_after_the_deadline_when_the_tls_handshake_is_slow(tmp_pat
     import requests
     import urllib3.util.connection
 
-    from billvend.providers.vtpass import DeadlineAdapter, VTpassProvider
+    from billvend.vending.providers.vtpass import DeadlineAdapter, VTpassProvider
 
     cert, key = _self_signed(tmp_path)
     received = []
@@ -402,7 +404,7 @@ def test_no_pay_leaves_after_the_deadline_through_a_proxy_from_the_environment(m
     after the deadline. The guard must hold through a proxy too."""
     import socket
 
-    from billvend.providers import vtpass
+    from billvend.vending.providers import vtpass
 
     received = []
     proxy = socket.create_server(("127.0.0.1", 0))

@@ -6,8 +6,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 
-from billvend.extensions import db
-from billvend.models import User
+from billvend.platform.extensions import db
+from billvend.accounts.models import User
 from tests.helpers import assert_books_balance, make_payment, make_user
 
 

@@ -3,7 +3,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import given, strategies as st
 
-from billvend.money import format_naira, kobo_to_naira_input, parse_naira
+from billvend.platform.money import format_naira, kobo_to_naira_input, parse_naira
 
 
 @pytest.mark.parametrize("text,kobo", [

@@ -6,11 +6,14 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from billvend import payments
-from billvend.extensions import db
-from billvend.models import (FAILED, PAYMENT_STATUSES, PENDING, REVERSED, SUCCESSFUL, UNKNOWN,
-                             VENDING, Payment, PaymentEvent, utcnow)
-from billvend.providers.base import VendResult
+from billvend.vending import lifecycle as payments
+from billvend.platform.extensions import db
+from billvend.vending.models import (
+    FAILED, PAYMENT_STATUSES, PENDING, REVERSED, SUCCESSFUL, UNKNOWN, VENDING, Payment,
+    PaymentEvent,
+)
+from billvend.platform.models import utcnow
+from billvend.vending.providers.base import VendResult
 from tests.helpers import assert_books_balance, make_payment, make_user
 
 LEGAL = {(PENDING, VENDING), (VENDING, SUCCESSFUL), (VENDING, FAILED), (VENDING, UNKNOWN),

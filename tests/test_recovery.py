@@ -12,20 +12,14 @@ import pytest
 import sqlalchemy as sa
 from flask import g
 
-from billvend import ledger, payments, tasks
-from billvend.extensions import db, login_manager
-from billvend.queue import init_huey
-from billvend.models import (
-    FAILED,
-    PENDING,
-    REVERSED,
-    SUCCESSFUL,
-    UNKNOWN,
-    VENDING,
-    Payment,
-    SimulatorOrder,
+from billvend.ledger import services as ledger
+from billvend.vending import lifecycle as payments, tasks
+from billvend.platform.extensions import db, login_manager
+from billvend.platform.queue import init_huey
+from billvend.vending.models import (
+    FAILED, PENDING, REVERSED, SUCCESSFUL, UNKNOWN, VENDING, Payment, SimulatorOrder,
 )
-from billvend.providers import get_provider
+from billvend.vending.providers import get_provider
 from tests.conftest import Auth, FreshSessionClient, base_config, form_tokens, fresh_app, verified_meter
 from tests.helpers import assert_books_balance, make_payment, make_user
 from tests.stack import free_port
@@ -124,7 +118,7 @@ def test_sweep_requeries_due_unknown_and_reverses_failed(no_grace):
 ])
 def test_periodic_sweep_check(app, interval_seconds, minute, due):
     """Whole minutes through Huey's periodic check; under a minute the
-    consumer's clock (billvend.worker) runs the sweep instead."""
+    consumer's clock (billvend.platform.worker) runs the sweep instead."""
     app.config["SWEEP_INTERVAL_SECONDS"] = interval_seconds
     assert tasks.sweep_is_due(datetime(2026, 1, 1, 12, minute, 30)) is due
 

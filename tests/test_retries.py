@@ -16,9 +16,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm.exc import StaleDataError
 
-from billvend import ledger, transactions
-from billvend.extensions import db
-from billvend.models import Funding, Wallet
+from billvend.ledger import services as ledger
+from billvend.platform import transactions
+from billvend.platform.extensions import db
+from billvend.funding.models import Funding
+from billvend.ledger.models import Wallet
 from tests.conftest import form_tokens
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,11 +9,13 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from billvend import funding, ledger, transactions
-from billvend.extensions import db
+from billvend.funding import services as funding
+from billvend.ledger import services as ledger
+from billvend.platform import transactions
+from billvend.platform.extensions import db
 from billvend.funding import gateways
-from billvend.models import (FUNDING_SUCCEEDED, FUNDING_WALLET, KIND_FUNDING, DedicatedAccount, Funding,
-                             GatewayEvent, Transfer, Wallet)
+from billvend.funding.models import FUNDING_SUCCEEDED, DedicatedAccount, Funding, GatewayEvent
+from billvend.ledger.models import FUNDING_WALLET, KIND_FUNDING, Transfer, Wallet
 from tests.helpers import assert_books_balance, make_user
 
 

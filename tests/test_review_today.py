@@ -10,13 +10,16 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from billvend import funding, payments
-from billvend.admin import services
-from billvend.clock import db_now
-from billvend.extensions import db
+from billvend.funding import services as funding
+from billvend.vending import lifecycle as payments
+from billvend.web.admin import services
+from billvend.platform.clock import db_now
+from billvend.platform.extensions import db
 from billvend.funding import gateways
-from billvend.models import (VENDING, AdminAction, DedicatedAccount, Funding, Payment, Transfer,
-                             User)
+from billvend.vending.models import VENDING, Payment
+from billvend.accounts.models import AdminAction, User
+from billvend.funding.models import DedicatedAccount, Funding
+from billvend.ledger.models import Transfer
 from tests.conftest import selected_backend
 from tests.helpers import assert_books_balance, make_payment, make_user
 from tests.test_admin_funding import _Verifies, admin, csrf, flagged_arrival  # noqa: F401 - fixture

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from billvend.extensions import db
-from billvend.models import UserSession
+from billvend.platform.extensions import db
+from billvend.accounts.models import UserSession
 from tests.helpers import make_payment, make_user
 
 
@@ -69,7 +69,7 @@ def test_an_admin_needs_the_second_factor_to_open_a_customers_payment(client, au
 
 def test_an_admin_without_the_second_factor_still_sees_their_own_payment(client, auth):
     admin = _admin_without_second_factor(auth)
-    from billvend import funding
+    from billvend.funding import services as funding
 
     funding.fund_wallet(admin, 500_000, "review-admin-own")
     payment = make_payment(admin)
@@ -126,7 +126,7 @@ def test_a_full_page_load_when_signed_out_still_redirects_to_login(client, custo
 @pytest.fixture
 def strict_app(database_url):
     """The app with the production default limits (as tests/test_security.py)."""
-    from billvend.config import from_env
+    from billvend.platform.config import from_env
     from tests.conftest import base_config, fresh_app
 
     strict = {k: v for k, v in from_env({}).items()
@@ -177,12 +177,12 @@ def test_new_signups_do_not_count_against_an_account(strict_app):
 
 
 def _saved_meter(user):
-    from billvend import journey
+    from billvend.vending import journey
 
     payment = make_payment(user)
     journey.save_meter(payment.id)
     db.session.commit()
-    from billvend.models import SavedMeter
+    from billvend.vending.models import SavedMeter
 
     return db.session.scalar(sa.select(SavedMeter).where(SavedMeter.user_id == user.id))
 
@@ -194,7 +194,7 @@ def test_names_with_control_characters_get_the_form_again(client, auth, name):
     SQLite, then drawn into statements and receipts; terminal escapes and
     bidirectional overrides (which make "Ada Obi" display reversed) were
     stored on both. Now each is a form error, and nothing changes."""
-    from billvend.models import User
+    from billvend.accounts.models import User
 
     password = "violet tractor window 42"
     signup = client.post("/signup", data={"email": "obi@example.com", "password": password,
@@ -222,7 +222,7 @@ def test_names_with_control_characters_get_the_form_again(client, auth, name):
 
 def test_ordinary_names_with_accents_and_apostrophes_are_kept(client, auth):
     """Guard: real names (accents, apostrophes, hyphens, emoji) still save."""
-    from billvend.models import User
+    from billvend.accounts.models import User
 
     user = make_user("ada@example.com")
     auth.login()
@@ -246,7 +246,8 @@ def test_without_javascript_the_refresh_backs_off_like_the_poll(client, customer
     follows the poll's schedule."""
     from datetime import timedelta
 
-    from billvend.models import Payment, utcnow
+    from billvend.vending.models import Payment
+    from billvend.platform.models import utcnow
 
     payment = make_payment(customer)
     db.session.execute(sa.update(Payment).where(Payment.id == payment.id).values(

@@ -20,10 +20,11 @@ import requests
 import sqlalchemy as sa
 from flask.sessions import SecureCookieSessionInterface
 
-from billvend import config as billvend_config
-from billvend.config import ConfigError, check_production, from_env, resolve_secret_key
-from billvend.extensions import db
-from billvend.models import Payment, RecoveryCode, RememberToken, User, UserSession
+from billvend.platform import config as billvend_config
+from billvend.platform.config import ConfigError, check_production, from_env, resolve_secret_key
+from billvend.platform.extensions import db
+from billvend.vending.models import Payment
+from billvend.accounts.models import RecoveryCode, RememberToken, User, UserSession
 from tests.conftest import CSRF_RE, Auth, base_config, form_tokens, fresh_app
 from tests.helpers import make_payment, make_user
 
@@ -184,7 +185,7 @@ def test_pages_without_a_form_store_no_session_for_a_visitor(client):
 
 
 def test_the_periodic_purge_deletes_expired_sessions_and_keeps_live_ones(app, client):
-    from billvend.tasks import purge_expired_sessions
+    from billvend.vending.tasks import purge_expired_sessions
 
     make_user("ada@example.com")
     assert login(client).status_code == 303
@@ -729,7 +730,7 @@ def test_bad_csv_and_list_filters_are_refused_before_streaming(admin_client, que
 
 
 def test_a_failure_mid_stream_ends_the_csv_with_an_error_line(admin_client, monkeypatch):
-    from billvend.admin import queries
+    from billvend.web.admin import queries
 
     customer = make_user("ada@example.com", balance_kobo=500_000)
     make_payment(customer)
@@ -787,7 +788,7 @@ def test_emails_are_normalised_and_look_alikes_refused(client, auth):
 
 
 def test_login_hashes_as_much_for_an_unknown_email(client, monkeypatch):
-    from billvend import security
+    from billvend.web import security
 
     make_user("ada@example.com")
     calls = []

@@ -10,9 +10,9 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from billvend import sessions
-from billvend.extensions import db
-from billvend.models import RememberToken, SecurityEvent, User, UserSession
+from billvend.accounts import sessions
+from billvend.platform.extensions import db
+from billvend.accounts.models import RememberToken, SecurityEvent, User, UserSession
 from tests.conftest import enrol_totp, totp_code
 from tests.helpers import make_user
 from tests.test_security import PASSWORD, csrf_of, login, session_rows, strict_app  # noqa: F401

@@ -5,9 +5,9 @@ import secrets
 import pytest
 import sqlalchemy as sa
 
-from billvend.extensions import db
-from billvend.models import SimulatorOrder
-from billvend.providers.simulated import SimulatedProvider
+from billvend.platform.extensions import db
+from billvend.vending.models import SimulatorOrder
+from billvend.vending.providers.simulated import SimulatedProvider
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The transaction rule (billvend/transactions.py): one owner of each
+"""The transaction rule (billvend/platform/transactions.py): one owner of each
 transaction, never nested, no external call inside one."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from billvend import transactions
-from billvend.extensions import db
-from billvend.models import User
+from billvend.platform import transactions
+from billvend.platform.extensions import db
+from billvend.accounts.models import User
 
 
 def _new_user(email: str) -> User:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
-from billvend.extensions import db
-from billvend.models import Payment
+from billvend.platform.extensions import db
+from billvend.vending.models import Payment
 from tests.helpers import make_payment, make_user
 
 
@@ -120,7 +120,7 @@ def test_without_the_web_share_api_the_token_can_be_sent_by_whatsapp_or_sms(clie
 
 
 def test_the_payment_heading_stays_the_disco_when_the_payment_completes(client, auth, fund):
-    from billvend.models import SavedMeter
+    from billvend.vending.models import SavedMeter
 
     user = make_user(balance_kobo=500_000)
     payment = make_payment(user)
@@ -139,7 +139,7 @@ def test_the_payment_heading_stays_the_disco_when_the_payment_completes(client, 
 def test_the_waiting_words_stay_true_as_the_wait_grows(client, auth, app):
     from datetime import timedelta
 
-    from billvend.models import utcnow
+    from billvend.platform.models import utcnow
 
     user = make_user(balance_kobo=500_000)
     payment = make_payment(user)
@@ -171,7 +171,7 @@ def test_sessions_are_listed_by_browser_and_system_not_the_raw_user_agent(client
 
 
 def test_device_names(app):
-    from billvend.useragents import device_name
+    from billvend.web.useragents import device_name
 
     cases = {
         "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "

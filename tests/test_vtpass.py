@@ -17,12 +17,16 @@ import requests
 import sqlalchemy as sa
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
-from billvend import payments, tasks
-from billvend.extensions import db
-from billvend.models import KIND_REVERSAL, Payment, Transfer, User
-from billvend.providers import get_provider, outcomes
-from billvend.providers.base import MeterVerification, VendResult
-from billvend.providers.vtpass import VTpassProvider, naira_amount, parse_token, parse_units_kwh
+from billvend.vending import lifecycle as payments, tasks
+from billvend.platform.extensions import db
+from billvend.ledger.models import KIND_REVERSAL, Transfer
+from billvend.vending.models import Payment
+from billvend.accounts.models import User
+from billvend.vending.providers import get_provider, outcomes
+from billvend.vending.providers.base import MeterVerification, VendResult
+from billvend.vending.providers.vtpass import (
+    VTpassProvider, naira_amount, parse_token, parse_units_kwh,
+)
 from billvend.sandbox import create_app as create_sandbox_app
 from billvend.sandbox import serve_in_thread
 from tests.helpers import assert_books_balance, make_payment

@@ -18,12 +18,14 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from billvend import logs, meter_verification, tasks
-from billvend.bills import routes
-from billvend.extensions import db
-from billvend.models import MeterVerificationCache, Payment, User
-from billvend.providers import base, outcomes
-from billvend.providers.simulated import SimulatedProvider
+from billvend.platform import logs
+from billvend.vending import meter_verification, tasks
+from billvend.web.bills import routes
+from billvend.platform.extensions import db
+from billvend.vending.models import MeterVerificationCache, Payment
+from billvend.accounts.models import User
+from billvend.vending.providers import base, outcomes
+from billvend.vending.providers.simulated import SimulatedProvider
 from tests.conftest import form_tokens
 from tests.helpers import assert_books_balance, make_payment, make_user
 
@@ -183,7 +185,7 @@ def test_a_slow_provider_is_cut_off_at_the_deadline(app, client, auth, monkeypat
 
 
 def test_verification_refuses_to_run_inside_a_transaction(app):
-    from billvend import transactions
+    from billvend.platform import transactions
 
     @transactions.unit_of_work
     def inside():
@@ -224,7 +226,7 @@ def test_long_poll_answers_promptly_when_the_status_changes(app, client, auth):
 
 
 def test_one_watcher_wakes_exactly_the_waiters_whose_payment_changed(app):
-    from billvend import status_watch
+    from billvend.vending import status_watch
 
     user = make_user(balance_kobo=500_000)
     changing, quiet = make_payment(user), make_payment(user)
@@ -264,7 +266,7 @@ def test_one_user_cannot_hold_more_than_a_few_web_threads_in_long_polls(app, cli
     process. Past STATUS_LONG_POLLS_PER_USER waiting requests, theirs are
     answered at once and the panel falls back to plain polling every 3 s
     (not an immediate new long poll, which would be a busy loop)."""
-    from billvend import status_watch
+    from billvend.vending import status_watch
 
     app.config.update(STATUS_LONG_POLL_SECONDS=20.0, STATUS_LONG_POLLS_PER_USER=2)
     user = make_user(balance_kobo=500_000)
@@ -320,7 +322,7 @@ def test_polling_backs_off_after_the_first_seconds_and_stays_bounded(app, client
 
 
 def _utc_ago(seconds: float):
-    from billvend.models import utcnow
+    from billvend.platform.models import utcnow
 
     return utcnow() - timedelta(seconds=seconds)
 
@@ -370,7 +372,7 @@ def test_metrics_need_the_token_or_loopback(app, client):
 
 
 def test_worker_heartbeat_reaches_metrics_and_the_admin_overview(app, client):
-    from billvend import heartbeat
+    from billvend.platform import heartbeat
 
     heartbeat.beat("host:1", 64)
     text = client.get("/metrics").get_data(as_text=True)
@@ -452,7 +454,7 @@ def test_log_lines_are_json_with_the_request_id_and_no_secrets():
 
 
 def test_admin_overview_shows_the_worker_heartbeat_and_queue_depth(client, auth):
-    from billvend import heartbeat
+    from billvend.platform import heartbeat
     from tests.test_admin import PASSWORD, make_admin
 
     admin = make_admin()
@@ -501,7 +503,7 @@ def test_a_database_error_quoting_a_password_hash_or_totp_secret_is_masked():
 
 
 def test_logs_are_readable_in_development_and_json_in_production():
-    from billvend.config import from_env
+    from billvend.platform.config import from_env
 
     assert from_env({})["LOG_FORMAT"] == "text"
     assert from_env({"BILLVEND_ENV": "production"})["LOG_FORMAT"] == "json"

@@ -30,7 +30,7 @@ session: a replayed cookie then opens an empty, anonymous session.
 
 Storage goes through the request's own database session (one pooled
 connection per request, not two), each write as its own unit of work
-(``billvend.transactions``): reading the session before the view, saving it
+(``billvend.platform.transactions``): reading the session before the view, saving it
 after the view's units have committed. A view that left writes uncommitted
 (a bug) gets its session unsaved and logged, never its writes committed by
 the session store.
@@ -53,9 +53,10 @@ from flask import Flask, current_app, g, has_app_context, request, session
 from flask.sessions import SessionInterface, SessionMixin, session_json_serializer
 from werkzeug.datastructures import CallbackDict
 
-from billvend import transactions
-from billvend.extensions import db
-from billvend.models import RememberToken, SecurityEvent, User, UserSession, utcnow
+from billvend.platform import transactions
+from billvend.platform.extensions import db
+from billvend.accounts.models import RememberToken, SecurityEvent, User, UserSession
+from billvend.platform.models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +270,7 @@ def _next_validator(selector: str, validator: str) -> str:
 
 
 def record_event(conn, user_id: int, kind: str) -> None:
-    """Add a :class:`~billvend.models.SecurityEvent` of ``kind`` for
+    """Add a :class:`~billvend.accounts.models.SecurityEvent` of ``kind`` for
     ``user_id`` from this request (address, browser); the caller's unit of
     work commits it."""
     conn.execute(sa.insert(EVENTS).values(
@@ -343,7 +344,7 @@ def _restore_from_remember(app: Flask, sess: ServerSession, cookie: str, now: da
 def _session() -> ServerSession:
     sess = session._get_current_object()  # noqa: SLF001 - the concrete object
     if not isinstance(sess, ServerSession):
-        raise RuntimeError("billvend.sessions needs ServerSessionInterface")
+        raise RuntimeError("billvend.accounts.sessions needs ServerSessionInterface")
     return sess
 
 
@@ -479,7 +480,7 @@ def has_second_factor() -> bool:
 
 def reserve_reauth_attempt() -> int:
     """Use up one password or code re-entry of this session, before the
-    check (:func:`billvend.security.reentry`), so that requests sent in
+    check (:func:`billvend.web.security.reentry`), so that requests sent in
     parallel on one session cannot each see the same count.
 
     :returns: how many this session has used, this one included.

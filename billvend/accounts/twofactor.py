@@ -17,9 +17,10 @@ import time
 import pyotp
 import sqlalchemy as sa
 
-from billvend import transactions
-from billvend.extensions import db
-from billvend.models import RecoveryCode, User, utcnow
+from billvend.platform import transactions
+from billvend.platform.extensions import db
+from billvend.accounts.models import RecoveryCode, User
+from billvend.platform.models import utcnow
 
 ISSUER = "billvend"
 RECOVERY_CODE_COUNT = 10

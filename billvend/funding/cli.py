@@ -17,7 +17,7 @@ def reconcile_command(day: str) -> None:
     """Compare the gateway's transactions for a day with our fundings: credit
     verified successes we missed, flag the rest. Exit 1 when anything was
     flagged or the gateway could not be asked."""
-    from billvend import funding
+    from billvend.funding import services as funding
 
     try:
         when = date.fromisoformat(day)
@@ -37,6 +37,6 @@ def reconcile_command(day: str) -> None:
 @funding_cli.command("sweep")
 def sweep_command() -> None:
     """Verify every open funding that is due now (what the worker does every minute)."""
-    from billvend.funding_tasks import funding_sweep_once
+    from billvend.funding.tasks import funding_sweep_once
 
     click.echo(f"verified {funding_sweep_once()} fundings")

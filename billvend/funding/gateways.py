@@ -4,7 +4,7 @@ Both speak the same shape (``reference/paystack-api.md``): ``initialize`` a
 hosted checkout for our reference, ``verify`` a reference server-side, open a
 customer's dedicated virtual account, list a period's transactions for
 reconciliation. Every method is an outside call: it refuses to run inside a
-database transaction (:func:`billvend.transactions.require_no_transaction`)
+database transaction (:func:`billvend.platform.transactions.require_no_transaction`)
 and gives up at a hard wall-clock deadline (:mod:`billvend.funding.deadline`).
 """
 
@@ -19,7 +19,7 @@ from typing import Any, Optional, Protocol
 import requests
 
 from billvend.funding.deadline import DeadlineExceeded, call_with_deadline
-from billvend.transactions import require_no_transaction
+from billvend.platform.transactions import require_no_transaction
 
 #: Paystack's transaction statuses (``GET /transaction/verify``).
 SUCCESS = "success"
@@ -327,8 +327,8 @@ class SimulatedGateway:
         require_no_transaction("simulated verify")
         import sqlalchemy as sa
 
-        from billvend.extensions import db
-        from billvend.models import Funding
+        from billvend.platform.extensions import db
+        from billvend.funding.models import Funding
 
         row = db.session.execute(
             sa.select(Funding.amount_kobo, Funding.created_at)

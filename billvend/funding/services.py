@@ -12,7 +12,7 @@ Two ways in (DESIGN.md, Money in; ``reference/paystack-api.md``):
   :func:`process_event` turns into a funding only after the gateway's
   ``verify``, for the customer verify names (never the webhook's).
 
-The transaction rule (``billvend.transactions``): every gateway call happens
+The transaction rule (``billvend.platform.transactions``): every gateway call happens
 outside any transaction, between two units of work; the credit is its own
 unit, safe to repeat. A credit needs the gateway's server-side ``verify`` to
 say ``success`` for our reference with the stored amount in ``NGN``
@@ -39,17 +39,21 @@ from typing import Any, Optional
 import sqlalchemy as sa
 from flask import current_app
 
-from billvend import ledger, transactions
-from billvend.clock import db_now
-from billvend.extensions import db
+from billvend.ledger import services as ledger
+from billvend.platform import transactions
+from billvend.platform.clock import db_now
+from billvend.platform.extensions import db
 from billvend.funding.gateways import (FAILED_STATUSES, NOT_FOUND, SUCCESS, AccountDetails,
                                        FundingGateway, GatewayError, GatewayTransaction,
                                        SimulatedGateway, gateway_from_config, transaction_from)
-from billvend.models import (FUNDING_FAILED, FUNDING_INITIATED, FUNDING_OPEN_STATUSES,
-                             FUNDING_PENDING, FUNDING_SUCCEEDED, FUNDING_WALLET, KIND_FUNDING,
-                             AdminAction, DedicatedAccount, Funding, GatewayEvent, ReconciliationItem,
-                             ReconciliationRun, Transfer, User, Wallet, utcnow)
-from billvend.money import format_naira
+from billvend.funding.models import (
+    FUNDING_FAILED, FUNDING_INITIATED, FUNDING_OPEN_STATUSES, FUNDING_PENDING, FUNDING_SUCCEEDED,
+    DedicatedAccount, Funding, GatewayEvent, ReconciliationItem, ReconciliationRun,
+)
+from billvend.ledger.models import FUNDING_WALLET, KIND_FUNDING, Transfer, Wallet
+from billvend.accounts.models import AdminAction, User
+from billvend.platform.models import utcnow
+from billvend.platform.money import format_naira
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """Huey tasks for money in: webhook processing, the funding sweep, the daily
-reconciliation. Registered on billvend's one ``huey`` (``billvend.tasks``
+reconciliation. Registered on billvend's one ``huey`` (``billvend.vending.tasks``
 imports this module).
 
 Every task is safe to run twice or concurrently: the funding services
-(``billvend.funding``) verify with the gateway before any credit, and the
+(``billvend.funding.services``) verify with the gateway before any credit, and the
 database allows one credit per gateway reference.
 """
 
@@ -15,9 +15,10 @@ from datetime import date, datetime, timedelta
 from flask import current_app
 from huey import crontab
 
-from billvend import funding, leases
-from billvend.queue import huey
-from billvend.tasks import in_app_context
+from billvend.funding import services as funding
+from billvend.platform import leases
+from billvend.platform.queue import huey
+from billvend.vending.tasks import in_app_context
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The PostgreSQL transfer as one server-side function, ``billvend_post_transfer``.
 
-``billvend.ledger.post_transfer`` calls it on PostgreSQL; SQLite has no
+``billvend.ledger.services.post_transfer`` calls it on PostgreSQL; SQLite has no
 functions and runs the same steps from Python. ``models`` creates it with the
 tables (``create_all``: tests, benchmarks); migrations 0003_transfer_function
 and 0004_transfer_lock_order create the same function, so a change here

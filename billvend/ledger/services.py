@@ -11,14 +11,14 @@ The balance check and the change are one conditional UPDATE: on PostgreSQL
 the whole transfer (insert the transfer, lock and change both wallets in
 descending id order with the debit's ``WHERE balance_kobo >= :amount``,
 bump both versions, insert the entries) is one call of a PL/pgSQL function
-(``billvend_post_transfer``, see ``billvend.pg_transfer``); on SQLite
+(``billvend_post_transfer``, see ``billvend.ledger.pg_transfer``); on SQLite
 a conditional ``UPDATE ... WHERE balance_kobo >= :amount RETURNING
 balance_kobo, version`` per wallet. The database serialises writers on the
 row, so no update can be lost and no user wallet can go negative (the CHECK
 constraint backs this up).
 
 Functions here flush but never commit: the caller's unit of work
-(``billvend.transactions.unit_of_work``, also reachable as
+(``billvend.platform.transactions.unit_of_work``, also reachable as
 ``ledger.unit_of_work``) owns the transaction, so a transfer commits or rolls
 back together with whatever caused it (a payment, a funding, a reversal),
 and a transaction that lost a race is rerun whole.
@@ -32,18 +32,13 @@ from typing import NamedTuple, Optional
 import sqlalchemy as sa
 from sqlalchemy.orm import attributes
 
-from billvend import transactions
-from billvend.extensions import db
-from billvend.models import (
-    BILLER_CLEARING_WALLET,
-    SYSTEM_WALLETS,
-    LedgerEntry,
-    Transfer,
-    TRANSFER_KINDS,
-    User,
-    Wallet,
-    utcnow,
+from billvend.platform import transactions
+from billvend.platform.extensions import db
+from billvend.ledger.models import (
+    BILLER_CLEARING_WALLET, SYSTEM_WALLETS, LedgerEntry, Transfer, TRANSFER_KINDS, Wallet,
 )
+from billvend.accounts.models import User
+from billvend.platform.models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +65,7 @@ class InsufficientFunds(LedgerError):
         self.amount_kobo = amount_kobo
 
 
-# The unit-of-work boundary lives in billvend.transactions; these names stay
+# The unit-of-work boundary lives in billvend.platform.transactions; these names stay
 # here for callers that knew them as the ledger's (the same objects).
 TRANSIENT_SQLSTATES = transactions.TRANSIENT_SQLSTATES
 is_transient = transactions.is_transient
@@ -249,7 +244,7 @@ def post_transfer(
     below) writes nothing; on any other exception the caller must roll back.
 
     On PostgreSQL the transfer is one call of a server-side function
-    (``billvend.pg_transfer``) on the session's connection, without
+    (``billvend.ledger.pg_transfer``) on the session's connection, without
     ORM objects: between the hot wallet's lock and the caller's COMMIT there
     is as little work as possible (see bench/hot_wallet.py). On SQLite,
     which serialises all writers with one database lock, a few statements
@@ -403,7 +398,8 @@ def check_invariants() -> list[Violation]:
 
     :returns: every violation found (an empty list when the books balance).
     """
-    from billvend.models import REVERSED, KIND_BILL_PAYMENT, KIND_REVERSAL, Payment
+    from billvend.vending.models import REVERSED, Payment
+    from billvend.ledger.models import KIND_BILL_PAYMENT, KIND_REVERSAL
 
     violations: list[Violation] = []
     session = db.session
@@ -556,7 +552,8 @@ def check_invariants() -> list[Violation]:
                 "biller_clearing_reconciles", "wallet", clearing_id,
                 f"balance {balance} kobo, but payments not reversed total {owed} kobo"))
 
-    from billvend.models import FUNDING_SUCCEEDED, FUNDING_WALLET, KIND_ADJUSTMENT, KIND_FUNDING, Funding
+    from billvend.funding.models import FUNDING_SUCCEEDED, Funding
+    from billvend.ledger.models import FUNDING_WALLET, KIND_ADJUSTMENT, KIND_FUNDING
 
     funding_wallet_id = session.scalar(sa.select(Wallet.id).where(Wallet.system_code == FUNDING_WALLET))
     # DESIGN.md invariant 6: the funding wallet mirrors the outside world,
@@ -616,7 +613,7 @@ def check_invariants() -> list[Violation]:
             f"{kind} of {amount} kobo from wallet {debit_id} to wallet {credit_id}: no rule of "
             f"its kind explains it (rule: {TRANSFER_RULES.get(kind, 'none for this kind')})"))
 
-    from billvend import funding  # invariant 6, funding part (issue 15)
+    from billvend.funding import services as funding  # invariant 6, funding part (issue 15)
 
     violations.extend(Violation("funding_credits", subject, subject_id, detail)
                       for subject, subject_id, detail in funding.check_invariants())

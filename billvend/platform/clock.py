@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 import sqlalchemy.orm  # noqa: F401 - sa.orm.Session
 
-from billvend.extensions import db
+from billvend.platform.extensions import db
 
 
 def sql_now(dialect_name: str) -> sa.ColumnElement:

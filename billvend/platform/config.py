@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 INSTANCE_DIR = PROJECT_ROOT / "instance"
 
 HTMX_VERSION = "2.0.11"
@@ -145,7 +145,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "TRUSTED_PROXY_HOPS": _int(get("TRUSTED_PROXY_HOPS"), None if production else 0),
         # Where customers reach billvend (``https://billvend.ng``): every
         # absolute URL billvend gives out is built from it, never from the
-        # request's Host header (billvend.security.external_url).
+        # request's Host header (billvend.web.security.external_url).
         "PUBLIC_BASE_URL": public_base_url,
         # Flask refuses (400) a request for any other host; from
         # TRUSTED_HOSTS (comma-separated), else PUBLIC_BASE_URL's host in
@@ -163,7 +163,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": production,
         "REMEMBER_COOKIE_NAME": "remember",
-        # Session lifetimes (seconds); see billvend/sessions.py.
+        # Session lifetimes (seconds); see billvend/accounts/sessions.py.
         "ADMIN_SESSION_IDLE_SECONDS": _int(get("ADMIN_SESSION_IDLE_SECONDS"), 30 * 60),
         "ADMIN_SESSION_ABSOLUTE_SECONDS": _int(get("ADMIN_SESSION_ABSOLUTE_SECONDS"), 12 * 3600),
         "CUSTOMER_SESSION_IDLE_SECONDS": _int(get("CUSTOMER_SESSION_IDLE_SECONDS"), 24 * 3600),
@@ -218,7 +218,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "DATABASE_POOL_SIZE": pool_size,
         # Vends one worker process runs at once (Procfile ``worker``).
         "WORKER_CONCURRENCY": int(get("WORKER_CONCURRENCY") or 64),
-        # Meter verification cache (billvend.meter_verification): how long a
+        # Meter verification cache (billvend.vending.meter_verification): how long a
         # valid answer, and a "no such meter" answer, are reused.
         "METER_VERIFICATION_TTL_SECONDS": int(get("METER_VERIFICATION_TTL_SECONDS") or 600),
         "METER_VERIFICATION_INVALID_TTL_SECONDS": int(get("METER_VERIFICATION_INVALID_TTL_SECONDS") or 60),
@@ -238,7 +238,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         # to pick the collector.
         "PROMETHEUS_MULTIPROC_DIR": get("PROMETHEUS_MULTIPROC_DIR") or None,
         # One JSON object per log line (python-json-logger) in production;
-        # "text", one readable line, in development (billvend.logs).
+        # "text", one readable line, in development (billvend.platform.logs).
         "LOG_FORMAT": (get("LOG_FORMAT") or ("json" if production else "text")).lower(),
         "REDIS_URL": get("REDIS_URL") or None,
         "HUEY_NAME": get("HUEY_NAME") or "billvend",

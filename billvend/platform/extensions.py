@@ -1,8 +1,8 @@
 """Unbound extensions, bound to an app in ``create_app`` (the ``init_app`` pattern).
 
 Only the extensions themselves live here. The task queue (the module-level
-``Huey`` object and its binding to an app) is ``billvend.queue``; the worker
-process is ``billvend.worker``.
+``Huey`` object and its binding to an app) is ``billvend.platform.queue``; the worker
+process is ``billvend.platform.worker``.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
-#: Rate limits (billvend.security): storage, strategy and every limit come
+#: Rate limits (billvend.web.security): storage, strategy and every limit come
 #: from the app's config (RATELIMIT_*); the key is the client's IP, which
 #: ProxyFix makes the real one behind TRUSTED_PROXY_HOPS proxies.
 limiter = Limiter(key_func=get_remote_address)
 #: Security headers (CSP, frame-ancestors, nosniff, Referrer-Policy,
-#: Permissions-Policy, HSTS in production); configured in billvend.security.
+#: Permissions-Policy, HSTS in production); configured in billvend.web.security.
 talisman = Talisman()

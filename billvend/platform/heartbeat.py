@@ -10,9 +10,9 @@ from typing import Optional
 
 import sqlalchemy as sa
 
-from billvend import clock
-from billvend.extensions import db
-from billvend.models import WorkerHeartbeat
+from billvend.platform import clock
+from billvend.platform.extensions import db
+from billvend.platform.models import WorkerHeartbeat
 
 _TABLE = WorkerHeartbeat.__table__
 

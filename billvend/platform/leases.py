@@ -21,10 +21,10 @@ from typing import Iterator
 
 import sqlalchemy as sa
 
-from billvend.clock import db_now
-from billvend.extensions import db
-from billvend.models import Lease
-from billvend.transactions import unit_of_work
+from billvend.platform.clock import db_now
+from billvend.platform.extensions import db
+from billvend.platform.models import Lease
+from billvend.platform.transactions import unit_of_work
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ development, with a request id that follows a payment.
 ``LOG_FORMAT`` picks the format: ``json`` (the default with
 ``BILLVEND_ENV=production``) for a log router, ``text`` (the default in
 development, ``make run``) for a person reading a terminal:
-``13:05:02 INFO billvend.tasks: sweep re-drove 2 payments [req 1a2b…]``.
+``13:05:02 INFO billvend.vending.tasks: sweep re-drove 2 payments [req 1a2b…]``.
 Both redact the same secrets.
 
 Every web request gets a request id: the ``X-Request-ID`` header a router
@@ -211,7 +211,7 @@ def install(huey) -> None:
     if _task_hooks_installed:
         return
     _task_hooks_installed = True
-    from billvend.models import Payment
+    from billvend.vending.models import Payment
 
     # Every record gets its request id when it is made, so any handler (the
     # JSON one, gunicorn's, pytest's capture) can show it.
@@ -246,9 +246,9 @@ def install(huey) -> None:
 def _payment_request_id(payment_id: Any) -> Optional[str]:
     import sqlalchemy as sa
 
-    from billvend.extensions import db
-    from billvend.queue import huey_app
-    from billvend.models import Payment
+    from billvend.platform.extensions import db
+    from billvend.platform.queue import huey_app
+    from billvend.vending.models import Payment
 
     if not isinstance(payment_id, int):
         return None

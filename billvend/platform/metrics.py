@@ -108,8 +108,8 @@ def _disco_of(reference: str) -> Optional[str]:
     # A requery carries only the reference; the disco label comes from the
     # payment, read on a connection of its own that is returned at once, so
     # no transaction is open during the call that follows.
-    from billvend.extensions import db
-    from billvend.models import Payment
+    from billvend.platform.extensions import db
+    from billvend.vending.models import Payment
 
     try:
         with db.engine.connect() as conn:
@@ -122,9 +122,10 @@ class DatabaseCollector:
     """Values read from the database when scraped (module docstring)."""
 
     def collect(self):
-        from billvend.extensions import db
-        from billvend.queue import huey
-        from billvend.models import PAYMENT_STATUSES, Payment, WorkerHeartbeat
+        from billvend.platform.extensions import db
+        from billvend.platform.queue import huey
+        from billvend.vending.models import PAYMENT_STATUSES, Payment
+        from billvend.platform.models import WorkerHeartbeat
 
         by_status = GaugeMetricFamily("billvend_payments", "Payments by status.", labels=["status"])
         queue = GaugeMetricFamily("billvend_queue_depth", "Tasks waiting in the Huey queue.")
@@ -143,7 +144,7 @@ class DatabaseCollector:
         for status in PAYMENT_STATUSES:
             by_status.add_metric([status], counts.get(status, 0))
         yield by_status
-        from billvend.heartbeat import as_utc
+        from billvend.platform.heartbeat import as_utc
 
         for name, seen_at in beats:
             heartbeat.add_metric([name], max(0.0, (as_utc(now) - as_utc(seen_at)).total_seconds()))
@@ -217,7 +218,7 @@ def init_app(app: Flask) -> None:
 def mark_process_dead(pid: int) -> None:
     """Tell multiprocess mode that web process ``pid`` exited (gunicorn's
     ``child_exit`` hook); nothing to do without ``PROMETHEUS_MULTIPROC_DIR``."""
-    from billvend.config import from_env
+    from billvend.platform.config import from_env
 
     if from_env()["PROMETHEUS_MULTIPROC_DIR"]:
         from prometheus_client import multiprocess

@@ -17,7 +17,7 @@ from redis import ConnectionPool
 
 
 class BillvendHuey(Huey):
-    """``Huey`` whose consumer is :class:`billvend.worker.Consumer`.
+    """``Huey`` whose consumer is :class:`billvend.platform.worker.Consumer`.
 
     ``huey_consumer wsgi.huey`` builds its consumer through
     ``create_consumer``, so the Procfile's stock command gets our sweep clock
@@ -25,7 +25,7 @@ class BillvendHuey(Huey):
     """
 
     def create_consumer(self, **options):
-        from billvend.worker import Consumer
+        from billvend.platform.worker import Consumer
 
         return Consumer(self, **options)
 

@@ -42,7 +42,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from billvend.extensions import db
+from billvend.platform.extensions import db
 
 log = logging.getLogger(__name__)
 

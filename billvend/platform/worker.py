@@ -1,6 +1,6 @@
 """The Huey consumer billvend runs (``huey_consumer wsgi.huey``, Procfile ``worker``).
 
-``BillvendHuey.create_consumer`` (``billvend.queue``) hands the stock
+``BillvendHuey.create_consumer`` (``billvend.platform.queue``) hands the stock
 ``huey_consumer`` command this :class:`Consumer`, which differs from Huey's in
 two ways:
 
@@ -23,7 +23,7 @@ more (the default, 60). For a shorter interval, the consumer's scheduler
 thread (:class:`SweepClockScheduler`, which already wakes every second to move
 due scheduled tasks onto the queue) enqueues ``sweep`` every
 ``SWEEP_INTERVAL_SECONDS`` itself, starting as the consumer starts. Either
-way ``sweep`` runs under the ``sweep`` lease (``billvend.leases``: a
+way ``sweep`` runs under the ``sweep`` lease (``billvend.platform.leases``: a
 database row with an expiry from the database clock), so with several
 worker processes one sweep runs at a time, a tick that finds the lease held
 is skipped, a killed holder's lease expires by itself after
@@ -40,13 +40,13 @@ import time
 from huey import consumer as huey_consumer
 from huey.exceptions import ConfigurationError
 
-from billvend import heartbeat
-from billvend.logs import has_json_root_handler
-from billvend.queue import huey_app
+from billvend.platform import heartbeat
+from billvend.platform.logs import has_json_root_handler
+from billvend.platform.queue import huey_app
 
 log = logging.getLogger(__name__)
 
-#: How often a worker records its heartbeat (billvend.heartbeat).
+#: How often a worker records its heartbeat (billvend.platform.heartbeat).
 HEARTBEAT_INTERVAL_SECONDS = 5
 
 #: Below this many seconds the consumer's clock, not Huey's once-a-minute
@@ -97,7 +97,7 @@ class SweepClockScheduler(huey_consumer.Scheduler):
                 and now_monotonic >= self._next_sweep - self.interval / 2):
             # Keep the cadence; after a stall, start again from now.
             self._next_sweep = max(self._next_sweep + self.sweep_interval_seconds, now_monotonic)
-            from billvend.tasks import sweep
+            from billvend.vending.tasks import sweep
 
             try:
                 sweep()
@@ -119,7 +119,7 @@ class Consumer(huey_consumer.Consumer):
         app_logger = logging.getLogger("billvend")
         huey_logger = logging.getLogger("huey")
         if has_json_root_handler():
-            # billvend.logs set up the root handler (JSON or text): huey's
+            # billvend.platform.logs set up the root handler (JSON or text): huey's
             # records go to it too, not to huey_consumer's own handler as well.
             for handler in list(huey_logger.handlers):
                 huey_logger.removeHandler(handler)

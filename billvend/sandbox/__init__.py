@@ -2,7 +2,7 @@
 
 A small Flask app (not part of the billvend web app) speaking the API shape of
 ``reference/vtpass-api.md`` with the deterministic outcome table of
-``billvend.providers.outcomes`` (the same table the in-process simulator
+``billvend.vending.providers.outcomes`` (the same table the in-process simulator
 uses), so the HTTP path, timeouts included, is exercised over a real socket:
 
 - ``300000000000``: the order is recorded as delivered, then the answer is
@@ -59,8 +59,8 @@ from typing import Any, Optional
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from billvend.config import ConfigError, from_env, sandbox_allowed
-from billvend.providers import DISCOS, outcomes
+from billvend.platform.config import ConfigError, from_env, sandbox_allowed
+from billvend.vending.providers import DISCOS, outcomes
 from billvend.sandbox import store
 
 log = logging.getLogger(__name__)
@@ -457,7 +457,7 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     ``VTPASS_READ_TIMEOUT_SECONDS`` + 5).
 
     :param config: overrides on top of the environment's config.
-    :raises billvend.config.ConfigError: with ``BILLVEND_ENV=production``: a
+    :raises billvend.platform.config.ConfigError: with ``BILLVEND_ENV=production``: a
         sandbox never runs, or is mounted, in production.
     """
     app = Flask(__name__)

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from werkzeug.serving import run_simple
 
-from billvend.config import ConfigError
+from billvend.platform.config import ConfigError
 from billvend.sandbox import create_app
 
 

@@ -14,9 +14,10 @@ from typing import Optional
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from billvend.extensions import db
-from billvend.models import Payment, SavedMeter, utcnow
-from billvend.providers.base import VendResult
+from billvend.platform.extensions import db
+from billvend.vending.models import Payment, SavedMeter
+from billvend.platform.models import utcnow
+from billvend.vending.providers.base import VendResult
 
 _KCT_DIGITS = 20
 

@@ -15,7 +15,7 @@ to which payment, with the refusal message when it does not
 (:func:`admin_refusal`, :func:`admin_actions`). ``tasks.py`` and
 ``admin/services.py`` ask it and keep no rules of their own.
 
-Transactions (``billvend.transactions``): the functions here either only
+Transactions (``billvend.platform.transactions``): the functions here either only
 stage work in the caller's unit of work (:func:`transition`,
 :func:`stage_reversal`, :func:`record_event`) or ARE one unit of work
 (:func:`create_payment`, :func:`claim`, :func:`apply_result`,
@@ -30,7 +30,7 @@ Every transition is one conditional ``UPDATE payments SET status = :to ...
 WHERE id = :id AND status = :from``: when two workers race, exactly one
 UPDATE matches the row and only that one acts. Each writes a
 ``PaymentEvent``. Times that decide (leases, grace periods, requeries) are
-the database's (``billvend.clock.db_now``).
+the database's (``billvend.platform.clock.db_now``).
 
 A delivery we have received is never refunded automatically: on ``vending``
 or ``unknown`` it completes the payment; on ``failed`` it is kept on the
@@ -51,29 +51,20 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.orm.exc import StaleDataError
 
-from billvend import journey, ledger
-from billvend.clock import db_now
-from billvend.config import vend_deadline_seconds
-from billvend.extensions import db
-from billvend.models import (
-    BILLER_CLEARING_WALLET,
-    FAILED,
-    FINAL_STATUSES,
-    KIND_BILL_PAYMENT,
-    KIND_REVERSAL,
-    PENDING,
-    REVERSED,
-    SUCCESSFUL,
-    UNKNOWN,
-    VENDING,
-    Payment,
-    PaymentEvent,
-    User,
-    utcnow,
+from billvend.vending import journey
+from billvend.ledger import services as ledger
+from billvend.platform.clock import db_now
+from billvend.platform.config import vend_deadline_seconds
+from billvend.platform.extensions import db
+from billvend.ledger.models import BILLER_CLEARING_WALLET, KIND_BILL_PAYMENT, KIND_REVERSAL
+from billvend.vending.models import (
+    FAILED, FINAL_STATUSES, PENDING, REVERSED, SUCCESSFUL, UNKNOWN, VENDING, Payment, PaymentEvent,
 )
-from billvend.providers import base as provider_base
-from billvend.providers.base import Provider, VendResult
-from billvend.transactions import unit_of_work
+from billvend.accounts.models import User
+from billvend.platform.models import utcnow
+from billvend.vending.providers import base as provider_base
+from billvend.vending.providers.base import Provider, VendResult
+from billvend.platform.transactions import unit_of_work
 
 log = logging.getLogger(__name__)
 

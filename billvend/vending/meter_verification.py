@@ -34,11 +34,11 @@ from typing import Optional
 import sqlalchemy as sa
 from flask import current_app
 
-from billvend import clock, transactions
-from billvend.extensions import db
-from billvend.metrics import VERIFICATION_LOOKUPS
-from billvend.models import MeterVerificationCache
-from billvend.providers.base import MeterVerification, Provider
+from billvend.platform import clock, transactions
+from billvend.platform.extensions import db
+from billvend.platform.metrics import VERIFICATION_LOOKUPS
+from billvend.vending.models import MeterVerificationCache
+from billvend.vending.providers.base import MeterVerification, Provider
 
 log = logging.getLogger(__name__)
 

@@ -80,8 +80,8 @@ class StatusWatcher:
                         self._per_holder.pop(holder, None)
 
     def _run(self) -> None:
-        from billvend.extensions import db
-        from billvend.models import Payment
+        from billvend.platform.extensions import db
+        from billvend.vending.models import Payment
 
         while True:
             time.sleep(CHECK_INTERVAL_SECONDS)

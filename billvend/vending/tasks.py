@@ -1,6 +1,6 @@
 """Huey tasks: ``vend``, ``requery``, ``reverse`` and the periodic ``sweep``.
 
-The tasks are thin: each pushes the app context, asks ``billvend.payments``
+The tasks are thin: each pushes the app context, asks ``billvend.vending.lifecycle``
 (the lifecycle module) to do one step of the state machine, and enqueues
 whatever follow-up that step returns, after the step's units of work have
 committed. They hold no lifecycle rules: what to re-drive comes from
@@ -21,11 +21,12 @@ from flask import current_app
 from huey import crontab
 from huey.signals import SIGNAL_INTERRUPTED
 
-from billvend import leases, payments
-from billvend.clock import db_now
-from billvend.extensions import db
-from billvend.providers import get_provider
-from billvend.queue import huey, huey_app
+from billvend.platform import leases
+from billvend.vending import lifecycle as payments
+from billvend.platform.clock import db_now
+from billvend.platform.extensions import db
+from billvend.vending.providers import get_provider
+from billvend.platform.queue import huey, huey_app
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def sweep_is_due(timestamp: datetime) -> bool:
 
     True every ``ceil(SWEEP_INTERVAL_SECONDS / 60)`` minutes (every minute by
     default). Always False for an interval under a minute: then the
-    consumer's sweep clock enqueues ``sweep`` itself (``billvend.worker``).
+    consumer's sweep clock enqueues ``sweep`` itself (``billvend.platform.worker``).
 
     :param timestamp: the check's time, naive UTC (``huey.utc``) or aware.
     """
@@ -151,7 +152,7 @@ SWEEP_LEASE = "sweep"
 def sweep() -> None:
     """Every ``SWEEP_INTERVAL_SECONDS``: :func:`sweep_once`, one sweeper at a time.
 
-    The sweep runs under the ``sweep`` lease (``billvend.leases``), which
+    The sweep runs under the ``sweep`` lease (``billvend.platform.leases``), which
     expires ``SWEEP_LOCK_SECONDS`` after it was taken (database clock) if
     its holder dies; a sweep that finds it held is skipped, the next tick
     comes soon enough.
@@ -171,8 +172,9 @@ def purge_expired_sessions() -> None:
     deadlines (``sessions.delete_expired``). Saves also purge, one in 50,
     but a quiet site saves rarely; a delete of what is expired is safe to
     run twice, so no lease."""
-    from billvend import sessions, transactions
-    from billvend.models import utcnow
+    from billvend.accounts import sessions
+    from billvend.platform import transactions
+    from billvend.platform.models import utcnow
 
     transactions.run(lambda: sessions.delete_expired(db.session, utcnow()))
 
@@ -185,4 +187,4 @@ def _log_interrupted(signal_name: str, task, *args) -> None:
                 task.name, tuple(task.args or ()))
 
 
-from billvend import funding_tasks  # noqa: E402,F401 - money-in tasks on the same huey (issue 15)
+from billvend.funding import tasks as funding_tasks  # noqa: E402,F401 - money-in tasks on the same huey (issue 15)

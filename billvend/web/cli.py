@@ -17,8 +17,8 @@ def ledger_check() -> None:
     each reversal moves exactly its payment's amount back to the payment's
     own wallet, and that biller_clearing reconciles with the payments); exit
     1 and list violations if any. Read-only: no unit of work, rolled back."""
-    from billvend.extensions import db
-    from billvend.ledger import INVARIANTS, check_invariants
+    from billvend.platform.extensions import db
+    from billvend.ledger.services import INVARIANTS, check_invariants
 
     try:
         violations = check_invariants()
@@ -57,17 +57,17 @@ def create_admin(email: str) -> None:
     import sqlalchemy as sa
     from email_validator import EmailNotValidError, validate_email
 
-    from billvend import ledger
-    from billvend.extensions import db
-    from billvend.models import User
-    from billvend.security import normalise_email, password_problem
+    from billvend.ledger import services as ledger
+    from billvend.platform.extensions import db
+    from billvend.accounts.models import User
+    from billvend.web.security import normalise_email, password_problem
 
     try:
         email = normalise_email(email)
         validate_email(email, check_deliverability=False)
     except (EmailNotValidError, ValueError) as exc:
         raise click.BadParameter(str(exc), param_hint="EMAIL") from None
-    from billvend.transactions import unit_of_work
+    from billvend.platform.transactions import unit_of_work
 
     @unit_of_work
     def promote() -> Optional[bool]:

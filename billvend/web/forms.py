@@ -10,7 +10,7 @@ from flask import current_app, request
 from wtforms import HiddenField, StringField
 from wtforms.validators import DataRequired, Regexp, ValidationError
 
-from billvend.money import format_naira, parse_naira
+from billvend.platform.money import format_naira, parse_naira
 
 
 #: The largest integer a query parameter may name: a 64-bit signed column

@@ -4,7 +4,7 @@
   security headers through Flask-Talisman (CSP, ``frame-ancestors 'none'``,
   nosniff, Referrer-Policy, Permissions-Policy, HSTS in production),
   ``Cache-Control: no-store`` on every dynamic response, server-side sessions
-  (:mod:`billvend.sessions`), Flask-Limiter with the route limits of
+  (:mod:`billvend.accounts.sessions`), Flask-Limiter with the route limits of
   :data:`ROUTE_LIMITS`, the 413 and 429 pages, and the gates that send a user
   with a weak password to change it.
 * Helpers the forms and views share: :func:`normalise_email`,
@@ -32,9 +32,10 @@ from werkzeug.exceptions import RequestEntityTooLarge, TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from billvend import sessions, transactions
-from billvend.config import origin_of
-from billvend.extensions import db, limiter, talisman
+from billvend.accounts import sessions
+from billvend.platform import transactions
+from billvend.platform.config import origin_of
+from billvend.platform.extensions import db, limiter, talisman
 
 log = logging.getLogger(__name__)
 
@@ -429,7 +430,7 @@ def _apply_route_limits(app: Flask) -> None:
     for endpoint in ROUTE_LIMITS:
         view = app.view_functions.get(endpoint)
         if view is None:
-            raise RuntimeError(f"billvend.security.ROUTE_LIMITS names {endpoint!r}, which is not a route")
+            raise RuntimeError(f"billvend.web.security.ROUTE_LIMITS names {endpoint!r}, which is not a route")
         if view not in _wrapped:
             limited = view
             for decorate in _limits_for(endpoint):

@@ -16,9 +16,10 @@ from typing import Iterable, Optional
 
 from fpdf import FPDF
 
-from billvend.models import LedgerEntry, Payment, group_digits
-from billvend.money import format_naira, kobo_to_naira_input
-from billvend.providers import DISCOS
+from billvend.ledger.models import LedgerEntry
+from billvend.vending.models import Payment, group_digits
+from billvend.platform.money import format_naira, kobo_to_naira_input
+from billvend.vending.providers import DISCOS
 
 #: What a customer calls each payment status (the badges say the same).
 CUSTOMER_STATUS = {
@@ -102,7 +103,7 @@ def csv_safe(value) -> str:
 
 def statement_csv(rows: list[StatementRow]) -> str:
     """The statement as CSV text (one header row; amounts as plain naira)."""
-    from billvend.payments import LAGOS
+    from billvend.vending.lifecycle import LAGOS
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -159,7 +160,7 @@ def statement_pdf(rows: list[StatementRow], *, owner: str, period: str) -> bytes
     :param owner: the customer's name or email, printed on top.
     :param period: the filters in words ("All dates", "1 Dec 2026 to 31 Dec 2026").
     """
-    from billvend.payments import LAGOS
+    from billvend.vending.lifecycle import LAGOS
 
     pdf = _Document("Wallet statement")
     pdf.add_page()
@@ -191,7 +192,7 @@ def statement_pdf(rows: list[StatementRow], *, owner: str, period: str) -> bytes
 def receipt_pdf(payment: Payment, disco_name: str) -> bytes:
     """One payment's receipt as a PDF (proof of payment): amount, token (and
     key-change tokens), units, the disco's reference, the meter and its name."""
-    from billvend.payments import LAGOS
+    from billvend.vending.lifecycle import LAGOS
 
     pdf = _Document("Electricity receipt")
     pdf.add_page()

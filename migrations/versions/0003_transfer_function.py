@@ -3,8 +3,8 @@
 Revision ID: 0003_transfer_function
 Revises: 0002_admin_indexes
 
-billvend.ledger.post_transfer calls billvend_post_transfer on PostgreSQL
-(see billvend/models.py, TRANSFER_FUNCTION_SQL, for why). SQLite has no
+billvend.ledger.services.post_transfer calls billvend_post_transfer on PostgreSQL
+(see billvend/vending/models.py, TRANSFER_FUNCTION_SQL, for why). SQLite has no
 stored functions: nothing to do there. The body is frozen here on purpose:
 a later change to the function is a later migration.
 """

@@ -5,7 +5,7 @@ Revises: 0003_transfer_function
 
 billvend_post_transfer now inserts the transfer before it locks any wallet,
 then locks each wallet with its own UPDATE in descending id order, so the
-hot system wallets are held for the shortest time (billvend/models.py,
+hot system wallets are held for the shortest time (billvend/vending/models.py,
 TRANSFER_FUNCTION_SQL, says why; bench/hot_wallet.py measures it). The
 transfer's two wallet foreign keys become DEFERRABLE INITIALLY DEFERRED so
 that early insert does not take KEY SHARE on a wallet another transfer

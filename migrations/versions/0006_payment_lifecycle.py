@@ -7,10 +7,10 @@ Revises: 0005_user_profile
 could still be in flight (claim time + the provider call's hard deadline, or
 when the call returned; database clock). A "never received" requery answer
 is trusted only PROVIDER_NOT_FOUND_GRACE_SECONDS after it. Existing rows
-keep NULL, which falls back to ``claimed_at`` (billvend.payments).
+keep NULL, which falls back to ``claimed_at`` (billvend.vending.lifecycle).
 
 ``leases``: named leases with an expiry from the database clock; the
-sweep's "one sweeper at a time" lock (billvend.leases), replacing Huey's
+sweep's "one sweeper at a time" lock (billvend.platform.leases), replacing Huey's
 lock_task, which had no expiry.
 """
 import sqlalchemy as sa

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import current_app
 
-from billvend.providers.base import MeterVerification, Provider, VendResult
+from billvend.vending.providers.base import MeterVerification, Provider, VendResult
 
 __all__ = ["DISCOS", "MeterVerification", "Provider", "VendResult", "get_provider"]
 
@@ -27,11 +27,11 @@ DISCOS: dict[str, str] = {
 
 def get_provider() -> Provider:
     """The provider named by ``VENDING_PROVIDER`` for the current app, timed
-    call by call into the metrics (``billvend.metrics.TimedProvider``).
+    call by call into the metrics (``billvend.platform.metrics.TimedProvider``).
 
     :raises ValueError: for an unknown provider name.
     """
-    from billvend.metrics import TimedProvider
+    from billvend.platform.metrics import TimedProvider
 
     return TimedProvider(_make_provider())
 
@@ -40,8 +40,8 @@ def _make_provider() -> Provider:
     config = current_app.config
     name = config["VENDING_PROVIDER"]
     if name == "simulated":
-        from billvend.extensions import db
-        from billvend.providers.simulated import SimulatedProvider
+        from billvend.platform.extensions import db
+        from billvend.vending.providers.simulated import SimulatedProvider
 
         return SimulatedProvider(
             db.engine,
@@ -49,8 +49,8 @@ def _make_provider() -> Provider:
             delay_seconds=config["SIMULATOR_DELAY_SECONDS"],
         )
     if name == "vtpass":
-        from billvend.config import vend_deadline_seconds
-        from billvend.providers.vtpass import VTpassProvider
+        from billvend.platform.config import vend_deadline_seconds
+        from billvend.vending.providers.vtpass import VTpassProvider
 
         return VTpassProvider(
             config["VTPASS_BASE_URL"],

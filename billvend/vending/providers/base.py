@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Literal, Optional, Protocol
 
-from billvend.models import MeterVerificationCache, Payment
-from billvend.text import clean_text
+from billvend.vending.models import MeterVerificationCache, Payment
+from billvend.platform.text import clean_text
 
 DELIVERED = "delivered"
 FAILED = "failed"
@@ -46,13 +46,13 @@ def guard_external_call(what: str) -> None:
     network I/O. Outside a Flask app context (a client used on its own)
     there is no session to check.
 
-    :raises billvend.transactions.ExternalCallInTransaction: inside a unit
+    :raises billvend.platform.transactions.ExternalCallInTransaction: inside a unit
         of work, or with uncommitted writes in the session.
     """
     from flask import has_app_context
 
     if has_app_context():
-        from billvend.transactions import require_no_transaction
+        from billvend.platform.transactions import require_no_transaction
 
         require_no_transaction(what)
 

@@ -16,18 +16,12 @@ import time
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from billvend.models import SimulatorOrder, utcnow
-from billvend.providers import outcomes
-from billvend.providers.base import (
-    CODE_DUPLICATE,
-    CODE_INVALID_ACCOUNT,
-    CODE_NOT_FOUND,
-    DELIVERED,
-    guard_external_call,
-    FAILED,
-    PENDING,
-    MeterVerification,
-    VendResult,
+from billvend.vending.models import SimulatorOrder
+from billvend.platform.models import utcnow
+from billvend.vending.providers import outcomes
+from billvend.vending.providers.base import (
+    CODE_DUPLICATE, CODE_INVALID_ACCOUNT, CODE_NOT_FOUND, DELIVERED, guard_external_call, FAILED,
+    PENDING, MeterVerification, VendResult,
 )
 
 _ORDERS = SimulatorOrder.__table__

@@ -50,21 +50,10 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
-from billvend.providers.base import (
-    CODE_DUPLICATE,
-    guard_external_call,
-    CODE_INSUFFICIENT_CREDIT,
-    CODE_NO_RESPONSE,
-    CODE_NOT_FOUND,
-    CODE_PROCESSING,
-    CODE_SERVICE_UNAVAILABLE,
-    CODE_TIMEOUT,
-    CODE_UNEXPECTED_RESPONSE,
-    DELIVERED,
-    FAILED,
-    PENDING,
-    MeterVerification,
-    VendResult,
+from billvend.vending.providers.base import (
+    CODE_DUPLICATE, guard_external_call, CODE_INSUFFICIENT_CREDIT, CODE_NO_RESPONSE,
+    CODE_NOT_FOUND, CODE_PROCESSING, CODE_SERVICE_UNAVAILABLE, CODE_TIMEOUT,
+    CODE_UNEXPECTED_RESPONSE, DELIVERED, FAILED, PENDING, MeterVerification, VendResult,
 )
 
 log = logging.getLogger(__name__)

@@ -6,9 +6,9 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField, SubmitField
 from wtforms.validators import DataRequired, EqualTo, Length, Optional
 
-from billvend.auth.forms import StrongPassword
-from billvend.bills.forms import NigerianPhone
-from billvend.forms import PlainText
+from billvend.web.auth.forms import StrongPassword
+from billvend.web.bills.forms import NigerianPhone
+from billvend.web.forms import PlainText
 
 
 class ProfileForm(FlaskForm):

@@ -5,7 +5,7 @@ Money-sensitive changes need a fresh login: the password change asks for the
 current password; enrolling a second factor needs the password typed within
 ``FRESH_LOGIN_SECONDS`` (``/account/confirm`` asks for it again). Every
 wrong password or code typed here goes through
-:func:`billvend.security.reentry`: the fifth wrong one in a session ends it.
+:func:`billvend.web.security.reentry`: the fifth wrong one in a session ends it.
 """
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ from __future__ import annotations
 from flask import abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
 
-from billvend import sessions, transactions, twofactor
-from billvend.account import bp
-from billvend.account.forms import (ChangePasswordForm, ConfirmPasswordForm, PlainForm, ProfileForm,
-                                    TwoFactorForm)
-from billvend.extensions import db
-from billvend.models import User
-from billvend.security import reentry, safe_next
+from billvend.accounts import sessions, twofactor
+from billvend.platform import transactions
+from billvend.web.account import bp
+from billvend.web.account.forms import (
+    ChangePasswordForm, ConfirmPasswordForm, PlainForm, ProfileForm, TwoFactorForm,
+)
+from billvend.platform.extensions import db
+from billvend.accounts.models import User
+from billvend.web.security import reentry, safe_next
 
 PENDING_SECRET_KEY = "_totp_pending_secret"
 

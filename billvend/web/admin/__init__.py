@@ -6,5 +6,5 @@ from flask import Blueprint
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
-from billvend.admin import routes  # noqa: E402,F401
-from billvend.admin import fundings  # noqa: E402,F401 - money in (issue 15)
+from billvend.web.admin import routes  # noqa: E402,F401
+from billvend.web.admin import fundings  # noqa: E402,F401 - money in (issue 15)

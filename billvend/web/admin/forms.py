@@ -11,8 +11,8 @@ from wtforms import DateField, SelectField, StringField, SubmitField, TextAreaFi
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
-from billvend.models import METER_TYPES, PAYMENT_STATUSES, PREPAID
-from billvend.providers import DISCOS
+from billvend.vending.models import METER_TYPES, PAYMENT_STATUSES, PREPAID
+from billvend.vending.providers import DISCOS
 
 TOKEN_RE = re.compile(r"^[0-9]{20}$")
 UNITS_RE = re.compile(r"^[0-9]{1,7}(\.[0-9]{1,3})?$")

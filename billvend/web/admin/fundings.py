@@ -20,14 +20,18 @@ from wtforms import DateField, SelectField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Optional as OptionalValidator
 
-from billvend import funding, transactions
-from billvend.admin import bp
-from billvend.admin.forms import ReasonForm
-from billvend.extensions import db
-from billvend.forms import query_int
-from billvend.models import (FUNDING_STATUSES, AdminAction, Funding, GatewayEvent,
-                             ReconciliationItem, ReconciliationRun, Transfer, User)
-from billvend.money import format_naira
+from billvend.funding import services as funding
+from billvend.platform import transactions
+from billvend.web.admin import bp
+from billvend.web.admin.forms import ReasonForm
+from billvend.platform.extensions import db
+from billvend.web.forms import query_int
+from billvend.funding.models import (
+    FUNDING_STATUSES, Funding, GatewayEvent, ReconciliationItem, ReconciliationRun,
+)
+from billvend.accounts.models import AdminAction, User
+from billvend.ledger.models import Transfer
+from billvend.platform.money import format_naira
 
 PAGE_SIZE = 50
 

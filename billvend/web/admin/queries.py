@@ -17,30 +17,20 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import current_app
 
-from billvend.clock import db_now
-from billvend.extensions import db
-from billvend.forms import parse_int
-from billvend.models import (
-    BILLER_CLEARING_WALLET,
-    FAILED,
-    FUNDING_WALLET,
-    PAYMENT_STATUSES,
-    PENDING,
-    REVERSED,
-    SUCCESSFUL,
-    UNKNOWN,
-    VENDING,
-    AdminAction,
-    Funding,
-    LedgerEntry,
-    Payment,
-    Transfer,
-    User,
-    Wallet,
-    utcnow,
+from billvend.platform.clock import db_now
+from billvend.platform.extensions import db
+from billvend.web.forms import parse_int
+from billvend.ledger.models import (
+    BILLER_CLEARING_WALLET, FUNDING_WALLET, LedgerEntry, Transfer, Wallet,
 )
-from billvend.payments import LAGOS
-from billvend.providers.base import CODE_INSUFFICIENT_CREDIT
+from billvend.vending.models import (
+    FAILED, PAYMENT_STATUSES, PENDING, REVERSED, SUCCESSFUL, UNKNOWN, VENDING, Payment,
+)
+from billvend.accounts.models import AdminAction, User
+from billvend.funding.models import Funding
+from billvend.platform.models import utcnow
+from billvend.vending.lifecycle import LAGOS
+from billvend.vending.providers.base import CODE_INSUFFICIENT_CREDIT
 
 PAGE_SIZE = 50
 #: The stuck-list kind of a payment refunded, then found delivered.

@@ -16,17 +16,20 @@ from flask import (Response, abort, flash, redirect, render_template, request,
                    stream_with_context, url_for)
 from flask_login import current_user
 
-from billvend import ledger, sessions
-from billvend.admin import bp, chart, queries, services
-from billvend.admin.forms import (PaymentFilterForm, ReasonForm, ResolveDeliveredForm,
-                                  WalletSearchForm)
-from billvend.extensions import db, login_manager
-from billvend.forms import query_int
-from billvend.models import LedgerEntry, Payment, Transfer, Wallet
-from billvend.money import kobo_to_naira_input
-from billvend.payments import LAGOS
-from billvend.providers import DISCOS
-from billvend.statements import csv_safe
+from billvend.ledger import services as ledger
+from billvend.accounts import sessions
+from billvend.web.admin import bp, chart, queries, services
+from billvend.web.admin.forms import (
+    PaymentFilterForm, ReasonForm, ResolveDeliveredForm, WalletSearchForm,
+)
+from billvend.platform.extensions import db, login_manager
+from billvend.web.forms import query_int
+from billvend.ledger.models import LedgerEntry, Transfer, Wallet
+from billvend.vending.models import Payment
+from billvend.platform.money import kobo_to_naira_input
+from billvend.vending.lifecycle import LAGOS
+from billvend.vending.providers import DISCOS
+from billvend.web.statements import csv_safe
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +58,8 @@ def overview():
 def _worker_status() -> dict:
     """The newest worker heartbeat, its age, live concurrency and the queue
     depth, for the overview's "Workers" block (``None`` where unknown)."""
-    from billvend import heartbeat
-    from billvend.queue import huey
+    from billvend.platform import heartbeat
+    from billvend.platform.queue import huey
 
     last_seen, age_seconds, concurrency = heartbeat.latest()
     try:

@@ -13,7 +13,7 @@ text when it does not, come from the lifecycle module
 (``transition``, ``requery_payment``, ``stage_reversal``), so the admin path
 has the same guarantees as the workers.
 
-Transactions (``billvend.transactions``): each action is a sequence of units
+Transactions (``billvend.platform.transactions``): each action is a sequence of units
 of work. A decision and its ``AdminAction`` are ONE unit (the refund's
 ``unknown -> failed -> reversed``, its reversal transfer and its record
 commit or roll back together, and a deadlock reruns all of it); a provider
@@ -28,13 +28,14 @@ from typing import Optional
 
 import sqlalchemy as sa
 
-from billvend import payments, tasks
-from billvend.clock import db_now
-from billvend.extensions import db
-from billvend.models import PREPAID, SUCCESSFUL, UNKNOWN, AdminAction, Payment, User
-from billvend.money import format_naira
-from billvend.providers import get_provider
-from billvend.transactions import unit_of_work
+from billvend.vending import lifecycle as payments, tasks
+from billvend.platform.clock import db_now
+from billvend.platform.extensions import db
+from billvend.vending.models import PREPAID, SUCCESSFUL, UNKNOWN, Payment
+from billvend.accounts.models import AdminAction, User
+from billvend.platform.money import format_naira
+from billvend.vending.providers import get_provider
+from billvend.platform.transactions import unit_of_work
 
 log = logging.getLogger(__name__)
 

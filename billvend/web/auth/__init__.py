@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("auth", __name__)
 
-from billvend.auth import routes  # noqa: E402,F401
+from billvend.web.auth import routes  # noqa: E402,F401

@@ -6,13 +6,13 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, StringField, SubmitField, TelField
 from wtforms.validators import DataRequired, Email, EqualTo, Length, Optional, ValidationError
 
-from billvend.forms import PlainText
-from billvend.security import normalise_email, password_problem
+from billvend.web.forms import PlainText
+from billvend.web.security import normalise_email, password_problem
 
 
 class NormalisedEmail:
     """Normalise the address (NFKC, case folded) into ``field.data`` and
-    refuse mixed-script look-alikes (billvend.security.normalise_email)."""
+    refuse mixed-script look-alikes (billvend.web.security.normalise_email)."""
 
     def __call__(self, form, field):
         try:
@@ -22,7 +22,7 @@ class NormalisedEmail:
 
 
 class StrongPassword:
-    """billvend.security.password_problem against the form's ``email``
+    """billvend.web.security.password_problem against the form's ``email``
     field, or its ``account_email`` attribute (a signed-in user's form)."""
 
     def __call__(self, form, field):
@@ -37,7 +37,7 @@ class StrongPassword:
 
 
 def _nigerian_phone(form, field):
-    from billvend.bills.forms import normalise_phone
+    from billvend.web.bills.forms import normalise_phone
 
     if field.data:
         phone = normalise_phone(field.data)

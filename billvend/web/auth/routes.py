@@ -1,5 +1,5 @@
 """Sign up, log in and log out (Flask-Login over server-side sessions, hashed
-passwords, CSRF; rate limits in billvend.security.ROUTE_LIMITS)."""
+passwords, CSRF; rate limits in billvend.web.security.ROUTE_LIMITS)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ import sqlalchemy as sa
 from flask import flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
-from billvend import ledger, sessions, transactions
-from billvend.auth import bp
-from billvend.auth.forms import LoginForm, LogoutForm, SignupForm
-from billvend.extensions import db
-from billvend.models import User
-from billvend.security import (SIGNUP_WRONG_PASSWORD, check_password_evenly, password_problem,
-                               remember_device, safe_next)
+from billvend.ledger import services as ledger
+from billvend.accounts import sessions
+from billvend.platform import transactions
+from billvend.web.auth import bp
+from billvend.web.auth.forms import LoginForm, LogoutForm, SignupForm
+from billvend.platform.extensions import db
+from billvend.accounts.models import User
+from billvend.web.security import (
+    SIGNUP_WRONG_PASSWORD, check_password_evenly, password_problem, remember_device, safe_next,
+)
 
 #: Said when the email already has an account, instead of confirming it:
 #: the visitor may not be its owner (account enumeration).
@@ -34,7 +37,7 @@ EVENT_NOTICES = {
 
 def _tell_of_security_events(user: User) -> None:
     """Flash each security event of ``user`` not yet told (once each)."""
-    from billvend.payments import LAGOS
+    from billvend.vending.lifecycle import LAGOS
 
     for kind, when in sessions.untold_events(user.id):
         notice = EVENT_NOTICES.get(kind)

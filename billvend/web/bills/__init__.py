@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("bills", __name__)
 
-from billvend.bills import routes  # noqa: E402,F401
+from billvend.web.bills import routes  # noqa: E402,F401

@@ -9,9 +9,9 @@ from wtforms import HiddenField, RadioField, SelectField, StringField, SubmitFie
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, ValidationError
 
-from billvend.forms import NairaField, idempotency_key_field
-from billvend.models import METER_TYPES
-from billvend.providers import DISCOS
+from billvend.web.forms import NairaField, idempotency_key_field
+from billvend.vending.models import METER_TYPES
+from billvend.vending.providers import DISCOS
 
 METER_NUMBER_RE = re.compile(r"^[0-9]{10,13}$")
 # Nigerian mobile numbers: 0 + 10 digits, or +234/234 + 10 digits.

@@ -11,7 +11,7 @@ documented fields is verified and paid at once (303), as DESIGN.md's URL
 contract says. Both steps carry the same ``idempotency_key``. The meter is
 verified with the provider again on every submit, so an invalid meter, or an
 amount below the meter's own minimum, is refused before any debit.
-The verification comes from the shared cache (``billvend.meter_verification``)
+The verification comes from the shared cache (``billvend.vending.meter_verification``)
 when the htmx check or the review step has just asked the provider, so a pay
 submit runs at database speed.
 """
@@ -26,14 +26,17 @@ from flask import Response, abort, current_app, flash, redirect, render_template
 from flask_login import current_user, login_required
 from werkzeug.datastructures import MultiDict
 
-from billvend import ledger, meter_verification, payments, sessions, status_watch, tasks
-from billvend.bills import bp
-from billvend.bills.forms import QUICK_AMOUNTS_NAIRA, ElectricityForm, MeterForm
-from billvend.extensions import db
-from billvend.forms import parse_int, query_int
-from billvend.models import METER_TYPES, Payment, SavedMeter, utcnow
-from billvend.money import format_naira, kobo_to_naira_input
-from billvend.providers import DISCOS, get_provider
+from billvend.ledger import services as ledger
+from billvend.vending import meter_verification, lifecycle as payments, status_watch, tasks
+from billvend.accounts import sessions
+from billvend.web.bills import bp
+from billvend.web.bills.forms import QUICK_AMOUNTS_NAIRA, ElectricityForm, MeterForm
+from billvend.platform.extensions import db
+from billvend.web.forms import parse_int, query_int
+from billvend.vending.models import METER_TYPES, Payment, SavedMeter
+from billvend.platform.models import utcnow
+from billvend.platform.money import format_naira, kobo_to_naira_input
+from billvend.vending.providers import DISCOS, get_provider
 
 #: Up to this wait, "this usually takes a few seconds" is true; after it the
 #: page says it is taking longer than usual (until the slow-disco notice).
@@ -294,7 +297,7 @@ def payment(reference: str):
 
 def _wait_for_change(payment: Payment, since: str) -> Optional[Payment]:
     """Hold the request until the payment leaves status ``since`` or
-    ``STATUS_LONG_POLL_SECONDS`` pass (``billvend.status_watch``: one thread
+    ``STATUS_LONG_POLL_SECONDS`` pass (``billvend.vending.status_watch``: one thread
     per process looks at every waiting payment every 0.05 s). Holds no
     database connection while it waits: the session's transaction ends first.
 
@@ -346,7 +349,7 @@ def receipt(reference: str):
 @login_required
 def receipt_pdf(reference: str):
     """The receipt as a PDF (proof of payment); owner or admin, else 404."""
-    from billvend.statements import receipt_pdf as render_receipt
+    from billvend.web.statements import receipt_pdf as render_receipt
 
     payment = _payment_or_404(reference)
     body = render_receipt(payment, DISCOS.get(payment.service_id, payment.service_id))

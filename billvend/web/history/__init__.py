@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("history", __name__)
 
-from billvend.history import routes  # noqa: E402,F401
+from billvend.web.history import routes  # noqa: E402,F401

@@ -7,8 +7,9 @@ from wtforms import DateField, SearchField, SelectField, SubmitField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, Optional, ValidationError
 
-from billvend.forms import FilterDate
-from billvend.models import FAILED, PENDING, REVERSED, SUCCESSFUL, TRANSFER_KINDS, UNKNOWN, VENDING
+from billvend.web.forms import FilterDate
+from billvend.vending.models import FAILED, PENDING, REVERSED, SUCCESSFUL, UNKNOWN, VENDING
+from billvend.ledger.models import TRANSFER_KINDS
 
 KIND_LABELS = {
     "funding": "Fundings",

@@ -9,11 +9,12 @@ from typing import Iterable, Optional
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from billvend.models import SUCCESSFUL, LedgerEntry, Payment, SavedMeter, Transfer
+from billvend.vending.models import SUCCESSFUL, Payment, SavedMeter
+from billvend.ledger.models import LedgerEntry, Transfer
 
 
 def _lagos_midnight(day: date) -> datetime:
-    from billvend.payments import LAGOS
+    from billvend.vending.lifecycle import LAGOS
 
     return datetime.combine(day, time.min, tzinfo=LAGOS)
 
@@ -71,6 +72,6 @@ def meter_labels(user_id: int) -> dict[tuple[str, str], str]:
     """``{(service_id, meter_number): nickname}`` of the customer's named meters."""
     rows = sa.select(SavedMeter.service_id, SavedMeter.meter_number, SavedMeter.nickname).where(
         SavedMeter.user_id == user_id, SavedMeter.nickname.is_not(None))
-    from billvend.extensions import db
+    from billvend.platform.extensions import db
 
     return {(r.service_id, r.meter_number): r.nickname for r in db.session.execute(rows)}

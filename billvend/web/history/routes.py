@@ -6,11 +6,11 @@ from __future__ import annotations
 from flask import Response, current_app, render_template, request
 from flask_login import current_user, login_required
 
-from billvend.extensions import db
-from billvend.forms import query_int
-from billvend.history import bp
-from billvend.history.forms import KIND_LABELS, HistoryFilterForm
-from billvend.history.queries import meter_labels, statement_query
+from billvend.platform.extensions import db
+from billvend.web.forms import query_int
+from billvend.web.history import bp
+from billvend.web.history.forms import KIND_LABELS, HistoryFilterForm
+from billvend.web.history.queries import meter_labels, statement_query
 
 
 MAX_PAGE = 100_000
@@ -45,7 +45,7 @@ def index():
 
 
 def _statement_rows(filters: dict):
-    from billvend.statements import statement_rows
+    from billvend.web.statements import statement_rows
 
     entries = db.session.scalars(
         statement_query(current_user.wallet.id, **filters).limit(MAX_STATEMENT_ROWS)).unique().all()
@@ -56,7 +56,7 @@ def _statement_rows(filters: dict):
 @login_required
 def statement_csv():
     """The (filtered) statement as CSV."""
-    from billvend.statements import statement_csv as render_csv
+    from billvend.web.statements import statement_csv as render_csv
 
     _form, filters, _args = _filters()
     body = render_csv(_statement_rows(filters))
@@ -70,7 +70,7 @@ def statement_csv():
 @login_required
 def statement_pdf():
     """The (filtered) statement as PDF."""
-    from billvend.statements import statement_pdf as render_pdf
+    from billvend.web.statements import statement_pdf as render_pdf
 
     form, filters, _args = _filters()
     start, end = filters.get("date_from"), filters.get("date_to")

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("main", __name__)
 
-from billvend.main import routes  # noqa: E402,F401
+from billvend.web.main import routes  # noqa: E402,F401

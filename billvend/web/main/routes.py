@@ -6,12 +6,13 @@ import sqlalchemy as sa
 from flask import flash, jsonify, redirect, render_template, session, url_for
 from flask_login import current_user, login_required
 
-from billvend.extensions import db
-from billvend.queue import huey
-from billvend.main import bp
-from billvend.history.queries import statement_query
-from billvend.models import FINAL_STATUSES, Payment, User
-from billvend.transactions import unit_of_work
+from billvend.platform.extensions import db
+from billvend.platform.queue import huey
+from billvend.web.main import bp
+from billvend.web.history.queries import statement_query
+from billvend.vending.models import FINAL_STATUSES, Payment
+from billvend.accounts.models import User
+from billvend.platform.transactions import unit_of_work
 
 #: Session flag: the customer answered the "add your name and phone" prompt
 #: (saved or "Not now"), so it is not asked again.
@@ -37,7 +38,7 @@ def index():
 def _buy_again(user_id: int, limit: int = 4) -> list:
     """The dashboard's "Buy again" meters: the last used, then the most used,
     without repeats."""
-    from billvend.meters.routes import saved_meters_of
+    from billvend.web.meters.routes import saved_meters_of
 
     chosen = []
     for meter in saved_meters_of(user_id, limit=2) + saved_meters_of(user_id, order="most_used", limit=limit):
@@ -49,7 +50,7 @@ def _buy_again(user_id: int, limit: int = 4) -> list:
 def _profile_prompt():
     """The one-time prompt for a name and phone, for accounts made before
     signup asked for them; None once answered or when nothing is missing."""
-    from billvend.auth.forms import ProfileDetailsForm
+    from billvend.web.auth.forms import ProfileDetailsForm
 
     if current_user.phone or session.get(PROFILE_PROMPT_DONE):
         return None
@@ -61,7 +62,7 @@ def _profile_prompt():
 def profile_prompt():
     """Save (or decline, "Not now") the dashboard's name-and-phone prompt.
     Either way it is not asked again; the account page edits them later."""
-    from billvend.auth.forms import ProfileDetailsForm
+    from billvend.web.auth.forms import ProfileDetailsForm
 
     form = ProfileDetailsForm()
     if form.later.data:

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("meters", __name__)
 
-from billvend.meters import routes  # noqa: E402,F401
+from billvend.web.meters import routes  # noqa: E402,F401

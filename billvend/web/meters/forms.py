@@ -6,7 +6,7 @@ from flask_wtf import FlaskForm
 from wtforms import StringField, SubmitField
 from wtforms.validators import Length
 
-from billvend.forms import PlainText
+from billvend.web.forms import PlainText
 
 
 class RenameForm(FlaskForm):

@@ -1,5 +1,5 @@
 """``/meters``: the customer's saved meters. A meter is saved by a successful
-purchase (billvend.journey); here it can be renamed, removed, or bought for
+purchase (billvend.vending.journey); here it can be renamed, removed, or bought for
 again (the pay form pre-filled). Each route acts only on the signed-in
 customer's own meters: another customer's meter id is a 404."""
 
@@ -9,11 +9,11 @@ import sqlalchemy as sa
 from flask import abort, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
-from billvend.extensions import db
-from billvend.meters import bp
-from billvend.meters.forms import RemoveForm, RenameForm
-from billvend.models import SavedMeter
-from billvend.transactions import unit_of_work
+from billvend.platform.extensions import db
+from billvend.web.meters import bp
+from billvend.web.meters.forms import RemoveForm, RenameForm
+from billvend.vending.models import SavedMeter
+from billvend.platform.transactions import unit_of_work
 
 
 def saved_meters_of(user_id: int, *, order: str = "recent", limit: int | None = None) -> list[SavedMeter]:

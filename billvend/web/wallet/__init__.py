@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("wallet", __name__, url_prefix="/wallet")
 
-from billvend.wallet import routes  # noqa: E402,F401
+from billvend.web.wallet import routes  # noqa: E402,F401

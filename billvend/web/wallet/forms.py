@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask_wtf import FlaskForm
 from wtforms import SubmitField
 
-from billvend.forms import NairaField, idempotency_key_field
+from billvend.web.forms import NairaField, idempotency_key_field
 
 
 class FundForm(FlaskForm):

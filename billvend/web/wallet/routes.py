@@ -8,16 +8,16 @@ from flask import current_app, abort, flash, redirect, render_template, request,
 from flask_login import current_user, login_required
 from sqlalchemy.orm.exc import StaleDataError
 
-from billvend import funding
-from billvend.extensions import db
-from billvend.forms import new_idempotency_key
+from billvend.funding import services as funding
+from billvend.platform.extensions import db
+from billvend.web.forms import new_idempotency_key
 from billvend.funding.gateways import GatewayError
-from billvend.models import Funding
-from billvend.models import FUNDING_FAILED
-from billvend.security import external_url
-from billvend.money import format_naira, kobo_to_naira_input
-from billvend.wallet import bp, words
-from billvend.wallet.forms import BankTransferForm, FundForm
+from billvend.funding.models import Funding
+from billvend.funding.models import FUNDING_FAILED
+from billvend.web.security import external_url
+from billvend.platform.money import format_naira, kobo_to_naira_input
+from billvend.web.wallet import bp, words
+from billvend.web.wallet.forms import BankTransferForm, FundForm
 
 HISTORY_PAGE_SIZE = 50
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from billvend.models import FUNDING_FAILED, FUNDING_SUCCEEDED, Funding
+from billvend.funding.models import FUNDING_FAILED, FUNDING_SUCCEEDED, Funding
 
 #: Fragments of Paystack's ``gateway_response`` (matched case-insensitively,
 #: first match wins) and what they mean to a customer.

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
-from billvend.webhooks import routes  # noqa: E402,F401
+from billvend.web.webhooks import routes  # noqa: E402,F401

@@ -17,14 +17,14 @@ import logging
 
 from flask import current_app, jsonify, request
 
-from billvend import funding
-from billvend.extensions import csrf
+from billvend.funding import services as funding
+from billvend.platform.extensions import csrf
 from billvend.funding.gateways import signature_valid
-from billvend.webhooks import bp
+from billvend.web.webhooks import bp
 
 log = logging.getLogger(__name__)
 
-# Rate-limited per client IP (RATELIMIT_WEBHOOK_IP) by billvend.security.ROUTE_LIMITS.
+# Rate-limited per client IP (RATELIMIT_WEBHOOK_IP) by billvend.web.security.ROUTE_LIMITS.
 
 
 def _answer(message: str, status: int):
@@ -57,7 +57,7 @@ def paystack_webhook():
     stored = funding.store_event("paystack", event, reference, raw)
     # Every delivery is processed: a retry may come after a crash that lost
     # the first one's task; processing is idempotent.
-    from billvend.funding_tasks import enqueue_event
+    from billvend.funding.tasks import enqueue_event
 
     enqueue_event(stored.event_id)
     return _answer("received", 200)

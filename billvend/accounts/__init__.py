@@ -1,0 +1,1 @@
+"""Users, server-side sessions, remember tokens, two-factor, the admin audit trail."""

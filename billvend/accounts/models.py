@@ -1,0 +1,162 @@
+"""Tables of accounts: users, server-side sessions, remember tokens, recovery codes,
+the admin audit trail."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Optional
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from flask_login import UserMixin
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from billvend.platform.extensions import db, login_manager
+from billvend.platform.models import utcnow, UTCDateTime
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    email: so.Mapped[str] = so.mapped_column(sa.String(254), unique=True)
+    password_hash: so.Mapped[str] = so.mapped_column(sa.String(256))
+    # Nullable: accounts made before signup asked for them are asked once.
+    full_name: so.Mapped[Optional[str]] = so.mapped_column(sa.String(120))
+    #: Nigerian mobile number the tokens are sent to, as the customer typed it.
+    phone: so.Mapped[Optional[str]] = so.mapped_column(sa.String(20))
+    is_admin: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), default=utcnow)
+    #: Base32 TOTP secret (RFC 6238), set once the second factor is confirmed.
+    totp_secret: so.Mapped[Optional[str]] = so.mapped_column(sa.String(64))
+    totp_enabled_at: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())
+    #: The last accepted TOTP time step: a code is never accepted twice.
+    totp_last_step: so.Mapped[Optional[int]] = so.mapped_column(sa.BigInteger)
+
+    wallet: so.Mapped[Optional["Wallet"]] = so.relationship(back_populates="user")
+
+    def set_password(self, password: str) -> None:
+        """Store a salted hash of ``password`` (werkzeug's scrypt default)."""
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        """True when ``password`` matches the stored hash."""
+        return check_password_hash(self.password_hash, password)
+
+    @property
+    def has_second_factor(self) -> bool:
+        return self.totp_secret is not None and self.totp_enabled_at is not None
+
+    def __repr__(self) -> str:
+        return f"<User {self.email}>"
+
+
+@login_manager.user_loader
+def load_user(user_id: str) -> Optional[User]:
+    return db.session.get(User, int(user_id))
+
+
+class AdminAction(db.Model):
+    """An admin's action on a payment: append-only audit log."""
+
+    __tablename__ = "admin_actions"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    admin_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("users.id"))
+    payment_id: so.Mapped[Optional[int]] = so.mapped_column(
+        sa.ForeignKey("payments.id"), index=True
+    )
+    #: Set for an admin action on a funding (issue 15).
+    funding_id: so.Mapped[Optional[int]] = so.mapped_column(
+        sa.ForeignKey("fundings.id"), index=True
+    )
+    action: so.Mapped[str] = so.mapped_column(sa.String(40))
+    reason: so.Mapped[str] = so.mapped_column(sa.String(500))
+    result: so.Mapped[str] = so.mapped_column(sa.String(500))
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), default=utcnow)
+
+    admin: so.Mapped[User] = so.relationship()
+    payment: so.Mapped[Optional["Payment"]] = so.relationship()
+    funding: so.Mapped[Optional["Funding"]] = so.relationship()
+
+
+class UserSession(db.Model):
+    """One browser session (billvend.accounts.sessions): the cookie holds a random id,
+    this row holds its SHA-256 and the session's data. Deleting the row ends
+    the session wherever its cookie is replayed."""
+
+    __tablename__ = "user_sessions"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    id_hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    #: The signed-in account; NULL for an anonymous visitor (CSRF token, flashes).
+    user_id: so.Mapped[Optional[int]] = so.mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    data: so.Mapped[str] = so.mapped_column(sa.Text)
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+    last_seen_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+    #: Idle deadline, pushed forward as the session is used.
+    expires_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), index=True)
+    #: Hard deadline from the sign-in, never pushed forward.
+    absolute_expires_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+    ip_address: so.Mapped[Optional[str]] = so.mapped_column(sa.String(45))
+    user_agent: so.Mapped[Optional[str]] = so.mapped_column(sa.String(200))
+    #: The selector of the device's remember token this session belongs to
+    #: (started with it, or restored from it): logging out on that device
+    #: ends every session of the token, a copy's included.
+    remember_selector: so.Mapped[Optional[str]] = so.mapped_column(sa.String(32), index=True)
+    #: Password or code re-entries this session has used up (a right one is
+    #: given back); counted here, with one UPDATE each, so requests sent in
+    #: parallel cannot each see the same count (billvend.web.security.reentry).
+    reauth_failures: so.Mapped[int] = so.mapped_column(sa.Integer, default=0, server_default="0")
+
+
+class SecurityEvent(db.Model):
+    """Something the account's owner should know happened to it: a session
+    ended after too many wrong password or code re-entries
+    (``reauth_locked``), a copied remember token noticed (``remember_theft``).
+    ``notified_at`` is set once the owner has been told at a sign-in."""
+
+    __tablename__ = "security_events"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    kind: so.Mapped[str] = so.mapped_column(sa.String(40))
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+    ip_address: so.Mapped[Optional[str]] = so.mapped_column(sa.String(45))
+    user_agent: so.Mapped[Optional[str]] = so.mapped_column(sa.String(200))
+    notified_at: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())
+
+
+class RememberToken(db.Model):
+    """"Keep me signed in" on one device: the cookie holds ``selector.validator``;
+    this row holds the selector and the validator's SHA-256. Rotated each time
+    it starts a session, deleted at logout and on password change."""
+
+    __tablename__ = "remember_tokens"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    selector: so.Mapped[str] = so.mapped_column(sa.String(32), unique=True)
+    token_hash: so.Mapped[str] = so.mapped_column(sa.String(64))
+    #: The validator before the last rotation, accepted for a few seconds so
+    #: two requests racing on one old cookie do not sign the device out.
+    previous_token_hash: so.Mapped[Optional[str]] = so.mapped_column(sa.String(64))
+    rotated_at: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())
+    user_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+    expires_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+    user_agent: so.Mapped[Optional[str]] = so.mapped_column(sa.String(200))
+
+
+class RecoveryCode(db.Model):
+    """A one-time second-factor recovery code, stored as its SHA-256 (the
+    codes are random, 50 bits, so a fast hash is enough)."""
+
+    __tablename__ = "recovery_codes"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    user_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), default=utcnow)
+    used_at: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())
