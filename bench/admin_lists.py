@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sqlalchemy as sa  # noqa: E402
 
 from billvend import create_app
-from billvend.ledger import services as ledger  # noqa: E402
+from billvend.ledger import services as ledger
+from billvend.ledger import invariants as ledger_invariants  # noqa: E402
 from billvend.platform.config import _database_url  # noqa: E402
 from billvend.platform.extensions import db  # noqa: E402
 from billvend.ledger.models import (  # noqa: E402
@@ -208,7 +209,7 @@ def main() -> int:
             info = seed(args.payments, args.users, random.Random(6))
             print(f"{db.engine.dialect.name}: seeded {args.payments:,} payments, {args.users:,} users "
                   f"in {time.perf_counter() - t0:.1f} s")
-            violations = ledger.check_invariants()
+            violations = ledger_invariants.check_invariants()
             print(f"ledger check: {len(violations)} violations")
             db.session.remove()
 

@@ -59,7 +59,8 @@ from sqlalchemy.orm.exc import StaleDataError
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from billvend import create_app
-from billvend.ledger import services as ledger  # noqa: E402
+from billvend.ledger import services as ledger
+from billvend.ledger import invariants as ledger_invariants  # noqa: E402
 from billvend.platform.config import _database_url  # noqa: E402
 from billvend.platform.extensions import db  # noqa: E402
 from billvend.ledger.models import FUNDING_WALLET, KIND_ADJUSTMENT, LedgerEntry, Transfer, Wallet  # noqa: E402
@@ -190,7 +191,7 @@ def run(app, variant: str, threads: int, seconds: float) -> Result:
         hot_id = new_wallet(START_BALANCE_KOBO)
         shared_sink = new_wallet(0)
         sinks = [shared_sink if variant != "ledger" else new_wallet(0) for _ in range(threads)]
-        invariants_before = {v for v in ledger.check_invariants()}
+        invariants_before = {v for v in ledger_invariants.check_invariants()}
     barrier = threading.Barrier(threads + 1)
     per_thread = [Counts() for _ in range(threads)]
     window: dict[str, float] = {}
@@ -236,7 +237,7 @@ def run(app, variant: str, threads: int, seconds: float) -> Result:
         if variant.startswith("ledger"):
             # Bare adjustments (no approval) break the rules about what money
             # means by design; the ledger's own bookkeeping must hold.
-            new_violations = [v for v in ledger.check_invariants() if v not in invariants_before
+            new_violations = [v for v in ledger_invariants.check_invariants() if v not in invariants_before
                               and v.invariant in LEDGER_STRUCTURE]
             exact = exact and not new_violations
             total.errors += [str(v) for v in new_violations]

@@ -61,13 +61,21 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     csrf.init_app(app)
     init_huey(app)
 
-    from billvend.platform import logs, metrics
-    from billvend.vending import tasks  # noqa: F401 - tasks registers the Huey tasks
+    from billvend.platform import logs, metrics, worker
     from billvend.platform.queue import huey
+    # Each domain registers its tables, Huey tasks and ledger invariants when imported,
+    # and the platform and the ledger import no domain: the app factory imports them all
+    # (vending first: `flask ledger check` lists the invariants in registration order).
+    from billvend.vending import invariants as _vending_invariants, tasks, telemetry  # noqa: F401
+    from billvend.funding import invariants as _funding_invariants, tasks as _funding_tasks  # noqa: F401
+    from billvend.vending.models import Payment
 
+    huey.consumer_class = worker.Consumer  # huey_consumer wsgi.huey builds it
+    huey.clock_task = tasks.sweep  # what the consumer's clock enqueues below a minute
     logs.configure(app)
-    logs.install(huey)
+    logs.install(huey, stamped=(Payment,), request_id_of_task=telemetry.request_id_of_task)
     metrics.init_app(app)
+    metrics.register_collector("payments", telemetry.PaymentsCollector())
     from billvend.web.account import bp as account_bp
     from billvend.web.admin import bp as admin_bp
     from billvend.web.auth import bp as auth_bp

@@ -6,6 +6,7 @@ import secrets
 
 from billvend.funding import services as funding
 from billvend.ledger import services as ledger
+from billvend.ledger import invariants as ledger_invariants
 from billvend.vending import lifecycle as payments
 from billvend.platform.extensions import db
 from billvend.accounts.models import User
@@ -32,7 +33,7 @@ def make_payment(user: User, meter_number: str = "1111111111111", amount_kobo: i
 
 
 def assert_books_balance():
-    violations = ledger.check_invariants()
+    violations = ledger_invariants.check_invariants()
     assert violations == [], violations
 
 
@@ -48,5 +49,5 @@ def assert_ledger_consistent():
     approval and so breaks the rules about what money means
     (``adjustment_approved``, ``unexplained_movement``, the system wallets'
     reconciliation), by design."""
-    violations = [v for v in ledger.check_invariants() if v.invariant in LEDGER_STRUCTURE]
+    violations = [v for v in ledger_invariants.check_invariants() if v.invariant in LEDGER_STRUCTURE]
     assert violations == [], violations

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 
 from billvend import create_app
 from billvend.ledger import services as ledger
+from billvend.ledger import invariants as ledger_invariants
 from billvend.platform.config import _database_url
 from billvend.platform.extensions import db
 from billvend.vending.models import FINAL_STATUSES, REVERSED, SUCCESSFUL, Payment, SimulatorOrder
@@ -243,7 +244,7 @@ class Books:
             reversals = dict(session.execute(
                 sa.select(Transfer.payment_id, sa.func.count())
                 .where(Transfer.kind == KIND_REVERSAL).group_by(Transfer.payment_id)).all())
-            violations = ledger.check_invariants()
+            violations = ledger_invariants.check_invariants()
             assert len(payments) == len(references), "a payment the web accepted is missing"
             counts: dict[str, int] = {}
             for payment in payments:

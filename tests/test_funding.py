@@ -953,6 +953,7 @@ def test_a_bank_transfer_credit_outside_the_account_owners_wallet_is_reported(ap
     the owner of the account the funding names (here verify named A's
     account, and the money went to B, as the webhook said)."""
     from billvend.ledger import services as ledger
+    from billvend.ledger import invariants as ledger_invariants
 
     a = dva_user("a@example.com", "CUS_A", "9900000010")
     b = dva_user("b@example.com", "CUS_B", "9900000011")
@@ -965,7 +966,7 @@ def test_a_bank_transfer_credit_outside_the_account_owners_wallet_is_reported(ap
                          credit_wallet_id=b.wallet.id, amount_kobo=200_000, funding_id=row.id)
     row.status = "succeeded"
     db.session.commit()
-    found = [v for v in ledger.check_invariants() if v.invariant == "dedicated_account_owner"]
+    found = [v for v in ledger_invariants.check_invariants() if v.invariant == "dedicated_account_owner"]
     assert [(v.subject, v.subject_id) for v in found] == [("funding", row.id)]
     assert a.id != b.id
 

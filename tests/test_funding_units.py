@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from billvend.funding import services as funding
 from billvend.ledger import services as ledger
+from billvend.ledger import invariants as ledger_invariants
 from billvend.platform import transactions
 from billvend.platform.extensions import db
 from billvend.funding import gateways
@@ -109,12 +110,12 @@ def test_invariant_six_catches_a_credit_without_a_verified_success(app):
     start = funding.begin_checkout(user, 100_000, secrets.token_urlsafe(16), "http://x/cb",
                                    gateways.SimulatedGateway())
     row = db.session.scalar(sa.select(Funding).where(Funding.reference == start.reference))
-    assert ledger.check_invariants() == []
+    assert ledger_invariants.check_invariants() == []
     # Money moved by someone who skipped the gateway's verify:
     ledger.post_transfer(kind=KIND_FUNDING, debit_wallet_id=ledger.system_wallet_id(FUNDING_WALLET),
                          credit_wallet_id=user.wallet.id, amount_kobo=100_000, funding_id=row.id)
     db.session.commit()
-    found = [v for v in ledger.check_invariants() if v.invariant == "funding_credits"]
+    found = [v for v in ledger_invariants.check_invariants() if v.invariant == "funding_credits"]
     assert len(found) == 1 and found[0].subject == "transfer" and "pending" in found[0].detail
 
 

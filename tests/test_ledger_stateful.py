@@ -17,6 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from billvend.funding import services as funding
 from billvend.ledger import services as ledger
+from billvend.ledger import invariants as ledger_invariants
 from billvend.vending import lifecycle as payments
 from billvend.platform.extensions import db
 from billvend.vending.models import FAILED, PENDING, REVERSED, SUCCESSFUL, VENDING, Payment
@@ -132,7 +133,7 @@ class MoneyMachine(RuleBasedStateMachine):
     @invariant()
     def books_balance(self):
         db.session.expire_all()
-        assert ledger.check_invariants() == []
+        assert ledger_invariants.check_invariants() == []
         balance = db.session.scalar(sa.select(Wallet.balance_kobo).where(Wallet.user_id == self.user_id))
         assert balance == self.balance_kobo
         statuses = dict(db.session.execute(sa.select(Payment.id, Payment.status)).all())

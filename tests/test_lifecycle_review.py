@@ -16,7 +16,9 @@ import pytest
 import sqlalchemy as sa
 
 from billvend.ledger import services as ledger
+from billvend.ledger import invariants as ledger_invariants
 from billvend.vending import lifecycle as payments, tasks
+from billvend.ledger import invariants as ledger_invariants
 from billvend.web.admin import services
 from billvend.platform.extensions import db
 from billvend.vending.models import FAILED, REVERSED, SUCCESSFUL, UNKNOWN, VENDING, Payment
@@ -160,7 +162,7 @@ def test_biller_clearing_check_has_no_false_alarm_under_traffic(app, interleave)
 
     hook = interleave(lambda s: " ".join(s.split()).startswith("SELECT wallets.balance_kobo"), 1,
                       lambda: in_other_worker(app, customer_pays))
-    violations = ledger.check_invariants()
+    violations = ledger_invariants.check_invariants()
     db.session.rollback()
     assert hook.fired
     assert violations == []

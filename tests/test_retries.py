@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm.exc import StaleDataError
 
 from billvend.ledger import services as ledger
+from billvend.ledger import invariants as ledger_invariants
 from billvend.platform import transactions
 from billvend.platform.extensions import db
 from billvend.funding.models import Funding
@@ -107,7 +108,7 @@ def test_a_deadlock_mid_funding_is_retried_and_funds_once(app, client, auth, mon
     assert failures == [1]
     assert balance("ada@example.com") == 100_000
     assert db.session.scalar(sa.select(sa.func.count(Funding.id))) == 1
-    assert ledger.check_invariants() == []
+    assert ledger_invariants.check_invariants() == []
 
 
 @pytest.mark.parametrize("path,fields", [
@@ -138,7 +139,7 @@ def test_a_race_lost_every_time_is_a_503_not_a_500(app, client, auth, fund, monk
         assert response.status_code == 503
         assert b"nothing was charged" in response.data
     assert balance("ada@example.com") == 500_000
-    assert ledger.check_invariants() == []
+    assert ledger_invariants.check_invariants() == []
 
 
 def test_postgresql_pass_without_a_database_url_fails():

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from billvend.funding import services as funding
 from billvend.ledger import services as ledger
+from billvend.ledger import invariants as ledger_invariants
 from billvend.platform import transactions
 from billvend.platform.extensions import db
 from billvend.funding import gateways
@@ -130,7 +131,7 @@ def test_a_funding_credited_to_another_customers_wallet_is_reported(app):
         db.session.get(Funding, funding_id).status = FUNDING_SUCCEEDED
 
     transactions.run(credit_the_wrong_wallet)
-    found = [v for v in ledger.check_invariants() if v.invariant == "funding_credits"]
+    found = [v for v in ledger_invariants.check_invariants() if v.invariant == "funding_credits"]
     assert len(found) == 1 and found[0].subject == "transfer", found
     assert f"wallet {bob_wallet}" in found[0].detail
 
@@ -149,7 +150,7 @@ def test_a_funding_credit_out_of_a_user_wallet_is_reported(app):
         db.session.get(Funding, funding_id).status = FUNDING_SUCCEEDED
 
     transactions.run(credit_from_bob)
-    found = [v for v in ledger.check_invariants() if v.invariant == "funding_credits"]
+    found = [v for v in ledger_invariants.check_invariants() if v.invariant == "funding_credits"]
     assert len(found) == 1 and f"from wallet {bob_wallet}" in found[0].detail, found
 
 

@@ -1,6 +1,6 @@
 """Huey tasks for money in: webhook processing, the funding sweep, the daily
-reconciliation. Registered on billvend's one ``huey`` (``billvend.vending.tasks``
-imports this module).
+reconciliation. Registered on billvend's one ``huey`` (the app factory,
+``billvend.create_app``, imports this module).
 
 Every task is safe to run twice or concurrently: the funding services
 (``billvend.funding.services``) verify with the gateway before any credit, and the
@@ -18,7 +18,7 @@ from huey import crontab
 from billvend.funding import services as funding
 from billvend.platform import leases
 from billvend.platform.queue import huey
-from billvend.vending.tasks import in_app_context
+from billvend.platform.queue import in_app_context
 
 log = logging.getLogger(__name__)
 

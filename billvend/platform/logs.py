@@ -34,7 +34,7 @@ import re
 import secrets
 import sys
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from flask import Flask, g, request
 from pythonjsonlogger.json import JsonFormatter as _BaseJsonFormatter
@@ -194,24 +194,24 @@ def configure(app: Flask) -> None:
                 _request_id.set(None)
 
 
-def _stamp_payment(mapper, connection, target) -> None:
+def _stamp_request_id(mapper, connection, target) -> None:
     if getattr(target, "request_id", None) is None:
         target.request_id = _request_id.get()
 
 
 _task_hooks_installed = False
-_PAYMENT_TASKS = {"vend", "requery", "reverse"}
 
 
-def install(huey) -> None:
-    """Stamp log records and new payments with the request id, and give each payment task
-    the request id of the request that created its payment. Idempotent
-    (``create_app`` runs many times in tests)."""
+def install(huey, stamped: tuple = (), request_id_of_task: Optional[Callable[[Any], Optional[str]]] = None
+            ) -> None:
+    """Stamp log records, and new rows of the ``stamped`` models, with the request id, and
+    give each task the request id ``request_id_of_task(task)`` finds for it (vending: the
+    request that created the task's payment). Idempotent (``create_app`` runs many times in
+    tests). The domains pass their models and lookup in, so the platform imports none."""
     global _task_hooks_installed
     if _task_hooks_installed:
         return
     _task_hooks_installed = True
-    from billvend.vending.models import Payment
 
     # Every record gets its request id when it is made, so any handler (the
     # JSON one, gunicorn's, pytest's capture) can show it.
@@ -224,13 +224,12 @@ def install(huey) -> None:
 
     logging.setLogRecordFactory(_record_with_request_id)
 
-    event.listen(Payment, "before_insert", _stamp_payment)
+    for model in stamped:
+        event.listen(model, "before_insert", _stamp_request_id)
 
     @huey.pre_execute()
     def _task_request_id(task):
-        rid = None
-        if task.name.rsplit(".", 1)[-1] in _PAYMENT_TASKS and task.args:
-            rid = _payment_request_id(task.args[0])
+        rid = request_id_of_task(task) if request_id_of_task is not None else None
         task._billvend_request_id_token = set_request_id(rid or _request_id.get())  # noqa: SLF001
 
     @huey.post_execute()
@@ -241,19 +240,3 @@ def install(huey) -> None:
                 _request_id.reset(token)
             except ValueError:
                 _request_id.set(None)
-
-
-def _payment_request_id(payment_id: Any) -> Optional[str]:
-    import sqlalchemy as sa
-
-    from billvend.platform.extensions import db
-    from billvend.platform.queue import huey_app
-    from billvend.vending.models import Payment
-
-    if not isinstance(payment_id, int):
-        return None
-    try:
-        with huey_app().app_context(), db.engine.connect() as conn:
-            return conn.scalar(sa.select(Payment.request_id).where(Payment.id == payment_id))
-    except Exception:  # noqa: BLE001 - a log field is never worth failing a task
-        return None

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import sqlalchemy as sa
 from flask import Flask, Response, abort, current_app, g, request
@@ -75,9 +75,12 @@ class TimedProvider:
     sits in the provider layer, so the payment state machine and the tasks
     need no metrics code."""
 
-    def __init__(self, inner: Any):
+    def __init__(self, inner: Any, disco_of: Optional[Callable[[str], Optional[str]]] = None):
         self._inner = inner
         self.name = getattr(inner, "name", type(inner).__name__)
+        # A requery carries only the reference: ``disco_of(reference)`` (vending's
+        # lookup, passed in so the platform imports no domain) gives its label.
+        self._disco_of = disco_of or (lambda reference: None)
 
     def __getattr__(self, attribute: str) -> Any:
         return getattr(self._inner, attribute)
@@ -100,22 +103,8 @@ class TimedProvider:
                            meter_type, amount_kobo, phone)
 
     def requery(self, request_id, meter_type=None):
-        return self._timed("requery", _disco_of(request_id), self._inner.requery, request_id,
+        return self._timed("requery", self._disco_of(request_id), self._inner.requery, request_id,
                            meter_type=meter_type)
-
-
-def _disco_of(reference: str) -> Optional[str]:
-    # A requery carries only the reference; the disco label comes from the
-    # payment, read on a connection of its own that is returned at once, so
-    # no transaction is open during the call that follows.
-    from billvend.platform.extensions import db
-    from billvend.vending.models import Payment
-
-    try:
-        with db.engine.connect() as conn:
-            return conn.scalar(sa.select(Payment.service_id).where(Payment.reference == reference))
-    except Exception:  # noqa: BLE001 - a label is never worth failing a requery
-        return None
 
 
 class DatabaseCollector:
@@ -123,29 +112,23 @@ class DatabaseCollector:
 
     def collect(self):
         from billvend.platform.extensions import db
-        from billvend.platform.queue import huey
-        from billvend.vending.models import PAYMENT_STATUSES, Payment
+        from billvend.platform.heartbeat import as_utc
         from billvend.platform.models import WorkerHeartbeat
+        from billvend.platform.queue import huey
 
-        by_status = GaugeMetricFamily("billvend_payments", "Payments by status.", labels=["status"])
         queue = GaugeMetricFamily("billvend_queue_depth", "Tasks waiting in the Huey queue.")
         heartbeat = GaugeMetricFamily(
             "billvend_worker_heartbeat_age_seconds",
             "Seconds since each worker process last reported (database clock).", labels=["worker"])
         try:
             with db.engine.connect() as conn:
-                counts = dict(conn.execute(
-                    sa.select(Payment.status, sa.func.count()).group_by(Payment.status)).all())
                 now = conn.scalar(sa.select(sa.func.now()))
                 beats = conn.execute(sa.select(WorkerHeartbeat.name, WorkerHeartbeat.seen_at)).all()
         except Exception as exc:  # noqa: BLE001 - a scrape reports what it can
             log.warning("metrics: database unavailable: %s", exc)
-            counts, beats, now = {}, [], None
-        for status in PAYMENT_STATUSES:
-            by_status.add_metric([status], counts.get(status, 0))
-        yield by_status
-        from billvend.platform.heartbeat import as_utc
-
+            beats, now = [], None
+        for collector in SCRAPE_COLLECTORS.values():
+            yield from collector.collect()
         for name, seen_at in beats:
             heartbeat.add_metric([name], max(0.0, (as_utc(now) - as_utc(seen_at)).total_seconds()))
         yield heartbeat
@@ -154,6 +137,17 @@ class DatabaseCollector:
             yield queue
         except Exception as exc:  # noqa: BLE001
             log.warning("metrics: queue unavailable: %s", exc)
+
+
+#: Per-scrape collectors of the domains (vending: payments by status), by name; the
+#: app factory registers them (:func:`register_collector`), so the platform imports none.
+SCRAPE_COLLECTORS: dict[str, Any] = {}
+
+
+def register_collector(name: str, collector: Any) -> None:
+    """Add ``collector`` (an object with ``collect()`` yielding metric families) to every
+    scrape of ``/metrics``, under ``name`` (registering a name again replaces it)."""
+    SCRAPE_COLLECTORS[name] = collector
 
 
 def _authorised() -> bool:

@@ -8,7 +8,9 @@ immediate mode) and remembers the app so tasks can push its context.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Callable
 
 from flask import Flask
 from huey import Huey
@@ -17,17 +19,23 @@ from redis import ConnectionPool
 
 
 class BillvendHuey(Huey):
-    """``Huey`` whose consumer is :class:`billvend.platform.worker.Consumer`.
+    """``Huey`` whose consumer is ``consumer_class`` (the app factory sets
+    :class:`billvend.platform.worker.Consumer`; the queue knows nothing of the worker).
 
     ``huey_consumer wsgi.huey`` builds its consumer through
     ``create_consumer``, so the Procfile's stock command gets our sweep clock
-    and signal handling without a custom entry point.
+    and signal handling without a custom entry point. ``clock_task`` is the
+    task the consumer's clock enqueues (vending's sweep, also set by the app
+    factory).
     """
 
-    def create_consumer(self, **options):
-        from billvend.platform.worker import Consumer
+    consumer_class = None
+    clock_task = None
 
-        return Consumer(self, **options)
+    def create_consumer(self, **options):
+        if self.consumer_class is None:
+            return super().create_consumer(**options)
+        return self.consumer_class(self, **options)
 
 
 # Storage is replaced by init_huey; immediate memory storage until then keeps
@@ -82,3 +90,14 @@ def huey_app() -> Flask:
     if _huey_app is None:
         raise RuntimeError("create_app() has not run in this process")
     return _huey_app
+
+
+def in_app_context(func: Callable) -> Callable:
+    """Run a task body inside the app context of the process's app."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with huey_app().app_context():
+            return func(*args, **kwargs)
+
+    return wrapper

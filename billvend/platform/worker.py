@@ -97,10 +97,8 @@ class SweepClockScheduler(huey_consumer.Scheduler):
                 and now_monotonic >= self._next_sweep - self.interval / 2):
             # Keep the cadence; after a stall, start again from now.
             self._next_sweep = max(self._next_sweep + self.sweep_interval_seconds, now_monotonic)
-            from billvend.vending.tasks import sweep
-
             try:
-                sweep()
+                self.huey.clock_task()  # vending's sweep (BillvendHuey.clock_task)
             except Exception:  # noqa: BLE001 - queue down: try again next tick
                 self._logger.exception("could not enqueue the sweep")
         super().loop(now)

@@ -11,11 +11,9 @@ Huey may lose a task (a killed worker does not acknowledge), which is why
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from datetime import datetime, timezone
-from typing import Callable
 
 from flask import current_app
 from huey import crontab
@@ -26,20 +24,9 @@ from billvend.vending import lifecycle as payments
 from billvend.platform.clock import db_now
 from billvend.platform.extensions import db
 from billvend.vending.providers import get_provider
-from billvend.platform.queue import huey, huey_app
+from billvend.platform.queue import huey, huey_app, in_app_context
 
 log = logging.getLogger(__name__)
-
-
-def in_app_context(func: Callable) -> Callable:
-    """Run a task body inside the app context of the process's app."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        with huey_app().app_context():
-            return func(*args, **kwargs)
-
-    return wrapper
 
 
 def _follow_up(payment_id: int, follow_up: payments.FollowUp) -> None:
@@ -186,5 +173,3 @@ def _log_interrupted(signal_name: str, task, *args) -> None:
     log.warning("worker stopped during %s%s; the sweep will finish that payment",
                 task.name, tuple(task.args or ()))
 
-
-from billvend.funding import tasks as funding_tasks  # noqa: E402,F401 - money-in tasks on the same huey (issue 15)

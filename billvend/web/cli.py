@@ -18,7 +18,7 @@ def ledger_check() -> None:
     own wallet, and that biller_clearing reconciles with the payments); exit
     1 and list violations if any. Read-only: no unit of work, rolled back."""
     from billvend.platform.extensions import db
-    from billvend.ledger.services import INVARIANTS, check_invariants
+    from billvend.ledger.invariants import INVARIANTS, check_invariants
 
     try:
         violations = check_invariants()

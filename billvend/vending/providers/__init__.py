@@ -32,8 +32,9 @@ def get_provider() -> Provider:
     :raises ValueError: for an unknown provider name.
     """
     from billvend.platform.metrics import TimedProvider
+    from billvend.vending.telemetry import disco_of
 
-    return TimedProvider(_make_provider())
+    return TimedProvider(_make_provider(), disco_of=disco_of)
 
 
 def _make_provider() -> Provider:

@@ -17,6 +17,7 @@ from flask import (Response, abort, flash, redirect, render_template, request,
 from flask_login import current_user
 
 from billvend.ledger import services as ledger
+from billvend.ledger import invariants as ledger_invariants
 from billvend.accounts import sessions
 from billvend.web.admin import bp, chart, queries, services
 from billvend.web.admin.forms import (
@@ -72,7 +73,7 @@ def _worker_status() -> dict:
 
 @bp.route("/invariants")
 def invariants():
-    violations = ledger.check_invariants()
+    violations = ledger_invariants.check_invariants()
     by_invariant = defaultdict(list)
     for violation in violations:
         by_invariant[violation.invariant].append(violation)
@@ -81,7 +82,7 @@ def invariants():
         sa.select(Payment.id, Payment.reference).where(Payment.id.in_(payment_ids))
     ).all()) if payment_ids else {}
     return render_template(
-        "admin/invariants.html", invariants=ledger.INVARIANTS, by_invariant=by_invariant,
+        "admin/invariants.html", invariants=ledger_invariants.INVARIANTS, by_invariant=by_invariant,
         references=references, total=len(violations), shown=VIOLATIONS_SHOWN)
 
 
