@@ -998,3 +998,25 @@ def test_reconciliation_flags_a_bank_transfer_credited_to_another_customer_than_
     assert (run.matched, run.flagged) == (0, 1)
     assert [i.kind for i in run.items] == ["customer_mismatch"]
     assert "CUS_A" in run.items[0].detail
+
+
+def test_a_webhook_with_another_amount_for_the_right_customer_never_blocks_the_genuine_credit(app):
+    """A signed ``charge.success`` naming the right customer but another
+    amount, processed before the genuine one: verify is the authority, so
+    the arrival is recorded at verify's amount and credited to its owner
+    once; the webhook that disagreed is flagged. (The arrival used to be
+    recorded at the first webhook's amount: every later verify then found
+    "gateway amount differs" and the genuine webhook could never credit.)"""
+    dva_user("a@example.com", "CUS_A", "9900000010")
+    gw = _Gateway()
+    gw.verified["DVA_6"] = gateways.transaction_from(dva_data("DVA_6", 500_000, "CUS_A", "a@example.com"))
+    wrong = webhook(dva_data("DVA_6", 100, "CUS_A", "a@example.com"))
+    funding.process_event(wrong, gw)
+    genuine = webhook(dva_data("DVA_6", 500_000, "CUS_A", "a@example.com"))
+    funding.process_event(genuine, gw)
+    assert balance_of("a@example.com") == 500_000
+    row = db.session.scalar(sa.select(Funding))
+    assert (row.status, row.amount_kobo, row.needs_attention) == ("succeeded", 500_000, False)
+    assert db.session.get(GatewayEvent, wrong).needs_attention
+    assert not db.session.get(GatewayEvent, genuine).needs_attention
+    assert_books_balance()

@@ -406,9 +406,10 @@ def credit_verified_arrival(funding_id: int, admin_id: int, reason: str,
     """Admin action: credit a flagged bank-transfer arrival with the amount
     the gateway's ``verify`` says arrived, once, audited.
 
-    An arrival is recorded at the webhook's amount; when ``verify`` (the
-    authority, paystack.com/docs/payments/verify-payments) then says another
-    amount, it is flagged, never credited automatically, and "verify now"
+    An arrival is recorded at the amount ``verify`` gave when it was created
+    (arrivals recorded before that, at a webhook's amount); when ``verify``
+    (the authority, paystack.com/docs/payments/verify-payments) later says
+    another amount, it is flagged, never credited automatically, and "verify now"
     refuses it. For a bank transfer there is no amount we asked for: the
     money the gateway verifies is what the customer sent, so an admin who has
     checked may credit exactly that. A card checkout is never credited this
@@ -654,7 +655,7 @@ def _record_arrival(account_user_id: int, customer_code: str, gateway_name: str,
                     tx: GatewayTransaction) -> int:
     """A funding row for a bank transfer the gateway's verify confirmed, for
     the owner (``account_user_id``) of the dedicated account of
-    ``customer_code``, at the webhook's amount (verify then decides)."""
+    ``customer_code``, at ``tx``'s amount (the caller passes verify's answer)."""
     existing = db.session.scalar(sa.select(Funding.id).where(
         Funding.gateway == gateway_name, Funding.gateway_reference == tx.reference))
     if existing is not None:
@@ -783,10 +784,16 @@ def funding_for_transaction(tx: GatewayTransaction, gw: FundingGateway) -> Found
     if _names_other_customer(tx, code, owner_email):
         return Found(None, f"customer mismatch: the webhook names customer {_customer_of(tx)}, the "
                            f"gateway's verify names customer {code!r}", customer_mismatch=True)
+    if (not isinstance(verified.amount_kobo, int) or verified.amount_kobo <= 0
+            or verified.amount_kobo > ledger.MAX_TRANSFER_KOBO):
+        return Found(None, "bank transfer whose verify gives no usable amount")
+    # Recorded at verify's amount, never the webhook's: a first webhook with
+    # another amount would otherwise leave a funding that every later verify
+    # (the genuine webhook's included) finds "amount differs" and never credits.
     try:
-        funding_id = _record_arrival(user_id, code, gw.name, tx)
+        funding_id = _record_arrival(user_id, code, gw.name, verified)
     except sa.exc.IntegrityError:
-        funding_id = _record_arrival(user_id, code, gw.name, tx)
+        funding_id = _record_arrival(user_id, code, gw.name, verified)
     return Found(funding_id, verified=verified)
 
 
