@@ -477,6 +477,25 @@ def test_a_failure_with_a_nul_is_refunded(app):
     assert_books_balance()
 
 
+def test_a_token_in_another_scripts_digits_never_completes_a_prepaid_payment_without_it(app):
+    """A ``000`` delivered whose token is 20 Arabic-Indic (or full-width)
+    digits: the client read them as a token (``\\d`` is any script's digit),
+    the lifecycle's check (ASCII digits) dropped it, and the prepaid payment
+    became ``successful`` with no token anywhere: paid, and nothing to type
+    on the meter. Unreadable, it stays unknown for a requery or an admin."""
+    arabic = TOKEN.translate(str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664"
+                                                         "\u0665\u0666\u0667\u0668\u0669"))
+    answer = (200, transaction("delivered", purchased_code=f"Token : {arabic}", units="79.9 kWh"))
+    provider, _ = canned(answer, answer)
+    payment = make_payment(make_user_with(500_000), amount_kobo=100_000)
+    payments.vend_payment(payment.id, provider)
+    db.session.expire_all()
+    payment = db.session.get(Payment, payment.id)
+    assert payment.status == "unknown", (payment.status, payment.token, payment.provider_message)
+    assert provider.requery("202611220900abc", meter_type="prepaid").status == "pending"
+    assert_books_balance()
+
+
 def test_requery_answers_are_cleaned_too(app):
     provider, _ = canned((200, NUL_DELIVERED))
     result = provider.requery("202611220900abc", meter_type="prepaid")

@@ -79,7 +79,11 @@ PROCESSING_CODE = "099"
 DUPLICATE_REQUEST_CODE = "014"
 OK_CODE = "000"
 
-_TOKEN_RE = re.compile(r"(\d[\d\s\-]{18,}\d)")
+# ASCII digits only (``\d`` is any script's digit): a token is typed on a
+# meter's 0-9 keypad, and the lifecycle keeps only ASCII digits, so a token
+# in other digits read here would be dropped there and a prepaid payment
+# finish without one; unreadable, it stays pending instead.
+_TOKEN_RE = re.compile(r"([0-9][0-9\s\-]{18,}[0-9])")
 _UNITS_RE = re.compile(r"(\d+(?:\.\d+)?)")
 
 
@@ -205,7 +209,7 @@ def parse_token(purchased_code: Any) -> Optional[str]:
     match = _TOKEN_RE.search(purchased_code)
     if not match:
         return None
-    digits = re.sub(r"\D", "", match.group(1))
+    digits = re.sub(r"[^0-9]", "", match.group(1))
     return digits if len(digits) == 20 else None
 
 
