@@ -513,6 +513,29 @@ def test_a_delivery_found_after_an_admin_refund_is_flagged_with_its_token(app, m
     assert_books_balance()
 
 
+def test_a_stale_requery_after_the_refund_never_uses_up_the_next_one(app, monkeypatch):
+    """A worker whose requery-after-refund outlived its lease (a stall after
+    the call) records its answer after another worker took the same
+    requery again and recorded it: the stale record counted a second time,
+    and the 24 h requery was never made. Only the holder of the claim
+    schedules the next one."""
+    app.config["REQUERY_AFTER_REFUND_DELAYS_SECONDS"] = (0.0, 86400.0)
+    admin = make_admin()
+    payment = unknown_payment(make_user(balance_kobo=500_000))
+    monkeypatch.setattr(services, "get_provider", Silent)
+    assert services.refund(admin, payment.id, "support confirmed").ok
+    app.config["VENDING_LEASE_SECONDS"] = 0  # the first claim's lease ends at once
+    stale = payments._claim_recheck(payment.id)
+    assert stale is not None
+    app.config["VENDING_LEASE_SECONDS"] = 120
+    assert payments.requery_after_refund(payment.id, Answers(VendResult("failed", "NOT_FOUND", "VTpass 015")))
+    payments._record_recheck(payment.id, VendResult("failed", "NOT_FOUND", "VTpass 015"), stale[2])
+    after = reload(payment.id)
+    assert after.rechecks_after_refund == 1
+    assert after.recheck_after_refund_at is not None  # the 24 h requery is still due
+    assert_books_balance()
+
+
 def test_a_definite_failure_is_not_requeried_after_its_refund(app):
     user = make_user(balance_kobo=500_000)
     payment = make_payment(user, meter_number=outcomes.INVALID_METER, amount_kobo=100_000)

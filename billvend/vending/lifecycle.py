@@ -949,13 +949,14 @@ _NO_ANSWER_CODES = frozenset({provider_base.CODE_NO_RESPONSE, provider_base.CODE
 
 
 @unit_of_work
-def _claim_recheck(payment_id: int) -> Optional[tuple[str, str]]:
+def _claim_recheck(payment_id: int) -> Optional[tuple[str, str, datetime]]:
     """Take the due requery-after-refund of a ``reversed`` payment: a
     compare-and-set on ``recheck_after_refund_at`` that pushes it a lease
     ahead, so a racing sweep finds it taken (and a worker that dies in the
     call leaves it to the sweep after the lease).
 
-    :returns: ``(reference, meter_type)``, or None (not due, or taken).
+    :returns: ``(reference, meter_type, lease_until)``, or None (not due,
+        or taken); ``lease_until`` is the claim, for :func:`_record_recheck`.
     """
     now = db_now()
     payment = db.session.get(Payment, payment_id, populate_existing=True)
@@ -974,11 +975,12 @@ def _claim_recheck(payment_id: int) -> Optional[tuple[str, str]]:
     ).rowcount != 1:
         return None
     _expire_loaded(payment_id)
-    return payment.reference, payment.meter_type
+    return payment.reference, payment.meter_type, lease_until
 
 
 @unit_of_work
-def _record_recheck(payment_id: int, result: VendResult) -> None:
+def _record_recheck(payment_id: int, result: VendResult,
+                    claimed_until: Optional[datetime] = None) -> None:
     """Record a requery-after-refund answer: ONE unit of work.
 
     ``delivered``: the payment is flagged ``delivered_after_refund`` with its
@@ -986,7 +988,11 @@ def _record_recheck(payment_id: int, result: VendResult) -> None:
     (provider not reached): the same requery again after
     ``REQUERY_MAX_DELAY_SECONDS``. Any other answer: this requery is done;
     the next is due at refund time + the next of
-    ``REQUERY_AFTER_REFUND_DELAYS_SECONDS``, or none is left.
+    ``REQUERY_AFTER_REFUND_DELAYS_SECONDS``, or none is left. Only while
+    the claim ``claimed_until`` (from :func:`_claim_recheck`) still holds:
+    a worker that outlived its lease, whose requery another worker has
+    taken again since, records nothing but a delivery (counted twice, its
+    answer used up the next requery).
     """
     now = db_now()
     payment = db.session.get(Payment, payment_id, populate_existing=True)
@@ -1008,11 +1014,15 @@ def _record_recheck(payment_id: int, result: VendResult) -> None:
         refunded_at = payment.finalized_at or now
         next_at = refunded_at + timedelta(seconds=delays[done]) if done < len(delays) else None
         note = f"Requery after the refund: {result.message or result.code or result.status}"
-    db.session.execute(
+    still_ours = (() if claimed_until is None
+                  else (Payment.recheck_after_refund_at == claimed_until,))
+    if db.session.execute(
         sa.update(Payment)
-        .where(Payment.id == payment_id, Payment.status == REVERSED)
+        .where(Payment.id == payment_id, Payment.status == REVERSED, *still_ours)
         .values(recheck_after_refund_at=next_at, rechecks_after_refund=done, updated_at=now)
-        .execution_options(synchronize_session=False))
+        .execution_options(synchronize_session=False)
+    ).rowcount != 1:
+        return
     _expire_loaded(payment_id)
     record_event(payment_id, REVERSED, REVERSED, code=result.code, message=note, now=now)
 
@@ -1030,14 +1040,14 @@ def requery_after_refund(payment_id: int, provider: Provider) -> bool:
     claimed = _claim_recheck(payment_id)
     if claimed is None:
         return False
-    reference, meter_type = claimed
+    reference, meter_type, claimed_until = claimed
     try:
         result = provider.requery(reference, meter_type=meter_type)
     except Exception as exc:  # noqa: BLE001 - no answer: try again later
         log.exception("requery after the refund of payment %s raised", payment_id)
         result = VendResult(provider_base.PENDING, provider_base.CODE_NO_RESPONSE,
                             f"Requery failed: {type(exc).__name__}")
-    _record_recheck(payment_id, result)
+    _record_recheck(payment_id, result, claimed_until)
     return True
 
 
