@@ -67,7 +67,7 @@ test: install
 # Hot-wallet throughput on PostgreSQL (BENCH_DATABASE_URL, default the local
 # server), admin page timings with 100k payments, then the web tier under
 # load (the Procfile's processes on PostgreSQL + a private Redis, wrk); each
-# prints a table for README.md. Not part of `make test`.
+# prints a table for docs/benchmarks.md. Not part of `make test`.
 bench: install
 	$(BIN)/python bench/hot_wallet.py
 	$(BIN)/python bench/admin_lists.py
