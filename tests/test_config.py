@@ -301,6 +301,11 @@ TODAYS_DEFAULTS = {
     'PAYMENTS_PER_PAGE': 20,
 }
 
+#: The one setting issue 22 adds: where the sandbox listens (and both
+#: providers' base URLs default to).
+NEW_IN_ISSUE_22 = {"SANDBOX_URL": "http://127.0.0.1:5055"}
+DEFAULTS = TODAYS_DEFAULTS | NEW_IN_ISSUE_22
+
 #: ``int(raw or default)``: empty is unset; whitespace only, a fraction or a
 #: word raise ValueError (no number falls back to its default).
 INT_OR_DEFAULT = [
@@ -337,7 +342,7 @@ TEXT_OR_DEFAULT = [
     "RATELIMIT_PASSWORD_RESET_EMAIL", "RATELIMIT_WEBHOOK_IP", "HUEY_NAME", "HUEY_SQLITE_PATH",
     "VENDING_PROVIDER", "VTPASS_BASE_URL", "VTPASS_API_KEY", "VTPASS_SECRET_KEY", "SANDBOX_STATE_PATH",
     "HTMX_URL", "SUPPORT_CONTACT", "PAYSTACK_SECRET_KEY", "PAYSTACK_PUBLIC_KEY", "PAYSTACK_PREFERRED_BANK",
-    "PAYSTACK_SANDBOX_WEBHOOK", "SECRET_KEY", "PAYSTACK_CHECKOUT_URL", "METRICS_TOKEN",
+    "PAYSTACK_SANDBOX_WEBHOOK", "SANDBOX_URL", "SECRET_KEY", "PAYSTACK_CHECKOUT_URL", "METRICS_TOKEN",
     "PROMETHEUS_MULTIPROC_DIR", "REDIS_URL",
 ]
 #: ``1/true/yes/on`` (any case, spaces around) is true, anything else given is false.
@@ -348,22 +353,22 @@ RAISES = object()
 
 def _simple_cases():
     for name in INT_OR_DEFAULT:
-        yield from [({name: ""}, {name: TODAYS_DEFAULTS[name]}), ({name: "7"}, {name: 7}),
+        yield from [({name: ""}, {name: DEFAULTS[name]}), ({name: "7"}, {name: 7}),
                     ({name: " 7 "}, {name: 7}), ({name: "0"}, {name: 0}), ({name: "   "}, RAISES),
                     ({name: "1.5"}, RAISES), ({name: "ten"}, RAISES)]
     for name in INT_BLANK_DEFAULT:
-        yield from [({name: ""}, {name: TODAYS_DEFAULTS[name]}), ({name: "   "}, {name: TODAYS_DEFAULTS[name]}),
+        yield from [({name: ""}, {name: DEFAULTS[name]}), ({name: "   "}, {name: DEFAULTS[name]}),
                     ({name: "7"}, {name: 7}), ({name: "-3"}, {name: -3}), ({name: "1.5"}, RAISES),
                     ({name: "ten"}, RAISES)]
     for name in FLOAT_OR_DEFAULT:
-        yield from [({name: ""}, {name: TODAYS_DEFAULTS[name]}), ({name: "2.5"}, {name: 2.5}),
+        yield from [({name: ""}, {name: DEFAULTS[name]}), ({name: "2.5"}, {name: 2.5}),
                     ({name: "7"}, {name: 7.0}), ({name: "0"}, {name: 0.0}), ({name: "1e3"}, {name: 1000.0}),
                     ({name: "soon"}, RAISES), ({name: "   "}, RAISES)]
     for name in TEXT_OR_DEFAULT:
-        yield from [({name: ""}, {name: TODAYS_DEFAULTS[name]}), ({name: "x y"}, {name: "x y"}),
+        yield from [({name: ""}, {name: DEFAULTS[name]}), ({name: "x y"}, {name: "x y"}),
                     ({name: " padded "}, {name: " padded "})]
     for name in FLAGS:
-        yield from [({name: ""}, {name: TODAYS_DEFAULTS[name]})]
+        yield from [({name: ""}, {name: DEFAULTS[name]})]
         yield from [({name: raw}, {name: True}) for raw in ("1", "true", "YES", " on ")]
         yield from [({name: raw}, {name: False}) for raw in ("0", "false", "no", "off", "maybe", "  ")]
 
@@ -461,8 +466,8 @@ def _same(got, want):
 
 def test_with_nothing_set_every_config_value_is_todays_default():
     config = from_env({})
-    assert sorted(config) == sorted(TODAYS_DEFAULTS)  # the same keys (their order is no behaviour)
-    assert [k for k in config if not _same(config[k], TODAYS_DEFAULTS[k])] == []
+    assert sorted(config) == sorted(DEFAULTS)  # the same keys (their order is no behaviour)
+    assert [k for k in config if not _same(config[k], DEFAULTS[k])] == []
 
 
 @pytest.mark.parametrize("env,expected", PARSE_CASES, ids=lambda v: repr(v)[:60] if isinstance(v, dict) else None)
@@ -476,9 +481,9 @@ def test_every_setting_parses_as_before(env, expected):
     assert [k for k in expected if not _same(config[k], expected[k])] == []
     # Nothing else moved: every value not named keeps its default (or what
     # the named input legitimately changes, e.g. production's cookies).
-    if not any(k in env for k in ("BILLVEND_ENV", "DATABASE_URL", "REDIS_URL", "WEB_THREADS",
+    if not any(k in env for k in ("BILLVEND_ENV", "SANDBOX_URL", "DATABASE_URL", "REDIS_URL", "WEB_THREADS",
                                   "DATABASE_POOL_SIZE", "RATELIMIT_STORAGE_URI")):
-        moved = {k for k in config if not _same(config[k], TODAYS_DEFAULTS[k])}
+        moved = {k for k in config if not _same(config[k], DEFAULTS[k])}
         assert moved <= set(expected), moved
 
 

@@ -55,7 +55,9 @@ KNOWN_WEAK_SECRET_KEYS = frozenset({
 VTPASS_SANDBOX_API_KEY = "sandbox-api-key"
 VTPASS_SANDBOX_SECRET_KEY = "sandbox-secret-key"
 PAYSTACK_SANDBOX_SECRET_KEY = "sk_test_billvend_sandbox"
-PAYSTACK_SANDBOX_BASE_URL = "http://127.0.0.1:5055"
+#: Where the sandbox server (billvend.sandbox) listens unless SANDBOX_URL says.
+SANDBOX_DEFAULT_URL = "http://127.0.0.1:5055"
+PAYSTACK_SANDBOX_BASE_URL = SANDBOX_DEFAULT_URL
 
 
 class ConfigError(RuntimeError):
@@ -264,8 +266,9 @@ class Settings(BaseSettings):
                                      production="vtpass")
     SIMULATOR_SUCCESS_RATE: Number = setting(0.8, "share of the simulator's (and sandbox's) vends that succeed")
     SIMULATOR_DELAY_SECONDS: Number = setting(2.0, "how long one simulated vend takes")
-    VTPASS_BASE_URL: Text = setting("http://127.0.0.1:5055", "the VTpass API",
-                                    production="with vtpass: https://, not this machine")
+    VTPASS_BASE_URL: OptionalText = setting(None, "the VTpass API (https://vtpass.com)",
+                                            production="with vtpass: https://, not this machine",
+                                            shown="SANDBOX_URL")
     VTPASS_API_KEY: Text = setting(VTPASS_SANDBOX_API_KEY, "VTpass api-key header",
                                    production="with vtpass: not the sandbox's")
     VTPASS_SECRET_KEY: Text = setting(VTPASS_SANDBOX_SECRET_KEY, "VTpass secret-key header",
@@ -278,6 +281,9 @@ class Settings(BaseSettings):
     VTPASS_DEADLINE_SECONDS: Number = setting(
         0.0, "hard wall-clock deadline of one pay or requery call; 0: longest_vend_seconds")
     # The sandbox server (billvend.sandbox).
+    SANDBOX_URL: Text = setting(
+        SANDBOX_DEFAULT_URL, "where the sandbox server listens (python -m billvend.sandbox, make run); "
+        "VTPASS_BASE_URL and PAYSTACK_BASE_URL default to it")
     SANDBOX_TIMEOUT_SLEEP_SECONDS: Number = setting(
         0.0, "how long the timeout meter keeps the client waiting; 0: VTPASS_READ_TIMEOUT_SECONDS + 5")
     SANDBOX_DRIP_SECONDS: Number = setting(
@@ -311,7 +317,7 @@ class Settings(BaseSettings):
         "paystack", "the card gateway", production="paystack")
     PAYSTACK_BASE_URL: OptionalText = setting(
         None, "the Paystack API (https://api.paystack.co); trailing slashes dropped",
-        production="https://, not this machine", shown="`http://127.0.0.1:5055`")
+        production="https://, not this machine", shown="SANDBOX_URL")
     PAYSTACK_CHECKOUT_URL: OptionalText = setting(
         None, "the checkout page when not on PAYSTACK_BASE_URL's origin (https://checkout.paystack.com)",
         production="when set: https://, not this machine")
@@ -445,7 +451,10 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(uri, pool_size),
         "DATABASE_POOL_SIZE": pool_size,
         "LOG_FORMAT": (settings.LOG_FORMAT or ("json" if production else "text")).lower(),
-        "PAYSTACK_BASE_URL": (settings.PAYSTACK_BASE_URL or PAYSTACK_SANDBOX_BASE_URL).rstrip("/"),
+        # Both outside systems are the sandbox unless pointed elsewhere, each
+        # on its own: moving one never moves the sandbox or the other.
+        "VTPASS_BASE_URL": settings.VTPASS_BASE_URL or settings.SANDBOX_URL,
+        "PAYSTACK_BASE_URL": (settings.PAYSTACK_BASE_URL or settings.SANDBOX_URL).rstrip("/"),
         "PAYSTACK_WEBHOOK_URL": settings.PAYSTACK_WEBHOOK_URL
         or f"http://127.0.0.1:{port or 5000}/webhooks/paystack",
     })
