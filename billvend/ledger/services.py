@@ -294,7 +294,8 @@ def _check_transfer(kind: str, debit_wallet_id: int, credit_wallet_id: int,
         raise LedgerError("a transfer needs two different wallets")
 
 
-def _post_on_postgresql(session: sa.orm.Session, connection: sa.Connection, row: dict) -> PostedTransfer:
+def _post_on_postgresql(session: sa.orm.Session, connection: sa.Connection,
+                        row: dict) -> PostedTransfer:
     """:func:`post_transfer` on PostgreSQL: one call of ``billvend_post_transfer``.
 
     ``row`` holds the ``transfers`` columns (kobo, UTC ``created_at``). Raises as
