@@ -11,7 +11,7 @@ import secrets
 import pytest
 import sqlalchemy as sa
 
-from billvend.funding import services as funding
+from billvend.funding import checkout, seed, verification
 from billvend.platform.extensions import db
 from billvend.funding import gateways
 from billvend.accounts.models import AdminAction, User
@@ -42,8 +42,8 @@ def open_funding(amount_kobo=250_000) -> Funding:
     """A checkout started but not yet verified (the customer is on the
     gateway's page)."""
     user = make_user()
-    start = funding.begin_checkout(user, amount_kobo, secrets.token_urlsafe(16), "http://x/cb",
-                                   gateways.SimulatedGateway())
+    start = checkout.begin_checkout(user, amount_kobo, secrets.token_urlsafe(16), "http://x/cb",
+                                    gateways.SimulatedGateway())
     return db.session.scalar(sa.select(Funding).where(Funding.reference == start.reference))
 
 
@@ -56,7 +56,7 @@ def test_admin_only(client, auth, path):
 
 
 def test_list_filters_and_detail(client, admin):
-    credited, _ = funding.fund_wallet(make_user(), 500_000, "k" * 20)
+    credited, _ = seed.fund_wallet(make_user(), 500_000, "k" * 20)
     pending = open_funding()
     page = client.get("/admin/fundings").get_data(as_text=True)
     assert credited.reference in page and pending.reference in page
@@ -90,7 +90,7 @@ def test_verify_now_is_audited_and_credits_once(client, admin, app):
 
 def test_flagged_funding_is_not_credited_by_verify_and_the_flag_is_cleared_with_a_reason(client, admin):
     row = open_funding()
-    funding.apply_verification(row.id, gateways.GatewayTransaction(
+    verification.apply_verification(row.id, gateways.GatewayTransaction(
         row.gateway_reference, "success", amount_kobo=1, currency="NGN"))
     db.session.rollback()
     row = db.session.get(Funding, row.id)
@@ -171,7 +171,7 @@ def flagged_arrival(amount_kobo=250_000, gateway_amount_kobo=300_000) -> Funding
     db.session.execute(sa.update(Funding).where(Funding.id == row.id).values(
         method="bank_transfer", customer_code="CUS_ada"))
     db.session.commit()
-    funding.apply_verification(row.id, gateways.GatewayTransaction(
+    verification.apply_verification(row.id, gateways.GatewayTransaction(
         row.gateway_reference, "success", amount_kobo=gateway_amount_kobo, currency="NGN"))
     db.session.rollback()
     row = db.session.get(Funding, row.id)
@@ -186,7 +186,7 @@ def test_a_flagged_bank_transfer_is_credited_with_the_amount_the_gateway_verifie
     amount the gateway verifies, once, audited."""
     row = flagged_arrival()
     paid = gateways.GatewayTransaction(row.gateway_reference, "success", amount_kobo=300_000, currency="NGN")
-    monkeypatch.setattr(funding, "gateway", lambda: _Verifies(paid))
+    monkeypatch.setattr(gateways, "gateway", lambda: _Verifies(paid))
     path = f"/admin/fundings/{row.reference}"
     page = client.get(path).get_data(as_text=True)
     assert "Credit the verified amount" in page
@@ -215,7 +215,7 @@ def test_a_flagged_bank_transfer_is_credited_with_the_amount_the_gateway_verifie
 def test_credit_verified_refuses_anything_but_a_verified_success(client, admin, monkeypatch, tx_kwargs, why):
     row = flagged_arrival()
     fields = {"reference": row.gateway_reference, "currency": "NGN", **tx_kwargs}
-    monkeypatch.setattr(funding, "gateway", lambda: _Verifies(gateways.GatewayTransaction(**fields)))
+    monkeypatch.setattr(gateways, "gateway", lambda: _Verifies(gateways.GatewayTransaction(**fields)))
     path = f"/admin/fundings/{row.reference}"
     response = client.post(path + "/credit-verified",
                            data={"credit-reason": "try it", "credit-csrf_token": csrf(client, path)})
@@ -229,10 +229,10 @@ def test_credit_verified_refuses_anything_but_a_verified_success(client, admin, 
 
 def test_credit_verified_is_only_for_flagged_bank_transfers(client, admin, monkeypatch):
     card = open_funding()
-    funding.apply_verification(card.id, gateways.GatewayTransaction(
+    verification.apply_verification(card.id, gateways.GatewayTransaction(
         card.gateway_reference, "success", amount_kobo=1, currency="NGN"))  # a tampered card amount
     paid = gateways.GatewayTransaction(card.gateway_reference, "success", amount_kobo=1, currency="NGN")
-    monkeypatch.setattr(funding, "gateway", lambda: _Verifies(paid))
+    monkeypatch.setattr(gateways, "gateway", lambda: _Verifies(paid))
     path = f"/admin/fundings/{card.reference}"
     assert "Credit the verified amount" not in client.get(path).get_data(as_text=True)
     response = client.post(path + "/credit-verified",

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.serving import make_server
 
-from billvend.funding import services as funding
+from billvend.funding import accounts, events as funding_events, invariants, reconciliation, verification
 from billvend.platform.extensions import db
 from billvend.funding import gateways
 from billvend.funding.tasks import funding_sweep_once
@@ -186,7 +186,7 @@ def test_card_journey_success(live):
     assert reference in history and "Added to your wallet" in history
     statement = s.get(base + "/history", timeout=10).text
     assert "Wallet funding" in statement and "+₦5,000.00" in statement
-    assert funding.check_invariants() == []
+    assert invariants.check_invariants() == []
     assert_books_balance()
 
 
@@ -354,13 +354,13 @@ def test_killed_between_success_and_credit_sweep_credits_once(live, app):
     choose(s, checkout_url, "success")
     row = funding_row(reference)
     with pytest.raises(KeyboardInterrupt):
-        funding.verify_funding(row.id, DiesAfterHearing(funding.gateway()))
+        verification.verify_funding(row.id, DiesAfterHearing(gateways.gateway()))
     assert credits_for(reference) == 0 and funding_row(reference).status == "pending"
     assert funding_sweep_once() == 1
     assert credits_for(reference) == 1
     assert funding_sweep_once() == 0  # nothing open any more
     # Reconciliation afterwards finds it matched, credits nothing more.
-    run = funding.reconcile(datetime.now(funding.LAGOS).date())
+    run = reconciliation.reconcile(datetime.now(reconciliation.LAGOS).date())
     assert (run.matched, run.credited, run.flagged) == (1, 0, 0)
     assert credits_for(reference) == 1 and balance_of("ada@example.com") == 500_000
     assert_books_balance()
@@ -372,10 +372,10 @@ def test_reconciliation_credits_a_success_nobody_told_us_about(live):
     s = customer(base)
     checkout_url, reference = start_checkout(s, base, "3000")
     choose(s, checkout_url, "success")  # no webhook, no callback, no sweep
-    result = funding.reconcile(datetime.now(funding.LAGOS).date())
+    result = reconciliation.reconcile(datetime.now(reconciliation.LAGOS).date())
     assert (result.credited, result.flagged) == (1, 0)
     assert credits_for(reference) == 1 and balance_of("ada@example.com") == 300_000
-    again = funding.reconcile(datetime.now(funding.LAGOS).date())
+    again = reconciliation.reconcile(datetime.now(reconciliation.LAGOS).date())
     assert (again.matched, again.credited) == (1, 0) and credits_for(reference) == 1
     assert_books_balance()
 
@@ -560,7 +560,7 @@ def test_an_account_without_a_full_name_gets_its_name_once_in_the_bank_account_n
     (None, "1234@example.com", ("Customer", "")),
 ])
 def test_the_names_given_to_the_gateway_for_a_bank_account(app, full_name, email, names):
-    assert funding.account_holder_names(User(email=email, full_name=full_name)) == names
+    assert accounts.account_holder_names(User(email=email, full_name=full_name)) == names
 
 
 def test_bank_transfer_journey(live):
@@ -593,7 +593,7 @@ def test_bank_transfer_journey(live):
     assert signed_post(base, body).status_code == 200
     assert db.session.scalar(sa.select(sa.func.count(Transfer.id)).where(
         Transfer.funding_id.is_not(None))) == 2
-    assert funding.check_invariants() == []
+    assert invariants.check_invariants() == []
     assert_books_balance()
 
 
@@ -698,7 +698,7 @@ def test_one_webhook_replayed_ten_times_with_the_callback_credits_once(live):
     db.session.rollback()
     event = db.session.scalar(sa.select(GatewayEvent))
     assert event.deliveries == 10
-    assert funding.check_invariants() == []
+    assert invariants.check_invariants() == []
     assert_books_balance()
 
 
@@ -712,7 +712,7 @@ def test_callback_when_the_database_fails_never_says_nothing_was_charged(live, m
     def down(*args, **kwargs):
         raise sa.exc.OperationalError("UPDATE fundings", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr(funding, "apply_verification", down)
+    monkeypatch.setattr(verification, "apply_verification", down)
     page = s.get(callback, timeout=20)
     assert page.status_code == 503
     assert "money is safe" in page.text and "nothing was charged" not in page.text
@@ -769,7 +769,7 @@ def test_reconciliation_flags_a_credit_the_gateway_does_not_back(live):
     back_from_checkout(s, choose(s, checkout_url, "success"))
     assert credits_for(reference) == 1
     sandbox.set_status(reference, "failed")  # the gateway now says it never succeeded (a chargeback, a bug)
-    run = funding.reconcile(datetime.now(funding.LAGOS).date())
+    run = reconciliation.reconcile(datetime.now(reconciliation.LAGOS).date())
     assert run.flagged == 1 and run.credited == 0
     assert [i.kind for i in run.items] == ["credit_without_success"]
     row = funding_row(reference)
@@ -852,7 +852,7 @@ def test_a_webhook_naming_another_customer_credits_only_the_owner_verify_names(l
     row = db.session.scalar(sa.select(Funding))
     assert (row.status, row.customer_code, row.gateway_reference) == (
         "succeeded", customer_code_of("victim@example.com"), arrival["reference"])
-    run = funding.reconcile(datetime.now(funding.LAGOS).date())
+    run = reconciliation.reconcile(datetime.now(reconciliation.LAGOS).date())
     assert (run.matched, run.credited, run.flagged) == (1, 0, 0)
     assert_books_balance()
 
@@ -907,8 +907,8 @@ def dva_data(reference: str, amount_kobo: int, code: str, email: str) -> dict:
 
 
 def webhook(data: dict) -> int:
-    return funding.store_event("paystack", "charge.success", data["reference"],
-                               json.dumps({"event": "charge.success", "data": data}).encode()).event_id
+    return funding_events.store_event("paystack", "charge.success", data["reference"],
+                                      json.dumps({"event": "charge.success", "data": data}).encode()).event_id
 
 
 def test_an_arrival_is_recorded_for_the_customer_verify_names_not_the_webhooks(app):
@@ -919,14 +919,14 @@ def test_an_arrival_is_recorded_for_the_customer_verify_names_not_the_webhooks(a
     gw = _Gateway()
     gw.verified["DVA_1"] = gateways.transaction_from(dva_data("DVA_1", 500_000, "CUS_A", "a@example.com"))
     forged = webhook(dva_data("DVA_1", 500_000, "CUS_B", "b@example.com"))
-    assert funding.process_event(forged, gw) != "credited"
+    assert funding_events.process_event(forged, gw) != "credited"
     db.session.rollback()
     assert db.session.scalar(sa.select(sa.func.count(Funding.id))) == 0
     event = db.session.get(GatewayEvent, forged)
     assert event.needs_attention and "CUS_B" in event.outcome and "CUS_A" in event.outcome
     genuine = webhook(dva_data("DVA_1", 500_000, "CUS_A", "a@example.com"))
     assert genuine != forged
-    assert funding.process_event(genuine, gw) == "credited"
+    assert funding_events.process_event(genuine, gw) == "credited"
     assert balance_of("a@example.com") == 500_000 and balance_of("b@example.com") == 0
     row = db.session.scalar(sa.select(Funding))
     assert (row.user_id, row.customer_code, row.channel) == (a.id, "CUS_A", "dedicated_nuban")
@@ -941,7 +941,7 @@ def test_an_arrival_verify_does_not_call_a_dedicated_account_transfer_creates_no
                 authorization={"channel": "card"})
     gw.verified["DVA_2"] = gateways.transaction_from(card)
     event_id = webhook(dva_data("DVA_2", 500_000, "CUS_A", "a@example.com"))
-    funding.process_event(event_id, gw)
+    funding_events.process_event(event_id, gw)
     db.session.rollback()
     assert db.session.scalar(sa.select(sa.func.count(Funding.id))) == 0
     assert db.session.get(GatewayEvent, event_id).needs_attention
@@ -979,7 +979,7 @@ def test_verify_naming_another_customer_than_the_arrivals_is_flagged_not_credite
                   idempotency_key="nuban:DVA_4", method="bank_transfer", customer_code="CUS_B")
     db.session.add(row)
     db.session.commit()
-    result = funding.apply_verification(row.id, gateways.transaction_from(
+    result = verification.apply_verification(row.id, gateways.transaction_from(
         dva_data("DVA_4", 200_000, "CUS_A", "a@example.com")))
     assert result.outcome == "flagged" and "CUS_A" in result.detail
     assert balance_of("b@example.com") == 0
@@ -992,9 +992,9 @@ def test_reconciliation_flags_a_bank_transfer_credited_to_another_customer_than_
     dva_user("b@example.com", "CUS_B", "9900000011")
     gw = _Gateway()
     gw.verified["DVA_5"] = gateways.transaction_from(dva_data("DVA_5", 100_000, "CUS_B", "b@example.com"))
-    assert funding.process_event(webhook(dva_data("DVA_5", 100_000, "CUS_B", "b@example.com")), gw) == "credited"
+    assert funding_events.process_event(webhook(dva_data("DVA_5", 100_000, "CUS_B", "b@example.com")), gw) == "credited"
     gw.listed = [gateways.transaction_from(dva_data("DVA_5", 100_000, "CUS_A", "a@example.com"))]
-    run = funding.reconcile(datetime.now(funding.LAGOS).date(), gw)
+    run = reconciliation.reconcile(datetime.now(reconciliation.LAGOS).date(), gw)
     assert (run.matched, run.flagged) == (0, 1)
     assert [i.kind for i in run.items] == ["customer_mismatch"]
     assert "CUS_A" in run.items[0].detail

@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 import requests
 import sqlalchemy as sa
 
-from billvend.funding import services as funding
+from billvend.funding import checkout, events, reconciliation, verification
+from billvend.platform.clock import db_now
 from billvend.platform.extensions import db
 from billvend.funding import gateways
 from billvend.funding.tasks import funding_sweep_once
@@ -115,10 +116,10 @@ def test_a_bank_transfer_arrival_too_large_for_the_database_is_flagged_not_retri
     data = {"reference": "DVA_huge", "status": "success", "amount": huge, "currency": "NGN",
             "channel": "dedicated_nuban", "customer": {"customer_code": "CUS_big"},
             "authorization": {"channel": "dedicated_nuban"}}
-    stored = funding.store_event("paystack", "charge.success", "DVA_huge",
-                                 json.dumps({"event": "charge.success", "data": data}).encode())
+    stored = events.store_event("paystack", "charge.success", "DVA_huge",
+                                json.dumps({"event": "charge.success", "data": data}).encode())
     gw = _StubGateway(gateways.transaction_from(data))
-    funding.process_event(stored.event_id, gw)  # no exception
+    events.process_event(stored.event_id, gw)  # no exception
     db.session.rollback()
     event = db.session.get(GatewayEvent, stored.event_id)
     assert event.processed_at is not None and event.needs_attention
@@ -134,8 +135,8 @@ def test_verifying_a_funding_asked_about_many_times_still_backs_off(app):
     from tests.helpers import make_user
 
     user = make_user()
-    start = funding.begin_checkout(user, 100_000, "many-attempts-key-1", "http://x/cb",
-                                   gateways.SimulatedGateway())
+    start = checkout.begin_checkout(user, 100_000, "many-attempts-key-1", "http://x/cb",
+                                    gateways.SimulatedGateway())
     row = db.session.scalar(sa.select(Funding).where(Funding.reference == start.reference))
     row.verify_attempts = 1100
     db.session.commit()
@@ -147,12 +148,12 @@ def test_verifying_a_funding_asked_about_many_times_still_backs_off(app):
             gw = Down(None)
         else:
             gw = _StubGateway(gateways.GatewayTransaction(reference=start.reference, status=status))
-        result = funding.verify_funding(row.id, gw)
+        result = verification.verify_funding(row.id, gw)
         assert result.outcome in ("pending", "unknown")
         db.session.rollback()
         row = db.session.get(Funding, row.id)
         assert row.next_verify_at is not None
-        assert row.next_verify_at - funding.db_now() <= timedelta(
+        assert row.next_verify_at - db_now() <= timedelta(
             seconds=app.config["FUNDING_VERIFY_MAX_DELAY_SECONDS"] + 5)
 
 
@@ -179,21 +180,21 @@ def test_a_reconciliation_that_cannot_verify_an_open_funding_leaves_it_to_the_sw
     from tests.helpers import make_user
 
     user = make_user()
-    start = funding.begin_checkout(user, 100_000, "reconcile-timeout-1", "http://x/cb",
-                                   gateways.SimulatedGateway())
+    start = checkout.begin_checkout(user, 100_000, "reconcile-timeout-1", "http://x/cb",
+                                    gateways.SimulatedGateway())
     row = db.session.scalar(sa.select(Funding).where(Funding.reference == start.reference))
     paid = gateways.GatewayTransaction(reference=start.reference, status="success", amount_kobo=100_000,
                                        currency="NGN")
-    run = funding.reconcile(funding.db_now().date(), _ListsButCannotVerify([paid]))
+    run = reconciliation.reconcile(db_now().date(), _ListsButCannotVerify([paid]))
     assert run.credited == 0 and len(run.items) == 1  # reported in the run
     db.session.rollback()
     row = db.session.get(Funding, row.id)
     assert row.status == "pending" and not row.needs_attention and row.next_verify_at is not None
     # Once due, the sweep credits it.
-    row.next_verify_at = funding.db_now() - timedelta(seconds=1)
+    row.next_verify_at = db_now() - timedelta(seconds=1)
     db.session.commit()
-    assert funding.due_fundings() == [row.id]
-    assert funding.verify_funding(row.id, gateways.SimulatedGateway()).outcome == "credited"
+    assert verification.due_fundings() == [row.id]
+    assert verification.verify_funding(row.id, gateways.SimulatedGateway()).outcome == "credited"
 
 
 def test_a_checkout_never_answered_ends_abandoned_and_a_late_payment_is_still_credited(live):
@@ -208,10 +209,10 @@ def test_a_checkout_never_answered_ends_abandoned_and_a_late_payment_is_still_cr
     s = customer(base)
     checkout_url, reference = start_checkout(s, base)
     row = funding_row(reference)
-    assert funding.verify_funding(row.id).outcome == "pending"  # still on the checkout page
+    assert verification.verify_funding(row.id).outcome == "pending"  # still on the checkout page
     time.sleep(0.7)
     assert sandbox.transaction(reference)["transaction"]["status"] == "ongoing"  # the page still works
-    result = funding.verify_funding(row.id)
+    result = verification.verify_funding(row.id)
     assert (result.outcome, result.detail) == ("failed", "abandoned")
     db.session.rollback()
     assert db.session.get(Funding, row.id).next_verify_at is None  # the sweep stops asking
@@ -229,23 +230,23 @@ def test_a_funding_the_gateway_never_settles_is_closed_after_FUNDING_EXPIRE_SECO
     from tests.helpers import make_user
 
     user = make_user()
-    start = funding.begin_checkout(user, 100_000, "never-settles-key-1", "http://x/cb",
-                                   gateways.SimulatedGateway())
+    start = checkout.begin_checkout(user, 100_000, "never-settles-key-1", "http://x/cb",
+                                    gateways.SimulatedGateway())
     row = db.session.scalar(sa.select(Funding).where(Funding.reference == start.reference))
     ongoing = _StubGateway(gateways.GatewayTransaction(reference=start.reference, status="ongoing"))
-    assert funding.verify_funding(row.id, ongoing).outcome == "pending"
+    assert verification.verify_funding(row.id, ongoing).outcome == "pending"
     db.session.rollback()
     row = db.session.get(Funding, row.id)
-    row.created_at = funding.db_now() - timedelta(seconds=app.config["FUNDING_EXPIRE_SECONDS"] + 1)
+    row.created_at = db_now() - timedelta(seconds=app.config["FUNDING_EXPIRE_SECONDS"] + 1)
     db.session.commit()
-    result = funding.verify_funding(row.id, ongoing)
+    result = verification.verify_funding(row.id, ongoing)
     assert result.outcome == "failed" and "no final answer" in result.detail
     db.session.rollback()
     row = db.session.get(Funding, row.id)
-    assert row.status == "failed" and row.next_verify_at is None and row.id not in funding.due_fundings()
+    assert row.status == "failed" and row.next_verify_at is None and row.id not in verification.due_fundings()
     paid = gateways.GatewayTransaction(reference=start.reference, status="success", amount_kobo=100_000,
                                        currency="NGN")
-    assert funding.verify_funding(row.id, _StubGateway(paid)).outcome == "credited"
+    assert verification.verify_funding(row.id, _StubGateway(paid)).outcome == "credited"
     assert_books_balance()
 
 
@@ -258,14 +259,14 @@ def test_a_sweep_stops_asking_once_the_gateway_is_unreachable(app, monkeypatch):
 
     user = make_user()
     for n in range(3):
-        start = funding.begin_checkout(user, 100_000, f"outage-key-{n:04d}-x", "http://x/cb",
-                                       gateways.SimulatedGateway())
+        start = checkout.begin_checkout(user, 100_000, f"outage-key-{n:04d}-x", "http://x/cb",
+                                        gateways.SimulatedGateway())
         body = {"event": "charge.success", "data": {"reference": start.reference, "status": "success",
                                                    "amount": 100_000, "currency": "NGN"}}
-        funding.store_event("simulated", "charge.success", start.reference, json.dumps(body).encode())
+        events.store_event("simulated", "charge.success", start.reference, json.dumps(body).encode())
     db.session.execute(sa.update(GatewayEvent).values(
-        received_at=funding.db_now() - timedelta(seconds=600)))
-    db.session.execute(sa.update(Funding).values(next_verify_at=funding.db_now() - timedelta(seconds=1)))
+        received_at=db_now() - timedelta(seconds=600)))
+    db.session.execute(sa.update(Funding).values(next_verify_at=db_now() - timedelta(seconds=1)))
     db.session.commit()
     calls = []
 
@@ -276,10 +277,10 @@ def test_a_sweep_stops_asking_once_the_gateway_is_unreachable(app, monkeypatch):
             calls.append(reference)
             raise gateways.GatewayError("no answer within 12 s")
 
-    monkeypatch.setattr(funding, "gateway", lambda: Down())
+    monkeypatch.setattr(gateways, "gateway", lambda: Down())
     funding_sweep_once()
     assert len(calls) == 1
-    monkeypatch.setattr(funding, "gateway", lambda: gateways.SimulatedGateway())
+    monkeypatch.setattr(gateways, "gateway", lambda: gateways.SimulatedGateway())
     funding_sweep_once()  # the gateway is back: everything is credited
     db.session.rollback()
     assert db.session.scalar(sa.select(sa.func.count(Funding.id)).where(Funding.status == "succeeded")) == 3
@@ -298,11 +299,11 @@ def test_an_abandoned_checkout_paid_later_without_a_webhook_is_credited_by_recon
     checkout_url, reference = start_checkout(s, base)
     row = funding_row(reference)
     time.sleep(0.4)
-    assert funding.verify_funding(row.id).outcome == "failed"
+    assert verification.verify_funding(row.id).outcome == "failed"
     choose(s, checkout_url, "success")  # paid; the redirect back is never followed
-    today = datetime.now(funding.LAGOS).date()
-    run = funding.reconcile(today)
+    today = datetime.now(reconciliation.LAGOS).date()
+    run = reconciliation.reconcile(today)
     assert run.credited == 1
-    funding.reconcile(today)  # a second night's run of the same day credits nothing more
+    reconciliation.reconcile(today)  # a second night's run of the same day credits nothing more
     assert credits_for(reference) == 1 and balance_of("ada@example.com") == 500_000
     assert_books_balance()

@@ -10,7 +10,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from billvend.funding import services as funding
+from billvend.funding import checkout, reconciliation, seed
 from billvend.ledger import services as ledger
 from billvend.ledger import invariants as ledger_invariants
 from billvend.platform import transactions
@@ -107,8 +107,8 @@ def test_sandbox_dva_fee_is_capped():
 
 def test_invariant_six_catches_a_credit_without_a_verified_success(app):
     user = make_user()
-    start = funding.begin_checkout(user, 100_000, secrets.token_urlsafe(16), "http://x/cb",
-                                   gateways.SimulatedGateway())
+    start = checkout.begin_checkout(user, 100_000, secrets.token_urlsafe(16), "http://x/cb",
+                                    gateways.SimulatedGateway())
     row = db.session.scalar(sa.select(Funding).where(Funding.reference == start.reference))
     assert ledger_invariants.check_invariants() == []
     # Money moved by someone who skipped the gateway's verify:
@@ -121,7 +121,7 @@ def test_invariant_six_catches_a_credit_without_a_verified_success(app):
 
 def test_a_second_credit_for_one_funding_is_refused_by_the_database(app):
     user = make_user()
-    row, _ = funding.fund_wallet(user, 100_000, secrets.token_urlsafe(16))
+    row, _ = seed.fund_wallet(user, 100_000, secrets.token_urlsafe(16))
     with pytest.raises(sa.exc.IntegrityError):
         ledger.post_transfer(kind=KIND_FUNDING, debit_wallet_id=ledger.system_wallet_id(FUNDING_WALLET),
                              credit_wallet_id=user.wallet.id, amount_kobo=100_000, funding_id=row.id)
@@ -149,7 +149,7 @@ def test_daily_reconciliation_takes_yesterday_in_lagos():
 def test_lagos_day_bounds_are_utc_plus_one():
     from datetime import date, datetime, timezone
 
-    start, end = funding.lagos_day_bounds(date(2026, 3, 1))
+    start, end = reconciliation.lagos_day_bounds(date(2026, 3, 1))
     assert start == datetime(2026, 2, 28, 23, 0, tzinfo=timezone.utc)
     assert (end - start).total_seconds() == 86400
 
@@ -206,9 +206,9 @@ def test_the_nightly_reconciliation_looks_at_the_last_few_days(app, monkeypatch)
     class Run:
         day, gateway_transactions, credited, flagged, error = None, 0, 0, 0, None
 
-    monkeypatch.setattr(funding, "reconcile", lambda day: days.append(str(day)) or Run())
+    monkeypatch.setattr(reconciliation, "reconcile", lambda day: days.append(str(day)) or Run())
     monkeypatch.setattr(funding_tasks, "_lagos_now",
-                        lambda: datetime(2026, 3, 3, 0, 30, tzinfo=timezone.utc).astimezone(funding.LAGOS))
+                        lambda: datetime(2026, 3, 3, 0, 30, tzinfo=timezone.utc).astimezone(reconciliation.LAGOS))
     app.config["FUNDING_RECONCILE_DAYS"] = 2
     funding_tasks.daily_reconciliation.call_local()
     assert days == ["2026-03-01", "2026-03-02"]  # oldest first, yesterday last

@@ -9,7 +9,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from billvend.funding import services as funding
+from billvend.funding import checkout, events, verification
 from billvend.ledger import services as ledger
 from billvend.ledger import invariants as ledger_invariants
 from billvend.platform import transactions
@@ -48,8 +48,8 @@ def _arrival(gw: _StubGateway, reference: str, amount_kobo: int, code: str) -> i
             "channel": "dedicated_nuban", "customer": {"customer_code": code},
             "authorization": {"channel": "dedicated_nuban"}}
     gw.transactions[reference] = gateways.transaction_from(data)
-    return funding.store_event("paystack", "charge.success", reference,
-                               json.dumps({"event": "charge.success", "data": data}).encode()).event_id
+    return events.store_event("paystack", "charge.success", reference,
+                              json.dumps({"event": "charge.success", "data": data}).encode()).event_id
 
 
 def _balance(wallet_id: int) -> int:
@@ -68,13 +68,13 @@ def test_two_bank_transfers_with_long_references_sharing_a_prefix_are_both_credi
     gw = _StubGateway()
     prefix = "NIP" + "7" * 57
     for reference in (prefix + "0001", prefix + "0002"):
-        funding.process_event(_arrival(gw, reference, 500_000, "CUS_long"), gw)
+        events.process_event(_arrival(gw, reference, 500_000, "CUS_long"), gw)
     assert _balance(wallet_id) == 1_000_000
     assert db.session.scalar(sa.select(sa.func.count(Transfer.id)).where(Transfer.kind == KIND_FUNDING)) == 2
     assert all(e.processed_at is not None and not e.needs_attention
                for e in db.session.scalars(sa.select(GatewayEvent)))
     # A redelivery of either is still one credit.
-    funding.process_event(_arrival(gw, prefix + "0002", 500_000, "CUS_long"), gw)
+    events.process_event(_arrival(gw, prefix + "0002", 500_000, "CUS_long"), gw)
     assert _balance(wallet_id) == 1_000_000
     assert_books_balance()
 
@@ -89,7 +89,7 @@ def test_bank_transfers_too_large_for_a_balance_are_flagged_not_credited(app):
     gw = _StubGateway()
     for n in range(2):
         event_id = _arrival(gw, f"DVA_HUGE_{n}", 2 ** 62, "CUS_huge")
-        funding.process_event(event_id, gw)  # no exception
+        events.process_event(event_id, gw)  # no exception
         db.session.rollback()
         event = db.session.get(GatewayEvent, event_id)
         assert event.processed_at is not None and event.needs_attention
@@ -119,8 +119,8 @@ def test_a_funding_credited_to_another_customers_wallet_is_reported(app):
     (or out of a wallet other than ``funding``) passed ``flask ledger check``
     and the audit page."""
     ada, bob = make_user("ada@example.com"), make_user("bob@example.com")
-    start = funding.begin_checkout(ada, 100_000, "review-money-key-01", "http://x/cb",
-                                   gateways.SimulatedGateway())
+    start = checkout.begin_checkout(ada, 100_000, "review-money-key-01", "http://x/cb",
+                                    gateways.SimulatedGateway())
     funding_id = db.session.scalar(sa.select(Funding.id).where(Funding.reference == start.reference))
     bob_wallet, funding_wallet = bob.wallet.id, ledger.system_wallet_id(FUNDING_WALLET)
     db.session.rollback()
@@ -138,8 +138,8 @@ def test_a_funding_credited_to_another_customers_wallet_is_reported(app):
 
 def test_a_funding_credit_out_of_a_user_wallet_is_reported(app):
     ada, bob = make_user("ada@example.com"), make_user("bob@example.com", balance_kobo=200_000)
-    start = funding.begin_checkout(ada, 100_000, "review-money-key-02", "http://x/cb",
-                                   gateways.SimulatedGateway())
+    start = checkout.begin_checkout(ada, 100_000, "review-money-key-02", "http://x/cb",
+                                    gateways.SimulatedGateway())
     funding_id = db.session.scalar(sa.select(Funding.id).where(Funding.reference == start.reference))
     ada_wallet, bob_wallet = ada.wallet.id, bob.wallet.id
     db.session.rollback()
@@ -167,8 +167,8 @@ def test_a_gateway_answer_with_a_nul_character_still_credits(app):
     never credited. (SQLite stores NUL, so this failed on PostgreSQL only.)"""
     user = make_user("nul@example.com")
     wallet_id = user.wallet.id
-    start = funding.begin_checkout(user, 100_000, "review-money-key-03", "http://x/cb",
-                                   gateways.SimulatedGateway())
+    start = checkout.begin_checkout(user, 100_000, "review-money-key-03", "http://x/cb",
+                                    gateways.SimulatedGateway())
     funding_id = db.session.scalar(sa.select(Funding.id).where(Funding.reference == start.reference))
     db.session.rollback()
     gw = _StubGateway()
@@ -176,7 +176,7 @@ def test_a_gateway_answer_with_a_nul_character_still_credits(app):
     gw.transactions[start.reference] = gateways.transaction_from({
         "reference": start.reference, "status": "success", "amount": 100_000, "currency": "NGN",
         "channel": "ca\u0000rd", "gateway_response": "Appro\u0000ved"})
-    assert funding.verify_funding(funding_id, gw).outcome == "credited"
+    assert verification.verify_funding(funding_id, gw).outcome == "credited"
     assert _balance(wallet_id) == 100_000
     row = db.session.get(Funding, funding_id)
     assert row.gateway_message == "Approved" and row.channel == "card"

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from billvend.funding import services as funding
+from billvend.funding import admin_credit, invariants, verification
 from billvend.vending import lifecycle as payments
 from billvend.web.admin import services
 from billvend.platform.clock import db_now
@@ -62,7 +62,7 @@ def test_credit_verified_refuses_a_verified_transfer_into_another_customers_acco
     paid = gateways.GatewayTransaction(row.gateway_reference, "success", amount_kobo=300_000, currency="NGN",
                                        channel="dedicated_nuban", customer_code="CUS_bob",
                                        customer_email="bob@example.com")
-    monkeypatch.setattr(funding, "gateway", lambda: _Verifies(paid))
+    monkeypatch.setattr(gateways, "gateway", lambda: _Verifies(paid))
     path = f"/admin/fundings/{row.reference}"
     response = client.post(path + "/credit-verified",
                            data={"credit-reason": "bank says it arrived", "credit-csrf_token": csrf(client, path)})
@@ -73,7 +73,7 @@ def test_credit_verified_refuses_a_verified_transfer_into_another_customers_acco
     assert result.startswith("refused:") and "customer" in result, result
     assert db.session.get(Funding, row.id).needs_attention
     assert db.session.get(User, row.user_id).wallet.balance_kobo == 0
-    assert funding.check_invariants() == []
+    assert invariants.check_invariants() == []
     assert_books_balance()
 
 
@@ -84,7 +84,7 @@ def test_credit_verified_refuses_a_verified_transfer_naming_another_customers_em
     make_user("bob@example.com")
     paid = gateways.GatewayTransaction(row.gateway_reference, "success", amount_kobo=300_000, currency="NGN",
                                        channel="dedicated_nuban", customer_email="Bob@Example.com")
-    monkeypatch.setattr(funding, "gateway", lambda: _Verifies(paid))
+    monkeypatch.setattr(gateways, "gateway", lambda: _Verifies(paid))
     path = f"/admin/fundings/{row.reference}"
     assert client.post(path + "/credit-verified", data={
         "credit-reason": "bank says it arrived", "credit-csrf_token": csrf(client, path)}).status_code == 303
@@ -101,7 +101,7 @@ def test_credit_verified_refuses_a_verified_card_payment(client, admin, monkeypa
     row = flagged_arrival()
     paid = gateways.GatewayTransaction(row.gateway_reference, "success", amount_kobo=300_000, currency="NGN",
                                        channel="card")
-    monkeypatch.setattr(funding, "gateway", lambda: _Verifies(paid))
+    monkeypatch.setattr(gateways, "gateway", lambda: _Verifies(paid))
     path = f"/admin/fundings/{row.reference}"
     assert client.post(path + "/credit-verified", data={
         "credit-reason": "bank says it arrived", "credit-csrf_token": csrf(client, path)}).status_code == 303
@@ -118,7 +118,7 @@ def test_credit_verified_credits_when_the_gateway_names_the_fundings_own_custome
     paid = gateways.GatewayTransaction(row.gateway_reference, "success", amount_kobo=300_000, currency="NGN",
                                        channel="dedicated_nuban", customer_code="CUS_ada",
                                        customer_email=email.upper())
-    monkeypatch.setattr(funding, "gateway", lambda: _Verifies(paid))
+    monkeypatch.setattr(gateways, "gateway", lambda: _Verifies(paid))
     path = f"/admin/fundings/{row.reference}"
     assert client.post(path + "/credit-verified", data={
         "credit-reason": "bank says it arrived", "credit-csrf_token": csrf(client, path)}).status_code == 303
@@ -126,7 +126,7 @@ def test_credit_verified_credits_when_the_gateway_names_the_fundings_own_custome
     [result] = _credit_verified_results(row.id)
     assert result.startswith("done:"), result
     assert db.session.get(User, row.user_id).wallet.balance_kobo == 300_000
-    assert funding.check_invariants() == []
+    assert invariants.check_invariants() == []
     assert_books_balance()
 
 
@@ -149,7 +149,7 @@ def test_credit_verified_racing_itself_the_webhook_and_reconciliation_credits_on
         with app.app_context():
             try:
                 barrier.wait(10)
-                results.append(funding.credit_verified_arrival(funding_id, admin_id, "race", _Verifies(paid)))
+                results.append(admin_credit.credit_verified_arrival(funding_id, admin_id, "race", _Verifies(paid)))
             except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
             finally:
@@ -159,7 +159,7 @@ def test_credit_verified_racing_itself_the_webhook_and_reconciliation_credits_on
         with app.app_context():
             try:
                 barrier.wait(10)
-                results.append(funding.verify_funding(funding_id, _Verifies(paid)).outcome)
+                results.append(verification.verify_funding(funding_id, _Verifies(paid)).outcome)
             except BaseException as exc:  # noqa: BLE001
                 errors.append(exc)
             finally:
@@ -176,7 +176,7 @@ def test_credit_verified_racing_itself_the_webhook_and_reconciliation_credits_on
     assert sum(1 for r in results if r.startswith("done:")) == 1, results
     final = db.session.get(Funding, funding_id)
     assert (final.status, final.amount_kobo) == ("succeeded", 300_000)
-    assert funding.check_invariants() == []
+    assert invariants.check_invariants() == []
     assert_books_balance()
 
 
@@ -192,7 +192,7 @@ def test_credit_verified_losing_the_race_after_its_check_is_a_refusal_not_a_500(
     row = flagged_arrival()
     funding_id, admin_id = row.id, admin.id
     paid = gateways.GatewayTransaction(row.gateway_reference, "success", amount_kobo=300_000, currency="NGN")
-    monkeypatch.setattr(funding, "gateway", lambda: _Verifies(paid))
+    monkeypatch.setattr(gateways, "gateway", lambda: _Verifies(paid))
 
     def credit_check(statement: str) -> bool:
         text = " ".join(statement.split())
@@ -200,7 +200,7 @@ def test_credit_verified_losing_the_race_after_its_check_is_a_refusal_not_a_500(
 
     path = f"/admin/fundings/{row.reference}"
     token = csrf(client, path)
-    hook = interleave(credit_check, 1, lambda: in_other_worker(app, lambda: funding.credit_verified_arrival(
+    hook = interleave(credit_check, 1, lambda: in_other_worker(app, lambda: admin_credit.credit_verified_arrival(
         funding_id, admin_id, "the other click", _Verifies(paid))))
     response = client.post(path + "/credit-verified",
                            data={"credit-reason": "bank confirmed", "credit-csrf_token": token})
@@ -210,7 +210,7 @@ def test_credit_verified_losing_the_race_after_its_check_is_a_refusal_not_a_500(
     results = _credit_verified_results(funding_id)
     assert len(results) == 2 and results[0].startswith("done:"), results
     assert results[1].startswith("refused: already credited"), results
-    assert funding.check_invariants() == []
+    assert invariants.check_invariants() == []
     assert_books_balance()
 
 
