@@ -7,7 +7,7 @@ import threading
 
 import sqlalchemy as sa
 
-from billvend.funding import services as funding
+from billvend.funding import seed
 from billvend.ledger import services as ledger
 from billvend.ledger import invariants as ledger_invariants
 from billvend.vending import lifecycle as payments
@@ -23,7 +23,7 @@ def make_user(email: str | None = None, balance_kobo: int = 0) -> User:
     ledger.open_wallet(user)
     db.session.commit()
     if balance_kobo:
-        funding.fund_wallet(user, balance_kobo, secrets.token_urlsafe(16))
+        seed.fund_wallet(user, balance_kobo, secrets.token_urlsafe(16))
     return user
 
 

@@ -12,12 +12,13 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from billvend.funding import services as funding
+from billvend.funding import checkout, seed, verification
 from billvend.platform.extensions import db
 from billvend.funding import gateways
 from billvend.accounts.models import AdminAction, User
 from billvend.funding.models import DedicatedAccount, Funding, GatewayEvent, ReconciliationRun
 from billvend.ledger.models import Transfer
+from billvend.funding import admin_credit, invariants
 from tests.conftest import CSRF_RE, selected_backend
 from tests.helpers import assert_books_balance, in_other_worker, make_user
 
@@ -43,8 +44,8 @@ def open_funding(amount_kobo=250_000) -> Funding:
     """A checkout started but not yet verified (the customer is on the
     gateway's page)."""
     user = make_user()
-    start = funding.begin_checkout(user, amount_kobo, secrets.token_urlsafe(16), "http://x/cb",
-                                   gateways.SimulatedGateway())
+    start = checkout.begin_checkout(user, amount_kobo, secrets.token_urlsafe(16), "http://x/cb",
+                                    gateways.SimulatedGateway())
     return db.session.scalar(sa.select(Funding).where(Funding.reference == start.reference))
 
 
@@ -57,7 +58,7 @@ def test_admin_only(client, auth, path):
 
 
 def test_list_filters_and_detail(client, admin):
-    credited, _ = funding.fund_wallet(make_user(), 500_000, "k" * 20)
+    credited, _ = seed.fund_wallet(make_user(), 500_000, "k" * 20)
     pending = open_funding()
     page = client.get("/admin/fundings").get_data(as_text=True)
     assert credited.reference in page and pending.reference in page
@@ -91,7 +92,7 @@ def test_verify_now_is_audited_and_credits_once(client, admin, app):
 
 def test_flagged_funding_is_not_credited_by_verify_and_the_flag_is_cleared_with_a_reason(client, admin):
     row = open_funding()
-    funding.apply_verification(row.id, gateways.GatewayTransaction(
+    verification.apply_verification(row.id, gateways.GatewayTransaction(
         row.gateway_reference, "success", amount_kobo=1, currency="NGN"))
     db.session.rollback()
     row = db.session.get(Funding, row.id)
@@ -172,7 +173,7 @@ def flagged_arrival(amount_kobo=250_000, gateway_amount_kobo=300_000) -> Funding
     db.session.execute(sa.update(Funding).where(Funding.id == row.id).values(
         method="bank_transfer", customer_code="CUS_ada"))
     db.session.commit()
-    funding.apply_verification(row.id, gateways.GatewayTransaction(
+    verification.apply_verification(row.id, gateways.GatewayTransaction(
         row.gateway_reference, "success", amount_kobo=gateway_amount_kobo, currency="NGN"))
     db.session.rollback()
     row = db.session.get(Funding, row.id)
@@ -187,7 +188,7 @@ def test_a_flagged_bank_transfer_is_credited_with_the_amount_the_gateway_verifie
     amount the gateway verifies, once, audited."""
     row = flagged_arrival()
     paid = gateways.GatewayTransaction(row.gateway_reference, "success", amount_kobo=300_000, currency="NGN")
-    monkeypatch.setattr(funding, "gateway", lambda: _Verifies(paid))
+    monkeypatch.setattr(gateways, "gateway", lambda: _Verifies(paid))
     path = f"/admin/fundings/{row.reference}"
     page = client.get(path).get_data(as_text=True)
     assert "Credit the verified amount" in page
@@ -216,7 +217,7 @@ def test_a_flagged_bank_transfer_is_credited_with_the_amount_the_gateway_verifie
 def test_credit_verified_refuses_anything_but_a_verified_success(client, admin, monkeypatch, tx_kwargs, why):
     row = flagged_arrival()
     fields = {"reference": row.gateway_reference, "currency": "NGN", **tx_kwargs}
-    monkeypatch.setattr(funding, "gateway", lambda: _Verifies(gateways.GatewayTransaction(**fields)))
+    monkeypatch.setattr(gateways, "gateway", lambda: _Verifies(gateways.GatewayTransaction(**fields)))
     path = f"/admin/fundings/{row.reference}"
     response = client.post(path + "/credit-verified",
                            data={"credit-reason": "try it", "credit-csrf_token": csrf(client, path)})
@@ -230,10 +231,10 @@ def test_credit_verified_refuses_anything_but_a_verified_success(client, admin, 
 
 def test_credit_verified_is_only_for_flagged_bank_transfers(client, admin, monkeypatch):
     card = open_funding()
-    funding.apply_verification(card.id, gateways.GatewayTransaction(
+    verification.apply_verification(card.id, gateways.GatewayTransaction(
         card.gateway_reference, "success", amount_kobo=1, currency="NGN"))  # a tampered card amount
     paid = gateways.GatewayTransaction(card.gateway_reference, "success", amount_kobo=1, currency="NGN")
-    monkeypatch.setattr(funding, "gateway", lambda: _Verifies(paid))
+    monkeypatch.setattr(gateways, "gateway", lambda: _Verifies(paid))
     path = f"/admin/fundings/{card.reference}"
     assert "Credit the verified amount" not in client.get(path).get_data(as_text=True)
     response = client.post(path + "/credit-verified",
@@ -281,7 +282,7 @@ def test_credit_verified_refuses_a_verified_transfer_into_another_customers_acco
     paid = gateways.GatewayTransaction(row.gateway_reference, "success", amount_kobo=300_000, currency="NGN",
                                        channel="dedicated_nuban", customer_code="CUS_bob",
                                        customer_email="bob@example.com")
-    monkeypatch.setattr(funding, "gateway", lambda: _Verifies(paid))
+    monkeypatch.setattr(gateways, "gateway", lambda: _Verifies(paid))
     path = f"/admin/fundings/{row.reference}"
     response = client.post(path + "/credit-verified",
                            data={"credit-reason": "bank says it arrived", "credit-csrf_token": csrf(client, path)})
@@ -292,7 +293,7 @@ def test_credit_verified_refuses_a_verified_transfer_into_another_customers_acco
     assert result.startswith("refused:") and "customer" in result, result
     assert db.session.get(Funding, row.id).needs_attention
     assert db.session.get(User, row.user_id).wallet.balance_kobo == 0
-    assert funding.check_invariants() == []
+    assert invariants.check_invariants() == []
     assert_books_balance()
 
 
@@ -303,7 +304,7 @@ def test_credit_verified_refuses_a_verified_transfer_naming_another_customers_em
     make_user("bob@example.com")
     paid = gateways.GatewayTransaction(row.gateway_reference, "success", amount_kobo=300_000, currency="NGN",
                                        channel="dedicated_nuban", customer_email="Bob@Example.com")
-    monkeypatch.setattr(funding, "gateway", lambda: _Verifies(paid))
+    monkeypatch.setattr(gateways, "gateway", lambda: _Verifies(paid))
     path = f"/admin/fundings/{row.reference}"
     assert client.post(path + "/credit-verified", data={
         "credit-reason": "bank says it arrived", "credit-csrf_token": csrf(client, path)}).status_code == 303
@@ -320,7 +321,7 @@ def test_credit_verified_refuses_a_verified_card_payment(client, admin, monkeypa
     row = flagged_arrival()
     paid = gateways.GatewayTransaction(row.gateway_reference, "success", amount_kobo=300_000, currency="NGN",
                                        channel="card")
-    monkeypatch.setattr(funding, "gateway", lambda: _Verifies(paid))
+    monkeypatch.setattr(gateways, "gateway", lambda: _Verifies(paid))
     path = f"/admin/fundings/{row.reference}"
     assert client.post(path + "/credit-verified", data={
         "credit-reason": "bank says it arrived", "credit-csrf_token": csrf(client, path)}).status_code == 303
@@ -337,7 +338,7 @@ def test_credit_verified_credits_when_the_gateway_names_the_fundings_own_custome
     paid = gateways.GatewayTransaction(row.gateway_reference, "success", amount_kobo=300_000, currency="NGN",
                                        channel="dedicated_nuban", customer_code="CUS_ada",
                                        customer_email=email.upper())
-    monkeypatch.setattr(funding, "gateway", lambda: _Verifies(paid))
+    monkeypatch.setattr(gateways, "gateway", lambda: _Verifies(paid))
     path = f"/admin/fundings/{row.reference}"
     assert client.post(path + "/credit-verified", data={
         "credit-reason": "bank says it arrived", "credit-csrf_token": csrf(client, path)}).status_code == 303
@@ -345,7 +346,7 @@ def test_credit_verified_credits_when_the_gateway_names_the_fundings_own_custome
     [result] = _credit_verified_results(row.id)
     assert result.startswith("done:"), result
     assert db.session.get(User, row.user_id).wallet.balance_kobo == 300_000
-    assert funding.check_invariants() == []
+    assert invariants.check_invariants() == []
     assert_books_balance()
 
 
@@ -368,7 +369,7 @@ def test_credit_verified_racing_itself_the_webhook_and_reconciliation_credits_on
         with app.app_context():
             try:
                 barrier.wait(10)
-                results.append(funding.credit_verified_arrival(funding_id, admin_id, "race", _Verifies(paid)))
+                results.append(admin_credit.credit_verified_arrival(funding_id, admin_id, "race", _Verifies(paid)))
             except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
             finally:
@@ -378,7 +379,7 @@ def test_credit_verified_racing_itself_the_webhook_and_reconciliation_credits_on
         with app.app_context():
             try:
                 barrier.wait(10)
-                results.append(funding.verify_funding(funding_id, _Verifies(paid)).outcome)
+                results.append(verification.verify_funding(funding_id, _Verifies(paid)).outcome)
             except BaseException as exc:  # noqa: BLE001
                 errors.append(exc)
             finally:
@@ -395,7 +396,7 @@ def test_credit_verified_racing_itself_the_webhook_and_reconciliation_credits_on
     assert sum(1 for r in results if r.startswith("done:")) == 1, results
     final = db.session.get(Funding, funding_id)
     assert (final.status, final.amount_kobo) == ("succeeded", 300_000)
-    assert funding.check_invariants() == []
+    assert invariants.check_invariants() == []
     assert_books_balance()
 
 
@@ -411,7 +412,7 @@ def test_credit_verified_losing_the_race_after_its_check_is_a_refusal_not_a_500(
     row = flagged_arrival()
     funding_id, admin_id = row.id, admin.id
     paid = gateways.GatewayTransaction(row.gateway_reference, "success", amount_kobo=300_000, currency="NGN")
-    monkeypatch.setattr(funding, "gateway", lambda: _Verifies(paid))
+    monkeypatch.setattr(gateways, "gateway", lambda: _Verifies(paid))
 
     def credit_check(statement: str) -> bool:
         text = " ".join(statement.split())
@@ -419,7 +420,7 @@ def test_credit_verified_losing_the_race_after_its_check_is_a_refusal_not_a_500(
 
     path = f"/admin/fundings/{row.reference}"
     token = csrf(client, path)
-    hook = interleave(credit_check, 1, lambda: in_other_worker(app, lambda: funding.credit_verified_arrival(
+    hook = interleave(credit_check, 1, lambda: in_other_worker(app, lambda: admin_credit.credit_verified_arrival(
         funding_id, admin_id, "the other click", _Verifies(paid))))
     response = client.post(path + "/credit-verified",
                            data={"credit-reason": "bank confirmed", "credit-csrf_token": token})
@@ -429,5 +430,5 @@ def test_credit_verified_losing_the_race_after_its_check_is_a_refusal_not_a_500(
     results = _credit_verified_results(funding_id)
     assert len(results) == 2 and results[0].startswith("done:"), results
     assert results[1].startswith("refused: already credited"), results
-    assert funding.check_invariants() == []
+    assert invariants.check_invariants() == []
     assert_books_balance()

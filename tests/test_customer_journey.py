@@ -456,9 +456,9 @@ def test_a_late_token_never_reaches_the_customer(client, auth, status):
     admin's payment page does."""
     auth.signup()
     customer = db.session.scalar(sa.select(User).where(User.email == "ada@example.com"))
-    from billvend.funding import services as funding
+    from billvend.funding import seed
 
-    funding.fund_wallet(customer, 500_000, "fund-late-1")
+    seed.fund_wallet(customer, 500_000, "fund-late-1")
     token = "73194682051937460285"
     payment = _late_delivery(customer, status, token)
     assert payment.status == status and payment.needs_attention

@@ -11,7 +11,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from billvend.funding import services as funding
+from billvend.funding import checkout, reconciliation, seed
 from billvend.ledger import services as ledger
 from billvend.ledger import invariants as ledger_invariants
 from billvend.platform import transactions
@@ -21,6 +21,7 @@ from billvend.funding.deadline import DeadlineExceeded, call_with_deadline
 from billvend.ledger.models import FUNDING_WALLET, KIND_FUNDING, Transfer
 from billvend.funding.models import FUNDING_SUCCEEDED, DedicatedAccount, Funding, GatewayEvent
 from billvend.sandbox.paystack import dva_fee_kobo, local_card_fee_kobo
+from billvend.funding import events, verification
 from tests.helpers import assert_books_balance, make_user, wallet_balance
 
 
@@ -108,8 +109,8 @@ def test_sandbox_dva_fee_is_capped():
 
 def test_invariant_six_catches_a_credit_without_a_verified_success(app):
     user = make_user()
-    start = funding.begin_checkout(user, 100_000, secrets.token_urlsafe(16), "http://x/cb",
-                                   gateways.SimulatedGateway())
+    start = checkout.begin_checkout(user, 100_000, secrets.token_urlsafe(16), "http://x/cb",
+                                    gateways.SimulatedGateway())
     row = db.session.scalar(sa.select(Funding).where(Funding.reference == start.reference))
     assert ledger_invariants.check_invariants() == []
     # Money moved by someone who skipped the gateway's verify:
@@ -122,7 +123,7 @@ def test_invariant_six_catches_a_credit_without_a_verified_success(app):
 
 def test_a_second_credit_for_one_funding_is_refused_by_the_database(app):
     user = make_user()
-    row, _ = funding.fund_wallet(user, 100_000, secrets.token_urlsafe(16))
+    row, _ = seed.fund_wallet(user, 100_000, secrets.token_urlsafe(16))
     with pytest.raises(sa.exc.IntegrityError):
         ledger.post_transfer(kind=KIND_FUNDING, debit_wallet_id=ledger.system_wallet_id(FUNDING_WALLET),
                              credit_wallet_id=user.wallet.id, amount_kobo=100_000, funding_id=row.id)
@@ -150,7 +151,7 @@ def test_daily_reconciliation_takes_yesterday_in_lagos():
 def test_lagos_day_bounds_are_utc_plus_one():
     from datetime import date, datetime, timezone
 
-    start, end = funding.lagos_day_bounds(date(2026, 3, 1))
+    start, end = reconciliation.lagos_day_bounds(date(2026, 3, 1))
     assert start == datetime(2026, 2, 28, 23, 0, tzinfo=timezone.utc)
     assert (end - start).total_seconds() == 86400
 
@@ -207,9 +208,9 @@ def test_the_nightly_reconciliation_looks_at_the_last_few_days(app, monkeypatch)
     class Run:
         day, gateway_transactions, credited, flagged, error = None, 0, 0, 0, None
 
-    monkeypatch.setattr(funding, "reconcile", lambda day: days.append(str(day)) or Run())
+    monkeypatch.setattr(reconciliation, "reconcile", lambda day: days.append(str(day)) or Run())
     monkeypatch.setattr(funding_tasks, "_lagos_now",
-                        lambda: datetime(2026, 3, 3, 0, 30, tzinfo=timezone.utc).astimezone(funding.LAGOS))
+                        lambda: datetime(2026, 3, 3, 0, 30, tzinfo=timezone.utc).astimezone(reconciliation.LAGOS))
     app.config["FUNDING_RECONCILE_DAYS"] = 2
     funding_tasks.daily_reconciliation.call_local()
     assert days == ["2026-03-01", "2026-03-02"]  # oldest first, yesterday last
@@ -243,8 +244,8 @@ def _arrival(gw: _StubGateway, reference: str, amount_kobo: int, code: str) -> i
             "channel": "dedicated_nuban", "customer": {"customer_code": code},
             "authorization": {"channel": "dedicated_nuban"}}
     gw.transactions[reference] = gateways.transaction_from(data)
-    return funding.store_event("paystack", "charge.success", reference,
-                               json.dumps({"event": "charge.success", "data": data}).encode()).event_id
+    return events.store_event("paystack", "charge.success", reference,
+                              json.dumps({"event": "charge.success", "data": data}).encode()).event_id
 
 
 def test_two_bank_transfers_with_long_references_sharing_a_prefix_are_both_credited(app):
@@ -258,13 +259,13 @@ def test_two_bank_transfers_with_long_references_sharing_a_prefix_are_both_credi
     gw = _StubGateway()
     prefix = "NIP" + "7" * 57
     for reference in (prefix + "0001", prefix + "0002"):
-        funding.process_event(_arrival(gw, reference, 500_000, "CUS_long"), gw)
+        events.process_event(_arrival(gw, reference, 500_000, "CUS_long"), gw)
     assert wallet_balance(wallet_id) == 1_000_000
     assert db.session.scalar(sa.select(sa.func.count(Transfer.id)).where(Transfer.kind == KIND_FUNDING)) == 2
     assert all(e.processed_at is not None and not e.needs_attention
                for e in db.session.scalars(sa.select(GatewayEvent)))
     # A redelivery of either is still one credit.
-    funding.process_event(_arrival(gw, prefix + "0002", 500_000, "CUS_long"), gw)
+    events.process_event(_arrival(gw, prefix + "0002", 500_000, "CUS_long"), gw)
     assert wallet_balance(wallet_id) == 1_000_000
     assert_books_balance()
 
@@ -279,7 +280,7 @@ def test_bank_transfers_too_large_for_a_balance_are_flagged_not_credited(app):
     gw = _StubGateway()
     for n in range(2):
         event_id = _arrival(gw, f"DVA_HUGE_{n}", 2 ** 62, "CUS_huge")
-        funding.process_event(event_id, gw)  # no exception
+        events.process_event(event_id, gw)  # no exception
         db.session.rollback()
         event = db.session.get(GatewayEvent, event_id)
         assert event.processed_at is not None and event.needs_attention
@@ -295,8 +296,8 @@ def test_a_funding_credited_to_another_customers_wallet_is_reported(app):
     (or out of a wallet other than ``funding``) passed ``flask ledger check``
     and the audit page."""
     ada, bob = make_user("ada@example.com"), make_user("bob@example.com")
-    start = funding.begin_checkout(ada, 100_000, "review-money-key-01", "http://x/cb",
-                                   gateways.SimulatedGateway())
+    start = checkout.begin_checkout(ada, 100_000, "review-money-key-01", "http://x/cb",
+                                    gateways.SimulatedGateway())
     funding_id = db.session.scalar(sa.select(Funding.id).where(Funding.reference == start.reference))
     bob_wallet, funding_wallet = bob.wallet.id, ledger.system_wallet_id(FUNDING_WALLET)
     db.session.rollback()
@@ -314,8 +315,8 @@ def test_a_funding_credited_to_another_customers_wallet_is_reported(app):
 
 def test_a_funding_credit_out_of_a_user_wallet_is_reported(app):
     ada, bob = make_user("ada@example.com"), make_user("bob@example.com", balance_kobo=200_000)
-    start = funding.begin_checkout(ada, 100_000, "review-money-key-02", "http://x/cb",
-                                   gateways.SimulatedGateway())
+    start = checkout.begin_checkout(ada, 100_000, "review-money-key-02", "http://x/cb",
+                                    gateways.SimulatedGateway())
     funding_id = db.session.scalar(sa.select(Funding.id).where(Funding.reference == start.reference))
     ada_wallet, bob_wallet = ada.wallet.id, bob.wallet.id
     db.session.rollback()
@@ -343,8 +344,8 @@ def test_a_gateway_answer_with_a_nul_character_still_credits(app):
     never credited. (SQLite stores NUL, so this failed on PostgreSQL only.)"""
     user = make_user("nul@example.com")
     wallet_id = user.wallet.id
-    start = funding.begin_checkout(user, 100_000, "review-money-key-03", "http://x/cb",
-                                   gateways.SimulatedGateway())
+    start = checkout.begin_checkout(user, 100_000, "review-money-key-03", "http://x/cb",
+                                    gateways.SimulatedGateway())
     funding_id = db.session.scalar(sa.select(Funding.id).where(Funding.reference == start.reference))
     db.session.rollback()
     gw = _StubGateway()
@@ -352,7 +353,7 @@ def test_a_gateway_answer_with_a_nul_character_still_credits(app):
     gw.transactions[start.reference] = gateways.transaction_from({
         "reference": start.reference, "status": "success", "amount": 100_000, "currency": "NGN",
         "channel": "ca\u0000rd", "gateway_response": "Appro\u0000ved"})
-    assert funding.verify_funding(funding_id, gw).outcome == "credited"
+    assert verification.verify_funding(funding_id, gw).outcome == "credited"
     assert wallet_balance(wallet_id) == 100_000
     row = db.session.get(Funding, funding_id)
     assert row.gateway_message == "Approved" and row.channel == "card"

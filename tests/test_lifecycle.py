@@ -529,9 +529,9 @@ def test_a_refunded_payment_shows_the_providers_reason(client, auth):
     an event; the admin sees the code and the provider's text apart."""
     auth.signup()
     customer = db.session.scalar(sa.select(User).where(User.email == "ada@example.com"))
-    from billvend.funding import services as funding
+    from billvend.funding import seed
 
-    funding.fund_wallet(customer, 500_000, "fund-key-1")
+    seed.fund_wallet(customer, 500_000, "fund-key-1")
     payment = make_payment(customer, meter_number=outcomes.INVALID_METER, amount_kobo=100_000)
     tasks.vend(payment.id)
     refunded = reload(payment.id)

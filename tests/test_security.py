@@ -835,9 +835,9 @@ def test_an_admin_needs_the_second_factor_to_open_a_customers_payment(client, au
 
 def test_an_admin_without_the_second_factor_still_sees_their_own_payment(client, auth):
     admin = _admin_without_second_factor(auth)
-    from billvend.funding import services as funding
+    from billvend.funding import seed
 
-    funding.fund_wallet(admin, 500_000, "review-admin-own")
+    seed.fund_wallet(admin, 500_000, "review-admin-own")
     payment = make_payment(admin)
     assert auth.client.get(f"/payments/{payment.reference}").status_code == 200
 
