@@ -200,24 +200,6 @@ def test_the_circle_check_sees_imports_inside_one_package():
     assert "billvend.funding.verification" not in g["billvend.funding.arrivals"]
 
 
-#: Longest function allowed in the packages listed (``def`` to its last line,
-#: docstring included; a nested function counts on its own and in its parent).
-FUNCTION_LINES_MAX = 60
-
-
-@pytest.mark.parametrize("package", ["funding"])
-def test_no_function_is_longer_than_the_limit(package):
-    long = []
-    for path in sorted((PACKAGE / package).rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                lines = node.end_lineno - node.lineno + 1
-                if lines > FUNCTION_LINES_MAX:
-                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
-    assert not long, f"functions over {FUNCTION_LINES_MAX} lines (split them where their steps are):\n" + \
-        "\n".join(long)
-
-
 def test_nothing_left_at_an_old_path():
     left = [f"billvend/{m}.py" for m in OLD_MODULES if (PACKAGE / f"{m}.py").exists()]
     left += [f"billvend/{p}/" for p in OLD_PACKAGES if (PACKAGE / p).exists()]
