@@ -41,8 +41,9 @@ run: install
 		PAYSTACK_WEBHOOK_URL="$${PAYSTACK_WEBHOOK_URL:-http://127.0.0.1:$(PORT)/webhooks/paystack}" \
 		$(BIN)/honcho start web worker sandbox
 
-# The sandbox server alone: the VTpass- and Paystack-shaped APIs (where
-# VTPASS_BASE_URL and PAYSTACK_BASE_URL point, 127.0.0.1:5055 by default).
+# The sandbox server alone: the VTpass- and Paystack-shaped APIs, listening
+# where SANDBOX_URL points (127.0.0.1:5055 by default; VTPASS_BASE_URL and
+# PAYSTACK_BASE_URL default to it, and pointing either elsewhere leaves it there).
 # `make run` always starts it: FUNDING_GATEWAY=paystack, the default, funds
 # wallets through it.
 sandbox: install
@@ -67,7 +68,7 @@ test: install
 # Hot-wallet throughput on PostgreSQL (BENCH_DATABASE_URL, default the local
 # server), admin page timings with 100k payments, then the web tier under
 # load (the Procfile's processes on PostgreSQL + a private Redis, wrk); each
-# prints a table for README.md. Not part of `make test`.
+# prints a table for docs/benchmarks.md. Not part of `make test`.
 bench: install
 	$(BIN)/python bench/hot_wallet.py
 	$(BIN)/python bench/admin_lists.py

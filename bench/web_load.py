@@ -191,7 +191,7 @@ def fund_users(env: dict, emails: list[str]) -> None:
     code = f"""
 import secrets
 from billvend import create_app
-from billvend.funding import services as funding
+from billvend.funding import seed
 from billvend.platform.extensions import db
 from billvend.accounts.models import User
 import sqlalchemy as sa
@@ -199,7 +199,7 @@ app = create_app()
 with app.app_context():
     for email in {emails!r}:
         user = db.session.scalar(sa.select(User).where(User.email == email))
-        funding.fund_wallet(user, {FUND_KOBO}, secrets.token_urlsafe(16))
+        seed.fund_wallet(user, {FUND_KOBO}, secrets.token_urlsafe(16))
 """
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=300)
 

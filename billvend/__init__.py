@@ -11,7 +11,7 @@ from flask import Flask, flash, redirect, render_template, request, url_for
 from sqlalchemy.engine import Engine
 
 from billvend.platform.config import (
-    INSTANCE_DIR, PROJECT_ROOT, check_production, check_timings, from_env, resolve_secret_key,
+    INSTANCE_DIR, PROJECT_ROOT, check_production, check_timings, config_cli, from_env, resolve_secret_key,
 )
 from billvend.platform.extensions import csrf, db, login_manager, migrate
 from billvend.platform.queue import init_huey
@@ -60,6 +60,7 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     login_manager._load_user_from_remember_cookie = lambda cookie: None  # noqa: SLF001
     csrf.init_app(app)
     init_huey(app)
+    app.cli.add_command(config_cli)  # flask config docs
 
     from billvend.platform import logs, metrics, worker
     from billvend.platform.queue import huey

@@ -26,6 +26,7 @@ from flask.testing import FlaskClient
 from billvend import create_app
 from billvend.ledger import services as ledger
 from billvend.platform.extensions import db
+from tests.helpers import Interleave, make_user
 
 CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"')
 KEY_RE = re.compile(r'id="idempotency_key" name="idempotency_key" type="hidden" value="([^"]+)"')
@@ -305,3 +306,33 @@ def pay(client):
         return client.post("/bills/electricity", data=data)
 
     return _pay
+
+
+@pytest.fixture
+def customer(client, auth):
+    """Ada, signed in, with ₦10,000 in her wallet; returns her ``User``."""
+    user = make_user("ada@example.com", balance_kobo=1_000_000)
+    auth.login()
+    return user
+
+
+@pytest.fixture
+def interleave(app):
+    """Force one interleaving deterministically: ``interleave(matches, n,
+    action)`` hooks the database engine so that ``action()`` (typically
+    "another worker" committing its step in its own app context, so its own
+    session and connection; see ``tests.helpers.in_other_worker``) runs at
+    the exact moment after the ``n``-th statement of the test's own thread
+    that ``matches``, e.g. between the code's read of a payment and its
+    conditional UPDATE. Returns the hook (``hook.fired`` says it ran)."""
+    hooks = []
+
+    def install(matches, n, action):
+        hook = Interleave(matches, n, action)
+        sa.event.listen(db.engine, "after_cursor_execute", hook)
+        hooks.append(hook)
+        return hook
+
+    yield install
+    for hook in hooks:
+        sa.event.remove(db.engine, "after_cursor_execute", hook)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import secrets
+import threading
 
-from billvend.funding import services as funding
+import sqlalchemy as sa
+
+from billvend.funding import seed
 from billvend.ledger import services as ledger
 from billvend.ledger import invariants as ledger_invariants
 from billvend.vending import lifecycle as payments
 from billvend.platform.extensions import db
 from billvend.accounts.models import User
+from billvend.ledger.models import Wallet
 
 
 def make_user(email: str | None = None, balance_kobo: int = 0) -> User:
@@ -19,7 +23,7 @@ def make_user(email: str | None = None, balance_kobo: int = 0) -> User:
     ledger.open_wallet(user)
     db.session.commit()
     if balance_kobo:
-        funding.fund_wallet(user, balance_kobo, secrets.token_urlsafe(16))
+        seed.fund_wallet(user, balance_kobo, secrets.token_urlsafe(16))
     return user
 
 
@@ -51,3 +55,53 @@ def assert_ledger_consistent():
     reconciliation), by design."""
     violations = [v for v in ledger_invariants.check_invariants() if v.invariant in LEDGER_STRUCTURE]
     assert violations == [], violations
+
+
+def wallet_balance(wallet_id: int) -> int:
+    """The wallet's balance in kobo as committed (the session is rolled back first)."""
+    db.session.rollback()
+    return db.session.scalar(sa.select(Wallet.balance_kobo).where(Wallet.id == wallet_id))
+
+
+def in_other_worker(app, fn) -> None:
+    """Run ``fn()`` to completion in another thread with its own app
+    context (another worker or admin), and wait for it."""
+    errors = []
+
+    def run():
+        with app.app_context():
+            try:
+                fn()
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+            finally:
+                db.session.remove()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive() and not errors, errors
+
+
+class Interleave:
+    """Call ``action()`` once, right after the ``n``-th statement of this
+    thread that ``matches``; the statement has already run, nothing after
+    it has."""
+
+    def __init__(self, matches, n, action):
+        self.matches, self.n, self.action = matches, n, action
+        self.seen, self.fired, self.thread = 0, False, threading.get_ident()
+
+    def __call__(self, conn, cursor, statement, parameters, context, executemany):
+        if self.fired or threading.get_ident() != self.thread or not self.matches(statement):
+            return
+        self.seen += 1
+        if self.seen == self.n:
+            self.fired = True
+            self.action()
+
+
+def payment_read(statement: str) -> bool:
+    """Whether ``statement`` is the lifecycle's read of one payment by id (an ``interleave`` matcher)."""
+    text = " ".join(statement.split())
+    return text.startswith("SELECT payments.id") and "FROM payments WHERE payments.id =" in text

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from billvend.ledger import services as ledger
 from billvend.vending import lifecycle as payments
+from billvend.platform.clock import db_now
 from billvend.platform.extensions import db
 from billvend.vending.models import (
     FAILED, PENDING, REVERSED, SUCCESSFUL, UNKNOWN, VENDING, Payment,
@@ -22,8 +23,9 @@ from billvend.ledger.models import LedgerEntry, Transfer, Wallet
 from billvend.platform.models import utcnow
 from billvend.vending.providers import get_provider
 from billvend.vending.providers.base import VendResult
+from billvend.web.admin import services
 from tests.conftest import CSRF_RE, Auth
-from tests.helpers import assert_books_balance, make_payment, make_user
+from tests.helpers import assert_books_balance, in_other_worker, make_payment, make_user, payment_read
 
 PASSWORD = "correct horse 1"
 
@@ -771,3 +773,38 @@ def test_create_admin_refuses_the_email_only_when_the_password_contains_it(app):
     assert refused.exit_code != 0
     assert "Do not use your email address or its name part (ops)" in refused.output
     assert db.session.scalar(sa.select(User).where(User.email == "ops@example.com")) is None
+
+
+# --- resolve as delivered on a vending payment past its lease ----------------------------
+
+
+def test_resolve_delivered_is_refused_when_a_requery_takes_the_vending_payment_meanwhile(app, interleave):
+    """"Resolve as delivered" on a ``vending`` payment waits for its lease
+    (today's change), but checks the lease in Python and then moves the
+    payment with ``WHERE status = 'vending'`` alone. If the sweep takes the
+    stale payment for a requery between that read and the UPDATE (a new
+    ``claimed_at``: a provider call is in flight again), the admin's typed
+    token still wins. The lease must be part of the conditional UPDATE."""
+    user = make_user(balance_kobo=500_000)
+    payment = make_payment(user, amount_kobo=100_000)
+    payment_id = payment.id
+    app.config["VENDING_LEASE_SECONDS"] = 60
+    db.session.execute(sa.update(Payment).where(Payment.id == payment_id).values(
+        status=VENDING, claimed_at=db_now() - timedelta(seconds=120),
+        pay_in_flight_until=db_now() - timedelta(seconds=100)))
+    db.session.commit()
+    admin_user = make_user("root@example.com")
+    admin_user.is_admin = True
+    db.session.commit()
+    taken = []
+    hook = interleave(payment_read, 2, lambda: in_other_worker(
+        app, lambda: taken.append(payments._claim_requery(payment_id, True, False))))
+    outcome = services.resolve_delivered(admin_user, payment_id, "found it in the provider's console",
+                                         token="1" * 20, receipt_reference=None, units_kwh=None)
+    assert hook.fired and taken and taken[0] is not None, taken
+    db.session.rollback()
+    final = db.session.get(Payment, payment_id)
+    assert final.status == VENDING, "resolved while a requery of the payment was in flight"
+    assert not outcome.ok and outcome.message.startswith("refused:"), outcome
+    assert final.token is None
+    assert_books_balance()

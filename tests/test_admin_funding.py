@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 
 import pytest
 import sqlalchemy as sa
 
-from billvend.funding import services as funding
+from billvend.funding import checkout, seed, verification
 from billvend.platform.extensions import db
 from billvend.funding import gateways
 from billvend.accounts.models import AdminAction, User
 from billvend.funding.models import DedicatedAccount, Funding, GatewayEvent, ReconciliationRun
 from billvend.ledger.models import Transfer
-from tests.conftest import CSRF_RE
-from tests.helpers import assert_books_balance, make_user
+from billvend.funding import admin_credit, invariants
+from tests.conftest import CSRF_RE, selected_backend
+from tests.helpers import assert_books_balance, in_other_worker, make_user
 
 PASSWORD = "correct horse 1"
 
@@ -42,8 +44,8 @@ def open_funding(amount_kobo=250_000) -> Funding:
     """A checkout started but not yet verified (the customer is on the
     gateway's page)."""
     user = make_user()
-    start = funding.begin_checkout(user, amount_kobo, secrets.token_urlsafe(16), "http://x/cb",
-                                   gateways.SimulatedGateway())
+    start = checkout.begin_checkout(user, amount_kobo, secrets.token_urlsafe(16), "http://x/cb",
+                                    gateways.SimulatedGateway())
     return db.session.scalar(sa.select(Funding).where(Funding.reference == start.reference))
 
 
@@ -56,7 +58,7 @@ def test_admin_only(client, auth, path):
 
 
 def test_list_filters_and_detail(client, admin):
-    credited, _ = funding.fund_wallet(make_user(), 500_000, "k" * 20)
+    credited, _ = seed.fund_wallet(make_user(), 500_000, "k" * 20)
     pending = open_funding()
     page = client.get("/admin/fundings").get_data(as_text=True)
     assert credited.reference in page and pending.reference in page
@@ -90,7 +92,7 @@ def test_verify_now_is_audited_and_credits_once(client, admin, app):
 
 def test_flagged_funding_is_not_credited_by_verify_and_the_flag_is_cleared_with_a_reason(client, admin):
     row = open_funding()
-    funding.apply_verification(row.id, gateways.GatewayTransaction(
+    verification.apply_verification(row.id, gateways.GatewayTransaction(
         row.gateway_reference, "success", amount_kobo=1, currency="NGN"))
     db.session.rollback()
     row = db.session.get(Funding, row.id)
@@ -171,7 +173,7 @@ def flagged_arrival(amount_kobo=250_000, gateway_amount_kobo=300_000) -> Funding
     db.session.execute(sa.update(Funding).where(Funding.id == row.id).values(
         method="bank_transfer", customer_code="CUS_ada"))
     db.session.commit()
-    funding.apply_verification(row.id, gateways.GatewayTransaction(
+    verification.apply_verification(row.id, gateways.GatewayTransaction(
         row.gateway_reference, "success", amount_kobo=gateway_amount_kobo, currency="NGN"))
     db.session.rollback()
     row = db.session.get(Funding, row.id)
@@ -186,7 +188,7 @@ def test_a_flagged_bank_transfer_is_credited_with_the_amount_the_gateway_verifie
     amount the gateway verifies, once, audited."""
     row = flagged_arrival()
     paid = gateways.GatewayTransaction(row.gateway_reference, "success", amount_kobo=300_000, currency="NGN")
-    monkeypatch.setattr(funding, "gateway", lambda: _Verifies(paid))
+    monkeypatch.setattr(gateways, "gateway", lambda: _Verifies(paid))
     path = f"/admin/fundings/{row.reference}"
     page = client.get(path).get_data(as_text=True)
     assert "Credit the verified amount" in page
@@ -215,7 +217,7 @@ def test_a_flagged_bank_transfer_is_credited_with_the_amount_the_gateway_verifie
 def test_credit_verified_refuses_anything_but_a_verified_success(client, admin, monkeypatch, tx_kwargs, why):
     row = flagged_arrival()
     fields = {"reference": row.gateway_reference, "currency": "NGN", **tx_kwargs}
-    monkeypatch.setattr(funding, "gateway", lambda: _Verifies(gateways.GatewayTransaction(**fields)))
+    monkeypatch.setattr(gateways, "gateway", lambda: _Verifies(gateways.GatewayTransaction(**fields)))
     path = f"/admin/fundings/{row.reference}"
     response = client.post(path + "/credit-verified",
                            data={"credit-reason": "try it", "credit-csrf_token": csrf(client, path)})
@@ -229,10 +231,10 @@ def test_credit_verified_refuses_anything_but_a_verified_success(client, admin, 
 
 def test_credit_verified_is_only_for_flagged_bank_transfers(client, admin, monkeypatch):
     card = open_funding()
-    funding.apply_verification(card.id, gateways.GatewayTransaction(
+    verification.apply_verification(card.id, gateways.GatewayTransaction(
         card.gateway_reference, "success", amount_kobo=1, currency="NGN"))  # a tampered card amount
     paid = gateways.GatewayTransaction(card.gateway_reference, "success", amount_kobo=1, currency="NGN")
-    monkeypatch.setattr(funding, "gateway", lambda: _Verifies(paid))
+    monkeypatch.setattr(gateways, "gateway", lambda: _Verifies(paid))
     path = f"/admin/fundings/{card.reference}"
     assert "Credit the verified amount" not in client.get(path).get_data(as_text=True)
     response = client.post(path + "/credit-verified",
@@ -242,3 +244,191 @@ def test_credit_verified_is_only_for_flagged_bank_transfers(client, admin, monke
     assert db.session.scalar(sa.select(sa.func.count(Transfer.id)).where(Transfer.funding_id == card.id)) == 0
     [result] = db.session.scalars(sa.select(AdminAction.result).where(AdminAction.funding_id == card.id)).all()
     assert result.startswith("refused:") and "bank transfer" in result
+
+
+def _open_account(user_id: int, customer_code: str, account_number: str) -> None:
+    db.session.add(DedicatedAccount(user_id=user_id, gateway="simulated", customer_code=customer_code,
+                                    account_number=account_number, account_name="Test account",
+                                    bank_name="Test Bank"))
+    db.session.commit()
+
+
+def _credit_verified_results(funding_id: int) -> list[str]:
+    db.session.rollback()
+    return list(db.session.scalars(sa.select(AdminAction.result).where(
+        AdminAction.funding_id == funding_id, AdminAction.action == "credit_verified")
+        .order_by(AdminAction.id)))
+
+
+def _credits(funding_id: int) -> list[int]:
+    db.session.rollback()
+    return list(db.session.scalars(sa.select(Transfer.amount_kobo).where(Transfer.funding_id == funding_id)))
+
+
+# --- credit_verified_arrival: whose money is it? ---------------------------------------
+
+
+def test_credit_verified_refuses_a_verified_transfer_into_another_customers_account(
+        client, admin, monkeypatch):
+    """The arrival was recorded for Ada (the webhook named her customer
+    code) at an amount the gateway's verify contradicts. The admin action
+    trusts verify for the amount; verify also says whose dedicated account
+    the money went into: Bob's. Crediting Ada's wallet with it is crediting
+    the wrong wallet (the webhook was already wrong once about this
+    arrival). It must be refused, nothing moves, the flag stays."""
+    row = flagged_arrival()  # into Ada's account, CUS_ada
+    bob = make_user("bob@example.com")
+    _open_account(bob.id, "CUS_bob", "0000000002")
+    paid = gateways.GatewayTransaction(row.gateway_reference, "success", amount_kobo=300_000, currency="NGN",
+                                       channel="dedicated_nuban", customer_code="CUS_bob",
+                                       customer_email="bob@example.com")
+    monkeypatch.setattr(gateways, "gateway", lambda: _Verifies(paid))
+    path = f"/admin/fundings/{row.reference}"
+    response = client.post(path + "/credit-verified",
+                           data={"credit-reason": "bank says it arrived", "credit-csrf_token": csrf(client, path)})
+    assert response.status_code == 303
+    assert response.headers["Location"].endswith(path)
+    assert _credits(row.id) == []
+    [result] = _credit_verified_results(row.id)
+    assert result.startswith("refused:") and "customer" in result, result
+    assert db.session.get(Funding, row.id).needs_attention
+    assert db.session.get(User, row.user_id).wallet.balance_kobo == 0
+    assert invariants.check_invariants() == []
+    assert_books_balance()
+
+
+def test_credit_verified_refuses_a_verified_transfer_naming_another_customers_email(client, admin, monkeypatch):
+    """Without a customer code, the gateway's customer email is the other
+    way to say whose money it is (as ``_account_for`` reads a webhook)."""
+    row = flagged_arrival()
+    make_user("bob@example.com")
+    paid = gateways.GatewayTransaction(row.gateway_reference, "success", amount_kobo=300_000, currency="NGN",
+                                       channel="dedicated_nuban", customer_email="Bob@Example.com")
+    monkeypatch.setattr(gateways, "gateway", lambda: _Verifies(paid))
+    path = f"/admin/fundings/{row.reference}"
+    assert client.post(path + "/credit-verified", data={
+        "credit-reason": "bank says it arrived", "credit-csrf_token": csrf(client, path)}).status_code == 303
+    assert _credits(row.id) == []
+    [result] = _credit_verified_results(row.id)
+    assert result.startswith("refused:") and "customer" in result, result
+
+
+def test_credit_verified_refuses_a_verified_card_payment(client, admin, monkeypatch):
+    """The action exists because a bank transfer has no amount we asked
+    for. If verify says this reference was paid by card, it is not that
+    bank transfer (a card amount that differs is the tampering Paystack
+    warns about): refused, whatever the funding row says."""
+    row = flagged_arrival()
+    paid = gateways.GatewayTransaction(row.gateway_reference, "success", amount_kobo=300_000, currency="NGN",
+                                       channel="card")
+    monkeypatch.setattr(gateways, "gateway", lambda: _Verifies(paid))
+    path = f"/admin/fundings/{row.reference}"
+    assert client.post(path + "/credit-verified", data={
+        "credit-reason": "bank says it arrived", "credit-csrf_token": csrf(client, path)}).status_code == 303
+    assert _credits(row.id) == []
+    [result] = _credit_verified_results(row.id)
+    assert result.startswith("refused:") and "card" in result, result
+
+
+def test_credit_verified_credits_when_the_gateway_names_the_fundings_own_customer(client, admin, monkeypatch):
+    """The control: verify naming the funding's own customer (code and
+    email) is credited once, at the verified amount."""
+    row = flagged_arrival()  # into Ada's account, CUS_ada
+    email = db.session.get(User, row.user_id).email
+    paid = gateways.GatewayTransaction(row.gateway_reference, "success", amount_kobo=300_000, currency="NGN",
+                                       channel="dedicated_nuban", customer_code="CUS_ada",
+                                       customer_email=email.upper())
+    monkeypatch.setattr(gateways, "gateway", lambda: _Verifies(paid))
+    path = f"/admin/fundings/{row.reference}"
+    assert client.post(path + "/credit-verified", data={
+        "credit-reason": "bank says it arrived", "credit-csrf_token": csrf(client, path)}).status_code == 303
+    assert _credits(row.id) == [300_000]
+    [result] = _credit_verified_results(row.id)
+    assert result.startswith("done:"), result
+    assert db.session.get(User, row.user_id).wallet.balance_kobo == 300_000
+    assert invariants.check_invariants() == []
+    assert_books_balance()
+
+
+# --- credit_verified_arrival racing itself and every other path that credits ----------
+
+
+@pytest.mark.postgresql
+def test_credit_verified_racing_itself_the_webhook_and_reconciliation_credits_once(app):
+    """Four admins clicking at once, while the webhook task and "verify now"
+    ask about the same funding: one credit, at the verified amount; the
+    others are refused (or find it credited); both invariant checks clean."""
+    row = flagged_arrival()
+    admin_user = make_user("root@example.com")
+    funding_id, admin_id = row.id, admin_user.id
+    paid = gateways.GatewayTransaction(row.gateway_reference, "success", amount_kobo=300_000, currency="NGN")
+    barrier = threading.Barrier(8)
+    results, errors = [], []
+
+    def click():
+        with app.app_context():
+            try:
+                barrier.wait(10)
+                results.append(admin_credit.credit_verified_arrival(funding_id, admin_id, "race", _Verifies(paid)))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+            finally:
+                db.session.remove()
+
+    def verify():
+        with app.app_context():
+            try:
+                barrier.wait(10)
+                results.append(verification.verify_funding(funding_id, _Verifies(paid)).outcome)
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=click) for _ in range(4)] + [threading.Thread(target=verify)
+                                                                    for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert _credits(funding_id) == [300_000]
+    assert sum(1 for r in results if r.startswith("done:")) == 1, results
+    final = db.session.get(Funding, funding_id)
+    assert (final.status, final.amount_kobo) == ("succeeded", 300_000)
+    assert invariants.check_invariants() == []
+    assert_books_balance()
+
+
+@pytest.mark.skipif(selected_backend() == "postgresql",
+                    reason="on PostgreSQL the funding's row lock makes this interleaving impossible")
+def test_credit_verified_losing_the_race_after_its_check_is_a_refusal_not_a_500(client, admin, app,
+                                                                               monkeypatch, interleave):
+    """SQLite ignores ``FOR UPDATE``: two clicks served by two threads (or
+    processes) can both find no credit, then both post one. UNIQUE
+    (funding_id) stops the second credit, but the IntegrityError escaped:
+    the second admin got the 500 page and no ``AdminAction`` recorded the
+    attempt. It must be the ordinary "refused: already credited"."""
+    row = flagged_arrival()
+    funding_id, admin_id = row.id, admin.id
+    paid = gateways.GatewayTransaction(row.gateway_reference, "success", amount_kobo=300_000, currency="NGN")
+    monkeypatch.setattr(gateways, "gateway", lambda: _Verifies(paid))
+
+    def credit_check(statement: str) -> bool:
+        text = " ".join(statement.split())
+        return text.startswith("SELECT transfers.id FROM transfers WHERE transfers.funding_id =")
+
+    path = f"/admin/fundings/{row.reference}"
+    token = csrf(client, path)
+    hook = interleave(credit_check, 1, lambda: in_other_worker(app, lambda: admin_credit.credit_verified_arrival(
+        funding_id, admin_id, "the other click", _Verifies(paid))))
+    response = client.post(path + "/credit-verified",
+                           data={"credit-reason": "bank confirmed", "credit-csrf_token": token})
+    assert hook.fired
+    assert response.status_code == 303, response.status_code
+    assert _credits(funding_id) == [300_000]
+    results = _credit_verified_results(funding_id)
+    assert len(results) == 2 and results[0].startswith("done:"), results
+    assert results[1].startswith("refused: already credited"), results
+    assert invariants.check_invariants() == []
+    assert_books_balance()

@@ -7,6 +7,7 @@ from billvend.platform.extensions import db
 from billvend.funding.models import Funding
 from billvend.vending.models import Payment
 from tests.conftest import KEY_RE, form_tokens
+from tests.helpers import make_payment, make_user
 
 
 @pytest.fixture
@@ -102,3 +103,64 @@ def test_a_superscript_quick_amount_is_refused_not_a_500(client, customer):
         "amount": "", "quick_amount": "\u00b2", "phone": "08031234567"})
     assert response.status_code == 422
     assert db.session.scalar(sa.select(sa.func.count(Payment.id))) == 0
+
+
+# --- Names with control characters -------------------------------------------------------------
+
+
+def _saved_meter(user):
+    from billvend.vending import journey
+
+    payment = make_payment(user)
+    journey.save_meter(payment.id)
+    db.session.commit()
+    from billvend.vending.models import SavedMeter
+
+    return db.session.scalar(sa.select(SavedMeter).where(SavedMeter.user_id == user.id))
+
+
+@pytest.mark.parametrize("name", ["Ada\x00Obi", "Ada\x1b[31mObi", "Ada\u202eObi"])
+def test_names_with_control_characters_get_the_form_again(client, auth, name):
+    """A NUL in a full name or a meter nickname was a 400 error page on
+    PostgreSQL (the form and its other fields lost) and was stored as is on
+    SQLite, then drawn into statements and receipts; terminal escapes and
+    bidirectional overrides (which make "Ada Obi" display reversed) were
+    stored on both. Now each is a form error, and nothing changes."""
+    from billvend.accounts.models import User
+
+    password = "violet tractor window 42"
+    signup = client.post("/signup", data={"email": "obi@example.com", "password": password,
+                                          "confirm_password": password, "full_name": name,
+                                          "csrf_token": auth.csrf("/signup")})
+    assert signup.status_code == 422
+    assert db.session.scalar(sa.select(sa.func.count(User.id))) == 0
+
+    user = make_user("ada@example.com", balance_kobo=500_000)
+    auth.login()
+    profile = client.post("/account", data={"full_name": name, "phone": "",
+                                            "csrf_token": auth.csrf("/account")})
+    prompt = client.post("/profile-prompt", data={"full_name": name, "phone": "08031234567",
+                                                  "csrf_token": auth.csrf("/account")})
+    meter = _saved_meter(user)
+    rename = client.post(f"/meters/{meter.id}/rename", data={
+        "nickname": name, "csrf_token": auth.csrf(f"/meters/{meter.id}/rename")})
+    assert (profile.status_code, prompt.status_code, rename.status_code) == (422, 422, 422)
+    assert "Use letters, numbers, spaces and punctuation only." in profile.get_data(as_text=True)
+    db.session.expire_all()
+    stored = db.session.get(User, user.id)
+    assert stored.full_name is None and stored.phone is None
+    assert db.session.get(type(meter), meter.id).nickname is None
+
+
+def test_ordinary_names_with_accents_and_apostrophes_are_kept(client, auth):
+    """Guard: real names (accents, apostrophes, hyphens, emoji) still save."""
+    from billvend.accounts.models import User
+
+    user = make_user("ada@example.com")
+    auth.login()
+    name = "Adaọbị O'Neil-Ṣàngó 😀"
+    response = client.post("/account", data={"full_name": name, "phone": "",
+                                             "csrf_token": auth.csrf("/account")})
+    assert response.status_code == 303
+    db.session.expire_all()
+    assert db.session.get(User, user.id).full_name == name

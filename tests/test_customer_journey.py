@@ -456,9 +456,9 @@ def test_a_late_token_never_reaches_the_customer(client, auth, status):
     admin's payment page does."""
     auth.signup()
     customer = db.session.scalar(sa.select(User).where(User.email == "ada@example.com"))
-    from billvend.funding import services as funding
+    from billvend.funding import seed
 
-    funding.fund_wallet(customer, 500_000, "fund-late-1")
+    seed.fund_wallet(customer, 500_000, "fund-late-1")
     token = "73194682051937460285"
     payment = _late_delivery(customer, status, token)
     assert payment.status == status and payment.needs_attention
@@ -512,3 +512,21 @@ def test_the_review_says_what_the_phone_is_for_and_promises_no_sms(client, auth,
     assert re.search(r"<dt>Phone</dt><dd>08031234567", summary)
     assert "For the disco's record of this purchase" in summary
     assert "Your token appears on the next page" in html
+
+
+# --- Statement filters -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("query", ["date_from=0001-01-01", "date_to=9999-12-31",
+                                   "date_from=9999-12-31&date_to=9999-12-31", "date_from=1899-12-31"])
+@pytest.mark.parametrize("path", ["/history", "/history/statement.csv", "/history/statement.pdf"])
+def test_history_dates_beyond_any_statement_get_a_message_not_an_error(client, customer, path, query):
+    """``date_from=0001-01-01`` was a 500 (its Lagos midnight cannot be turned
+    into UTC); ``date_to=9999-12-31`` the generic 400 page. Now the history
+    page shows the filter form with a message, and the downloads are served
+    unfiltered by the bad date, like any other invalid filter."""
+    make_payment(customer)
+    response = client.get(f"{path}?{query}")
+    assert response.status_code == 200, response.get_data(as_text=True)[:500]
+    if path == "/history":
+        assert "Pick a date from 2000 to 2100." in response.get_data(as_text=True)

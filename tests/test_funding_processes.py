@@ -44,8 +44,7 @@ def balance(s, base) -> str:
 
 def test_web_killed_after_the_gateway_took_the_money_reconciliation_credits_once(tmp_path):
     sandbox_url = f"http://127.0.0.1:{free_port()}"
-    with Stack(tmp_path, {"FUNDING_GATEWAY": "paystack", "PAYSTACK_BASE_URL": sandbox_url,
-                          "VTPASS_BASE_URL": sandbox_url,
+    with Stack(tmp_path, {"FUNDING_GATEWAY": "paystack", "SANDBOX_URL": sandbox_url,
                           "PAYSTACK_SANDBOX_WEBHOOK": "never"}) as stack:
         stack.migrate()
         stack.start("sandbox")

@@ -3,6 +3,7 @@ funding check, the sandbox's fees, the transaction rule on gateway calls."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
@@ -10,17 +11,18 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from billvend.funding import services as funding
+from billvend.funding import checkout, reconciliation, seed
 from billvend.ledger import services as ledger
 from billvend.ledger import invariants as ledger_invariants
 from billvend.platform import transactions
 from billvend.platform.extensions import db
 from billvend.funding import gateways
 from billvend.funding.deadline import DeadlineExceeded, call_with_deadline
-from billvend.ledger.models import FUNDING_WALLET, KIND_FUNDING
-from billvend.funding.models import Funding
+from billvend.ledger.models import FUNDING_WALLET, KIND_FUNDING, Transfer
+from billvend.funding.models import FUNDING_SUCCEEDED, DedicatedAccount, Funding, GatewayEvent
 from billvend.sandbox.paystack import dva_fee_kobo, local_card_fee_kobo
-from tests.helpers import make_user
+from billvend.funding import events, verification
+from tests.helpers import assert_books_balance, make_user, wallet_balance
 
 
 def test_deadline_returns_results_and_errors():
@@ -107,8 +109,8 @@ def test_sandbox_dva_fee_is_capped():
 
 def test_invariant_six_catches_a_credit_without_a_verified_success(app):
     user = make_user()
-    start = funding.begin_checkout(user, 100_000, secrets.token_urlsafe(16), "http://x/cb",
-                                   gateways.SimulatedGateway())
+    start = checkout.begin_checkout(user, 100_000, secrets.token_urlsafe(16), "http://x/cb",
+                                    gateways.SimulatedGateway())
     row = db.session.scalar(sa.select(Funding).where(Funding.reference == start.reference))
     assert ledger_invariants.check_invariants() == []
     # Money moved by someone who skipped the gateway's verify:
@@ -121,7 +123,7 @@ def test_invariant_six_catches_a_credit_without_a_verified_success(app):
 
 def test_a_second_credit_for_one_funding_is_refused_by_the_database(app):
     user = make_user()
-    row, _ = funding.fund_wallet(user, 100_000, secrets.token_urlsafe(16))
+    row, _ = seed.fund_wallet(user, 100_000, secrets.token_urlsafe(16))
     with pytest.raises(sa.exc.IntegrityError):
         ledger.post_transfer(kind=KIND_FUNDING, debit_wallet_id=ledger.system_wallet_id(FUNDING_WALLET),
                              credit_wallet_id=user.wallet.id, amount_kobo=100_000, funding_id=row.id)
@@ -149,7 +151,7 @@ def test_daily_reconciliation_takes_yesterday_in_lagos():
 def test_lagos_day_bounds_are_utc_plus_one():
     from datetime import date, datetime, timezone
 
-    start, end = funding.lagos_day_bounds(date(2026, 3, 1))
+    start, end = reconciliation.lagos_day_bounds(date(2026, 3, 1))
     assert start == datetime(2026, 2, 28, 23, 0, tzinfo=timezone.utc)
     assert (end - start).total_seconds() == 86400
 
@@ -206,9 +208,161 @@ def test_the_nightly_reconciliation_looks_at_the_last_few_days(app, monkeypatch)
     class Run:
         day, gateway_transactions, credited, flagged, error = None, 0, 0, 0, None
 
-    monkeypatch.setattr(funding, "reconcile", lambda day: days.append(str(day)) or Run())
+    monkeypatch.setattr(reconciliation, "reconcile", lambda day: days.append(str(day)) or Run())
     monkeypatch.setattr(funding_tasks, "_lagos_now",
-                        lambda: datetime(2026, 3, 3, 0, 30, tzinfo=timezone.utc).astimezone(funding.LAGOS))
+                        lambda: datetime(2026, 3, 3, 0, 30, tzinfo=timezone.utc).astimezone(reconciliation.LAGOS))
     app.config["FUNDING_RECONCILE_DAYS"] = 2
     funding_tasks.daily_reconciliation.call_local()
     assert days == ["2026-03-01", "2026-03-02"]  # oldest first, yesterday last
+
+
+class _StubGateway:
+    """A gateway whose ``verify`` confirms each arrival as it was announced
+    (no HTTP): the webhook and the server-side verify agree."""
+
+    name = "paystack"
+
+    def __init__(self):
+        self.transactions: dict[str, gateways.GatewayTransaction] = {}
+
+    def verify(self, reference):
+        return self.transactions[reference]
+
+
+def _dva_user(email: str, code: str, number: str):
+    user = make_user(email)
+    db.session.add(DedicatedAccount(user_id=user.id, gateway="paystack", customer_code=code,
+                                    account_number=number, account_name="DVA", bank_name="Test Bank"))
+    db.session.commit()
+    return user
+
+
+def _arrival(gw: _StubGateway, reference: str, amount_kobo: int, code: str) -> int:
+    """Store a signed-and-verified ``charge.success`` for a bank transfer into
+    the dedicated account ``code``; returns the event id."""
+    data = {"reference": reference, "status": "success", "amount": amount_kobo, "currency": "NGN",
+            "channel": "dedicated_nuban", "customer": {"customer_code": code},
+            "authorization": {"channel": "dedicated_nuban"}}
+    gw.transactions[reference] = gateways.transaction_from(data)
+    return events.store_event("paystack", "charge.success", reference,
+                              json.dumps({"event": "charge.success", "data": data}).encode()).event_id
+
+
+def test_two_bank_transfers_with_long_references_sharing_a_prefix_are_both_credited(app):
+    """Each arrival got the idempotency key ``nuban:`` + its reference cut to
+    64 characters: two references (the gateway allows 64) that differ only
+    after character 58 collided on UNIQUE (user, key), the second arrival's
+    task raised IntegrityError on every retry and the customer's money never
+    reached the wallet."""
+    user = _dva_user("long@example.com", "CUS_long", "9900000002")
+    wallet_id = user.wallet.id
+    gw = _StubGateway()
+    prefix = "NIP" + "7" * 57
+    for reference in (prefix + "0001", prefix + "0002"):
+        events.process_event(_arrival(gw, reference, 500_000, "CUS_long"), gw)
+    assert wallet_balance(wallet_id) == 1_000_000
+    assert db.session.scalar(sa.select(sa.func.count(Transfer.id)).where(Transfer.kind == KIND_FUNDING)) == 2
+    assert all(e.processed_at is not None and not e.needs_attention
+               for e in db.session.scalars(sa.select(GatewayEvent)))
+    # A redelivery of either is still one credit.
+    events.process_event(_arrival(gw, prefix + "0002", 500_000, "CUS_long"), gw)
+    assert wallet_balance(wallet_id) == 1_000_000
+    assert_books_balance()
+
+
+def test_bank_transfers_too_large_for_a_balance_are_flagged_not_credited(app):
+    """A verified arrival of 2**62 kobo fitted a BIGINT, so it was credited;
+    a second one overflowed the wallet: on SQLite the balance silently became
+    a float (9.2e18, REAL) and the invariant check itself crashed; on
+    PostgreSQL the credit raised out of the task on every retry."""
+    user = _dva_user("huge@example.com", "CUS_huge", "9900000003")
+    wallet_id = user.wallet.id
+    gw = _StubGateway()
+    for n in range(2):
+        event_id = _arrival(gw, f"DVA_HUGE_{n}", 2 ** 62, "CUS_huge")
+        events.process_event(event_id, gw)  # no exception
+        db.session.rollback()
+        event = db.session.get(GatewayEvent, event_id)
+        assert event.processed_at is not None and event.needs_attention
+        assert "usable amount" in event.outcome
+    assert wallet_balance(wallet_id) == 0
+    assert db.session.scalar(sa.select(sa.func.count(Funding.id))) == 0
+    assert_books_balance()
+
+
+def test_a_funding_credited_to_another_customers_wallet_is_reported(app):
+    """The invariant check looked at a funding credit's amount and status,
+    never at where it went: a credit of Ada's card funding into Bob's wallet
+    (or out of a wallet other than ``funding``) passed ``flask ledger check``
+    and the audit page."""
+    ada, bob = make_user("ada@example.com"), make_user("bob@example.com")
+    start = checkout.begin_checkout(ada, 100_000, "review-money-key-01", "http://x/cb",
+                                    gateways.SimulatedGateway())
+    funding_id = db.session.scalar(sa.select(Funding.id).where(Funding.reference == start.reference))
+    bob_wallet, funding_wallet = bob.wallet.id, ledger.system_wallet_id(FUNDING_WALLET)
+    db.session.rollback()
+
+    def credit_the_wrong_wallet():
+        ledger.post_transfer(kind=KIND_FUNDING, debit_wallet_id=funding_wallet,
+                             credit_wallet_id=bob_wallet, amount_kobo=100_000, funding_id=funding_id)
+        db.session.get(Funding, funding_id).status = FUNDING_SUCCEEDED
+
+    transactions.run(credit_the_wrong_wallet)
+    found = [v for v in ledger_invariants.check_invariants() if v.invariant == "funding_credits"]
+    assert len(found) == 1 and found[0].subject == "transfer", found
+    assert f"wallet {bob_wallet}" in found[0].detail
+
+
+def test_a_funding_credit_out_of_a_user_wallet_is_reported(app):
+    ada, bob = make_user("ada@example.com"), make_user("bob@example.com", balance_kobo=200_000)
+    start = checkout.begin_checkout(ada, 100_000, "review-money-key-02", "http://x/cb",
+                                    gateways.SimulatedGateway())
+    funding_id = db.session.scalar(sa.select(Funding.id).where(Funding.reference == start.reference))
+    ada_wallet, bob_wallet = ada.wallet.id, bob.wallet.id
+    db.session.rollback()
+
+    def credit_from_bob():
+        ledger.post_transfer(kind=KIND_FUNDING, debit_wallet_id=bob_wallet,
+                             credit_wallet_id=ada_wallet, amount_kobo=100_000, funding_id=funding_id)
+        db.session.get(Funding, funding_id).status = FUNDING_SUCCEEDED
+
+    transactions.run(credit_from_bob)
+    found = [v for v in ledger_invariants.check_invariants() if v.invariant == "funding_credits"]
+    assert len(found) == 1 and f"from wallet {bob_wallet}" in found[0].detail, found
+
+
+def test_honest_fundings_raise_no_funding_credit_violation(app):
+    make_user("ada@example.com", balance_kobo=300_000)
+    make_user("bob@example.com", balance_kobo=100_000)
+    assert_books_balance()
+
+
+def test_a_gateway_answer_with_a_nul_character_still_credits(app):
+    """PostgreSQL refuses NUL in text: a verify answer whose
+    ``gateway_response`` carried one made every verify of the funding raise
+    (a 500 on the callback, an error in every sweep), so a paid funding was
+    never credited. (SQLite stores NUL, so this failed on PostgreSQL only.)"""
+    user = make_user("nul@example.com")
+    wallet_id = user.wallet.id
+    start = checkout.begin_checkout(user, 100_000, "review-money-key-03", "http://x/cb",
+                                    gateways.SimulatedGateway())
+    funding_id = db.session.scalar(sa.select(Funding.id).where(Funding.reference == start.reference))
+    db.session.rollback()
+    gw = _StubGateway()
+    gw.name = "simulated"
+    gw.transactions[start.reference] = gateways.transaction_from({
+        "reference": start.reference, "status": "success", "amount": 100_000, "currency": "NGN",
+        "channel": "ca\u0000rd", "gateway_response": "Appro\u0000ved"})
+    assert verification.verify_funding(funding_id, gw).outcome == "credited"
+    assert wallet_balance(wallet_id) == 100_000
+    row = db.session.get(Funding, funding_id)
+    assert row.gateway_message == "Approved" and row.channel == "card"
+    assert_books_balance()
+
+
+def test_gateway_amounts_in_unicode_digits_are_unusable_not_a_crash():
+    for raw in ("\u00b2", "\u0661\u0662", "5\u00b2", "9" * 5000, str(2 ** 63), 2 ** 63, -2 ** 64):
+        tx = gateways.transaction_from({"reference": "R", "status": "success", "amount": raw,
+                                        "fees": raw})
+        assert tx.amount_kobo is None and tx.fees_kobo is None
+    assert gateways.transaction_from({"reference": "R", "status": "success", "amount": "500"}).amount_kobo == 500

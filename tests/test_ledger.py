@@ -6,10 +6,14 @@ from billvend.ledger import invariants as ledger_invariants
 from billvend.vending import lifecycle as payments
 from billvend.platform.extensions import db
 from billvend.ledger.models import (
-    BILLER_CLEARING_WALLET, FUNDING_WALLET, KIND_ADJUSTMENT, LedgerEntry, Transfer, Wallet,
+    BILLER_CLEARING_WALLET, FUNDING_WALLET, KIND_ADJUSTMENT, KIND_FUNDING, LedgerEntry, Transfer, Wallet,
 )
 from billvend.vending.models import FAILED
-from tests.helpers import assert_books_balance, assert_ledger_consistent, make_payment, make_user
+from billvend.accounts.models import User
+from billvend.platform import transactions
+from tests.helpers import (
+    assert_books_balance, assert_ledger_consistent, in_other_worker, make_payment, make_user, wallet_balance,
+)
 
 
 def balances(*wallet_ids):
@@ -287,3 +291,41 @@ def test_every_transfer_kind_has_a_rule():
 
     assert set(ledger_invariants.TRANSFER_RULES) == set(TRANSFER_KINDS)
     assert all(rule in ledger_invariants.INVARIANTS for rule in ledger_invariants.TRANSFER_RULES.values())
+
+
+def test_the_ledger_refuses_a_transfer_larger_than_any_balance_can_hold(app):
+    user = make_user("cap@example.com")
+    funding_wallet, wallet_id = ledger.system_wallet_id(FUNDING_WALLET), user.wallet.id
+    db.session.rollback()
+    with pytest.raises(ledger.LedgerError):
+        transactions.run(lambda: ledger.post_transfer(
+            kind=KIND_FUNDING, debit_wallet_id=funding_wallet, credit_wallet_id=wallet_id,
+            amount_kobo=ledger.MAX_TRANSFER_KOBO + 1))
+    transactions.run(lambda: ledger.post_transfer(
+        kind=KIND_FUNDING, debit_wallet_id=funding_wallet, credit_wallet_id=wallet_id,
+        amount_kobo=ledger.MAX_TRANSFER_KOBO))
+    assert wallet_balance(wallet_id) == ledger.MAX_TRANSFER_KOBO
+
+
+# --- check_invariants on a live system -------------------------------------------------
+
+
+def test_biller_clearing_check_has_no_false_alarm_under_traffic(app, interleave):
+    """The audit page and ``flask ledger check`` run while customers pay.
+    The check reads biller_clearing's balance and the payments' total; a
+    payment committed between the two reads must not look like money
+    missing from biller_clearing."""
+    user = make_user(balance_kobo=500_000)
+    make_payment(user, amount_kobo=100_000)
+    user_id = user.id
+
+    def customer_pays():
+        make_payment(db.session.get(User, user_id), amount_kobo=50_000)
+
+    hook = interleave(lambda s: " ".join(s.split()).startswith("SELECT wallets.balance_kobo"), 1,
+                      lambda: in_other_worker(app, customer_pays))
+    violations = ledger_invariants.check_invariants()
+    db.session.rollback()
+    assert hook.fired
+    assert violations == []
+    assert_books_balance()

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
-from billvend.funding import services as funding
+from billvend.funding import seed
 from billvend.ledger import services as ledger
 from billvend.ledger import invariants as ledger_invariants
 from billvend.vending import lifecycle as payments
@@ -59,7 +59,7 @@ class MoneyMachine(RuleBasedStateMachine):
 
     @rule(amount_kobo=AMOUNTS_KOBO)
     def fund(self, amount_kobo):
-        _, created = funding.fund_wallet(self.user(), amount_kobo, secrets.token_urlsafe(16))
+        _, created = seed.fund_wallet(self.user(), amount_kobo, secrets.token_urlsafe(16))
         assert created
         self.balance_kobo += amount_kobo
 

@@ -36,7 +36,7 @@ from billvend.vending.providers.base import VendResult
 from billvend.vending.providers.vtpass import VTpassProvider
 from billvend.sandbox import create_app as create_sandbox_app
 from billvend.sandbox import serve_in_thread
-from tests.helpers import assert_books_balance, make_payment, make_user
+from tests.helpers import assert_books_balance, in_other_worker, make_payment, make_user, payment_read
 
 API_KEY, SECRET_KEY = "lifecycle-api-key", "lifecycle-secret-key"
 # The drip meter's answer: a piece every 0.3 s (inside the 1 s read timeout)
@@ -552,9 +552,9 @@ def test_a_refunded_payment_shows_the_providers_reason(client, auth):
     an event; the admin sees the code and the provider's text apart."""
     auth.signup()
     customer = db.session.scalar(sa.select(User).where(User.email == "ada@example.com"))
-    from billvend.funding import services as funding
+    from billvend.funding import seed
 
-    funding.fund_wallet(customer, 500_000, "fund-key-1")
+    seed.fund_wallet(customer, 500_000, "fund-key-1")
     payment = make_payment(customer, meter_number=outcomes.INVALID_METER, amount_kobo=100_000)
     tasks.vend(payment.id)
     refunded = reload(payment.id)
@@ -757,3 +757,151 @@ def test_invariants_catch_a_payment_whose_wallet_is_not_its_users(app):
     assert [v.subject_id for v in broken("payment_debit_wallet")] == [payment.id]
     result = app.test_cli_runner().invoke(args=["ledger", "check"])
     assert result.exit_code == 1 and "FAIL payment_debit_wallet" in result.output
+
+
+# --- A delivery racing another step of the same payment -------------------------------
+
+
+def test_a_delivery_racing_the_refund_is_still_flagged(app, interleave):
+    """The provider's late answer carries a token for a ``failed`` payment
+    while the refund task runs. If the refund commits between the
+    delivery's read of the payment (``failed``) and its UPDATE, the
+    payment is ``reversed`` and the customer holds the token AND the
+    money: it must at least be flagged for an admin (DESIGN.md: on
+    ``reversed`` a delivery is flagged), never dropped silently."""
+    user = make_user(balance_kobo=500_000)
+    payment = claimed(make_payment(user, amount_kobo=100_000))
+    set_status(payment.id, VENDING, FAILED)  # "never received", trusted; refund queued
+    payment_id = payment.id
+    hook = interleave(payment_read, 2,
+                      lambda: in_other_worker(app, lambda: payments.reverse_payment(payment_id)))
+    payments.apply_result(payment_id, VENDING, VendResult("delivered", token="7" * 20))
+    assert hook.fired
+    final = reload(payment_id)
+    assert final.status == REVERSED and reversals(payment_id) == 1
+    assert final.needs_attention, "a token was reported for a refunded payment; nobody was told"
+    assert_books_balance()
+
+
+def test_a_delivery_racing_the_move_to_unknown_completes_the_payment(app, interleave):
+    """The sweep's requery of a stale ``vending`` payment hears
+    ``delivered`` while the original worker's timed-out pay moves it
+    ``vending -> unknown``. The delivery must still complete it
+    (DESIGN.md: on ``vending``/``unknown`` a delivery completes the
+    payment), not just be noted on the timeline."""
+    payment = claimed(make_payment(make_user(balance_kobo=500_000), amount_kobo=100_000))
+    payment_id = payment.id
+
+    def pay_timed_out():
+        payments.apply_result(payment_id, VENDING, VendResult("pending", "TIMEOUT", "no answer"),
+                              source=payments.SOURCE_PAY)
+
+    hook = interleave(payment_read, 1, lambda: in_other_worker(app, pay_timed_out))
+    payments.apply_result(payment_id, VENDING, VendResult("delivered", token="8" * 20),
+                          source=payments.SOURCE_REQUERY)
+    assert hook.fired
+    final = reload(payment_id)
+    assert (final.status, final.token) == (SUCCESSFUL, "8" * 20), (final.status, final.provider_message)
+    assert reversals(payment_id) == 0
+    assert_books_balance()
+
+
+# --- An admin refund while a pay may still be on its way ----------------------------------
+
+
+def test_admin_refund_is_refused_while_never_received_cannot_be_trusted(vtpass, app):
+    """The connection dropped after the pay was sent; the provider records
+    the order some seconds later. An admin refunding at once hears "never
+    received" (not trusted yet: inside PROVIDER_NOT_FOUND_GRACE_SECONDS)
+    and must not refund on it: nothing ever requeries a reversed payment,
+    so the token the provider issues next would go unnoticed, with the
+    money back in the wallet."""
+    admin = make_admin()
+    user = make_user(balance_kobo=500_000)
+    payment = make_payment(user, meter_number=outcomes.LATE_RECORD_METER, amount_kobo=100_000)
+    tasks.vend(payment.id)
+    assert reload(payment.id).status == UNKNOWN
+    outcome = services.refund(admin, payment.id, "customer says no token")
+    assert not outcome.ok, outcome.message
+    assert reversals(payment.id) == 0
+    time.sleep(LATE_RECORD_SECONDS)
+    final = sweep_until_final(payment.id)
+    assert (final.status, final.token) == (SUCCESSFUL, outcomes.token_for(final.reference))
+    assert reversals(payment.id) == 0 and balance(user.id) == 400_000
+    assert_books_balance()
+
+
+def test_two_workers_vending_the_same_payment_pay_once(app, monkeypatch):
+    """A re-drive (sweep or admin) while the first vend task is claiming:
+    only one claim, one pay."""
+    payment = make_payment(make_user(balance_kobo=500_000), amount_kobo=100_000)
+    calls = []
+
+    class Counting:
+        name = "counting"
+
+        def vend(self, **order):
+            calls.append(order["request_id"])
+            if len(calls) == 1:  # the re-drive arrives while this pay is in flight
+                in_other_worker(app, lambda: payments.vend_payment(payment_id, Counting()))
+            return VendResult("delivered", token="5" * 20)
+
+    payment_id = payment.id
+    payments.vend_payment(payment_id, Counting())
+    assert calls == [payment.reference]
+    assert reload(payment_id).status == SUCCESSFUL
+    assert_books_balance()
+
+
+def test_backoff_is_capped_for_any_count(app):
+    cap = app.config["REQUERY_MAX_DELAY_SECONDS"]
+    assert payments.requery_delay_seconds(10 ** 9) == cap
+    assert payments.requery_delay_seconds(-5) == app.config["REQUERY_BASE_DELAY_SECONDS"]
+
+
+def test_never_received_on_a_stale_vending_payment_waits_for_the_pay_deadline(app):
+    """A worker killed mid-pay: the sweep requeries after the lease. The
+    "never received" is believed only PROVIDER_NOT_FOUND_GRACE_SECONDS
+    after claim + deadline, never at once."""
+    app.config.update(PROVIDER_NOT_FOUND_GRACE_SECONDS=3600, VENDING_LEASE_SECONDS=0)
+    user = make_user(balance_kobo=500_000)
+    payment = claimed(make_payment(user, amount_kobo=100_000))
+
+    class NeverHeard:
+        name = "never-heard"
+
+        def requery(self, request_id, meter_type=None):
+            return VendResult("failed", "NOT_FOUND", "VTpass 015")
+
+    time.sleep(0.01)
+    payments.requery_payment(payment.id, NeverHeard(), include_vending=True)
+    after = reload(payment.id)
+    assert after.status == UNKNOWN and reversals(payment.id) == 0
+    assert balance(user.id) == 400_000
+
+
+def test_a_pay_returning_after_its_recorded_deadline_moves_pay_in_flight_until(app):
+    """``pay_in_flight_until`` starts as claim time + the call's deadline
+    (database clock), but the client's own deadline starts later (after the
+    claim commits), and the simulator records its order after its delay.
+    A pay whose call returns after the recorded moment was in flight until
+    it returned: a "never received" right after it must not be believed."""
+    app.config.update(SIMULATOR_DELAY_SECONDS=0.0, PROVIDER_NOT_FOUND_GRACE_SECONDS=0.4)
+    user = make_user(balance_kobo=500_000)
+    payment = make_payment(user, amount_kobo=100_000)
+
+    class LateAnswer:
+        name = "late"
+
+        def vend(self, **order):
+            time.sleep(0.6)  # past claim + deadline (0 s here)
+            return VendResult("pending", "TIMEOUT", "no answer in time")
+
+        def requery(self, request_id, meter_type=None):
+            return VendResult("failed", "NOT_FOUND", "VTpass 015")
+
+    payments.vend_payment(payment.id, LateAnswer())
+    assert reload(payment.id).status == UNKNOWN
+    payments.requery_payment(payment.id, LateAnswer(), force=True)
+    assert reload(payment.id).status == UNKNOWN and reversals(payment.id) == 0
+    assert balance(user.id) == 400_000

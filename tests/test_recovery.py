@@ -6,6 +6,7 @@ The same properties against real processes and servers are in
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -193,3 +194,36 @@ def test_database_down_gives_503_page_not_500(client, auth, monkeypatch):
     response = client.get("/")
     assert response.status_code == 503
     assert "briefly unavailable" in response.get_data(as_text=True)
+
+
+# --- Attacks that held (kept as guards) ---------------------------------------------------
+
+
+def test_the_sweep_lease_is_released_only_by_its_holder(app):
+    from billvend.platform import leases
+
+    assert leases.acquire("sweep", "a", 60)
+    assert not leases.release("sweep", "b")  # a late, expired sweep's release
+    assert not leases.acquire("sweep", "b", 60)
+    assert leases.release("sweep", "a")
+    assert leases.acquire("sweep", "b", 60)
+
+
+@pytest.mark.postgresql
+def test_two_sweeps_starting_together_take_the_lease_once(app):
+    from billvend.platform import leases
+
+    barrier, taken = threading.Barrier(6), []
+
+    def sweep(i):
+        with app.app_context():
+            barrier.wait()
+            taken.append(leases.acquire("sweep", f"w{i}", 60))
+            db.session.remove()
+
+    threads = [threading.Thread(target=sweep, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(taken) == [False] * 5 + [True]

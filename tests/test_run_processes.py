@@ -78,7 +78,7 @@ def test_make_run_credits_a_bank_transfer_within_seconds(tmp_path):
         "HUEY_SQLITE_PATH": str(tmp_path / "huey.sqlite3"),
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"),
         "SECRET_KEY": secrets.token_hex(32),
-        "VTPASS_BASE_URL": sandbox_url, "PAYSTACK_BASE_URL": sandbox_url,
+        "SANDBOX_URL": sandbox_url,  # VTPASS_BASE_URL and PAYSTACK_BASE_URL follow it
         "WEB_CONCURRENCY": "1", "WORKER_CONCURRENCY": "4",
         "PYTHONUNBUFFERED": "1",
     })
@@ -127,7 +127,7 @@ def test_a_restarted_sandbox_process_still_knows_its_accounts_checkouts_and_orde
     key = "sk_test_billvend_sandbox"
     paystack = {"Authorization": f"Bearer {key}"}
     vtpass = {"api-key": "sandbox-api-key", "secret-key": "sandbox-secret-key"}
-    with Stack(tmp_path, {"VTPASS_BASE_URL": sandbox_url, "PAYSTACK_BASE_URL": sandbox_url,
+    with Stack(tmp_path, {"SANDBOX_URL": sandbox_url,
                           "PAYSTACK_SECRET_KEY": key, "SANDBOX_STATE_PATH": str(sandbox_state_path),
                           "PAYSTACK_SANDBOX_WEBHOOK": "never"}) as stack:
         stack.start("sandbox")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from billvend.sandbox import create_app
 
 SECRET = "sk_test_sandbox_suite"
@@ -88,3 +90,55 @@ def test_a_damaged_state_file_starts_an_empty_sandbox(tmp_path):
     path.write_text("{not json")
     client = sandbox(path).test_client()
     assert client.get("/transaction/verify/FND-restart-1", headers=PAYSTACK).status_code == 404
+
+
+def test_sandbox_url_is_where_both_providers_default_and_vtpass_can_point_elsewhere():
+    from billvend.platform.config import from_env
+
+    defaults = from_env({})
+    assert defaults["SANDBOX_URL"] == "http://127.0.0.1:5055"
+    assert defaults["VTPASS_BASE_URL"] == defaults["PAYSTACK_BASE_URL"] == "http://127.0.0.1:5055"
+    moved = from_env({"SANDBOX_URL": "http://127.0.0.1:6066/"})
+    assert moved["VTPASS_BASE_URL"] == "http://127.0.0.1:6066/"  # as given, as VTPASS_BASE_URL is
+    assert moved["PAYSTACK_BASE_URL"] == "http://127.0.0.1:6066"  # trailing slash dropped, as before
+    real_vtpass = from_env({"VTPASS_BASE_URL": "https://sandbox.vtpass.com"})
+    assert real_vtpass["VTPASS_BASE_URL"] == "https://sandbox.vtpass.com"
+    assert real_vtpass["PAYSTACK_BASE_URL"] == real_vtpass["SANDBOX_URL"] == "http://127.0.0.1:5055"
+
+
+def test_the_sandbox_process_listens_at_sandbox_url_wherever_vtpass_base_url_points(tmp_path):
+    """Pointing VTpass at the real one (or anywhere) leaves the Paystack
+    sandbox where SANDBOX_URL says (issue 22)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    from tests.stack import ROOT, free_port
+
+    sandbox_port, elsewhere_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VTPASS", "PAYSTACK", "SANDBOX"))}
+    env.update({"SANDBOX_URL": f"http://127.0.0.1:{sandbox_port}", "SANDBOX_STATE_PATH": "none",
+                "VTPASS_BASE_URL": f"http://127.0.0.1:{elsewhere_port}", "PYTHONUNBUFFERED": "1"})
+    log = tmp_path / "sandbox.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "billvend.sandbox"], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline, answer = time.monotonic() + 30, None
+        while answer is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                answer = requests.post(f"http://127.0.0.1:{sandbox_port}/customer",
+                                       json={"email": "ada@example.com"}, timeout=2,
+                                       headers={"Authorization": "Bearer sk_test_billvend_sandbox"})
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        assert answer is not None, log.read_text()
+        assert answer.status_code == 200, answer.text
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{elsewhere_port}/", timeout=2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

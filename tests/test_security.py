@@ -801,3 +801,80 @@ def test_login_hashes_as_much_for_an_unknown_email(client, monkeypatch):
 def test_the_procfile_web_process_has_no_shared_control_socket():
     web = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
     assert "--no-control-socket" in web
+
+
+# --- Payment pages and the second factor -------------------------------------------------------
+
+
+def _admin_without_second_factor(auth):
+    admin = make_user("root@example.com")
+    admin.is_admin = True
+    db.session.commit()
+    auth.login(email="root@example.com")
+    return admin
+
+
+@pytest.mark.parametrize("suffix", ["", "/receipt", "/receipt.pdf", "/status"])
+def test_an_admin_needs_the_second_factor_to_open_a_customers_payment(client, auth, suffix):
+    """An admin signed in with the password only (or restored by a
+    remember-me cookie) could read any customer's token, name, address and
+    phone on /payments/<reference>, although every admin page needs the
+    second factor. Now the page does not exist for them (404), as for any
+    other user, until they give it."""
+    owner = make_user("ada@example.com", balance_kobo=500_000)
+    payment = make_payment(owner)
+    admin = _admin_without_second_factor(auth)
+    headers = {"HX-Request": "true"} if suffix == "/status" else {}
+    response = auth.client.get(f"/payments/{payment.reference}{suffix}", headers=headers)
+    assert response.status_code == 404
+    assert (payment.token or "no token") not in response.get_data(as_text=True)
+
+    auth.second_factor(admin)
+    assert auth.client.get(f"/payments/{payment.reference}{suffix}", headers=headers).status_code == 200
+
+
+def test_an_admin_without_the_second_factor_still_sees_their_own_payment(client, auth):
+    admin = _admin_without_second_factor(auth)
+    from billvend.funding import seed
+
+    seed.fund_wallet(admin, 500_000, "review-admin-own")
+    payment = make_payment(admin)
+    assert auth.client.get(f"/payments/{payment.reference}").status_code == 200
+
+
+def _signup_as(app, email: str, password: str, address: str):
+    from tests.conftest import Auth
+
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    return Auth(client).signup(email=email, password=password)
+
+
+def test_signup_is_no_way_around_the_per_account_login_limit(strict_app):
+    """/signup with an existing email and its right password signs its owner
+    in, so it answers "is this the password?" like /login does, but only the
+    per-address signup limit applied: guesses spread over many addresses
+    were never slowed. Now a wrong password there counts against the
+    account's failed-login limit, as on /login."""
+    owner_password = "violet tractor window 42"
+    owner = make_user("ada@example.com")
+    owner.set_password(owner_password)
+    db.session.commit()
+    codes = [_signup_as(strict_app, "ada@example.com", f"purple engine {i} harbour", f"10.1.{i}.1").status_code
+             for i in range(12)]
+    assert codes[:10] == [422] * 10 and codes[10:] == [429, 429]
+    # A stranger with the right password is slowed too, on both doors.
+    assert _signup_as(strict_app, "ada@example.com", owner_password, "10.9.9.9").status_code == 429
+    from tests.conftest import Auth
+
+    stranger = strict_app.test_client()
+    stranger.environ_base["REMOTE_ADDR"] = "10.9.9.8"
+    assert Auth(stranger).login(password=owner_password).status_code == 429
+
+
+def test_new_signups_do_not_count_against_an_account(strict_app):
+    """Guard: only a wrong password for an existing account counts."""
+    codes = [_signup_as(strict_app, "new@example.com", "short", f"10.2.{i}.1").status_code
+             for i in range(12)]
+    assert codes == [422] * 12
+    assert _signup_as(strict_app, "new@example.com", "violet tractor window 42", "10.2.99.1").status_code == 303

@@ -14,7 +14,7 @@ from billvend.accounts import sessions
 from billvend.platform.extensions import db
 from billvend.accounts.models import RememberToken, SecurityEvent, User, UserSession
 from tests.conftest import enrol_totp, totp_code
-from tests.helpers import make_user
+from tests.helpers import make_payment, make_user
 from tests.test_security import PASSWORD, csrf_of, login, session_rows, strict_app  # noqa: F401
 
 NEW_PASSWORD = "a new long secret 42"
@@ -347,3 +347,47 @@ def test_wrong_reentries_sent_in_parallel_on_one_session_get_five_tries_between_
     assert codes.count(422) == 4, codes
     assert not signed_in(client)
     assert len(events(ada_id, "reauth_locked")) == 1
+
+
+# --- htmx requests after the session has ended -----------------------------------------------
+
+
+def _end_all_sessions():
+    with db.engine.begin() as conn:
+        conn.execute(sa.delete(UserSession))
+
+
+def test_a_status_poll_after_the_session_ended_sends_the_whole_page_to_login(client, customer):
+    """A status poll whose session ended (logged out in another tab, "log
+    out everywhere", idle expiry) got a 302 to /login; htmx follows it and
+    swapped the whole login page into the payment's status panel (and then
+    polled no more). Now htmx is told to load the login page as a page, and
+    to come back to the payment page (not to the fragment) after login."""
+    payment = make_payment(customer)
+    _end_all_sessions()
+    response = client.get(
+        f"/payments/{payment.reference}/status?since=pending",
+        headers={"HX-Request": "true",
+                 "HX-Current-URL": f"http://localhost/payments/{payment.reference}"})
+    assert response.status_code == 401
+    assert response.headers["HX-Redirect"] == f"/login?next=/payments/{payment.reference}"
+    assert response.get_data(as_text=True) == ""
+
+
+@pytest.mark.parametrize("current", ["https://evil.example/x", "//evil.example/x", "not a url", ""])
+def test_the_htmx_login_redirect_never_leaves_the_site(client, customer, current):
+    payment = make_payment(customer)
+    _end_all_sessions()
+    response = client.get(f"/payments/{payment.reference}/status",
+                          headers={"HX-Request": "true", "HX-Current-URL": current})
+    assert response.status_code == 401
+    assert response.headers["HX-Redirect"] == f"/login?next=/payments/{payment.reference}/status"
+
+
+def test_a_full_page_load_when_signed_out_still_redirects_to_login(client, customer):
+    """Guard: only htmx requests get the HX-Redirect answer."""
+    payment = make_payment(customer)
+    _end_all_sessions()
+    response = client.get(f"/payments/{payment.reference}")
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login?next=")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 
 import pytest
 import requests
@@ -540,3 +542,141 @@ def make_user_with(balance_kobo: int) -> User:
     from tests.helpers import make_user
 
     return make_user(balance_kobo=balance_kobo)
+
+
+# --- The hard deadline over HTTPS --------------------------------------------------------
+
+
+def _self_signed(tmp_path):
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+def test_no_pay_leaves_after_the_deadline_when_the_tls_handshake_is_slow(tmp_path, monkeypatch):
+    """The deadline guard checked the clock once the TCP connection was
+    open (name lookup included); over HTTPS the TLS handshake comes after
+    that, with its own timeout (the connect timeout). A slow name lookup
+    then a slow handshake let an abandoned call send the pay after the
+    deadline, i.e. after the ``pay_in_flight_until`` the payment recorded.
+    No request may reach the provider after the deadline."""
+    import socket
+    import ssl
+    import types
+
+    import requests
+    import urllib3.util.connection
+
+    from billvend.vending.providers.vtpass import DeadlineAdapter, VTpassProvider
+
+    cert, key = _self_signed(tmp_path)
+    received = []
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    front = socket.create_server(("127.0.0.1", 0))
+    backend = socket.create_server(("127.0.0.1", 0))
+
+    def provider_side():  # records when a request reaches it
+        conn, _ = backend.accept()
+        try:
+            with tls.wrap_socket(conn, server_side=True) as s:
+                s.settimeout(10)
+                if s.recv(65536):
+                    received.append(time.monotonic())
+                    s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+        except OSError:
+            pass
+
+    def slow_network():  # server-to-client bytes arrive in pieces, 0.25 s apart
+        client, _ = front.accept()
+        upstream = socket.create_connection(backend.getsockname())
+
+        def up():
+            try:
+                while (chunk := client.recv(65536)):
+                    upstream.sendall(chunk)
+            except OSError:
+                pass
+
+        threading.Thread(target=up, daemon=True).start()
+        try:
+            while (chunk := upstream.recv(65536)):
+                for i in range(0, len(chunk), 500):
+                    time.sleep(0.25)
+                    client.sendall(chunk[i:i + 500])
+        except OSError:
+            pass
+
+    class SlowResolver(types.ModuleType):  # the client's name lookup takes 0.8 s
+        def __getattr__(self, name):
+            return getattr(socket, name)
+
+        def getaddrinfo(self, *args, **kwargs):
+            time.sleep(0.8)
+            return socket.getaddrinfo(*args, **kwargs)
+
+    monkeypatch.setattr(urllib3.util.connection, "socket", SlowResolver("socket"))
+    for target in (provider_side, slow_network):
+        threading.Thread(target=target, daemon=True).start()
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = str(cert)
+    session.mount("https://", DeadlineAdapter())
+    provider = VTpassProvider(f"https://127.0.0.1:{front.getsockname()[1]}", "k", "s",
+                              connect_timeout_seconds=1.0, read_timeout_seconds=1.0,
+                              send_attempts=1, deadline_seconds=1.0, session=session)
+    started = time.monotonic()
+    result = provider.vend("202612010900" + "dd1ff0000002", "ikeja-electric", "1111111111111",
+                           "prepaid", 100_000, "08031234567")
+    assert (result.status, result.code) == ("pending", "TIMEOUT")
+    time.sleep(2.5)
+    front.close()
+    backend.close()
+    late = [round(t - started, 2) for t in received if t - started > 1.0]
+    assert not late, f"the pay reached the provider {late[0]} s after the call began (deadline 1 s)"
+
+
+def test_no_pay_leaves_after_the_deadline_through_a_proxy_from_the_environment(monkeypatch):
+    """``requests`` sends through ``HTTP_PROXY``/``HTTPS_PROXY`` when the
+    environment names one, on a proxy connection pool of its own, which the
+    deadline guard did not cover: an abandoned call could still send its pay
+    after the deadline. The guard must hold through a proxy too."""
+    import socket
+
+    from billvend.vending.providers import vtpass
+
+    received = []
+    proxy = socket.create_server(("127.0.0.1", 0))
+
+    def proxy_side():
+        proxy.settimeout(3)
+        try:
+            conn, _ = proxy.accept()
+            conn.settimeout(3)
+            if conn.recv(65536):
+                received.append("request")
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+            conn.close()
+        except OSError:
+            pass
+
+    watcher = threading.Thread(target=proxy_side, daemon=True)
+    watcher.start()
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.setattr(vtpass, "_deadline_passed", lambda: True)  # the call was abandoned
+    provider = vtpass.VTpassProvider("http://vtpass.example", "k", "s", connect_timeout_seconds=1.0,
+                                     read_timeout_seconds=1.0, send_attempts=1, deadline_seconds=5.0)
+    result = provider.vend("202612010900" + "dd1ff0000003", "ikeja-electric", "1111111111111",
+                           "prepaid", 100_000, "08031234567")
+    watcher.join(4)
+    proxy.close()
+    assert received == [], "the pay went out through the proxy after its deadline"
+    # Known never sent (the guard refused before the first byte), and still
+    # only pending: a requery after the grace decides, as without a proxy.
+    assert (result.status, result.code) == ("pending", "NO_RESPONSE")
+    assert result.message.startswith("Could not connect to the provider")

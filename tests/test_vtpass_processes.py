@@ -29,7 +29,7 @@ def wait_for(predicate, timeout_seconds: float = 30):
 def stack(tmp_path):
     sandbox_url = f"http://127.0.0.1:{free_port()}"
     env = {
-        "VENDING_PROVIDER": "vtpass", "VTPASS_BASE_URL": sandbox_url,
+        "VENDING_PROVIDER": "vtpass", "SANDBOX_URL": sandbox_url,
         "VTPASS_READ_TIMEOUT_SECONDS": "2", "SANDBOX_TIMEOUT_SLEEP_SECONDS": "4",
         "REQUERY_BASE_DELAY_SECONDS": "1", "SIMULATOR_SUCCESS_RATE": "1",
         "PROVIDER_NOT_FOUND_GRACE_SECONDS": "1",

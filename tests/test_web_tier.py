@@ -527,3 +527,26 @@ def test_logs_are_readable_in_development_and_json_in_production():
                         r"\(status=200\) \[req req-0002\]", first), first
     assert "{" not in first and "1234-5678" not in first
     assert second.endswith("INFO billvend.test.text: no request [req req-0002]")
+
+
+# --- Without JavaScript ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("age_seconds, refresh", [(5, "3"), (60, "3"), (600, "15"), (7200, "60")])
+def test_without_javascript_the_refresh_backs_off_like_the_poll(client, customer, age_seconds, refresh):
+    """Without JavaScript the payment page reloaded itself every 3 s for as
+    long as the payment was not final (an `unknown` payment can wait hours
+    for the disco): a whole page every 3 s on a phone's data, unbounded,
+    while the htmx poll backs off to 15 s and then 60 s. Now the refresh
+    follows the poll's schedule."""
+    from datetime import timedelta
+
+    from billvend.vending.models import Payment
+    from billvend.platform.models import utcnow
+
+    payment = make_payment(customer)
+    db.session.execute(sa.update(Payment).where(Payment.id == payment.id).values(
+        created_at=utcnow() - timedelta(seconds=age_seconds)))
+    db.session.commit()
+    page = client.get(f"/payments/{payment.reference}").get_data(as_text=True)
+    assert f'<meta http-equiv="refresh" content="{refresh}">' in page

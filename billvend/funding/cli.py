@@ -17,13 +17,13 @@ def reconcile_command(day: str) -> None:
     """Compare the gateway's transactions for a day with our fundings: credit
     verified successes we missed, flag the rest. Exit 1 when anything was
     flagged or the gateway could not be asked."""
-    from billvend.funding import services as funding
+    from billvend.funding import reconciliation
 
     try:
         when = date.fromisoformat(day)
     except ValueError:
         raise click.BadParameter("use YYYY-MM-DD, e.g. 2026-03-01", param_hint="--date") from None
-    run = funding.reconcile(when)
+    run = reconciliation.reconcile(when)
     click.echo(f"reconciled {run.day} ({run.gateway}): {run.gateway_transactions} gateway transactions, "
                f"{run.matched} matched, {run.credited} credited, {run.flagged} flagged")
     for item in run.items:

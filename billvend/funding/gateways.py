@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, Optional, Protocol
 
 import requests
+from flask import current_app
 
 from billvend.funding.deadline import DeadlineExceeded, call_with_deadline
 from billvend.platform.transactions import require_no_transaction
@@ -368,3 +369,12 @@ def gateway_from_config(config) -> FundingGateway:
     if name == "simulated":
         return SimulatedGateway()
     raise ValueError(f"FUNDING_GATEWAY must be paystack or simulated, not {name!r}")
+
+
+def gateway() -> FundingGateway:
+    """The configured gateway (``FUNDING_GATEWAY``, :func:`gateway_from_config`).
+
+    Every funding step asks for it through this one name, so a test can put
+    its own gateway here (``monkeypatch.setattr(gateways, "gateway", ...)``).
+    """
+    return gateway_from_config(current_app.config)

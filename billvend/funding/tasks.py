@@ -2,9 +2,9 @@
 reconciliation. Registered on billvend's one ``huey`` (the app factory,
 ``billvend.create_app``, imports this module).
 
-Every task is safe to run twice or concurrently: the funding services
-(``billvend.funding.services``) verify with the gateway before any credit, and the
-database allows one credit per gateway reference.
+Every task is safe to run twice or concurrently: the funding steps
+(``billvend.funding.events``, ``.verification``, ``.reconciliation``) verify with the
+gateway before any credit, and the database allows one credit per gateway reference.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from flask import current_app
 from huey import crontab
 
-from billvend.funding import services as funding
+from billvend.funding import events, reconciliation, verification
 from billvend.platform import leases
 from billvend.platform.queue import huey
 from billvend.platform.queue import in_app_context
@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 @huey.task()
 @in_app_context
 def process_gateway_event(event_id: int) -> None:
-    """Act on a stored webhook (``funding.process_event``)."""
-    outcome = funding.process_event(event_id)
+    """Act on a stored webhook (``events.process_event``)."""
+    outcome = events.process_event(event_id)
     log.info("gateway event %s: %s", event_id, outcome)
 
 
@@ -35,7 +35,7 @@ def process_gateway_event(event_id: int) -> None:
 @in_app_context
 def verify_funding(funding_id: int) -> None:
     """Verify one open funding with the gateway and apply the answer."""
-    result = funding.verify_funding(funding_id)
+    result = verification.verify_funding(funding_id)
     log.info("funding %s verified: %s %s", funding_id, result.outcome, result.detail)
 
 
@@ -53,7 +53,7 @@ def enqueue_event(event_id: int) -> bool:
 
 def funding_sweep_once() -> int:
     """Process webhooks whose task was lost, then verify every open funding
-    that is due (``funding.due_fundings``).
+    that is due (``verification.due_fundings``).
 
     The first answer "the gateway could not be asked" ends the sweep: during
     an outage every further verify would wait out its deadline too, and a
@@ -61,18 +61,18 @@ def funding_sweep_once() -> int:
 
     :returns: how many fundings were verified.
     """
-    for event_id in funding.unprocessed_events():
+    for event_id in events.unprocessed_events():
         try:
-            if funding.process_event(event_id) == "unknown":
+            if events.process_event(event_id) == "unknown":
                 log.warning("funding sweep stopped: the gateway cannot be reached")
                 return 0
         except Exception:  # noqa: BLE001 - one bad row must not stop the sweep
             log.exception("funding sweep: gateway event %s failed", event_id)
-    ids = funding.due_fundings()
+    ids = verification.due_fundings()
     verified = 0
     for funding_id in ids:
         try:
-            outcome = funding.verify_funding(funding_id).outcome
+            outcome = verification.verify_funding(funding_id).outcome
         except Exception:  # noqa: BLE001 - one bad row must not stop the sweep
             log.exception("funding sweep: verify of funding %s failed", funding_id)
             continue
@@ -103,11 +103,11 @@ def funding_sweep() -> None:
 def yesterday_in_lagos(now: datetime | None = None) -> date:
     """The previous calendar day in Africa/Lagos."""
     now = now or _lagos_now()
-    return (now.astimezone(funding.LAGOS) - timedelta(days=1)).date()
+    return (now.astimezone(reconciliation.LAGOS) - timedelta(days=1)).date()
 
 
 def _lagos_now() -> datetime:
-    return datetime.now(funding.LAGOS)
+    return datetime.now(reconciliation.LAGOS)
 
 
 # 00:30 UTC is 01:30 in Lagos: yesterday is over, late webhooks have had time.
@@ -132,7 +132,7 @@ def daily_reconciliation() -> None:
 
 
 def _reconcile_day(day: date) -> None:
-    run = funding.reconcile(day)
+    run = reconciliation.reconcile(day)
     log.info("reconciliation of %s: %d gateway transactions, %d credited, %d flagged%s",
              run.day, run.gateway_transactions, run.credited, run.flagged,
              f", error: {run.error}" if run.error else "")

@@ -81,10 +81,13 @@ def check_invariants() -> list[Violation]:
 def check_ledger() -> list[Violation]:
     """The ledger's own invariants (DESIGN.md, Money 1-3): balanced transfers,
     balances that match their entries, gapless versions, no negative user wallet."""
-    violations: list[Violation] = []
-    session = db.session
-    entry = LedgerEntry
+    return [*_unbalanced_transfers(), *_wallets_off_their_entries(), *_negative_user_wallets()]
 
+
+def _unbalanced_transfers() -> list[Violation]:
+    """``transfer_balanced``: every transfer not made of exactly its debit wallet's
+    ``-amount`` entry and its credit wallet's ``+amount`` entry (kobo)."""
+    entry = LedgerEntry
     # An entry is "right" when it is the debit wallet's -amount or the credit
     # wallet's +amount; a balanced transfer has exactly two, one of each.
     right_entry = sa.case(
@@ -94,7 +97,7 @@ def check_ledger() -> list[Violation]:
                  entry.delta_kobo == Transfer.amount_kobo), 2),
         else_=100,
     )
-    rows = session.execute(
+    rows = db.session.execute(
         sa.select(Transfer.id, Transfer.amount_kobo,
                   sa.func.count(entry.id), sa.func.coalesce(sa.func.sum(entry.delta_kobo), 0),
                   sa.func.coalesce(sa.func.max(entry.delta_kobo), 0))
@@ -105,12 +108,19 @@ def check_ledger() -> list[Violation]:
                        sa.func.coalesce(sa.func.max(entry.delta_kobo), 0) != Transfer.amount_kobo,
                        sa.func.coalesce(sa.func.sum(right_entry), 0) != 3))
     )
-    for transfer_id, amount_kobo, count, total, credit in rows:
-        violations.append(Violation(
-            "transfer_balanced", "transfer", transfer_id,
-            f"{count} entries summing to {total} kobo (credit {credit}, amount {amount_kobo}),"
-            " or not on the transfer's debit and credit wallets"))
+    return [
+        Violation("transfer_balanced", "transfer", transfer_id,
+                  f"{count} entries summing to {total} kobo (credit {credit}, amount {amount_kobo}),"
+                  " or not on the transfer's debit and credit wallets")
+        for transfer_id, amount_kobo, count, total, credit in rows
+    ]
 
+
+def _wallets_off_their_entries() -> list[Violation]:
+    """``balance_matches`` and ``versions_gapless``, per wallet in one query: the balance
+    (kobo) against the sum and the last ``balance_after`` of its entries, the version
+    against the entries' numbering."""
+    entry = LedgerEntry
     totals = (
         sa.select(entry.wallet_id.label("wallet_id"),
                   sa.func.sum(entry.delta_kobo).label("total"),
@@ -121,7 +131,7 @@ def check_ledger() -> list[Violation]:
         .subquery()
     )
     last_entry = sa.orm.aliased(entry)
-    rows = session.execute(
+    rows = db.session.execute(
         sa.select(Wallet.id, Wallet.balance_kobo, Wallet.version,
                   sa.func.coalesce(totals.c.total, 0), sa.func.coalesce(totals.c.count, 0),
                   totals.c.first_version, totals.c.last_version, last_entry.balance_after_kobo)
@@ -129,6 +139,7 @@ def check_ledger() -> list[Violation]:
         .outerjoin(last_entry, sa.and_(last_entry.wallet_id == Wallet.id,
                                        last_entry.wallet_version == Wallet.version))
     )
+    violations: list[Violation] = []
     for (wallet_id, balance, version, total, count, first_version, last_version,
          last_balance_after) in rows:
         expected_last = last_balance_after if count else 0
@@ -140,13 +151,17 @@ def check_ledger() -> list[Violation]:
             violations.append(Violation(
                 "versions_gapless", "wallet", wallet_id,
                 f"version {version} but {count} entries numbered {first_version}..{last_version}"))
-
-    for wallet_id, balance in session.execute(
-        sa.select(Wallet.id, Wallet.balance_kobo)
-        .where(Wallet.user_id.is_not(None), Wallet.balance_kobo < 0)
-    ):
-        violations.append(Violation("user_wallet_negative", "wallet", wallet_id, f"balance {balance} kobo"))
     return violations
+
+
+def _negative_user_wallets() -> list[Violation]:
+    """``user_wallet_negative``: every user wallet below zero kobo."""
+    return [
+        Violation("user_wallet_negative", "wallet", wallet_id, f"balance {balance} kobo")
+        for wallet_id, balance in db.session.execute(
+            sa.select(Wallet.id, Wallet.balance_kobo)
+            .where(Wallet.user_id.is_not(None), Wallet.balance_kobo < 0))
+    ]
 
 
 # --- Every transfer kind has a rule (DESIGN.md, Money) --------------------------------------

@@ -264,6 +264,25 @@ def post_transfer(
         ``kind`` for one payment (``UNIQUE(payment_id, kind)``), or a second
         transfer for one funding.
     """
+    _check_transfer(kind, debit_wallet_id, credit_wallet_id, amount_kobo)
+    session = db.session()
+    session.flush()  # returns at once when nothing is pending
+    connection = session.connection()
+    row = dict(kind=kind, debit_wallet_id=debit_wallet_id, credit_wallet_id=credit_wallet_id,
+               amount_kobo=amount_kobo, payment_id=payment_id, funding_id=funding_id,
+               description=description, created_at=utcnow())
+    if connection.dialect.name == "postgresql":
+        return _post_on_postgresql(session, connection, row)
+    return _post_on_sqlite(session, row)
+
+
+def _check_transfer(kind: str, debit_wallet_id: int, credit_wallet_id: int,
+                    amount_kobo: int) -> None:
+    """Refuse, before anything is written, what :func:`post_transfer` never posts.
+
+    :raises LedgerError: unknown ``kind``; ``amount_kobo`` not a positive ``int`` (a ``bool``
+        is refused too) or above :data:`MAX_TRANSFER_KOBO`; the same wallet on both sides.
+    """
     if kind not in TRANSFER_KINDS:
         raise LedgerError(f"unknown transfer kind {kind!r}")
     if not isinstance(amount_kobo, int) or isinstance(amount_kobo, bool) or amount_kobo <= 0:
@@ -274,47 +293,58 @@ def post_transfer(
     if debit_wallet_id == credit_wallet_id:
         raise LedgerError("a transfer needs two different wallets")
 
-    session = db.session()
-    session.flush()  # returns at once when nothing is pending
-    connection = session.connection()
-    now = utcnow()
-    if connection.dialect.name == "postgresql":
-        # No ORM objects here: the result arrives while a hot wallet is
-        # locked, waiting for our COMMIT.
-        (found, transfer_id, debit_balance, debit_version, credit_balance,
-         credit_version) = _call_transfer_function(connection, {
-            "debit_id": debit_wallet_id, "credit_id": credit_wallet_id, "amount": amount_kobo,
-            "kind": kind, "payment_id": payment_id, "funding_id": funding_id,
-            "description": description, "now": now,
-        })
-        if transfer_id is None:
-            if found == 2:
-                raise InsufficientFunds(debit_wallet_id, amount_kobo)
-            missing = [w for w in (debit_wallet_id, credit_wallet_id)
-                       if session.get(Wallet, w) is None]
-            raise LedgerError(f"no wallet {missing[0] if missing else credit_wallet_id}")
-        if session.identity_map:
-            _sync_loaded_wallet(debit_wallet_id, debit_balance, debit_version)
-            _sync_loaded_wallet(credit_wallet_id, credit_balance, credit_version)
-        return PostedTransfer(transfer_id, debit_balance, debit_version,
-                              credit_balance, credit_version)
 
-    # SQLite, in the function's order: the transfer row first (a duplicate
-    # payment or funding fails before any wallet moves), then the debit
-    # (conditional), then the credit and both entries. The credit wallet is
-    # looked up before the debit so that a missing one cannot leave an
-    # applied debit behind (wallets are never deleted, and SQLite serialises
-    # writers, so the check holds); a refused debit deletes the transfer row.
-    # Either way a refusal leaves the caller's transaction as it was.
+def _post_on_postgresql(session: sa.orm.Session, connection: sa.Connection,
+                        row: dict) -> PostedTransfer:
+    """:func:`post_transfer` on PostgreSQL: one call of ``billvend_post_transfer``.
+
+    ``row`` holds the ``transfers`` columns (kobo, UTC ``created_at``). Raises as
+    :func:`post_transfer` does.
+    """
+    # No ORM objects here: the result arrives while a hot wallet is
+    # locked, waiting for our COMMIT.
+    debit_wallet_id, credit_wallet_id = row["debit_wallet_id"], row["credit_wallet_id"]
+    (found, transfer_id, debit_balance, debit_version, credit_balance,
+     credit_version) = _call_transfer_function(connection, {
+        "debit_id": debit_wallet_id, "credit_id": credit_wallet_id,
+        "amount": row["amount_kobo"], "kind": row["kind"], "payment_id": row["payment_id"],
+        "funding_id": row["funding_id"], "description": row["description"],
+        "now": row["created_at"],
+    })
+    if transfer_id is None:
+        if found == 2:
+            raise InsufficientFunds(debit_wallet_id, row["amount_kobo"])
+        missing = [w for w in (debit_wallet_id, credit_wallet_id)
+                   if session.get(Wallet, w) is None]
+        raise LedgerError(f"no wallet {missing[0] if missing else credit_wallet_id}")
+    if session.identity_map:
+        _sync_loaded_wallet(debit_wallet_id, debit_balance, debit_version)
+        _sync_loaded_wallet(credit_wallet_id, credit_balance, credit_version)
+    return PostedTransfer(transfer_id, debit_balance, debit_version,
+                          credit_balance, credit_version)
+
+
+def _post_on_sqlite(session: sa.orm.Session, row: dict) -> PostedTransfer:
+    """:func:`post_transfer` on SQLite: a few statements in the PostgreSQL function's order.
+
+    ``row`` holds the ``transfers`` columns (kobo, UTC ``created_at``). Raises as
+    :func:`post_transfer` does.
+    """
+    # The transfer row first (a duplicate payment or funding fails before
+    # any wallet moves), then the debit (conditional), then the credit and
+    # both entries. The credit wallet is looked up before the debit so that
+    # a missing one cannot leave an applied debit behind (wallets are never
+    # deleted, and SQLite serialises writers, so the check holds); a refused
+    # debit deletes the transfer row. Either way a refusal leaves the
+    # caller's transaction as it was.
+    debit_wallet_id, credit_wallet_id = row["debit_wallet_id"], row["credit_wallet_id"]
+    amount_kobo, now = row["amount_kobo"], row["created_at"]
     wallets = Wallet.__table__
     if session.execute(sa.select(wallets.c.id).where(wallets.c.id == credit_wallet_id)).first() is None:
         raise LedgerError(f"no wallet {credit_wallet_id}")
     transfers = Transfer.__table__
-    transfer_id = session.execute(sa.insert(transfers).values(
-        kind=kind, debit_wallet_id=debit_wallet_id, credit_wallet_id=credit_wallet_id,
-        amount_kobo=amount_kobo, payment_id=payment_id, funding_id=funding_id,
-        description=description, created_at=now,
-    ).returning(transfers.c.id)).scalar_one()
+    transfer_id = session.execute(
+        sa.insert(transfers).values(**row).returning(transfers.c.id)).scalar_one()
     try:
         debit_balance, debit_version = _move(debit_wallet_id, -amount_kobo)
     except LedgerError:

@@ -16,8 +16,15 @@ import secrets
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Optional
 from urllib.parse import unquote, urlsplit
+
+import click
+from flask.cli import AppGroup
+from pydantic import BeforeValidator, Field
+from pydantic_core import PydanticUseDefault
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 INSTANCE_DIR = PROJECT_ROOT / "instance"
@@ -48,7 +55,9 @@ KNOWN_WEAK_SECRET_KEYS = frozenset({
 VTPASS_SANDBOX_API_KEY = "sandbox-api-key"
 VTPASS_SANDBOX_SECRET_KEY = "sandbox-secret-key"
 PAYSTACK_SANDBOX_SECRET_KEY = "sk_test_billvend_sandbox"
-PAYSTACK_SANDBOX_BASE_URL = "http://127.0.0.1:5055"
+#: Where the sandbox server (billvend.sandbox) listens unless SANDBOX_URL says.
+SANDBOX_DEFAULT_URL = "http://127.0.0.1:5055"
+PAYSTACK_SANDBOX_BASE_URL = SANDBOX_DEFAULT_URL
 
 
 class ConfigError(RuntimeError):
@@ -70,20 +79,59 @@ def _database_url(raw: str | None) -> str:
     return raw
 
 
-def _bool(raw: str | None, default: bool = False) -> bool:
-    if raw is None or raw == "":
-        return default
-    return raw.strip().lower() in {"1", "true", "yes", "on"}
+# --- The declared table ------------------------------------------------------
+# Every variable billvend reads is one field of Settings below: its name, its
+# type (one of the kinds here, each keeping the parsing billvend has always
+# done), its default, one line saying what it means, and what production
+# requires of it. from_env builds the Flask config from it and
+# docs/configuration.md is generated from it (``flask --app wsgi config docs``).
+# An empty variable is unset (pydantic-settings' env_ignore_empty).
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
 
-def _seconds_list(raw: str | None, default: tuple[float, ...]) -> tuple[float, ...]:
-    """``"3600,86400"`` -> ``(3600.0, 86400.0)``, ascending; ``default``
-    when unset.
+class Kind:
+    """How a setting's text is read, as docs/configuration.md names it."""
 
-    :raises ConfigError: a value that is not a number, or is negative.
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+
+def _python_int(raw: Any) -> Any:
+    # Python's int(): " 7 " is 7; "   ", "1.5" and "ten" raise ValueError.
+    return int(raw) if isinstance(raw, str) else raw
+
+
+def _python_int_blank_unset(raw: Any) -> Any:
+    if isinstance(raw, str) and not raw.strip():
+        raise PydanticUseDefault()
+    return _python_int(raw)
+
+
+def _python_float(raw: Any) -> Any:
+    return float(raw) if isinstance(raw, str) else raw
+
+
+def _flag(raw: Any) -> Any:
+    # Anything given that is not a yes word is false ("maybe" included).
+    return raw.strip().lower() in TRUE_WORDS if isinstance(raw, str) else raw
+
+
+def _environment(raw: Any) -> Any:
+    return raw.strip().lower() if isinstance(raw, str) else raw
+
+
+def _seconds_list(raw: Any) -> Any:
+    """``"3600,86400"`` -> ``(3600.0, 86400.0)``, ascending; the default
+    when only spaces.
+
+    :raises ConfigError: a value that is not a number, or is negative (a
+        RuntimeError, so pydantic lets it through unwrapped).
     """
-    if raw is None or not raw.strip():
-        return default
+    if not isinstance(raw, str):
+        return raw
+    if not raw.strip():
+        raise PydanticUseDefault()
     try:
         values = tuple(sorted(float(part) for part in raw.split(",") if part.strip()))
     except ValueError:
@@ -93,264 +141,380 @@ def _seconds_list(raw: str | None, default: tuple[float, ...]) -> tuple[float, .
     return values
 
 
-def _int(raw: str | None, default: int | None) -> int | None:
-    return default if raw is None or raw.strip() == "" else int(raw)
+#: Python's int(); an empty variable is unset, spaces only are not a number.
+Integer = Annotated[int, BeforeValidator(_python_int), Kind("integer")]
+OptionalInteger = Annotated[Optional[int], BeforeValidator(_python_int), Kind("integer")]
+#: Python's int(); empty or spaces only is unset.
+BlankInteger = Annotated[Optional[int], BeforeValidator(_python_int_blank_unset), Kind("integer")]
+#: Python's float() ("1e3", "inf"); an empty variable is unset.
+Number = Annotated[float, BeforeValidator(_python_float), Kind("number")]
+#: Kept as given, spaces included.
+Text = Annotated[str, Kind("text")]
+OptionalText = Annotated[Optional[str], Kind("text")]
+#: 1, true, yes or on (any case) is true; anything else given is false.
+Flag = Annotated[bool, BeforeValidator(_flag), Kind("flag")]
+Seconds = Annotated[tuple[float, ...], NoDecode, BeforeValidator(_seconds_list), Kind("seconds, comma-separated")]
+
+
+def setting(default: Any, meaning: str, *, production: str = "", shown: str | None = None) -> Any:
+    """One row of the table: ``default`` (what an unset or empty variable
+    gives), ``meaning`` (one line), ``production`` (what
+    ``BILLVEND_ENV=production`` requires of it, :func:`check_production`;
+    empty when nothing), ``shown`` (the default as the docs say it, when it
+    is computed from other settings)."""
+    return Field(default, description=meaning,
+                 json_schema_extra={"production": production, "shown": shown})
+
+
+class Settings(BaseSettings):
+    """Every environment variable billvend reads, in the order of
+    docs/configuration.md. Field names are the variables' names."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, env_ignore_empty=True, extra="ignore")
+
+    # The deployment.
+    BILLVEND_ENV: Annotated[Literal["development", "production"], BeforeValidator(_environment),
+                            Kind("development or production")] = setting(
+        DEVELOPMENT, "production refuses stand-ins and open doors (check_production), marks cookies Secure, "
+        "logs JSON and never runs a sandbox", production="production")
+    SECRET_KEY: OptionalText = setting(
+        None, "signs sessions and CSRF tokens; required (strong) with a DATABASE_URL, a REDIS_URL or in "
+        "production, else generated into instance/secret_key",
+        production=f"required: {MIN_SECRET_KEY_LENGTH}+ characters, {MIN_SECRET_KEY_BITS}+ bits, never published",
+        shown="generated into instance/")
+    DATABASE_URL: OptionalText = setting(
+        None, "the database (postgres:// and postgresql:// get the psycopg 3 driver)",
+        shown="SQLite in instance/billvend.sqlite3")
+    REDIS_URL: OptionalText = setting(
+        None, "the queue (Huey) and the rate limits' shared counters; unset: SqliteHuey in instance/")
+    PUBLIC_BASE_URL: OptionalText = setting(
+        None, "where customers reach billvend (https://billvend.ng): every absolute URL is built from it",
+        production="required: an https:// origin, not this machine")
+    TRUSTED_HOSTS: OptionalText = setting(
+        None, "host names requests may name (comma-separated); others get 400",
+        shown="PUBLIC_BASE_URL's host in production, else any")
+    TRUSTED_PROXY_HOPS: BlankInteger = setting(
+        None, "proxies in front whose X-Forwarded-For/-Proto are believed",
+        production="required (1 behind Heroku's router, 0 with none)", shown="0; none in production")
+    PORT: OptionalText = setting(None, "the web process's port (honcho and Heroku set it); names the webhook "
+                                 "URL the sandbox calls", shown="`5000`")
+    # Request limits.
+    MAX_CONTENT_LENGTH: BlankInteger = setting(1024 * 1024, "largest request body, bytes")
+    MAX_FORM_MEMORY_SIZE: BlankInteger = setting(64 * 1024, "largest form data kept in memory, bytes")
+    MAX_FORM_PARTS: BlankInteger = setting(200, "most parts of a multipart form")
+    # Session lifetimes (billvend/accounts/sessions.py).
+    ADMIN_SESSION_IDLE_SECONDS: BlankInteger = setting(30 * 60, "an admin session ends after this long idle")
+    ADMIN_SESSION_ABSOLUTE_SECONDS: BlankInteger = setting(12 * 3600, "... and this long after login")
+    CUSTOMER_SESSION_IDLE_SECONDS: BlankInteger = setting(24 * 3600, "a customer session ends after this long idle")
+    CUSTOMER_SESSION_ABSOLUTE_SECONDS: BlankInteger = setting(7 * 24 * 3600, "... and this long after login")
+    REMEMBER_ME_SECONDS: BlankInteger = setting(30 * 24 * 3600, "how long \"keep me signed in\" lasts")
+    ANONYMOUS_SESSION_SECONDS: BlankInteger = setting(2 * 3600, "a session before login")
+    FRESH_LOGIN_SECONDS: BlankInteger = setting(
+        10 * 60, "how long a password entry counts as fresh for password and second-factor changes")
+    # Rate limits (Flask-Limiter, `limits` notation "5 per minute;20 per hour").
+    RATELIMIT_ENABLED: Flag = setting(True, "false is for load benchmarks only",
+                                      production="must stay true")
+    RATELIMIT_STORAGE_URI: OptionalText = setting(
+        None, "where rate limits count", production="required: REDIS_URL or a shared store, not memory://",
+        shown="REDIS_URL, else memory://")
+    RATELIMIT_KEY_PREFIX: Text = setting("billvend", "prefix of the rate limits' keys in the store")
+    RATELIMIT_LOGIN_ACCOUNT_IP: Text = setting("5 per minute;20 per hour", "logins per account and address")
+    RATELIMIT_LOGIN_IP: Text = setting("30 per minute;300 per hour", "logins per address")
+    RATELIMIT_LOGIN_ACCOUNT: Text = setting("10 per 15 minutes;50 per day", "logins per account")
+    RATELIMIT_SIGNUP_IP: Text = setting("5 per minute;30 per hour", "sign-ups per address")
+    RATELIMIT_VERIFY_USER: Text = setting("20 per minute;200 per day", "meter verifications per user")
+    RATELIMIT_VERIFY_IP: Text = setting("60 per minute;600 per day", "meter verifications per address")
+    RATELIMIT_VERIFY_DISTINCT_METERS: Text = setting("20 per hour", "distinct meters one user verifies")
+    RATELIMIT_PAYMENT_USER: Text = setting("10 per minute;200 per day", "payments per user")
+    RATELIMIT_FUNDING_USER: Text = setting("10 per minute;100 per day", "wallet fundings per user")
+    RATELIMIT_TWO_FACTOR: Text = setting("5 per minute;30 per hour", "second-factor codes per user")
+    RATELIMIT_PASSWORD_RESET_EMAIL: Text = setting("3 per hour;10 per day", "password reset emails per address")
+    RATELIMIT_WEBHOOK_IP: Text = setting("600 per minute", "webhooks per sending address")
+    # Processes and connections (README, connection budget).
+    WEB_THREADS: Integer = setting(32, "threads per web process (the Procfile's gunicorn reads it too)")
+    # Smaller than WEB_THREADS on purpose: a thread holds a connection only
+    # while it runs queries, never across provider I/O (DESIGN.md,
+    # Transactions) nor while a status long poll sleeps, and one process runs
+    # Python on one core at a time. 6 per web process and 6 for the worker
+    # (the Procfile sets DATABASE_POOL_SIZE from WORKER_DATABASE_POOL_SIZE for
+    # it) keep 2 web + 1 worker under the ~20 connections of small plans.
+    DATABASE_POOL_SIZE: OptionalInteger = setting(
+        None, "database connections per process (no overflow)", shown="WEB_THREADS, at most 6")
+    WORKER_CONCURRENCY: Integer = setting(64, "vends one worker process runs at once (the Procfile reads it too)")
+    # Meter verification (billvend.vending.meter_verification).
+    METER_VERIFICATION_TTL_SECONDS: Integer = setting(600, "how long a valid meter answer is reused")
+    METER_VERIFICATION_INVALID_TTL_SECONDS: Integer = setting(60, "how long a \"no such meter\" answer is reused")
+    METER_VERIFICATION_DEADLINE_SECONDS: Number = setting(
+        4.0, "hard wall-clock limit of one verification a web request makes")
+    # The payment status page.
+    STATUS_LONG_POLL_SECONDS: Number = setting(5.0, "how long one status request may wait for a change")
+    STATUS_LONG_POLLS_PER_USER: Integer = setting(
+        4, "long polls one user may have waiting in one web process; past it, plain polling")
+    STATUS_FAST_PHASE_SECONDS: Integer = setting(30, "how long after a payment its page long-polls")
+    # Operations.
+    METRICS_TOKEN: OptionalText = setting(None, "bearer token for /metrics; unset: loopback only")
+    PROMETHEUS_MULTIPROC_DIR: OptionalText = setting(
+        None, "prometheus_client's multiprocess directory (make run sets it)")
+    LOG_FORMAT: OptionalText = setting(None, "json (one object per line) or text (billvend.platform.logs)",
+                                       shown="json in production, else text")
+    HUEY_NAME: Text = setting("billvend", "the queue's name")
+    HUEY_SQLITE_PATH: Text = setting(str(INSTANCE_DIR / "huey.sqlite3"), "SqliteHuey's file when no REDIS_URL",
+                                     shown="`instance/huey.sqlite3`")
+    HUEY_IMMEDIATE: Flag = setting(False, "run tasks in the calling process (tests)")
+    # Vending.
+    VENDING_PROVIDER: Text = setting("simulated", "simulated (in process) or vtpass",
+                                     production="vtpass")
+    SIMULATOR_SUCCESS_RATE: Number = setting(0.8, "share of the simulator's (and sandbox's) vends that succeed")
+    SIMULATOR_DELAY_SECONDS: Number = setting(2.0, "how long one simulated vend takes")
+    VTPASS_BASE_URL: OptionalText = setting(None, "the VTpass API (https://vtpass.com)",
+                                            production="with vtpass: https://, not this machine",
+                                            shown="SANDBOX_URL")
+    VTPASS_API_KEY: Text = setting(VTPASS_SANDBOX_API_KEY, "VTpass api-key header",
+                                   production="with vtpass: not the sandbox's")
+    VTPASS_SECRET_KEY: Text = setting(VTPASS_SANDBOX_SECRET_KEY, "VTpass secret-key header",
+                                      production="with vtpass: not the sandbox's")
+    VTPASS_CONNECT_TIMEOUT_SECONDS: Number = setting(5.0, "VTpass connect timeout")
+    VTPASS_READ_TIMEOUT_SECONDS: Number = setting(30.0, "VTpass read timeout")
+    VTPASS_VERIFY_TIMEOUT_SECONDS: Number = setting(
+        10.0, "VTpass meter verification timeout (inside a web request: well under gunicorn's 30 s)")
+    VTPASS_SEND_ATTEMPTS: Integer = setting(3, "tries of a request whose connection cannot even be opened")
+    VTPASS_DEADLINE_SECONDS: Number = setting(
+        0.0, "hard wall-clock deadline of one pay or requery call; 0: longest_vend_seconds")
+    # The sandbox server (billvend.sandbox).
+    SANDBOX_URL: Text = setting(
+        SANDBOX_DEFAULT_URL, "where the sandbox server listens (python -m billvend.sandbox, make run); "
+        "VTPASS_BASE_URL and PAYSTACK_BASE_URL default to it")
+    SANDBOX_TIMEOUT_SLEEP_SECONDS: Number = setting(
+        0.0, "how long the timeout meter keeps the client waiting; 0: VTPASS_READ_TIMEOUT_SECONDS + 5")
+    SANDBOX_DRIP_SECONDS: Number = setting(
+        0.0, "how long the drip meter's pay answer takes in all; 0: VENDING_LEASE_SECONDS + 5")
+    SANDBOX_DRIP_INTERVAL_SECONDS: Number = setting(
+        0.0, "gap between the drip meter's pieces; 0: half of VTPASS_READ_TIMEOUT_SECONDS")
+    SANDBOX_STATE_PATH: Text = setting(str(INSTANCE_DIR / "sandbox-state.json"),
+                                       "where the sandbox keeps its state across restarts; none: memory only",
+                                       shown="`instance/sandbox-state.json`")
+    SANDBOX_LATE_RECORD_SECONDS: Number = setting(30.0, "the late-record meter: requery says 015 this long after pay")
+    HTMX_URL: Text = setting(HTMX_CDN_URL, "where pages load htmx from (make run: the pinned local copy)")
+    # Payment recovery (DESIGN.md, Vending).
+    SWEEP_INTERVAL_SECONDS: Integer = setting(60, "how often the sweep looks for payments to recover")
+    PENDING_GRACE_SECONDS: Integer = setting(120, "a pending payment this old is enqueued again")
+    VENDING_LEASE_SECONDS: Integer = setting(300, "how long a vend holds its payment; must outlast a vend call")
+    REQUERY_BASE_DELAY_SECONDS: Number = setting(5.0, "first requery backoff")
+    REQUERY_MAX_DELAY_SECONDS: Number = setting(600.0, "longest requery backoff")
+    UNKNOWN_ALERT_AGE_SECONDS: Integer = setting(3600, "an unknown payment this old alerts an admin")
+    REQUERY_AFTER_REFUND_DELAYS_SECONDS: Seconds = setting(
+        (3600.0, 86400.0), "a payment refunded while uncertain is requeried again after each of these",
+        shown="`3600,86400`")
+    PROVIDER_NOT_FOUND_GRACE_SECONDS: Number = setting(
+        120.0, "a \"never received\" answer is believed only this long after a pay could last be in flight")
+    SWEEP_LOCK_SECONDS: Integer = setting(60, "the sweep's lease: one sweeper at a time")
+    SLOW_PAYMENT_NOTICE_SECONDS: Integer = setting(30, "the payment page says \"the disco is slow\" after this")
+    SUPPORT_CONTACT: Text = setting("support@billvend.ng or 0201 888 0000",
+                                    "whom a customer contacts about a payment still unresolved")
+    FAULT_SKIP_ENQUEUE: Flag = setting(False, "test-only fault injection: die between commit and enqueue")
+    # Money in (issue 15).
+    FUNDING_GATEWAY: Annotated[Literal["paystack", "simulated"], Kind("paystack or simulated")] = setting(
+        "paystack", "the card gateway", production="paystack")
+    PAYSTACK_BASE_URL: OptionalText = setting(
+        None, "the Paystack API (https://api.paystack.co); trailing slashes dropped",
+        production="https://, not this machine", shown="SANDBOX_URL")
+    PAYSTACK_CHECKOUT_URL: OptionalText = setting(
+        None, "the checkout page when not on PAYSTACK_BASE_URL's origin (https://checkout.paystack.com)",
+        production="when set: https://, not this machine")
+    PAYSTACK_SECRET_KEY: Text = setting(PAYSTACK_SANDBOX_SECRET_KEY, "Paystack secret key",
+                                        production="required: not the sandbox's, not sk_test_")
+    PAYSTACK_PUBLIC_KEY: Text = setting("pk_test_billvend_sandbox", "Paystack public key")
+    PAYSTACK_WEBHOOK_URL: OptionalText = setting(
+        None, "where the sandbox sends its webhooks (the sandbox only reads it)",
+        shown="`http://127.0.0.1:$PORT/webhooks/paystack`")
+    PAYSTACK_CONNECT_TIMEOUT_SECONDS: Number = setting(5.0, "Paystack connect timeout")
+    PAYSTACK_READ_TIMEOUT_SECONDS: Number = setting(10.0, "Paystack read timeout")
+    PAYSTACK_DEADLINE_SECONDS: Number = setting(12.0, "hard wall-clock deadline of one Paystack call")
+    PAYSTACK_PREFERRED_BANK: Text = setting("test-bank", "the bank a dedicated account is opened at")
+    FUNDING_VERIFY_AFTER_SECONDS: Integer = setting(180, "an open funding this old is verified again by the sweep")
+    FUNDING_VERIFY_BASE_DELAY_SECONDS: Number = setting(60.0, "first funding verification backoff")
+    FUNDING_VERIFY_MAX_DELAY_SECONDS: Number = setting(3600.0, "longest funding verification backoff")
+    FUNDING_GIVE_UP_SECONDS: Integer = setting(3600, "a checkout the gateway never heard of ends failed after this")
+    FUNDING_EXPIRE_SECONDS: Integer = setting(86400, "a funding with no final answer is closed failed after this")
+    FUNDING_RECONCILE_DAYS: Integer = setting(2, "days the nightly reconciliation covers, yesterday last")
+    WEBHOOK_MAX_BYTES: Integer = setting(65536, "largest webhook body accepted; bigger gets 413 unread")
+    PAYSTACK_SANDBOX_WEBHOOK: Text = setting("normal",
+                                             "the sandbox's webhook timing: normal, late, twice, before_redirect "
+                                             "or never")
+    PAYSTACK_SANDBOX_WEBHOOK_DELAY_SECONDS: Number = setting(5.0, "how long late waits")
+    PAYSTACK_SANDBOX_ABANDON_SECONDS: Number = setting(1800.0, "the sandbox reports a checkout abandoned after this")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: Any,
+                                   **others: Any) -> tuple[Any, ...]:
+        # read_settings hands over the variables it read; no .env file, no
+        # secrets directory, nothing read behind its back.
+        return (init_settings,)
+
+
+class _EnvironSource(EnvSettingsSource):
+    """pydantic-settings' own environment source (case-sensitive names,
+    empty meaning unset), over the mapping given instead of ``os.environ``."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(Settings)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+def read_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """The declared settings read from ``environ`` (``os.environ`` when ``None``).
+
+    :raises ValueError: a variable that does not parse as its kind, one line
+        naming it (pydantic's ValidationError is a ValueError).
+    :raises ConfigError: ``REQUERY_AFTER_REFUND_DELAYS_SECONDS`` malformed.
+    """
+    return Settings(**_EnvironSource(os.environ if environ is None else environ)())
+
+
+#: Flask config that no variable sets.
+FIXED_CONFIG: dict[str, Any] = {
+    # Cookies: never readable by scripts, not sent on cross-site POSTs
+    # (Secure follows BILLVEND_ENV).
+    "SESSION_COOKIE_NAME": "session",
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "REMEMBER_COOKIE_NAME": "remember",
+    # A form's CSRF token lives as long as its server-side session, not
+    # Flask-WTF's extra hour: a pay form left open over lunch still submits;
+    # a session that ended takes it along.
+    "WTF_CSRF_TIME_LIMIT": None,
+    "MIN_PASSWORD_LENGTH": 10,
+    # Redis down or unreachable: count in this process's memory until it is
+    # back (limits stay, per process) instead of failing the request.
+    "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+    "RATELIMIT_SWALLOW_ERRORS": True,
+    "RATELIMIT_STRATEGY": "moving-window",
+    "HTMX_SRI": HTMX_SRI,
+    # Money limits, in kobo.
+    "MIN_FUNDING_KOBO": 100_00,
+    "MAX_FUNDING_KOBO": 1_000_000_00,
+    "MIN_PAYMENT_KOBO": 500_00,
+    "MAX_PAYMENT_KOBO": 500_000_00,
+    "PAYMENTS_PER_PAGE": 20,
+}
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Build the Flask config mapping from environment variables.
+    """Build the Flask config mapping from environment variables
+    (:class:`Settings`, :data:`FIXED_CONFIG`, and what follows from them).
 
     :param environ: the variables to read; ``os.environ`` when ``None``.
     :returns: a dict of upper-case config keys, ready for ``app.config.update``.
-    :raises ValueError: when a numeric variable does not parse, or
-        ``FUNDING_GATEWAY`` names no gateway.
+    :raises ValueError: when a variable does not parse (``FUNDING_GATEWAY``
+        naming no gateway included).
+    :raises ConfigError: ``REQUERY_AFTER_REFUND_DELAYS_SECONDS`` malformed.
     """
-    env = os.environ if environ is None else environ
-    get = env.get
-    database_url = _database_url(get("DATABASE_URL"))
-    if (get("FUNDING_GATEWAY") or "paystack") not in ("paystack", "simulated"):
-        raise ValueError(f"FUNDING_GATEWAY must be paystack or simulated, not {get('FUNDING_GATEWAY')!r}")
-    environment = (get("BILLVEND_ENV") or DEVELOPMENT).strip().lower()
-    if environment not in {DEVELOPMENT, PRODUCTION}:
-        raise ValueError(f"BILLVEND_ENV must be {DEVELOPMENT} or {PRODUCTION}, not {environment!r}")
-    production = environment == PRODUCTION
-    ratelimit_storage = get("RATELIMIT_STORAGE_URI") or get("REDIS_URL") or "memory://"
-    public_base_url = (get("PUBLIC_BASE_URL") or "").strip().rstrip("/") or None
-    trusted_hosts = [h.strip() for h in (get("TRUSTED_HOSTS") or "").split(",") if h.strip()] or None
+    settings = read_settings(environ)
+    config = settings.model_dump()
+    production = settings.BILLVEND_ENV == PRODUCTION
+    database_url = config.pop("DATABASE_URL")
+    port = config.pop("PORT")
+    public_base_url = (settings.PUBLIC_BASE_URL or "").strip().rstrip("/") or None
+    trusted_hosts = [h.strip() for h in (settings.TRUSTED_HOSTS or "").split(",") if h.strip()] or None
     if trusted_hosts is None and production and public_base_url:
         # Production answers only to its own name: a request naming another
         # Host (a poisoned link, a cache keyed by Host) gets a 400.
         trusted_hosts = [urlsplit(public_base_url).hostname or ""]
-    web_threads = int(get("WEB_THREADS") or 32)
-    # Connections per process. Smaller than WEB_THREADS on purpose: a thread
-    # holds a connection only while it runs queries, never across provider
-    # I/O (DESIGN.md, Transactions) nor while a status long poll sleeps, and
-    # one process runs Python on one core at a time. 6 per web process and 6
-    # for the worker (the Procfile sets DATABASE_POOL_SIZE from
-    # WORKER_DATABASE_POOL_SIZE for it) keep 2 web + 1 worker under the ~20
-    # connections of small hosted plans (README, connection budget).
-    pool_size = int(get("DATABASE_POOL_SIZE") or min(web_threads, 6))
-    return {
-        "BILLVEND_ENV": environment,
-        # None until create_app resolves it (resolve_secret_key): never a
-        # shipped default, which anyone could use to sign a session.
-        "SECRET_KEY": get("SECRET_KEY") or None,
+    ratelimit_storage = settings.RATELIMIT_STORAGE_URI or settings.REDIS_URL or "memory://"
+    pool_size = settings.DATABASE_POOL_SIZE
+    if pool_size is None:
+        pool_size = min(settings.WEB_THREADS, 6)
+    uri = _database_url(database_url)
+    config.update(FIXED_CONFIG)
+    config.update({
         # A deployed topology (a database or Redis of its own, or production)
         # must be given a strong key: its processes cannot share a generated one.
-        "REQUIRE_SECRET_KEY": production or bool(get("DATABASE_URL")) or bool(get("REDIS_URL")),
-        # Proxies in front whose X-Forwarded-For/-Proto are believed. Locally
-        # nothing sits in front (0); production must say (None until it
-        # does: check_production refuses it), since a guess of 1 without a
+        "REQUIRE_SECRET_KEY": production or bool(database_url) or bool(settings.REDIS_URL),
+        # Locally nothing sits in front (0); production must say (None until
+        # it does: check_production refuses it), since a guess of 1 without a
         # proxy lets a forged X-Forwarded-For pick the rate limits' address.
-        "TRUSTED_PROXY_HOPS": _int(get("TRUSTED_PROXY_HOPS"), None if production else 0),
-        # Where customers reach billvend (``https://billvend.ng``): every
-        # absolute URL billvend gives out is built from it, never from the
-        # request's Host header (billvend.web.security.external_url).
+        "TRUSTED_PROXY_HOPS": settings.TRUSTED_PROXY_HOPS if settings.TRUSTED_PROXY_HOPS is not None
+        else (None if production else 0),
         "PUBLIC_BASE_URL": public_base_url,
-        # Flask refuses (400) a request for any other host; from
-        # TRUSTED_HOSTS (comma-separated), else PUBLIC_BASE_URL's host in
-        # production, else any host.
         "TRUSTED_HOSTS": trusted_hosts,
-        # Request limits (bytes): a whole request body, and the urlencoded
-        # or non-file multipart form data Werkzeug keeps in memory.
-        "MAX_CONTENT_LENGTH": _int(get("MAX_CONTENT_LENGTH"), 1024 * 1024),
-        "MAX_FORM_MEMORY_SIZE": _int(get("MAX_FORM_MEMORY_SIZE"), 64 * 1024),
-        "MAX_FORM_PARTS": _int(get("MAX_FORM_PARTS"), 200),
-        # Cookies: never readable by scripts, not sent on cross-site POSTs,
-        # HTTPS-only in production.
-        "SESSION_COOKIE_NAME": "session",
-        "SESSION_COOKIE_HTTPONLY": True,
-        "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": production,
-        "REMEMBER_COOKIE_NAME": "remember",
-        # Session lifetimes (seconds); see billvend/accounts/sessions.py.
-        "ADMIN_SESSION_IDLE_SECONDS": _int(get("ADMIN_SESSION_IDLE_SECONDS"), 30 * 60),
-        "ADMIN_SESSION_ABSOLUTE_SECONDS": _int(get("ADMIN_SESSION_ABSOLUTE_SECONDS"), 12 * 3600),
-        "CUSTOMER_SESSION_IDLE_SECONDS": _int(get("CUSTOMER_SESSION_IDLE_SECONDS"), 24 * 3600),
-        "CUSTOMER_SESSION_ABSOLUTE_SECONDS": _int(get("CUSTOMER_SESSION_ABSOLUTE_SECONDS"), 7 * 24 * 3600),
-        "REMEMBER_ME_SECONDS": _int(get("REMEMBER_ME_SECONDS"), 30 * 24 * 3600),
-        "ANONYMOUS_SESSION_SECONDS": _int(get("ANONYMOUS_SESSION_SECONDS"), 2 * 3600),
-        # A form's CSRF token lives as long as its server-side session (whose
-        # deadlines are above), not Flask-WTF's extra hour: a pay form left
-        # open over lunch still submits; a session that ended takes it along.
-        "WTF_CSRF_TIME_LIMIT": None,
-        # How long a password entry counts as "fresh" for money-sensitive
-        # account changes (password, second factor).
-        "FRESH_LOGIN_SECONDS": _int(get("FRESH_LOGIN_SECONDS"), 10 * 60),
-        "MIN_PASSWORD_LENGTH": 10,
-        # Flask-Limiter: Redis when REDIS_URL is set (shared by every worker
-        # and dyno), memory otherwise. Limits use the `limits` notation
-        # ("5 per minute;20 per hour"); RATELIMIT_ENABLED=false is for load
-        # benchmarks only.
-        "RATELIMIT_ENABLED": _bool(get("RATELIMIT_ENABLED"), True),
         "RATELIMIT_STORAGE_URI": ratelimit_storage,
-        # Redis down or unreachable: count in this process's memory until it
-        # is back (limits stay, per process) instead of failing the request;
-        # a partition must not hang a request either.
-        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
-        "RATELIMIT_SWALLOW_ERRORS": True,
+        # A partition must not hang a request.
         "RATELIMIT_STORAGE_OPTIONS": ({"socket_connect_timeout": 2, "socket_timeout": 2}
                                       if ratelimit_storage.startswith(("redis://", "rediss://")) else {}),
-        "RATELIMIT_KEY_PREFIX": get("RATELIMIT_KEY_PREFIX") or "billvend",
-        "RATELIMIT_STRATEGY": "moving-window",
-        "RATELIMIT_LOGIN_ACCOUNT_IP": get("RATELIMIT_LOGIN_ACCOUNT_IP") or "5 per minute;20 per hour",
-        "RATELIMIT_LOGIN_IP": get("RATELIMIT_LOGIN_IP") or "30 per minute;300 per hour",
-        "RATELIMIT_LOGIN_ACCOUNT": get("RATELIMIT_LOGIN_ACCOUNT") or "10 per 15 minutes;50 per day",
-        "RATELIMIT_SIGNUP_IP": get("RATELIMIT_SIGNUP_IP") or "5 per minute;30 per hour",
-        "RATELIMIT_VERIFY_USER": get("RATELIMIT_VERIFY_USER") or "20 per minute;200 per day",
-        "RATELIMIT_VERIFY_IP": get("RATELIMIT_VERIFY_IP") or "60 per minute;600 per day",
-        "RATELIMIT_VERIFY_DISTINCT_METERS": get("RATELIMIT_VERIFY_DISTINCT_METERS") or "20 per hour",
-        "RATELIMIT_PAYMENT_USER": get("RATELIMIT_PAYMENT_USER") or "10 per minute;200 per day",
-        "RATELIMIT_FUNDING_USER": get("RATELIMIT_FUNDING_USER") or "10 per minute;100 per day",
-        "RATELIMIT_TWO_FACTOR": get("RATELIMIT_TWO_FACTOR") or "5 per minute;30 per hour",
-        "RATELIMIT_PASSWORD_RESET_EMAIL": get("RATELIMIT_PASSWORD_RESET_EMAIL") or "3 per hour;10 per day",
-        "RATELIMIT_WEBHOOK_IP": get("RATELIMIT_WEBHOOK_IP") or "600 per minute",
-        # Production refuses the gateway's sandbox defaults (check_production),
-        # and the CSP lets forms post to the gateway's checkout. Where the gateway's checkout page lives when it is not on
-        # PAYSTACK_BASE_URL's origin (Paystack: https://checkout.paystack.com).
-        "PAYSTACK_CHECKOUT_URL": get("PAYSTACK_CHECKOUT_URL") or None,
-        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SQLALCHEMY_DATABASE_URI": uri,
         # Survive a PostgreSQL restart: a dead pooled connection is replaced
         # before use instead of failing the request.
-        "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(database_url, pool_size),
-        # Read by the Procfile's web line too; sizes long polls in flight.
-        "WEB_THREADS": web_threads,
+        "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(uri, pool_size),
         "DATABASE_POOL_SIZE": pool_size,
-        # Vends one worker process runs at once (Procfile ``worker``).
-        "WORKER_CONCURRENCY": int(get("WORKER_CONCURRENCY") or 64),
-        # Meter verification cache (billvend.vending.meter_verification): how long a
-        # valid answer, and a "no such meter" answer, are reused.
-        "METER_VERIFICATION_TTL_SECONDS": int(get("METER_VERIFICATION_TTL_SECONDS") or 600),
-        "METER_VERIFICATION_INVALID_TTL_SECONDS": int(get("METER_VERIFICATION_INVALID_TTL_SECONDS") or 60),
-        # Hard wall-clock limit of one verification call made by a web request.
-        "METER_VERIFICATION_DEADLINE_SECONDS": float(get("METER_VERIFICATION_DEADLINE_SECONDS") or 4.0),
-        # The payment status long poll: how long one request may wait for a
-        # change, and for how long after a payment is created the page
-        # long-polls before backing off to plain polling.
-        "STATUS_LONG_POLL_SECONDS": float(get("STATUS_LONG_POLL_SECONDS") or 5.0),
-        # Long polls one user may have waiting at once in one web process
-        # (each holds a thread); past it, their panel polls every 3 s.
-        "STATUS_LONG_POLLS_PER_USER": int(get("STATUS_LONG_POLLS_PER_USER") or 4),
-        "STATUS_FAST_PHASE_SECONDS": int(get("STATUS_FAST_PHASE_SECONDS") or 30),
-        # /metrics: a bearer token; without one only loopback may scrape.
-        "METRICS_TOKEN": get("METRICS_TOKEN") or None,
-        # prometheus_client reads this itself (multiprocess mode); we read it
-        # to pick the collector.
-        "PROMETHEUS_MULTIPROC_DIR": get("PROMETHEUS_MULTIPROC_DIR") or None,
-        # One JSON object per log line (python-json-logger) in production;
-        # "text", one readable line, in development (billvend.platform.logs).
-        "LOG_FORMAT": (get("LOG_FORMAT") or ("json" if production else "text")).lower(),
-        "REDIS_URL": get("REDIS_URL") or None,
-        "HUEY_NAME": get("HUEY_NAME") or "billvend",
-        "HUEY_SQLITE_PATH": get("HUEY_SQLITE_PATH") or str(INSTANCE_DIR / "huey.sqlite3"),
-        "HUEY_IMMEDIATE": _bool(get("HUEY_IMMEDIATE")),
-        "VENDING_PROVIDER": get("VENDING_PROVIDER") or "simulated",
-        "SIMULATOR_SUCCESS_RATE": float(get("SIMULATOR_SUCCESS_RATE") or 0.8),
-        "SIMULATOR_DELAY_SECONDS": float(get("SIMULATOR_DELAY_SECONDS") or 2.0),
-        "VTPASS_BASE_URL": get("VTPASS_BASE_URL") or "http://127.0.0.1:5055",
-        "VTPASS_API_KEY": get("VTPASS_API_KEY") or VTPASS_SANDBOX_API_KEY,
-        "VTPASS_SECRET_KEY": get("VTPASS_SECRET_KEY") or VTPASS_SANDBOX_SECRET_KEY,
-        "VTPASS_CONNECT_TIMEOUT_SECONDS": float(get("VTPASS_CONNECT_TIMEOUT_SECONDS") or 5.0),
-        "VTPASS_READ_TIMEOUT_SECONDS": float(get("VTPASS_READ_TIMEOUT_SECONDS") or 30.0),
-        # Meter verification runs inside a web request: keep it well under
-        # gunicorn's 30 s worker timeout.
-        "VTPASS_VERIFY_TIMEOUT_SECONDS": float(get("VTPASS_VERIFY_TIMEOUT_SECONDS") or 10.0),
-        # Tries of a request whose connection cannot even be opened.
-        "VTPASS_SEND_ATTEMPTS": int(get("VTPASS_SEND_ATTEMPTS") or 3),
-        # The hard wall-clock deadline of one whole pay or requery call (name
-        # lookup, every connection attempt, a slow-dripping body); 0 means
-        # what longest_vend_seconds computes (see vend_deadline_seconds).
-        "VTPASS_DEADLINE_SECONDS": float(get("VTPASS_DEADLINE_SECONDS") or 0.0),
-        # The sandbox server (billvend.sandbox): how long the timeout meter
-        # keeps the client waiting; 0 means VTPASS_READ_TIMEOUT_SECONDS + 5.
-        "SANDBOX_TIMEOUT_SLEEP_SECONDS": float(get("SANDBOX_TIMEOUT_SLEEP_SECONDS") or 0.0),
-        # The sandbox's drip meter: how long its pay answer takes in all (0:
-        # VENDING_LEASE_SECONDS + 5) and the gap between its pieces (0: half
-        # of VTPASS_READ_TIMEOUT_SECONDS, so no single read times out).
-        "SANDBOX_DRIP_SECONDS": float(get("SANDBOX_DRIP_SECONDS") or 0.0),
-        "SANDBOX_DRIP_INTERVAL_SECONDS": float(get("SANDBOX_DRIP_INTERVAL_SECONDS") or 0.0),
-        # Where the sandbox server keeps its state (accounts, checkouts,
-        # orders) across restarts; "none" keeps it in memory only.
-        "SANDBOX_STATE_PATH": get("SANDBOX_STATE_PATH") or str(INSTANCE_DIR / "sandbox-state.json"),
-        # The sandbox's late-record meter: requery says 015 this long after pay.
-        "SANDBOX_LATE_RECORD_SECONDS": float(get("SANDBOX_LATE_RECORD_SECONDS") or 30.0),
-        "HTMX_URL": get("HTMX_URL") or HTMX_CDN_URL,
-        "HTMX_SRI": HTMX_SRI,
-        # Payment recovery timings (seconds); see DESIGN.md, Vending.
-        "SWEEP_INTERVAL_SECONDS": int(get("SWEEP_INTERVAL_SECONDS") or 60),
-        "PENDING_GRACE_SECONDS": int(get("PENDING_GRACE_SECONDS") or 120),
-        "VENDING_LEASE_SECONDS": int(get("VENDING_LEASE_SECONDS") or 300),
-        "REQUERY_BASE_DELAY_SECONDS": float(get("REQUERY_BASE_DELAY_SECONDS") or 5.0),
-        "REQUERY_MAX_DELAY_SECONDS": float(get("REQUERY_MAX_DELAY_SECONDS") or 600.0),
-        "UNKNOWN_ALERT_AGE_SECONDS": int(get("UNKNOWN_ALERT_AGE_SECONDS") or 3600),
-        # A payment refunded while its outcome was uncertain (on "never
-        # received", or an admin's refund of an unknown payment) is requeried
-        # again this long after the refund, once per delay (comma-separated
-        # seconds; 1 h and 24 h by default): a delivery found then is flagged
-        # delivered_after_refund for an admin.
-        "REQUERY_AFTER_REFUND_DELAYS_SECONDS": _seconds_list(
-            get("REQUERY_AFTER_REFUND_DELAYS_SECONDS"), (3600.0, 86400.0)),
-        # A "never received" requery answer (VTpass 015) is believed only this
-        # long after a pay could last have been in flight.
-        "PROVIDER_NOT_FOUND_GRACE_SECONDS": float(get("PROVIDER_NOT_FOUND_GRACE_SECONDS") or 120.0),
-        # The sweep's lease: one sweeper at a time; expires if its holder dies.
-        # A sweep only enqueues tasks, so a minute is ample; an overlap with a
-        # slow sweep is harmless (every step claims its payment).
-        "SWEEP_LOCK_SECONDS": int(get("SWEEP_LOCK_SECONDS") or 60),
-        # The payment page says "the disco is slow" after this long.
-        "SLOW_PAYMENT_NOTICE_SECONDS": int(get("SLOW_PAYMENT_NOTICE_SECONDS") or 30),
-        # Whom a customer contacts about a payment still unresolved after
-        # UNKNOWN_ALERT_AGE_SECONDS (shown with the reference to quote).
-        "SUPPORT_CONTACT": get("SUPPORT_CONTACT") or "support@billvend.ng or 0201 888 0000",
-        # Test-only fault injection: die between commit and enqueue.
-        "FAULT_SKIP_ENQUEUE": _bool(get("FAULT_SKIP_ENQUEUE")),
-        # Money in (issue 15): the gateway, and Paystack's API (its sandbox
-        # in billvend.sandbox by default; Paystack's test or live mode when
-        # the base URL and keys point there).
-        "FUNDING_GATEWAY": get("FUNDING_GATEWAY") or "paystack",
-        "PAYSTACK_BASE_URL": (get("PAYSTACK_BASE_URL") or PAYSTACK_SANDBOX_BASE_URL).rstrip("/"),
-        "PAYSTACK_SECRET_KEY": get("PAYSTACK_SECRET_KEY") or PAYSTACK_SANDBOX_SECRET_KEY,
-        "PAYSTACK_PUBLIC_KEY": get("PAYSTACK_PUBLIC_KEY") or "pk_test_billvend_sandbox",
-        # Where the sandbox sends its webhooks (the sandbox only reads it).
-        "PAYSTACK_WEBHOOK_URL": get("PAYSTACK_WEBHOOK_URL")
-        or f"http://127.0.0.1:{get('PORT') or 5000}/webhooks/paystack",
-        "PAYSTACK_CONNECT_TIMEOUT_SECONDS": float(get("PAYSTACK_CONNECT_TIMEOUT_SECONDS") or 5.0),
-        "PAYSTACK_READ_TIMEOUT_SECONDS": float(get("PAYSTACK_READ_TIMEOUT_SECONDS") or 10.0),
-        # The whole call, wall clock, whatever the socket does (a web
-        # request waits for initialize and verify).
-        "PAYSTACK_DEADLINE_SECONDS": float(get("PAYSTACK_DEADLINE_SECONDS") or 12.0),
-        # The bank a dedicated account is opened at (Paystack's test bank).
-        "PAYSTACK_PREFERRED_BANK": get("PAYSTACK_PREFERRED_BANK") or "test-bank",
-        # An open funding this old is verified again by the funding sweep,
-        # then with exponential backoff between these bounds.
-        "FUNDING_VERIFY_AFTER_SECONDS": int(get("FUNDING_VERIFY_AFTER_SECONDS") or 180),
-        "FUNDING_VERIFY_BASE_DELAY_SECONDS": float(get("FUNDING_VERIFY_BASE_DELAY_SECONDS") or 60.0),
-        "FUNDING_VERIFY_MAX_DELAY_SECONDS": float(get("FUNDING_VERIFY_MAX_DELAY_SECONDS") or 3600.0),
-        # A checkout the gateway still has never heard of after this long
-        # (initialize never reached it) ends failed.
-        "FUNDING_GIVE_UP_SECONDS": int(get("FUNDING_GIVE_UP_SECONDS") or 3600),
-        # A funding the gateway still gives no final answer about after this
-        # long is closed as failed (nothing was credited; a late success
-        # still credits it through the webhook or the reconciliation).
-        "FUNDING_EXPIRE_SECONDS": int(get("FUNDING_EXPIRE_SECONDS") or 86400),
-        # The nightly reconciliation covers this many days, yesterday last
-        # (a checkout is listed under the day it began, whenever it is paid).
-        "FUNDING_RECONCILE_DAYS": int(get("FUNDING_RECONCILE_DAYS") or 2),
-        # Largest webhook body accepted (bytes); bigger gets 413 unread.
-        "WEBHOOK_MAX_BYTES": int(get("WEBHOOK_MAX_BYTES") or 65536),
-        # The Paystack sandbox's webhook timing: normal, late, twice,
-        # before_redirect or never; late waits this long.
-        "PAYSTACK_SANDBOX_WEBHOOK": get("PAYSTACK_SANDBOX_WEBHOOK") or "normal",
-        "PAYSTACK_SANDBOX_WEBHOOK_DELAY_SECONDS": float(get("PAYSTACK_SANDBOX_WEBHOOK_DELAY_SECONDS") or 5.0),
-        # ... and reports a checkout unanswered this long as abandoned.
-        "PAYSTACK_SANDBOX_ABANDON_SECONDS": float(get("PAYSTACK_SANDBOX_ABANDON_SECONDS") or 1800.0),
-        # Money limits, in kobo.
-        "MIN_FUNDING_KOBO": 100_00,
-        "MAX_FUNDING_KOBO": 1_000_000_00,
-        "MIN_PAYMENT_KOBO": 500_00,
-        "MAX_PAYMENT_KOBO": 500_000_00,
-        "PAYMENTS_PER_PAGE": 20,
-    }
+        "LOG_FORMAT": (settings.LOG_FORMAT or ("json" if production else "text")).lower(),
+        # Both outside systems are the sandbox unless pointed elsewhere, each
+        # on its own: moving one never moves the sandbox or the other.
+        "VTPASS_BASE_URL": settings.VTPASS_BASE_URL or settings.SANDBOX_URL,
+        "PAYSTACK_BASE_URL": (settings.PAYSTACK_BASE_URL or settings.SANDBOX_URL).rstrip("/"),
+        "PAYSTACK_WEBHOOK_URL": settings.PAYSTACK_WEBHOOK_URL
+        or f"http://127.0.0.1:{port or 5000}/webhooks/paystack",
+    })
+    return config
+
+
+def _default_shown(field: Any) -> str:
+    shown = (field.json_schema_extra or {}).get("shown")
+    if shown is not None:
+        return shown
+    if field.default is None:
+        return "unset"
+    if isinstance(field.default, bool):
+        return "`true`" if field.default else "`false`"
+    if isinstance(field.default, float) and field.default == int(field.default):
+        return f"`{int(field.default)}`"
+    return f"`{field.default}`"
+
+
+def configuration_markdown() -> str:
+    """docs/configuration.md, generated from :class:`Settings`: one row per
+    variable (name, kind, default, meaning, what production requires)."""
+    lines = [
+        "# Configuration",
+        "",
+        "<!-- Generated from billvend/platform/config.py (class Settings) by",
+        "     `flask --app wsgi config docs > docs/configuration.md`; tests/test_config.py",
+        "     fails when this file differs. Edit the declaration, not this file. -->",
+        "",
+        "Every setting is an environment variable, read once by `billvend/platform/config.py`.",
+        "An empty variable is unset. With nothing set, `make run` works: SQLite and SqliteHuey in",
+        "`instance/`, the simulated provider, the sandbox at `SANDBOX_URL` as the gateway.",
+        "`BILLVEND_ENV=production` refuses to start, with one line naming the variable, when a",
+        "setting misses what its *production* column says. Numbers that do not parse stop the start.",
+        "",
+        "| variable | kind | default | meaning | production |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, field in Settings.model_fields.items():
+        kind = next((m.label for m in field.metadata if isinstance(m, Kind)), "text")
+        production = (field.json_schema_extra or {}).get("production") or ""
+        cells = [f"`{name}`", kind, _default_shown(field), field.description or "", production]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    lines += [
+        "",
+        "Read by the Procfile's shell, not by billvend: `WEB_CONCURRENCY` (web processes, 2),",
+        "`WORKER_DATABASE_POOL_SIZE` (the worker's `DATABASE_POOL_SIZE`, 6),",
+        "`WORKER_SHUTDOWN_TIMEOUT_SECONDS` (20).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+config_cli = AppGroup("config", help="The declared settings.")
+
+
+@config_cli.command("docs")
+def _config_docs_command() -> None:
+    """Print docs/configuration.md as the declaration generates it."""
+    click.echo(configuration_markdown(), nl=False)
 
 
 def _engine_options(database_url: str, pool_size: int) -> dict[str, Any]:

@@ -24,8 +24,8 @@ uses), so the HTTP path, timeouts included, is exercised over a real socket:
   ``SANDBOX_LATE_RECORD_SECONDS`` later, so a requery says ``015`` until
   then and ``delivered`` after.
 
-Start it with one command (it listens where ``VTPASS_BASE_URL`` points,
-``127.0.0.1:5055`` by default)::
+Start it with one command (it listens where ``SANDBOX_URL`` points,
+``127.0.0.1:5055`` by default, and both providers' base URLs default there)::
 
     python -m billvend.sandbox          # or: make sandbox
     flask --app billvend.sandbox run -p 5055

@@ -1,7 +1,8 @@
 """``python -m billvend.sandbox [--host H] [--port P]``: run the VTpass sandbox.
 
-By default it listens where ``VTPASS_BASE_URL`` points (``127.0.0.1:5055``),
-so billvend's ``vtpass`` provider finds it with no further setting. One
+By default it listens where ``SANDBOX_URL`` points (``127.0.0.1:5055``),
+where ``VTPASS_BASE_URL`` and ``PAYSTACK_BASE_URL`` default to, so billvend
+finds it with no further setting; pointing either elsewhere leaves it there. One
 process, many threads: the order book is in memory, kept in
 ``SANDBOX_STATE_PATH`` (``instance/sandbox-state.json``) across restarts;
 SIGTERM (honcho's stop) and Ctrl-C both write it before exiting.
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
         app = create_app()
     except ConfigError as error:
         raise SystemExit(f"billvend sandbox: refusing to start: {error}") from None
-    where = urlsplit(app.config["VTPASS_BASE_URL"])
+    where = urlsplit(app.config["SANDBOX_URL"])
     parser = argparse.ArgumentParser(prog="python -m billvend.sandbox", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=where.hostname or "127.0.0.1")
     parser.add_argument("--port", type=int, default=where.port or 5055)

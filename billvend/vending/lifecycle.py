@@ -644,22 +644,10 @@ def apply_result(payment_id: int, from_status: str, result: VendResult, *,
     """
     now = db_now()
     if source == SOURCE_PAY:
-        # The call has ended now: earlier than claim + deadline, or later
-        # (the client's deadline starts after the claim commits; a provider
-        # may overrun), either way nothing of it is in flight after now.
-        ended = {"pay_in_flight_until": now}
-        if result.answer_began:
-            ended["pay_answer_began"] = True  # the provider had the order
-        db.session.execute(
-            sa.update(Payment)
-            .where(Payment.id == payment_id)
-            .values(**ended)
-            .execution_options(synchronize_session=False))
-        _expire_loaded(payment_id)
+        _end_pay_call(payment_id, result, now)
     payment = db.session.get(Payment, payment_id, populate_existing=True)
     if payment is None:
         return NOTHING
-    status = payment.status
 
     if result.status == provider_base.DELIVERED:
         token = result.token if result.token and TOKEN_RE.fullmatch(result.token) else None
@@ -668,22 +656,64 @@ def apply_result(payment_id: int, from_status: str, result: VendResult, *,
         _apply_delivery(payment_id, from_status, result, proof, now)
         return NOTHING
 
-    if status != from_status:
+    if payment.status != from_status:
         return NOTHING  # another worker or an admin settled it meanwhile
 
     if result.status == provider_base.FAILED:
-        untrusted_not_found = (source == SOURCE_REQUERY and result.code == provider_base.CODE_NOT_FOUND
-                               and not not_found_trusted(payment, now))
-        if not untrusted_not_found:
+        distrusted = _distrusted_not_found(payment, result, source, now)
+        if distrusted is None:
             moved = transition(payment_id, from_status, FAILED, code=result.code,
                                message=result.message or "Failed", now=now, next_requery_at=None)
             return REVERSE if moved else NOTHING
-        why = ("not trusted: the provider had begun answering the pay, so it had the order"
-               if payment.pay_answer_began else
-               "not trusted yet: a pay may have been in flight moments ago")
-        result = VendResult(provider_base.PENDING, result.code,
-                            f"{result.message or 'No record of the order'} ({why})")
+        result = distrusted
+    return _schedule_requery(payment, from_status, result, now)
 
+
+def _end_pay_call(payment_id: int, result: VendResult, now: datetime) -> None:
+    """Stage on the payment that its vend call has ended at ``now`` (UTC): nothing of it is
+    in flight any more, and whether the provider had begun answering (it had the order)."""
+    # The call has ended now: earlier than claim + deadline, or later
+    # (the client's deadline starts after the claim commits; a provider
+    # may overrun), either way nothing of it is in flight after now.
+    ended = {"pay_in_flight_until": now}
+    if result.answer_began:
+        ended["pay_answer_began"] = True  # the provider had the order
+    db.session.execute(
+        sa.update(Payment)
+        .where(Payment.id == payment_id)
+        .values(**ended)
+        .execution_options(synchronize_session=False))
+    _expire_loaded(payment_id)
+
+
+def _distrusted_not_found(payment: Payment, result: VendResult, source: str,
+                          now: datetime) -> Optional[VendResult]:
+    """A ``failed`` ``result`` that :func:`apply_result` must not believe, as the ``pending``
+    result it counts as; None when the failure stands.
+
+    Only a requery's "never received" (``NOT_FOUND``, VTpass ``015``) is doubted, and only
+    while :func:`not_found_trusted` says no.
+    """
+    if not (source == SOURCE_REQUERY and result.code == provider_base.CODE_NOT_FOUND
+            and not not_found_trusted(payment, now)):
+        return None
+    why = ("not trusted: the provider had begun answering the pay, so it had the order"
+           if payment.pay_answer_began else
+           "not trusted yet: a pay may have been in flight moments ago")
+    return VendResult(provider_base.PENDING, result.code,
+                      f"{result.message or 'No record of the order'} ({why})")
+
+
+def _schedule_requery(payment: Payment, from_status: str, result: VendResult,
+                      now: datetime) -> FollowUp:
+    """Stage a ``pending`` answer: ``vending`` becomes ``unknown``, an ``unknown`` payment
+    records the attempt; either way the next requery comes after
+    :func:`requery_delay_seconds` and the payment is flagged once overdue.
+
+    :returns: a ``requery`` follow-up with that delay (seconds), or ``NOTHING`` when the
+        payment had moved on meanwhile.
+    """
+    payment_id = payment.id
     delay_seconds = requery_delay_seconds(payment.requery_count)
     fields = {
         "next_requery_at": now + timedelta(seconds=delay_seconds),

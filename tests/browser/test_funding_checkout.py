@@ -26,8 +26,7 @@ def paystack_stack(browser, tmp_path_factory):
     sandbox_url = f"http://127.0.0.1:{free_port()}"
     stack = Stack(tmp_path_factory.mktemp("paystack-stack"), {
         "FUNDING_GATEWAY": "paystack",
-        "PAYSTACK_BASE_URL": sandbox_url,
-        "VTPASS_BASE_URL": sandbox_url,  # where `python -m billvend.sandbox` listens
+        "SANDBOX_URL": sandbox_url,  # where `python -m billvend.sandbox` listens; both base URLs follow
         "SIMULATOR_DELAY_SECONDS": "0",
     })
     try:

@@ -4,8 +4,8 @@ and the flagged items; with audited actions (verify now, clear a flag, run
 a reconciliation, credit a flagged bank transfer at its verified amount),
 each leaving one ``AdminAction`` row (who, why, result) like the payment
 actions. No action here can credit without the gateway's verified success:
-"verify now" goes through ``funding.verify_funding``, "credit the verified
-amount" through ``funding.credit_verified_arrival``."""
+"verify now" goes through ``verification.verify_funding``, "credit the verified
+amount" through ``admin_credit.credit_verified_arrival``."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from wtforms import DateField, SelectField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Optional as OptionalValidator
 
-from billvend.funding import services as funding
+from billvend.funding import admin_credit, reconciliation as funding_reconciliation, verification
 from billvend.platform import transactions
 from billvend.web.admin import bp
 from billvend.web.admin.forms import ReasonForm
@@ -140,7 +140,7 @@ def funding_verify(reference: str):
         result = "refused: flagged fundings are not credited automatically; investigate with the gateway"
         ok = False
     else:
-        outcome = funding.verify_funding(funding_id)
+        outcome = verification.verify_funding(funding_id)
         ok = outcome.outcome != "unknown"
         result = {"credited": f"done: credited {format_naira(amount)}",
                   "already_credited": "done: already credited, nothing more"}.get(
@@ -155,14 +155,14 @@ def funding_verify(reference: str):
 @bp.route("/fundings/<reference>/credit-verified", methods=["POST"])
 def funding_credit_verified(reference: str):
     """Credit a flagged bank-transfer arrival with the amount the gateway
-    verifies (``funding.credit_verified_arrival``); audited, once."""
+    verifies (``admin_credit.credit_verified_arrival``); audited, once."""
     row = _funding_or_404(reference)
     form = ReasonForm(prefix="credit")
     if not form.validate_on_submit():
         return _render_funding(row, 422, credit_form=form)
     funding_id, admin_id = row.id, current_user.id
     db.session.rollback()
-    result = funding.credit_verified_arrival(funding_id, admin_id, form.reason.data.strip())
+    result = admin_credit.credit_verified_arrival(funding_id, admin_id, form.reason.data.strip())
     flash(result, "success" if result.startswith("done") else "error")
     return redirect(url_for("admin.funding_detail", reference=reference), code=303)
 
@@ -224,7 +224,7 @@ def reconciliation():
             day: date = form.day.data
             admin_id, reason = current_user.id, form.reason.data.strip()
             db.session.rollback()
-            run = funding.reconcile(day)
+            run = funding_reconciliation.reconcile(day)
             result = (f"done: {run.gateway_transactions} gateway transactions, {run.matched} matched, "
                       f"{run.credited} credited, {run.flagged} flagged"
                       + (f"; error: {run.error}" if run.error else ""))

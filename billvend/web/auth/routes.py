@@ -72,7 +72,7 @@ def signup():
         existing = db.session.scalar(sa.select(User).where(User.email == email))
         if existing is not None:
             # Its owner, who forgot they signed up, is simply logged in;
-            # anyone else hears a neutral refusal (README: Security).
+            # anyone else hears a neutral refusal (docs/security.md).
             if check_password_evenly(existing, form.password.data):
                 return _sign_in(existing, remember=False, password=form.password.data)
             form.email.errors.append(ALREADY_NEUTRAL)

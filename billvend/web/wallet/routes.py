@@ -8,7 +8,7 @@ from flask import current_app, abort, flash, redirect, render_template, request,
 from flask_login import current_user, login_required
 from sqlalchemy.orm.exc import StaleDataError
 
-from billvend.funding import services as funding
+from billvend.funding import accounts, checkout, references, verification
 from billvend.platform.extensions import db
 from billvend.web.forms import new_idempotency_key
 from billvend.funding.gateways import GatewayError
@@ -25,7 +25,7 @@ HISTORY_PAGE_SIZE = 50
 def _fund_page(form: FundForm, status: int = 200, retry: bool = False):
     return render_template(
         "wallet/fund.html", form=form, bank_form=BankTransferForm(), retry=retry,
-        account=funding.dedicated_account_of(current_user.id)), status
+        account=accounts.dedicated_account_of(current_user.id)), status
 
 
 def _prefill_retry(form: FundForm) -> bool:
@@ -33,7 +33,7 @@ def _prefill_retry(form: FundForm) -> bool:
     form again with its amount, for "Try again" (a new attempt, with this
     form's own new idempotency key). Anything else prefills nothing."""
     reference = request.args.get("retry", "")
-    record = funding.funding_for_user(reference, current_user) if reference else None
+    record = references.funding_for_user(reference, current_user) if reference else None
     if record is None or record.status != FUNDING_FAILED:
         return False
     form.amount.data = kobo_to_naira_input(record.amount_kobo).removesuffix(".00")
@@ -48,10 +48,10 @@ def fund():
     form = FundForm()
     if form.validate_on_submit():
         try:
-            start = funding.begin_checkout(
+            start = checkout.begin_checkout(
                 current_user, form.amount.kobo, form.idempotency_key.data,
                 external_url("wallet.fund_callback"))
-        except funding.FundingError as exc:
+        except checkout.FundingError as exc:
             form.amount.errors.append(str(exc))
         else:
             if start.checkout_url:
@@ -74,12 +74,12 @@ def fund_callback():
     happened. Only the owner's reference is accepted; anything else is 404
     and changes nothing."""
     reference = request.args.get("reference") or request.args.get("trxref") or ""
-    record = funding.funding_for_user(reference, current_user)
+    record = references.funding_for_user(reference, current_user)
     if record is None:
         return render_template("wallet/unknown_funding.html"), 404
     funding_id, amount_kobo = record.id, record.amount_kobo
     try:
-        result = funding.verify_funding(funding_id)
+        result = verification.verify_funding(funding_id)
     except (sa.exc.OperationalError, StaleDataError):
         # The generic 503 page says "nothing was charged", which may be
         # false here: the customer may have paid. The sweep credits it.
@@ -110,14 +110,14 @@ def fund_callback():
 def bank_transfer():
     """GET: the customer's dedicated account, if any. POST: create it at the
     gateway on first use, then show it (303 back here)."""
-    account = funding.dedicated_account_of(current_user.id)
+    account = accounts.dedicated_account_of(current_user.id)
     form = BankTransferForm()
     if request.method == "POST":
         if not form.validate_on_submit():
             abort(400)
         if account is None:
             try:
-                funding.ensure_dedicated_account(current_user)
+                accounts.ensure_dedicated_account(current_user)
             except GatewayError:
                 flash("We could not open your bank transfer account just now. Please try again "
                       "in a minute.", "error")
@@ -133,5 +133,5 @@ def history():
     rows = db.session.scalars(
         sa.select(Funding).where(Funding.user_id == current_user.id)
         .order_by(Funding.id.desc()).limit(HISTORY_PAGE_SIZE)).all()
-    return render_template("wallet/history.html", fundings=rows, late_note=funding.LATE_CREDIT_NOTE,
+    return render_template("wallet/history.html", fundings=rows, late_note=verification.LATE_CREDIT_NOTE,
                            status_words=words.history_status)

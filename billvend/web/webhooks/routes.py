@@ -17,7 +17,7 @@ import logging
 
 from flask import current_app, jsonify, request
 
-from billvend.funding import services as funding
+from billvend.funding import events, references
 from billvend.platform.extensions import csrf
 from billvend.funding.gateways import signature_valid
 from billvend.web.webhooks import bp
@@ -51,10 +51,10 @@ def paystack_webhook():
     event = body.get("event") if isinstance(body, dict) else None
     data = body.get("data") if isinstance(body, dict) else None
     reference = data.get("reference") if isinstance(data, dict) else None
-    if (not isinstance(event, str) or not funding.EXTERNAL_REFERENCE_RE.fullmatch(event)
-            or not isinstance(reference, str) or not funding.EXTERNAL_REFERENCE_RE.fullmatch(reference)):
+    if (not isinstance(event, str) or not references.EXTERNAL_REFERENCE_RE.fullmatch(event)
+            or not isinstance(reference, str) or not references.EXTERNAL_REFERENCE_RE.fullmatch(reference)):
         return _answer("event and data.reference are required (printable, at most 100 characters)", 400)
-    stored = funding.store_event("paystack", event, reference, raw)
+    stored = events.store_event("paystack", event, reference, raw)
     # Every delivery is processed: a retry may come after a crash that lost
     # the first one's task; processing is idempotent.
     from billvend.funding.tasks import enqueue_event
