@@ -36,7 +36,7 @@ needs a new migration too (tests/test_migrations.py compares the bodies).
 # funds). Earlier shapes were slower under contention: data-modifying CTEs
 # in one statement (EvalPlanQual re-fetches every row after a lock wait),
 # and PERFORM ... FOR NO KEY UPDATE of both wallets in ascending order
-# before everything else (README, "Hot-wallet benchmark", has the figures;
+# before everything else (docs/benchmarks.md, "Hot-wallet benchmark", has the figures;
 # bench/hot_wallet.py measures them).
 TRANSFER_FUNCTION_SQL = """
 CREATE OR REPLACE FUNCTION billvend_post_transfer(

@@ -188,7 +188,7 @@ def _call_transfer_function(connection: sa.Connection, params: dict) -> tuple:
     transaction), not ``connection.execute``: building SQLAlchemy's
     ``CursorResult`` takes about 45 us of Python per call, and the result
     arrives while the hot wallet is locked, so that time is added to every
-    waiter (bench/hot_wallet.py measures it; README has the figures). Errors are wrapped as SQLAlchemy would wrap them
+    waiter (bench/hot_wallet.py measures it; docs/benchmarks.md has the figures). Errors are wrapped as SQLAlchemy would wrap them
     (``sqlalchemy.exc.IntegrityError``, ``OperationalError``, ...), and a
     lost connection is invalidated, so callers and :func:`is_transient` see
     no difference.

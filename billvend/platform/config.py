@@ -230,7 +230,7 @@ class Settings(BaseSettings):
     RATELIMIT_TWO_FACTOR: Text = setting("5 per minute;30 per hour", "second-factor codes per user")
     RATELIMIT_PASSWORD_RESET_EMAIL: Text = setting("3 per hour;10 per day", "password reset emails per address")
     RATELIMIT_WEBHOOK_IP: Text = setting("600 per minute", "webhooks per sending address")
-    # Processes and connections (README, connection budget).
+    # Processes and connections (docs/operations.md, connection budget).
     WEB_THREADS: Integer = setting(32, "threads per web process (the Procfile's gunicorn reads it too)")
     # Smaller than WEB_THREADS on purpose: a thread holds a connection only
     # while it runs queries, never across provider I/O (DESIGN.md,

@@ -1,5 +1,5 @@
 """The payment lifecycle: the ONE place that knows the payment state machine
-(DESIGN.md, Vending; README, Architecture).
+(DESIGN.md, Vending; docs/vending.md).
 
 ::
 
