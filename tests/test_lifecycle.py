@@ -307,6 +307,45 @@ def test_a_delivery_seen_on_an_unknown_payment_completes_it(app):
     assert_books_balance()
 
 
+@pytest.mark.parametrize("token", [None, "", "1234", "\u0661" * 20, "\uff11" * 20, "1" * 19 + "x"],
+                         ids=["none", "empty", "short", "arabic-indic", "full-width", "not-digits"])
+@pytest.mark.parametrize("from_status", [VENDING, UNKNOWN])
+def test_a_prepaid_delivery_without_a_valid_token_is_not_a_delivery(app, token, from_status):
+    """Any provider (or the simulator) saying "delivered" for a prepaid
+    order without a valid token (20 ASCII digits): the lifecycle itself
+    treats it as no definite answer (DESIGN.md: an unexpected answer is not
+    a failure): ``unknown``, requeried, never ``successful`` without a
+    token and never refunded for it."""
+    user = make_user(balance_kobo=500_000)
+    payment = claimed(make_payment(user, amount_kobo=100_000))
+    if from_status == UNKNOWN:
+        set_status(payment.id, VENDING, UNKNOWN)
+    follow = payments.apply_result(payment.id, from_status, VendResult(
+        "delivered", code="delivered", token=token, units_kwh="4.5", receipt_reference="EXR1"))
+    after = reload(payment.id)
+    assert (after.status, follow.action) == (UNKNOWN, "requery")
+    assert (after.token, after.receipt_reference, after.units_kwh) == (None, None, None)
+    assert after.next_requery_at is not None and not after.needs_attention
+    assert "without a readable token" in after.provider_message
+    assert tasks.sweep_once()["failed"] == 0
+    assert reversals(payment.id) == 0 and balance(user.id) == 400_000
+    payments.apply_result(payment.id, UNKNOWN, VendResult("delivered", token="8" * 20))
+    assert (reload(payment.id).status, reload(payment.id).token) == (SUCCESSFUL, "8" * 20)
+    assert_books_balance()
+
+
+def test_a_postpaid_delivery_with_a_receipt_and_no_token_completes_it(app):
+    """Postpaid orders carry a receipt, not a token: "delivered" with the
+    receipt alone is a delivery."""
+    payment = claimed(make_payment(make_user(balance_kobo=500_000), meter_type="postpaid",
+                                   meter_number=outcomes.POSTPAID_SUCCESS_METER))
+    payments.apply_result(payment.id, VENDING, VendResult("delivered", code="delivered",
+                                                          receipt_reference="EXR2"))
+    done = reload(payment.id)
+    assert (done.status, done.token, done.receipt_reference) == (SUCCESSFUL, None, "EXR2")
+    assert_books_balance()
+
+
 def test_admin_refund_of_a_failed_payment_with_a_delivery_is_refused_resolve_allowed(app):
     admin = make_admin()
     payment = claimed(make_payment(make_user(balance_kobo=500_000)))

@@ -58,7 +58,7 @@ from billvend.platform.config import vend_deadline_seconds
 from billvend.platform.extensions import db
 from billvend.ledger.models import BILLER_CLEARING_WALLET, KIND_BILL_PAYMENT, KIND_REVERSAL
 from billvend.vending.models import (
-    FAILED, FINAL_STATUSES, PENDING, REVERSED, SUCCESSFUL, UNKNOWN, VENDING, Payment, PaymentEvent,
+    FAILED, FINAL_STATUSES, PENDING, PREPAID, REVERSED, SUCCESSFUL, UNKNOWN, VENDING, Payment, PaymentEvent,
 )
 from billvend.accounts.models import User
 from billvend.platform.models import utcnow
@@ -648,6 +648,7 @@ def apply_result(payment_id: int, from_status: str, result: VendResult, *,
     payment = db.session.get(Payment, payment_id, populate_existing=True)
     if payment is None:
         return NOTHING
+    result = as_understood(result, payment.meter_type)
 
     if result.status == provider_base.DELIVERED:
         token = result.token if result.token and TOKEN_RE.fullmatch(result.token) else None
@@ -667,6 +668,22 @@ def apply_result(payment_id: int, from_status: str, result: VendResult, *,
             return REVERSE if moved else NOTHING
         result = distrusted
     return _schedule_requery(payment, from_status, result, now)
+
+
+def as_understood(result: VendResult, meter_type: str) -> VendResult:
+    """A provider's answer as the lifecycle takes it: a prepaid "delivered"
+    without a valid token (:data:`TOKEN_RE`, 20 ASCII digits: the proof the
+    customer types on the meter) is no definite answer, a ``pending``
+    ``UNEXPECTED_RESPONSE`` (DESIGN.md: an unexpected answer is not a
+    failure; it is requeried, which repeats the token, and never refunded
+    for it). The one place of this rule, whatever the provider client
+    checked. Postpaid deliveries carry a receipt, not a token: unchanged.
+    """
+    if (result.status != provider_base.DELIVERED or meter_type != PREPAID
+            or (result.token and TOKEN_RE.fullmatch(result.token))):
+        return result
+    return VendResult(provider_base.PENDING, provider_base.CODE_UNEXPECTED_RESPONSE,
+                      "Delivered without a readable token")
 
 
 def _end_pay_call(payment_id: int, result: VendResult, now: datetime) -> None:
