@@ -528,8 +528,52 @@ def test_an_admin_refund_of_an_unknown_payment_is_requeried_twice_after(app, mon
     done = reload(payment.id)
     assert (done.rechecks_after_refund, done.recheck_after_refund_at) == (2, None)
     assert not done.delivered_after_refund and len(provider.asked) == 2
+    assert not done.needs_attention  # the last answer was definite: nothing to flag
     assert balance(user.id) == 500_000
     assert_books_balance()
+
+
+INCONCLUSIVE_RECHECKS = {
+    "processing": VendResult("pending", "PROCESSING", "VTpass 099: processing"),
+    "unreadable-token": VendResult("pending", "UNEXPECTED_RESPONSE", "Delivered without a readable token"),
+    "http-503": VendResult("pending", "UNEXPECTED_RESPONSE", "Provider error HTTP 503"),
+    "delivered-no-token": VendResult("delivered", code="delivered", message="Delivered"),
+}
+
+
+@pytest.mark.parametrize("last", INCONCLUSIVE_RECHECKS.values(), ids=INCONCLUSIVE_RECHECKS.keys())
+def test_an_inconclusive_last_requery_after_a_refund_flags_the_payment(app, monkeypatch, client, auth, last):
+    """The requeries after an uncertain refund (1 h, 24 h) ended silently on
+    a non-answer (099 processing, a delivery without a readable token, a
+    5xx): counted as done, and after the last one nothing told anyone the
+    refund was never confirmed. Now the last one, inconclusive, flags the
+    payment for an admin, with its reason on the stuck list; no money moves.
+    An inconclusive earlier one just lets the next one run."""
+    app.config["REQUERY_AFTER_REFUND_DELAYS_SECONDS"] = (0.0, 0.0)
+    admin = make_admin()
+    user = make_user(balance_kobo=500_000)
+    payment = unknown_payment(user)
+    monkeypatch.setattr(services, "get_provider", Silent)
+    assert services.refund(admin, payment.id, "support confirmed").ok
+    monkeypatch.setattr(tasks, "get_provider", lambda: Answers(last))
+    assert tasks.sweep_once()["refunded"] == 1
+    first = reload(payment.id)
+    assert (first.rechecks_after_refund, first.needs_attention) == (1, False)
+    assert first.recheck_after_refund_at is not None  # the next one is still due
+    assert tasks.sweep_once()["refunded"] == 1
+    flagged = reload(payment.id)
+    assert (flagged.status, flagged.needs_attention, flagged.delivered_after_refund) == (REVERSED, True, False)
+    assert (flagged.rechecks_after_refund, flagged.recheck_after_refund_at) == (2, None)
+    assert "needs an admin" in flagged.events[-1].message
+    assert balance(user.id) == 500_000 and reversals(payment.id) == 1
+    assert_books_balance()
+    from billvend.web.admin import queries
+
+    assert payment.id in [p.id for p in queries.stuck_page(None).items]
+    auth.login(admin.email)
+    auth.second_factor(admin)
+    stuck = client.get("/admin/stuck").get_data(as_text=True)
+    assert flagged.reference in stuck and "refund unconfirmed" in stuck.lower()
 
 
 def test_a_delivery_found_after_an_admin_refund_is_flagged_with_its_token(app, monkeypatch):
