@@ -11,7 +11,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from billvend.funding import checkout, reconciliation, seed
+from billvend.funding import accounts, checkout, reconciliation, seed
 from billvend.ledger import services as ledger
 from billvend.ledger import invariants as ledger_invariants
 from billvend.platform import transactions
@@ -358,6 +358,45 @@ def test_a_gateway_answer_with_a_nul_character_still_credits(app):
     row = db.session.get(Funding, funding_id)
     assert row.gateway_message == "Approved" and row.channel == "card"
     assert_books_balance()
+
+
+def _dedicated_account_gateway(monkeypatch, customer: dict, account: dict) -> gateways.PaystackGateway:
+    """The Paystack client whose ``POST /customer`` and ``POST /dedicated_account``
+    answer ``customer`` and ``account`` (the ``data`` objects)."""
+    gw = gateways.PaystackGateway("http://127.0.0.1:9", "sk_test_units")
+    answers = {"/customer": {"status": True, "data": customer},
+               "/dedicated_account": {"status": True, "data": account}}
+    monkeypatch.setattr(gw, "_call", lambda method, path, **kwargs: answers[path])
+    return gw
+
+
+def test_a_dedicated_account_answer_with_a_nul_character_is_stored_cleaned(app, monkeypatch):
+    """The gateway's dedicated-account answer was stored as sent: a NUL in
+    it made opening the account fail on PostgreSQL (a 500 on "Pay by bank
+    transfer"), every time. The client cleans it (clean_text, clipped to
+    the columns) like its other answers."""
+    gw = _dedicated_account_gateway(
+        monkeypatch, {"customer_code": "CUS_\x00nul"},
+        {"account_number": "01234\x0056789", "account_name": "BILLVEND/A\x00DA\u202e" + "N" * 300,
+         "bank": {"name": "Test\x00 Bank\n", "slug": "test\x00-bank"}})
+    user = make_user("dva-nul@example.com")
+    user_id = user.id
+    accounts.ensure_dedicated_account(user, gw)
+    db.session.expire_all()
+    row = db.session.scalar(sa.select(DedicatedAccount).where(DedicatedAccount.user_id == user_id))
+    assert (row.customer_code, row.account_number) == ("CUS_nul", "0123456789")
+    assert row.account_name == ("BILLVEND/ADA" + "N" * 300)[:200]
+    assert (row.bank_name, row.bank_slug) == ("Test Bank", "test-bank")
+
+
+def test_a_dedicated_account_answer_with_nothing_left_after_cleaning_is_refused(app, monkeypatch):
+    gw = _dedicated_account_gateway(monkeypatch, {"customer_code": "CUS_ok"},
+                                    {"account_number": "\x00\x00", "account_name": "BILLVEND/ADA"})
+    user = make_user("dva-empty@example.com")
+    with pytest.raises(gateways.GatewayError):
+        accounts.ensure_dedicated_account(user, gw)
+    db.session.rollback()
+    assert db.session.scalar(sa.select(sa.func.count(DedicatedAccount.id))) == 0
 
 
 def test_gateway_amounts_in_unicode_digits_are_unusable_not_a_crash():

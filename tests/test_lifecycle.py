@@ -307,6 +307,45 @@ def test_a_delivery_seen_on_an_unknown_payment_completes_it(app):
     assert_books_balance()
 
 
+@pytest.mark.parametrize("token", [None, "", "1234", "\u0661" * 20, "\uff11" * 20, "1" * 19 + "x"],
+                         ids=["none", "empty", "short", "arabic-indic", "full-width", "not-digits"])
+@pytest.mark.parametrize("from_status", [VENDING, UNKNOWN])
+def test_a_prepaid_delivery_without_a_valid_token_is_not_a_delivery(app, token, from_status):
+    """Any provider (or the simulator) saying "delivered" for a prepaid
+    order without a valid token (20 ASCII digits): the lifecycle itself
+    treats it as no definite answer (DESIGN.md: an unexpected answer is not
+    a failure): ``unknown``, requeried, never ``successful`` without a
+    token and never refunded for it."""
+    user = make_user(balance_kobo=500_000)
+    payment = claimed(make_payment(user, amount_kobo=100_000))
+    if from_status == UNKNOWN:
+        set_status(payment.id, VENDING, UNKNOWN)
+    follow = payments.apply_result(payment.id, from_status, VendResult(
+        "delivered", code="delivered", token=token, units_kwh="4.5", receipt_reference="EXR1"))
+    after = reload(payment.id)
+    assert (after.status, follow.action) == (UNKNOWN, "requery")
+    assert (after.token, after.receipt_reference, after.units_kwh) == (None, None, None)
+    assert after.next_requery_at is not None and not after.needs_attention
+    assert "without a readable token" in after.provider_message
+    assert tasks.sweep_once()["failed"] == 0
+    assert reversals(payment.id) == 0 and balance(user.id) == 400_000
+    payments.apply_result(payment.id, UNKNOWN, VendResult("delivered", token="8" * 20))
+    assert (reload(payment.id).status, reload(payment.id).token) == (SUCCESSFUL, "8" * 20)
+    assert_books_balance()
+
+
+def test_a_postpaid_delivery_with_a_receipt_and_no_token_completes_it(app):
+    """Postpaid orders carry a receipt, not a token: "delivered" with the
+    receipt alone is a delivery."""
+    payment = claimed(make_payment(make_user(balance_kobo=500_000), meter_type="postpaid",
+                                   meter_number=outcomes.POSTPAID_SUCCESS_METER))
+    payments.apply_result(payment.id, VENDING, VendResult("delivered", code="delivered",
+                                                          receipt_reference="EXR2"))
+    done = reload(payment.id)
+    assert (done.status, done.token, done.receipt_reference) == (SUCCESSFUL, None, "EXR2")
+    assert_books_balance()
+
+
 def test_admin_refund_of_a_failed_payment_with_a_delivery_is_refused_resolve_allowed(app):
     admin = make_admin()
     payment = claimed(make_payment(make_user(balance_kobo=500_000)))
@@ -489,8 +528,52 @@ def test_an_admin_refund_of_an_unknown_payment_is_requeried_twice_after(app, mon
     done = reload(payment.id)
     assert (done.rechecks_after_refund, done.recheck_after_refund_at) == (2, None)
     assert not done.delivered_after_refund and len(provider.asked) == 2
+    assert not done.needs_attention  # the last answer was definite: nothing to flag
     assert balance(user.id) == 500_000
     assert_books_balance()
+
+
+INCONCLUSIVE_RECHECKS = {
+    "processing": VendResult("pending", "PROCESSING", "VTpass 099: processing"),
+    "unreadable-token": VendResult("pending", "UNEXPECTED_RESPONSE", "Delivered without a readable token"),
+    "http-503": VendResult("pending", "UNEXPECTED_RESPONSE", "Provider error HTTP 503"),
+    "delivered-no-token": VendResult("delivered", code="delivered", message="Delivered"),
+}
+
+
+@pytest.mark.parametrize("last", INCONCLUSIVE_RECHECKS.values(), ids=INCONCLUSIVE_RECHECKS.keys())
+def test_an_inconclusive_last_requery_after_a_refund_flags_the_payment(app, monkeypatch, client, auth, last):
+    """The requeries after an uncertain refund (1 h, 24 h) ended silently on
+    a non-answer (099 processing, a delivery without a readable token, a
+    5xx): counted as done, and after the last one nothing told anyone the
+    refund was never confirmed. Now the last one, inconclusive, flags the
+    payment for an admin, with its reason on the stuck list; no money moves.
+    An inconclusive earlier one just lets the next one run."""
+    app.config["REQUERY_AFTER_REFUND_DELAYS_SECONDS"] = (0.0, 0.0)
+    admin = make_admin()
+    user = make_user(balance_kobo=500_000)
+    payment = unknown_payment(user)
+    monkeypatch.setattr(services, "get_provider", Silent)
+    assert services.refund(admin, payment.id, "support confirmed").ok
+    monkeypatch.setattr(tasks, "get_provider", lambda: Answers(last))
+    assert tasks.sweep_once()["refunded"] == 1
+    first = reload(payment.id)
+    assert (first.rechecks_after_refund, first.needs_attention) == (1, False)
+    assert first.recheck_after_refund_at is not None  # the next one is still due
+    assert tasks.sweep_once()["refunded"] == 1
+    flagged = reload(payment.id)
+    assert (flagged.status, flagged.needs_attention, flagged.delivered_after_refund) == (REVERSED, True, False)
+    assert (flagged.rechecks_after_refund, flagged.recheck_after_refund_at) == (2, None)
+    assert "needs an admin" in flagged.events[-1].message
+    assert balance(user.id) == 500_000 and reversals(payment.id) == 1
+    assert_books_balance()
+    from billvend.web.admin import queries
+
+    assert payment.id in [p.id for p in queries.stuck_page(None).items]
+    auth.login(admin.email)
+    auth.second_factor(admin)
+    stuck = client.get("/admin/stuck").get_data(as_text=True)
+    assert flagged.reference in stuck and "refund unconfirmed" in stuck.lower()
 
 
 def test_a_delivery_found_after_an_admin_refund_is_flagged_with_its_token(app, monkeypatch):

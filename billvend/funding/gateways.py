@@ -20,6 +20,7 @@ import requests
 from flask import current_app
 
 from billvend.funding.deadline import DeadlineExceeded, call_with_deadline
+from billvend.platform.text import clean_text
 from billvend.platform.transactions import require_no_transaction
 
 #: Paystack's transaction statuses (``GET /transaction/verify``).
@@ -140,6 +141,12 @@ def _text(raw: Any) -> Optional[str]:
     refuses them in text columns: one in, say, ``gateway_response`` would
     make every attempt to record the answer fail); None if not a string."""
     return raw.replace("\x00", "") if isinstance(raw, str) else None
+
+
+def _clean(raw: Any, max_length: int) -> Optional[str]:
+    """A string from a gateway answer as storable text (``clean_text``,
+    clipped to ``max_length``); None if not a string or nothing is left."""
+    return clean_text(raw, max_length) if isinstance(raw, str) else None
 
 
 def transaction_from(data: dict[str, Any]) -> GatewayTransaction:
@@ -271,21 +278,29 @@ class PaystackGateway:
                                phone: Optional[str]) -> AccountDetails:
         """``POST /customer`` then ``POST /dedicated_account`` (Paystack DVA).
 
-        :raises GatewayError: either call failed.
+        Every string of the answer is cleaned (``clean_text``: NUL, control
+        and bidi characters dropped) and clipped to its column in
+        ``dedicated_accounts`` (customer code 64, number 20, name 200, bank
+        100, slug 64): PostgreSQL refuses a NUL, so one in the answer made
+        every opening of the account fail.
+
+        :raises GatewayError: either call failed, or no customer code,
+            account number or name is left.
         """
         customer = self._call("POST", "/customer", what="create customer", json={
             "email": email, "first_name": first_name, "last_name": last_name, "phone": phone or ""})
-        code = (customer.get("data") or {}).get("customer_code")
-        if not isinstance(code, str) or not code:
+        code = _clean((customer.get("data") or {}).get("customer_code"), 64)
+        if code is None:
             raise GatewayError("create customer: no customer_code")
         account = self._call("POST", "/dedicated_account", what="dedicated account", json={
             "customer": code, "preferred_bank": self.preferred_bank})
         data = account.get("data") or {}
         bank = data.get("bank") if isinstance(data.get("bank"), dict) else {}
-        number, name = data.get("account_number"), data.get("account_name")
-        if not isinstance(number, str) or not isinstance(name, str):
+        number, name = _clean(data.get("account_number"), 20), _clean(data.get("account_name"), 200)
+        if number is None or name is None:
             raise GatewayError("dedicated account: no account number")
-        return AccountDetails(code, number, name, str(bank.get("name") or ""), bank.get("slug"))
+        return AccountDetails(code, number, name, clean_text(bank.get("name"), 100) or "",
+                              _clean(bank.get("slug"), 64))
 
     def transactions(self, start: datetime, end: datetime) -> list[GatewayTransaction]:
         """``GET /transaction?from=&to=`` for ``[start, end)``, every page.

@@ -58,7 +58,7 @@ from billvend.platform.config import vend_deadline_seconds
 from billvend.platform.extensions import db
 from billvend.ledger.models import BILLER_CLEARING_WALLET, KIND_BILL_PAYMENT, KIND_REVERSAL
 from billvend.vending.models import (
-    FAILED, FINAL_STATUSES, PENDING, REVERSED, SUCCESSFUL, UNKNOWN, VENDING, Payment, PaymentEvent,
+    FAILED, FINAL_STATUSES, PENDING, PREPAID, REVERSED, SUCCESSFUL, UNKNOWN, VENDING, Payment, PaymentEvent,
 )
 from billvend.accounts.models import User
 from billvend.platform.models import utcnow
@@ -648,6 +648,7 @@ def apply_result(payment_id: int, from_status: str, result: VendResult, *,
     payment = db.session.get(Payment, payment_id, populate_existing=True)
     if payment is None:
         return NOTHING
+    result = as_understood(result, payment.meter_type)
 
     if result.status == provider_base.DELIVERED:
         token = result.token if result.token and TOKEN_RE.fullmatch(result.token) else None
@@ -667,6 +668,22 @@ def apply_result(payment_id: int, from_status: str, result: VendResult, *,
             return REVERSE if moved else NOTHING
         result = distrusted
     return _schedule_requery(payment, from_status, result, now)
+
+
+def as_understood(result: VendResult, meter_type: str) -> VendResult:
+    """A provider's answer as the lifecycle takes it: a prepaid "delivered"
+    without a valid token (:data:`TOKEN_RE`, 20 ASCII digits: the proof the
+    customer types on the meter) is no definite answer, a ``pending``
+    ``UNEXPECTED_RESPONSE`` (DESIGN.md: an unexpected answer is not a
+    failure; it is requeried, which repeats the token, and never refunded
+    for it). The one place of this rule, whatever the provider client
+    checked. Postpaid deliveries carry a receipt, not a token: unchanged.
+    """
+    if (result.status != provider_base.DELIVERED or meter_type != PREPAID
+            or (result.token and TOKEN_RE.fullmatch(result.token))):
+        return result
+    return VendResult(provider_base.PENDING, provider_base.CODE_UNEXPECTED_RESPONSE,
+                      "Delivered without a readable token")
 
 
 def _end_pay_call(payment_id: int, result: VendResult, now: datetime) -> None:
@@ -1011,50 +1028,66 @@ def _claim_recheck(payment_id: int) -> Optional[tuple[str, str, datetime]]:
 @unit_of_work
 def _record_recheck(payment_id: int, result: VendResult,
                     claimed_until: Optional[datetime] = None) -> None:
-    """Record a requery-after-refund answer: ONE unit of work.
+    """Record a requery-after-refund answer: ONE unit of work; never moves money.
 
-    ``delivered``: the payment is flagged ``delivered_after_refund`` with its
-    proof (:func:`_record_late_delivery`), no more requeries. No answer
-    (provider not reached): the same requery again after
-    ``REQUERY_MAX_DELAY_SECONDS``. Any other answer: this requery is done;
-    the next is due at refund time + the next of
-    ``REQUERY_AFTER_REFUND_DELAYS_SECONDS``, or none is left. Only while
-    the claim ``claimed_until`` (from :func:`_claim_recheck`) still holds:
-    a worker that outlived its lease, whose requery another worker has
-    taken again since, records nothing but a delivery (counted twice, its
-    answer used up the next requery).
+    ``delivered`` (:func:`as_understood`: a prepaid one with its token):
+    the payment is flagged ``delivered_after_refund`` with its proof
+    (:func:`_record_late_delivery`), no more requeries. No answer (provider
+    not reached): the same requery again after ``REQUERY_MAX_DELAY_SECONDS``.
+    Any other answer: this requery is done; the next is due at refund time +
+    the next of ``REQUERY_AFTER_REFUND_DELAYS_SECONDS``, or none is left, and
+    then an inconclusive last answer (``pending``: processing, an unreadable
+    delivery, a 5xx) flags the payment ``needs_attention`` (the refund was
+    never confirmed; the admin stuck list says so). Only while the claim
+    ``claimed_until`` (from :func:`_claim_recheck`) still holds: a worker
+    that outlived its lease, whose requery another worker has taken again
+    since, records nothing but a delivery (counted twice, its answer used
+    up the next requery).
     """
     now = db_now()
     payment = db.session.get(Payment, payment_id, populate_existing=True)
     if payment is None or payment.status != REVERSED:
         return
+    result = as_understood(result, payment.meter_type)
     if result.status == provider_base.DELIVERED:
         token = result.token if result.token and TOKEN_RE.fullmatch(result.token) else None
         proof = dict(token=token, units_kwh=result.units_kwh, receipt_reference=result.receipt_reference)
         _record_late_delivery(payment_id, REVERSED, REVERSED, result, proof, now)
         return
-    config = current_app.config
-    if result.status == provider_base.PENDING and result.code in _NO_ANSWER_CODES:
-        done = payment.rechecks_after_refund
-        next_at = now + timedelta(seconds=config["REQUERY_MAX_DELAY_SECONDS"])
-        note = f"Requery after the refund: no answer ({result.message or result.code}); trying again"
-    else:
-        done = payment.rechecks_after_refund + 1
-        delays = config["REQUERY_AFTER_REFUND_DELAYS_SECONDS"]
-        refunded_at = payment.finalized_at or now
-        next_at = refunded_at + timedelta(seconds=delays[done]) if done < len(delays) else None
-        note = f"Requery after the refund: {result.message or result.code or result.status}"
+    done, next_at, flag, note = _next_recheck(payment, result, now)
     still_ours = (() if claimed_until is None
                   else (Payment.recheck_after_refund_at == claimed_until,))
     if db.session.execute(
         sa.update(Payment)
         .where(Payment.id == payment_id, Payment.status == REVERSED, *still_ours)
-        .values(recheck_after_refund_at=next_at, rechecks_after_refund=done, updated_at=now)
+        .values(recheck_after_refund_at=next_at, rechecks_after_refund=done, updated_at=now,
+                needs_attention=sa.true() if flag else Payment.needs_attention)
         .execution_options(synchronize_session=False)
     ).rowcount != 1:
         return
     _expire_loaded(payment_id)
     record_event(payment_id, REVERSED, REVERSED, code=result.code, message=note, now=now)
+
+
+def _next_recheck(payment: Payment, result: VendResult,
+                  now: datetime) -> tuple[int, Optional[datetime], bool, str]:
+    """What a requery-after-refund answer (not a delivery) leaves for
+    :func:`_record_recheck`: ``(rechecks done, next due or None, flag for
+    an admin, the event's note)``."""
+    config = current_app.config
+    said = result.message or result.code or result.status
+    if result.status == provider_base.PENDING and result.code in _NO_ANSWER_CODES:
+        next_at = now + timedelta(seconds=config["REQUERY_MAX_DELAY_SECONDS"])
+        return (payment.rechecks_after_refund, next_at, False,
+                f"Requery after the refund: no answer ({said}); trying again")
+    done = payment.rechecks_after_refund + 1
+    delays = config["REQUERY_AFTER_REFUND_DELAYS_SECONDS"]
+    refunded_at = payment.finalized_at or now
+    next_at = refunded_at + timedelta(seconds=delays[done]) if done < len(delays) else None
+    if next_at is None and result.status == provider_base.PENDING:
+        return (done, None, True, f"Requery after the refund: still no definite answer after the "
+                                  f"last one ({said}); refund unconfirmed, needs an admin")
+    return done, next_at, False, f"Requery after the refund: {said}"
 
 
 def requery_after_refund(payment_id: int, provider: Provider) -> bool:

@@ -149,6 +149,13 @@ class Payment(db.Model):
         return self.status == SUCCESSFUL
 
     @property
+    def refund_unconfirmed(self) -> bool:
+        """Refunded while the outcome was uncertain, and the last requery
+        after the refund got no definite answer: flagged for an admin to
+        confirm with the provider (lifecycle ``_record_recheck``)."""
+        return self.status == REVERSED and self.needs_attention and not self.delivered_after_refund
+
+    @property
     def token_groups(self) -> Optional[str]:
         """The 20-digit token as five groups of four (``1234-5678-...``)."""
         return group_digits(self.token)

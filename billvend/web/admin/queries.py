@@ -35,6 +35,9 @@ from billvend.vending.providers.base import CODE_INSUFFICIENT_CREDIT
 PAGE_SIZE = 50
 #: The stuck-list kind of a payment refunded, then found delivered.
 DELIVERED_AFTER_REFUND = "delivered_after_refund"
+#: The stuck-list kind of a payment refunded while uncertain whose last
+#: requery after the refund got no definite answer (lifecycle._record_recheck).
+REFUND_UNCONFIRMED = "refund_unconfirmed"
 IN_FLIGHT_STATUSES = (PENDING, VENDING, UNKNOWN, FAILED)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -170,7 +173,9 @@ def stuck_conditions(now: Optional[datetime] = None) -> dict[str, sa.ColumnEleme
     - ``failed`` not reversed within ``PENDING_GRACE_SECONDS`` (the refund task was
       lost, or a late delivery blocks it: the payment needs an admin);
     - ``delivered_after_refund``: refunded while uncertain, then the provider
-      reported the delivery (the customer holds the money AND a token).
+      reported the delivery (the customer holds the money AND a token);
+    - ``refund_unconfirmed``: refunded while uncertain, and the last requery
+      after the refund got no definite answer (flagged ``needs_attention``).
     """
     config = current_app.config
     now = now or db_now()  # the same clock the sweep decides by
@@ -186,6 +191,8 @@ def stuck_conditions(now: Optional[datetime] = None) -> dict[str, sa.ColumnEleme
         FAILED: sa.and_(Payment.status == FAILED, Payment.updated_at < grace),
         DELIVERED_AFTER_REFUND: sa.and_(Payment.status == REVERSED,
                                         Payment.delivered_after_refund.is_(True)),
+        REFUND_UNCONFIRMED: sa.and_(Payment.status == REVERSED, Payment.needs_attention.is_(True),
+                                    Payment.delivered_after_refund.is_(False)),
     }
 
 
