@@ -123,6 +123,9 @@ def _register_template_helpers(app: Flask) -> None:
     from billvend.web.useragents import device_name
 
     app.add_template_filter(device_name, "device_name")
+    from billvend.platform.phones import display as phone_display
+
+    app.add_template_filter(phone_display, "phone")
 
     @app.template_filter("customer_reason")
     def customer_reason(payment):
