@@ -205,7 +205,7 @@ def test_a_meter_is_saved_on_success_only(client, auth, fund, pay):
     meter = saved[0]
     assert (meter.service_id, meter.meter_type, meter.meter_number) == ("ikeja-electric", "prepaid", "1111111111111")
     assert meter.customer_name == outcomes.customer_for("1111111111111", "ikeja-electric")[0]
-    assert (meter.last_amount_kobo, meter.last_phone, meter.purchase_count) == (2500_00, "08031234567", 2)
+    assert (meter.last_amount_kobo, meter.last_phone, meter.purchase_count) == (2500_00, "+2348031234567", 2)
     assert_books_balance()
 
 
@@ -270,7 +270,7 @@ def test_signup_takes_full_name_and_phone_and_the_phone_prefills_payments(client
         "csrf_token": auth.csrf("/signup")})
     assert response.status_code == 303
     user = db.session.scalar(sa.select(User))
-    assert (user.full_name, user.phone) == ("Ngozi Eze", "08035551234")
+    assert (user.full_name, user.phone) == ("Ngozi Eze", "+2348035551234")
     assert 'value="08035551234"' in client.get("/bills/electricity").get_data(as_text=True)
     assert "Add your phone number" not in client.get("/").get_data(as_text=True)
 
@@ -298,7 +298,7 @@ def test_an_account_without_a_phone_is_asked_once(client, auth):
     assert saved.status_code == 303
     user = db.session.scalar(sa.select(User))
     db.session.refresh(user)
-    assert (user.full_name, user.phone) == ("Ada Obi", "08031112222")
+    assert (user.full_name, user.phone) == ("Ada Obi", "+2348031112222")
 
 
 # -- history --------------------------------------------------------------------------

@@ -130,6 +130,7 @@ PRODUCTION_OK = {
     # its own memory, instantly), one stated proxy, the public name.
     "REDIS_URL": "redis://127.0.0.1:1/0", "TRUSTED_PROXY_HOPS": "1",
     "PUBLIC_BASE_URL": "https://billvend.example",
+    "SMS_BASE_URL": "https://api.ng.termii.com", "SMS_API_KEY": "live-termii-key",
 }
 
 
@@ -142,6 +143,10 @@ PRODUCTION_OK = {
     ({"PAYSTACK_BASE_URL": "http://127.0.0.1:5055"}, "loopback PAYSTACK_BASE_URL"),
     ({"PAYSTACK_SECRET_KEY": ""}, "PAYSTACK_SECRET_KEY"),
     ({"PAYSTACK_SECRET_KEY": "sk_test_abc"}, "PAYSTACK_SECRET_KEY"),
+    ({"SMS_BASE_URL": ""}, "loopback SMS_BASE_URL"),  # unset: the sandbox
+    ({"SMS_BASE_URL": "http://api.ng.termii.com"}, "SMS_BASE_URL must be an https:// URL"),
+    ({"SMS_API_KEY": ""}, "SMS sandbox's default key"),
+    ({"SMS_SENDER_ID": "Bill Vend NG"}, "SMS_SENDER_ID"),
 ])
 def test_production_refuses_every_stand_in(change, needle):
     check_production(from_env(PRODUCTION_OK))
@@ -325,7 +330,7 @@ def test_the_profile_saves_name_and_phone(client):
                                              "csrf_token": csrf_of(client, "/account")})
     assert response.status_code == 303
     db.session.expire_all()
-    assert (db.session.get(User, ada.id).full_name, db.session.get(User, ada.id).phone) == ("Ada Obi", "08031234567")
+    assert (db.session.get(User, ada.id).full_name, db.session.get(User, ada.id).phone) == ("Ada Obi", "+2348031234567")
     bad = client.post("/account", data={"phone": "12", "csrf_token": csrf_of(client, "/account")})
     assert bad.status_code == 422 and b"Nigerian mobile number" in bad.data
 

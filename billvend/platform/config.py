@@ -55,6 +55,7 @@ KNOWN_WEAK_SECRET_KEYS = frozenset({
 VTPASS_SANDBOX_API_KEY = "sandbox-api-key"
 VTPASS_SANDBOX_SECRET_KEY = "sandbox-secret-key"
 PAYSTACK_SANDBOX_SECRET_KEY = "sk_test_billvend_sandbox"
+TERMII_SANDBOX_API_KEY = "sandbox-termii-key"
 #: Where the sandbox server (billvend.sandbox) listens unless SANDBOX_URL says.
 SANDBOX_DEFAULT_URL = "http://127.0.0.1:5055"
 PAYSTACK_SANDBOX_BASE_URL = SANDBOX_DEFAULT_URL
@@ -294,6 +295,17 @@ class Settings(BaseSettings):
                                        "where the sandbox keeps its state across restarts; none: memory only",
                                        shown="`instance/sandbox-state.json`")
     SANDBOX_LATE_RECORD_SECONDS: Number = setting(30.0, "the late-record meter: requery says 015 this long after pay")
+    # SMS to customers (issue 23, billvend.notifications.sms).
+    SMS_PROVIDER: Annotated[Literal["termii"], Kind("termii")] = setting(
+        "termii", "the SMS gateway's API shape (Termii's POST /api/sms/send)")
+    SMS_BASE_URL: OptionalText = setting(None, "the SMS gateway (https://api.ng.termii.com); trailing slashes dropped",
+                                         production="https://, not this machine", shown="SANDBOX_URL")
+    SMS_API_KEY: Text = setting(TERMII_SANDBOX_API_KEY, "the SMS gateway's api_key",
+                                production="required: not the sandbox's")
+    SMS_SENDER_ID: Text = setting("BillVend", "the registered sender ID SMS come from (3-11 letters and digits)")
+    SMS_CONNECT_TIMEOUT_SECONDS: Number = setting(5.0, "SMS gateway connect timeout")
+    SMS_READ_TIMEOUT_SECONDS: Number = setting(10.0, "SMS gateway read timeout")
+    SMS_DEADLINE_SECONDS: Number = setting(12.0, "hard wall-clock deadline of one SMS send")
     HTMX_URL: Text = setting(HTMX_CDN_URL, "where pages load htmx from (make run: the pinned local copy)")
     # Payment recovery (DESIGN.md, Vending).
     SWEEP_INTERVAL_SECONDS: Integer = setting(60, "how often the sweep looks for payments to recover")
@@ -455,6 +467,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         # on its own: moving one never moves the sandbox or the other.
         "VTPASS_BASE_URL": settings.VTPASS_BASE_URL or settings.SANDBOX_URL,
         "PAYSTACK_BASE_URL": (settings.PAYSTACK_BASE_URL or settings.SANDBOX_URL).rstrip("/"),
+        "SMS_BASE_URL": (settings.SMS_BASE_URL or settings.SANDBOX_URL).rstrip("/"),
         "PAYSTACK_WEBHOOK_URL": settings.PAYSTACK_WEBHOOK_URL
         or f"http://127.0.0.1:{port or 5000}/webhooks/paystack",
     })
@@ -652,7 +665,8 @@ def _instance_secret_key() -> str:
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 #: The outside systems' base URLs and the public one: production refuses a
 #: loopback address in any of them.
-BASE_URL_SETTINGS = ("VTPASS_BASE_URL", "PAYSTACK_BASE_URL", "PAYSTACK_CHECKOUT_URL", "PUBLIC_BASE_URL")
+BASE_URL_SETTINGS = ("VTPASS_BASE_URL", "PAYSTACK_BASE_URL", "PAYSTACK_CHECKOUT_URL", "PUBLIC_BASE_URL",
+                     "SMS_BASE_URL")
 #: Of those, the ones that must be https:// in production (all of them:
 #: provider and gateway keys and the customers' cookies travel over them).
 HTTPS_SETTINGS = BASE_URL_SETTINGS
@@ -753,6 +767,11 @@ def check_production(config: Mapping[str, Any]) -> None:
     paystack_key = config.get("PAYSTACK_SECRET_KEY") or PAYSTACK_SANDBOX_SECRET_KEY
     if paystack_key == PAYSTACK_SANDBOX_SECRET_KEY or paystack_key.startswith("sk_test_"):
         raise ConfigError(f"{prefix} refuses a sandbox or test PAYSTACK_SECRET_KEY")
+    if config.get("SMS_API_KEY", TERMII_SANDBOX_API_KEY) == TERMII_SANDBOX_API_KEY:
+        raise ConfigError(f"{prefix} refuses the SMS sandbox's default key; set SMS_API_KEY")
+    sender_id = str(config.get("SMS_SENDER_ID") or "")
+    if not (3 <= len(sender_id) <= 11 and sender_id.isascii() and sender_id.isalnum()):
+        raise ConfigError(f"{prefix}: SMS_SENDER_ID must be a registered sender ID of 3-11 letters and digits")
     public = config.get("PUBLIC_BASE_URL")
     if not public:
         raise ConfigError(f"{prefix} needs PUBLIC_BASE_URL, where customers reach billvend "

@@ -21,6 +21,7 @@ MOBILE_TYPES = frozenset({PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_
 #: Longest text looked at: a phone field is never longer, and parsing a page of
 #: text would be wasted work.
 MAX_INPUT_LENGTH = 40
+ALLOWED_CHARACTERS = "0123456789+ -()."
 
 
 def to_e164(text: Optional[str]) -> Optional[str]:
@@ -31,7 +32,9 @@ def to_e164(text: Optional[str]) -> Optional[str]:
         (empty, not a number, too short, a landline, a foreign number).
     """
     raw = (text or "").strip()
-    if not raw or len(raw) > MAX_INPUT_LENGTH:
+    # phonenumbers reads past letters ("0803...x", vanity numbers); a phone
+    # field holding anything but digits and separators is a typo, not a number.
+    if not raw or len(raw) > MAX_INPUT_LENGTH or raw.strip(ALLOWED_CHARACTERS):
         return None
     if raw.startswith("234"):
         # Typed without the +: read as international, not as a national number.
@@ -68,11 +71,6 @@ def international_digits(phone: str) -> str:
 
 
 def display(phone: Optional[str]) -> str:
-    """How a page shows a stored phone: ``0803 123 4567`` (what Nigerians
-    write); empty for none."""
-    if not phone:
-        return ""
-    local = national(phone)
-    if len(local) == 11 and local.isdigit():
-        return f"{local[:4]} {local[4:7]} {local[7:]}"
-    return local
+    """How a page shows a stored phone: ``08031234567`` (what Nigerians
+    write and type); empty for none."""
+    return national(phone) if phone else ""
