@@ -1,0 +1,94 @@
+"""SMS in Termii's shape (issue 23, billvend.notifications.sms) against the
+sandbox's Termii API over a real socket: what is sent, on which channel, and
+which refusals are permanent."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from billvend.notifications import channels
+from billvend.notifications.channels import SendError
+from billvend.notifications.sms import send_sms
+from billvend.platform.transactions import ExternalCallInTransaction, run
+from billvend.sandbox import create_app as create_sandbox_app, serve_in_thread
+
+
+@pytest.fixture(scope="module")
+def termii():
+    """The sandbox (VTpass, Paystack and Termii shapes) on a free port."""
+    server, url = serve_in_thread(create_sandbox_app({"SANDBOX_STATE_PATH": "none"}))
+    yield url
+    server.shutdown()
+
+
+@pytest.fixture
+def sms_app(app, termii):
+    requests.post(f"{termii}/sandbox/sms/reset", timeout=5)
+    app.config.update(SMS_BASE_URL=termii, SMS_DEADLINE_SECONDS=2.0, SMS_READ_TIMEOUT_SECONDS=1.0)
+    yield app
+    requests.post(f"{termii}/sandbox/sms/reset", timeout=5)
+
+
+def received(url: str) -> list[dict]:
+    return requests.get(f"{url}/sandbox/sms/messages", timeout=5).json()["messages"]
+
+
+def test_an_sms_reaches_termii_as_234_digits_on_the_dnd_route(sms_app, termii):
+    first = send_sms("+2348031234567", "Token 1234 5678")
+    second = send_sms("+2348031234567", "Second")
+    assert first and second and first != second
+    newest, oldest = received(termii)
+    assert (newest["sms"], oldest["sms"]) == ("Second", "Token 1234 5678")
+    assert {k: oldest[k] for k in ("to", "from", "channel", "message_id")} == {
+        "to": "2348031234567", "from": "BillVend", "channel": "dnd", "message_id": first}
+    assert oldest["time"]
+
+
+def test_the_sms_sender_is_registered_for_the_outbox(sms_app):
+    from billvend.notifications import sms
+
+    assert channels.sender_for("sms") is sms.send
+
+
+@pytest.mark.parametrize("phone", ["08031234567", "+447911123456", ""])
+def test_a_phone_not_in_e164_is_refused_for_good_before_any_call(sms_app, termii, phone):
+    with pytest.raises(SendError) as refused:
+        send_sms(phone, "Token")
+    assert refused.value.permanent
+    assert received(termii) == []
+
+
+def test_a_refused_sender_id_is_permanent_a_5xx_or_bad_key_is_retried(sms_app, termii):
+    sms_app.config["SMS_SENDER_ID"] = "Bill Vend!"
+    with pytest.raises(SendError, match="Invalid Sender Id") as refused:
+        send_sms("+2348031234567", "Token")
+    assert refused.value.permanent
+    sms_app.config["SMS_SENDER_ID"] = "BillVend"
+    sms_app.config["SMS_API_KEY"] = "wrong"
+    with pytest.raises(SendError, match="401") as wrong_key:
+        send_sms("+2348031234567", "Token")
+    assert not wrong_key.value.permanent
+    sms_app.config["SMS_API_KEY"] = "sandbox-termii-key"
+    requests.post(f"{termii}/sandbox/sms/settings", json={"fail_status": 503}, timeout=5)
+    with pytest.raises(SendError, match="503") as down:
+        send_sms("+2348031234567", "Token")
+    assert not down.value.permanent
+    assert received(termii) == []
+
+
+def test_a_gateway_that_never_answers_is_given_up_at_the_deadline(sms_app, termii):
+    sms_app.config.update(SMS_DEADLINE_SECONDS=0.5, SMS_READ_TIMEOUT_SECONDS=5.0)
+    requests.post(f"{termii}/sandbox/sms/settings", json={"delay_seconds": 2}, timeout=5)
+    started = time.monotonic()
+    with pytest.raises(SendError, match="no answer within") as late:
+        send_sms("+2348031234567", "Token")
+    assert time.monotonic() - started < 1.5 and not late.value.permanent
+
+
+def test_no_sms_is_sent_inside_a_unit_of_work(sms_app, termii):
+    with pytest.raises(ExternalCallInTransaction):
+        run(send_sms, "+2348031234567", "Token")
+    assert received(termii) == []
