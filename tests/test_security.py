@@ -130,6 +130,7 @@ PRODUCTION_OK = {
     # its own memory, instantly), one stated proxy, the public name.
     "REDIS_URL": "redis://127.0.0.1:1/0", "TRUSTED_PROXY_HOPS": "1",
     "PUBLIC_BASE_URL": "https://billvend.example",
+    "SMTP_URL": "smtp+tls://mailer:secret@smtp.billvend.example:587",
 }
 
 
@@ -142,6 +143,8 @@ PRODUCTION_OK = {
     ({"PAYSTACK_BASE_URL": "http://127.0.0.1:5055"}, "loopback PAYSTACK_BASE_URL"),
     ({"PAYSTACK_SECRET_KEY": ""}, "PAYSTACK_SECRET_KEY"),
     ({"PAYSTACK_SECRET_KEY": "sk_test_abc"}, "PAYSTACK_SECRET_KEY"),
+    ({"SMTP_URL": ""}, "SMTP_URL without TLS"),  # the default: maildev on this machine
+    ({"SMTP_URL": "smtp+tls://127.0.0.1:1025"}, "loopback SMTP_URL"),
 ])
 def test_production_refuses_every_stand_in(change, needle):
     check_production(from_env(PRODUCTION_OK))
