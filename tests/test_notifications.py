@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import email.policy
 import socket
+import threading
 import time
 from datetime import timedelta
 
@@ -266,3 +267,71 @@ def test_email_refuses_to_send_inside_a_transaction(app, smtp):
     row = db.session.get(Message, message_id)
     with pytest.raises(ExternalCallInTransaction):
         run(lambda: send_email(row, render(row)))
+
+
+class SilentServer:
+    """Accepts TCP connections on ``port`` and never says a word (a mail relay
+    hung after accept): every SMTP client waits for a greeting that never comes."""
+
+    def __init__(self, port: int):
+        self.listener = socket.create_server(("127.0.0.1", port), backlog=512, reuse_port=False)
+        self.accepted: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def close(self):
+        self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept (close alone would not)
+        self.listener.close()
+        for conn in self.accepted:
+            conn.close()
+        self.thread.join(timeout=2)
+
+
+def test_a_mail_server_that_never_answers_slows_no_vend_and_300_messages_arrive_once_it_answers(
+        app, smtp, client, customer, pay):
+    from billvend.vending.models import Payment
+
+    started = time.monotonic()
+    for n in range(5):
+        assert pay(meter_number=f"11111111111{n:02d}", amount="500").status_code == 303
+    normal = (time.monotonic() - started) / 5
+
+    smtp.stop()
+    silent = SilentServer(smtp.port)
+    try:
+        recipients = [f"customer{n}@example.com" for n in range(300)]
+        for batch in range(3):
+            handed = time.monotonic()
+            queue(*recipients[batch * 100:(batch + 1) * 100])  # commit + the send task, inline
+            assert time.monotonic() - handed < 1.0, "the send task waited for the mail server"
+        started = time.monotonic()
+        for n in range(10):
+            assert pay(meter_number=f"22222222222{n:02d}", amount="500").status_code == 303
+        during = (time.monotonic() - started) / 10
+        assert during < normal * 3 + 0.1, (normal, during)
+        assert {p.status for p in db.session.scalars(db.select(Payment))} == {"successful"}
+        assert len(silent.accepted) >= 1  # they did try it
+        assert wait_until_idle(timeout=10), "the sender threads outlived SMTP_DEADLINE_SECONDS"
+        assert smtp.inbox.messages == []
+    finally:
+        silent.close()
+
+    smtp.start()  # the server answers again
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        message_sweep_once()
+        wait_until_idle(timeout=10)
+        if db.session.scalar(db.select(db.func.count(Message.id)).where(Message.status == PENDING)) == 0:
+            break
+        db.session.rollback()
+    assert sorted(smtp.inbox.to()) == sorted(recipients)  # every one, each once
+    assert {m.status for m in messages()} == {SENT}
