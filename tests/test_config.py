@@ -51,7 +51,7 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from billvend.platform.config import (  # noqa: E402
-    ConfigError, check_production, is_loopback_url, resolve_secret_key, secret_key_bits,
+    ConfigError, check_production, is_loopback_url, parse_smtp_url, resolve_secret_key, secret_key_bits,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +64,7 @@ PRODUCTION = {
     "PAYSTACK_SECRET_KEY": "sk_live_0123456789", "PAYSTACK_CHECKOUT_URL": "https://checkout.paystack.com",
     "REDIS_URL": "redis://redis.internal:6379/0", "TRUSTED_PROXY_HOPS": "1",
     "PUBLIC_BASE_URL": "https://billvend.ng",
+    "SMTP_URL": "smtp+tls://mailer:p%40ss@smtp.mailgun.org:587",
 }
 
 
@@ -129,6 +130,29 @@ def test_production_refuses_plain_http_to_the_provider_the_gateway_and_customers
 def test_production_refuses_each_unsafe_setting(change, needle):
     with pytest.raises(ConfigError, match=re.escape(needle)):
         production_check(PRODUCTION | change)
+
+
+@pytest.mark.parametrize("url,needle", [
+    ("smtp://smtp.mailgun.org:587", "SMTP_URL without TLS"),
+    ("smtp+tls://localhost:1025", "loopback SMTP_URL"),
+    ("smtp+ssl://[::1]:465", "loopback SMTP_URL"),
+    ("smtp+tls://0x7f.1:587", "loopback SMTP_URL"),
+    ("https://smtp.mailgun.org", "SMTP_URL must be smtp://"),
+])
+def test_production_refuses_mail_without_tls_or_to_this_machine(url, needle):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        production_check(PRODUCTION | {"SMTP_URL": url})
+    production_check(PRODUCTION | {"SMTP_URL": "smtp+ssl://smtp.mailgun.org"})
+
+
+def test_smtp_url_gives_host_port_credentials_and_tls():
+    assert parse_smtp_url("smtp+tls://mailer:p%40ss@smtp.mailgun.org") == {
+        "host": "smtp.mailgun.org", "port": 587, "username": "mailer", "password": "p@ss", "tls": "starttls"}
+    assert parse_smtp_url("smtp+ssl://smtp.mailgun.org")["port"] == 465
+    assert parse_smtp_url("smtp://127.0.0.1:1025") == {
+        "host": "127.0.0.1", "port": 1025, "username": None, "password": None, "tls": None}
+    with pytest.raises(ConfigError):
+        parse_smtp_url("smtp://")
 
 
 def test_trusted_proxy_hops_zero_is_a_stated_answer():
@@ -275,6 +299,14 @@ TODAYS_DEFAULTS = {
     'SLOW_PAYMENT_NOTICE_SECONDS': 30,
     'SUPPORT_CONTACT': 'support@billvend.ng or 0201 888 0000',
     'FAULT_SKIP_ENQUEUE': False,
+    'SMTP_URL': 'smtp://127.0.0.1:1025',
+    'MAIL_FROM': 'billvend <no-reply@billvend.ng>',
+    'SMTP_DEADLINE_SECONDS': 10.0,
+    'NOTIFY_CONCURRENCY': 4,
+    'NOTIFY_ATTEMPTS': 8,
+    'NOTIFY_RETRY_BASE_SECONDS': 30.0,
+    'NOTIFY_RETRY_MAX_SECONDS': 3600.0,
+    'NOTIFY_CLAIM_SECONDS': 120,
     'FUNDING_GATEWAY': 'paystack',
     'PAYSTACK_BASE_URL': 'http://127.0.0.1:5055',
     'PAYSTACK_SECRET_KEY': 'sk_test_billvend_sandbox',
@@ -314,7 +346,7 @@ INT_OR_DEFAULT = [
     "SWEEP_INTERVAL_SECONDS", "PENDING_GRACE_SECONDS", "VENDING_LEASE_SECONDS", "UNKNOWN_ALERT_AGE_SECONDS",
     "SWEEP_LOCK_SECONDS", "SLOW_PAYMENT_NOTICE_SECONDS", "FUNDING_VERIFY_AFTER_SECONDS",
     "FUNDING_GIVE_UP_SECONDS", "FUNDING_EXPIRE_SECONDS", "FUNDING_RECONCILE_DAYS", "WEBHOOK_MAX_BYTES",
-    "WEB_THREADS", "DATABASE_POOL_SIZE",
+    "WEB_THREADS", "DATABASE_POOL_SIZE", "NOTIFY_CONCURRENCY", "NOTIFY_ATTEMPTS", "NOTIFY_CLAIM_SECONDS",
 ]
 #: ``int(raw)`` unless empty or whitespace only (both unset).
 INT_BLANK_DEFAULT = [
@@ -333,6 +365,7 @@ FLOAT_OR_DEFAULT = [
     "PAYSTACK_CONNECT_TIMEOUT_SECONDS", "PAYSTACK_READ_TIMEOUT_SECONDS", "PAYSTACK_DEADLINE_SECONDS",
     "FUNDING_VERIFY_BASE_DELAY_SECONDS", "FUNDING_VERIFY_MAX_DELAY_SECONDS",
     "PAYSTACK_SANDBOX_WEBHOOK_DELAY_SECONDS", "PAYSTACK_SANDBOX_ABANDON_SECONDS",
+    "SMTP_DEADLINE_SECONDS", "NOTIFY_RETRY_BASE_SECONDS", "NOTIFY_RETRY_MAX_SECONDS",
 ]
 #: ``raw or default`` (default ``None`` for the optional ones): kept as given.
 TEXT_OR_DEFAULT = [
@@ -343,7 +376,7 @@ TEXT_OR_DEFAULT = [
     "VENDING_PROVIDER", "VTPASS_BASE_URL", "VTPASS_API_KEY", "VTPASS_SECRET_KEY", "SANDBOX_STATE_PATH",
     "HTMX_URL", "SUPPORT_CONTACT", "PAYSTACK_SECRET_KEY", "PAYSTACK_PUBLIC_KEY", "PAYSTACK_PREFERRED_BANK",
     "PAYSTACK_SANDBOX_WEBHOOK", "SANDBOX_URL", "SECRET_KEY", "PAYSTACK_CHECKOUT_URL", "METRICS_TOKEN",
-    "PROMETHEUS_MULTIPROC_DIR", "REDIS_URL",
+    "PROMETHEUS_MULTIPROC_DIR", "REDIS_URL", "SMTP_URL", "MAIL_FROM",
 ]
 #: ``1/true/yes/on`` (any case, spaces around) is true, anything else given is false.
 FLAGS = ["RATELIMIT_ENABLED", "HUEY_IMMEDIATE", "FAULT_SKIP_ENQUEUE"]

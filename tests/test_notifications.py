@@ -4,14 +4,27 @@ channel registry hands each channel's sender to the send step."""
 
 from __future__ import annotations
 
+import email
+import email.policy
+import socket
+import threading
+import time
+from datetime import timedelta
+
 import pytest
+from aiosmtpd.controller import Controller
 from jinja2 import ChoiceLoader, DictLoader
 
-from billvend.notifications import channels
-from billvend.notifications.models import PENDING, Message
+from billvend.notifications import channels, services, tasks
+from billvend.notifications.email import send_email
+from billvend.notifications.models import FAILED, PENDING, SENT, Message
+from billvend.notifications.outbox import claim
 from billvend.notifications.services import Rendered, notify, render
+from billvend.notifications.tasks import message_sweep_once, wait_until_idle
 from billvend.platform.extensions import db
-from billvend.platform.transactions import TransactionRuleError, run
+from billvend.platform.models import utcnow
+from billvend.platform.transactions import ExternalCallInTransaction, TransactionRuleError, run
+from tests.conftest import base_config, fresh_app
 
 TEMPLATES = {
     "messages/hello.subject.txt": "Hello\n{{ name }}",
@@ -22,8 +35,9 @@ TEMPLATES = {
 
 
 @pytest.fixture
-def hello_template(app):
-    app.jinja_env.loader = ChoiceLoader([DictLoader(TEMPLATES), app.jinja_env.loader])
+def hello_template(app, monkeypatch):
+    """The hello templates, and no sending: these tests look at the outbox alone."""
+    monkeypatch.setattr(services, "after_commit_hook", None)
     yield "hello"
 
 
@@ -77,3 +91,247 @@ def test_the_channel_registry_returns_the_registered_sender(app, monkeypatch):
     with pytest.raises(channels.SendError) as refused:
         channels.sender_for("pigeon")
     assert refused.value.permanent
+
+
+# --- Sending over real SMTP (aiosmtpd in this process) -------------------------------------
+
+
+class Inbox:
+    """An aiosmtpd handler keeping every message it accepts; refuses the
+    addresses in ``refuse`` with 550 at RCPT."""
+
+    def __init__(self):
+        self.messages: list[email.message.EmailMessage] = []
+        self.refuse: set[str] = set()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse:
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        return "250 Message accepted for delivery"
+
+    def to(self) -> list[str]:
+        return [str(m["To"]) for m in self.messages]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MailServer:
+    """aiosmtpd on a fixed port, which can be stopped and started again (or
+    replaced by a server that never answers) while the app keeps its SMTP_URL."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.inbox = Inbox()
+        self.controller = None
+
+    def start(self):
+        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def stop(self):
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+
+@pytest.fixture
+def smtp():
+    server = MailServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def app(database_url, smtp):
+    """An app whose outbox sends, over SMTP to ``smtp``, with short deadlines and retries."""
+    config = base_config(database_url) | {
+        "SMTP_URL": f"smtp://127.0.0.1:{smtp.port}", "MAIL_FROM": "billvend <no-reply@billvend.ng>",
+        "NOTIFY_CONCURRENCY": 4, "SMTP_DEADLINE_SECONDS": 0.5, "NOTIFY_RETRY_BASE_SECONDS": 1.0,
+        "NOTIFY_ATTEMPTS": 3}
+    with fresh_app(config) as app:
+        app.jinja_env.loader = ChoiceLoader([DictLoader(TEMPLATES), app.jinja_env.loader])
+        yield app
+
+
+def queue(*recipients: str, event="payment:1:token", channel="email"):
+    """Queue one hello message per recipient in one unit of work; returns their ids."""
+    return run(lambda: [notify(event, channel, r, "hello", {"name": "Ada", "token": "1234 5678"}).id
+                        for r in recipients])
+
+
+def messages() -> list[Message]:
+    db.session.rollback()
+    return db.session.scalars(db.select(Message).order_by(Message.id)).all()
+
+
+def test_a_committed_message_is_sent_once_over_smtp_with_text_and_html(app, smtp):
+    queue("ada@example.com")
+    assert wait_until_idle()
+    [mail] = smtp.inbox.messages
+    assert (mail["To"], mail["From"], mail["Subject"]) == (
+        "ada@example.com", "billvend <no-reply@billvend.ng>", "Hello Ada")
+    assert mail.get_body(("plain",)).get_content().strip() == "Hi Ada, your token is 1234 5678."
+    assert mail.get_body(("html",)).get_content().strip() == "<p>Hi Ada</p>"
+    [row] = messages()
+    assert (row.status, row.attempts, row.provider_message_id) == (SENT, 1, mail["Message-ID"])
+    assert row.sent_at is not None
+    assert message_sweep_once() == 0  # nothing due: sent is final
+    assert wait_until_idle() and len(smtp.inbox.messages) == 1
+
+
+def test_a_message_whose_task_was_lost_is_sent_by_the_sweep_once(app, smtp, monkeypatch):
+    monkeypatch.setattr(services, "after_commit_hook", None)  # the enqueue never happened
+    queue("ada@example.com")
+    assert wait_until_idle() and smtp.inbox.messages == []
+    assert message_sweep_once() == 1
+    assert wait_until_idle()
+    assert message_sweep_once() == 0
+    assert wait_until_idle()
+    assert smtp.inbox.to() == ["ada@example.com"]
+    assert [m.status for m in messages()] == [SENT]
+
+
+def test_a_dead_senders_claim_expires_and_the_sweep_sends_it_once(app, smtp, monkeypatch):
+    monkeypatch.setattr(services, "after_commit_hook", None)
+    [message_id] = queue("ada@example.com")
+    assert run(claim, message_id) is not None  # a sender took it and died before sending
+    assert run(claim, message_id) is None  # nobody else takes it while the claim holds
+    assert message_sweep_once() == 0
+    run(lambda: db.session.execute(db.update(Message).values(
+        next_attempt_at=utcnow() - timedelta(seconds=1))))  # the claim expired
+    assert message_sweep_once() == 1 and wait_until_idle()
+    assert smtp.inbox.to() == ["ada@example.com"]
+    assert [(m.status, m.attempts) for m in messages()] == [(SENT, 2)]
+
+
+def test_a_repeated_event_delivers_one_email(app, smtp):
+    queue("ada@example.com")
+    run(lambda: notify("payment:1:token", "email", "ada@example.com", "hello", {}))  # the vend retried
+    assert wait_until_idle() and message_sweep_once() == 0 and wait_until_idle()
+    assert smtp.inbox.to() == ["ada@example.com"]
+
+
+def test_an_unreachable_relay_is_retried_with_backoff_then_sent(app, smtp):
+    smtp.stop()  # connection refused
+    queue("ada@example.com")
+    assert wait_until_idle()
+    [row] = messages()
+    assert (row.status, row.attempts) == (PENDING, 1)
+    assert "unreachable" in row.last_error
+    assert row.next_attempt_at > utcnow() + timedelta(seconds=0.5)  # NOTIFY_RETRY_BASE_SECONDS
+    assert message_sweep_once() == 0  # not due yet
+    smtp.start()
+    time.sleep(1.1)
+    assert message_sweep_once() == 1 and wait_until_idle()
+    assert [(m.status, m.attempts, m.last_error) for m in messages()] == [(SENT, 2, None)]
+    assert smtp.inbox.to() == ["ada@example.com"]
+
+
+def test_a_recipient_refused_for_good_fails_at_once_and_is_not_retried(app, smtp):
+    smtp.inbox.refuse.add("nobody@example.com")
+    queue("nobody@example.com", "ada@example.com")
+    assert wait_until_idle()
+    refused, sent = messages()
+    assert (refused.status, refused.attempts) == (FAILED, 1)
+    assert "550" in refused.last_error
+    assert sent.status == SENT
+    assert message_sweep_once() == 0
+
+
+def test_a_message_out_of_attempts_ends_failed(app, smtp):
+    smtp.stop()
+    [message_id] = queue("ada@example.com")
+    for _ in range(3):  # NOTIFY_ATTEMPTS
+        tasks._paused_until.clear()
+        run(lambda: db.session.execute(db.update(Message).values(
+            next_attempt_at=utcnow() - timedelta(seconds=1))))
+        tasks.send_message(message_id)
+    [row] = messages()
+    assert (row.status, row.attempts) == (FAILED, 3)
+    assert message_sweep_once() == 0
+
+
+def test_email_refuses_to_send_inside_a_transaction(app, smtp):
+    [message_id] = queue("ada@example.com")
+    assert wait_until_idle()
+    row = db.session.get(Message, message_id)
+    with pytest.raises(ExternalCallInTransaction):
+        run(lambda: send_email(row, render(row)))
+
+
+class SilentServer:
+    """Accepts TCP connections on ``port`` and never says a word (a mail relay
+    hung after accept): every SMTP client waits for a greeting that never comes."""
+
+    def __init__(self, port: int):
+        self.listener = socket.create_server(("127.0.0.1", port), backlog=512, reuse_port=False)
+        self.accepted: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def close(self):
+        self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept (close alone would not)
+        self.listener.close()
+        for conn in self.accepted:
+            conn.close()
+        self.thread.join(timeout=2)
+
+
+def test_a_mail_server_that_never_answers_slows_no_vend_and_300_messages_arrive_once_it_answers(
+        app, smtp, client, customer, pay):
+    from billvend.vending.models import Payment
+
+    started = time.monotonic()
+    for n in range(5):
+        assert pay(meter_number=f"11111111111{n:02d}", amount="500").status_code == 303
+    normal = (time.monotonic() - started) / 5
+
+    smtp.stop()
+    silent = SilentServer(smtp.port)
+    try:
+        recipients = [f"customer{n}@example.com" for n in range(300)]
+        for batch in range(3):
+            handed = time.monotonic()
+            queue(*recipients[batch * 100:(batch + 1) * 100])  # commit + the send task, inline
+            assert time.monotonic() - handed < 1.0, "the send task waited for the mail server"
+        started = time.monotonic()
+        for n in range(10):
+            assert pay(meter_number=f"22222222222{n:02d}", amount="500").status_code == 303
+        during = (time.monotonic() - started) / 10
+        assert during < normal * 3 + 0.1, (normal, during)
+        assert {p.status for p in db.session.scalars(db.select(Payment))} == {"successful"}
+        assert len(silent.accepted) >= 1  # they did try it
+        assert wait_until_idle(timeout=10), "the sender threads outlived SMTP_DEADLINE_SECONDS"
+        assert smtp.inbox.messages == []
+    finally:
+        silent.close()
+
+    smtp.start()  # the server answers again
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        message_sweep_once()
+        wait_until_idle(timeout=10)
+        if db.session.scalar(db.select(db.func.count(Message.id)).where(Message.status == PENDING)) == 0:
+            break
+        db.session.rollback()
+    assert sorted(smtp.inbox.to()) == sorted(recipients)  # every one, each once
+    assert {m.status for m in messages()} == {SENT}

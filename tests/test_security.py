@@ -131,6 +131,7 @@ PRODUCTION_OK = {
     "REDIS_URL": "redis://127.0.0.1:1/0", "TRUSTED_PROXY_HOPS": "1",
     "PUBLIC_BASE_URL": "https://billvend.example",
     "SMS_BASE_URL": "https://api.ng.termii.com", "SMS_API_KEY": "live-termii-key",
+    "SMTP_URL": "smtp+tls://mailer:secret@smtp.billvend.example:587",
 }
 
 
@@ -147,6 +148,8 @@ PRODUCTION_OK = {
     ({"SMS_BASE_URL": "http://api.ng.termii.com"}, "SMS_BASE_URL must be an https:// URL"),
     ({"SMS_API_KEY": ""}, "SMS sandbox's default key"),
     ({"SMS_SENDER_ID": "Bill Vend NG"}, "SMS_SENDER_ID"),
+    ({"SMTP_URL": ""}, "SMTP_URL without TLS"),  # the default: maildev on this machine
+    ({"SMTP_URL": "smtp+tls://127.0.0.1:1025"}, "loopback SMTP_URL"),
 ])
 def test_production_refuses_every_stand_in(change, needle):
     check_production(from_env(PRODUCTION_OK))

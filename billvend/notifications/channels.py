@@ -16,11 +16,15 @@ class SendError(Exception):
     ``permanent=True``: retrying cannot help (an invalid number or address, a
     refused sender ID); the message ends ``failed`` at once. Otherwise (a
     timeout, a refused connection, a 5xx) it is retried with backoff.
+    ``channel_down=True``: the gateway itself could not be reached (refused,
+    timed out, hung up); the sender leaves the whole channel alone for
+    ``NOTIFY_RETRY_BASE_SECONDS`` instead of trying each queued message.
     """
 
-    def __init__(self, message: str, *, permanent: bool = False):
+    def __init__(self, message: str, *, permanent: bool = False, channel_down: bool = False):
         super().__init__(message)
         self.permanent = permanent
+        self.channel_down = channel_down
 
 
 Sender = Callable[["Message", "Rendered"], str]

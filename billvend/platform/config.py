@@ -59,6 +59,10 @@ TERMII_SANDBOX_API_KEY = "sandbox-termii-key"
 #: Where the sandbox server (billvend.sandbox) listens unless SANDBOX_URL says.
 SANDBOX_DEFAULT_URL = "http://127.0.0.1:5055"
 PAYSTACK_SANDBOX_BASE_URL = SANDBOX_DEFAULT_URL
+#: Where maildev (the Procfile's ``mail``, make run) takes SMTP.
+DEV_SMTP_URL = "smtp://127.0.0.1:1025"
+#: SMTP_URL schemes and the TLS each means (django-environ's spelling).
+SMTP_SCHEMES = {"smtp": None, "smtp+tls": "starttls", "smtps": "starttls", "smtp+ssl": "ssl"}
 
 
 class ConfigError(RuntimeError):
@@ -324,6 +328,24 @@ class Settings(BaseSettings):
     SUPPORT_CONTACT: Text = setting("support@billvend.ng or 0201 888 0000",
                                     "whom a customer contacts about a payment still unresolved")
     FAULT_SKIP_ENQUEUE: Flag = setting(False, "test-only fault injection: die between commit and enqueue")
+    # Messages to customers (issue 23, billvend/notifications).
+    SMTP_URL: Text = setting(
+        DEV_SMTP_URL, "the mail relay: smtp+tls:// (STARTTLS, e.g. port 587), smtp+ssl:// (TLS from the "
+        "first byte, 465) or smtp:// (no TLS: development only); user:password@ in the URL",
+        production="smtp+tls:// or smtp+ssl://, not this machine")
+    MAIL_FROM: Text = setting("billvend <no-reply@billvend.ng>", "the From of every email")
+    SMTP_DEADLINE_SECONDS: Number = setting(
+        10.0, "hard wall-clock deadline of one email send (connect, greeting, every reply)")
+    NOTIFY_CONCURRENCY: Integer = setting(
+        4, "messages one process sends at once, in threads of their own (never the vend threads); "
+        "0: this process sends none")
+    NOTIFY_ATTEMPTS: Integer = setting(8, "tries of one message before it is marked failed")
+    NOTIFY_RETRY_BASE_SECONDS: Number = setting(
+        30.0, "first retry delay of a message (doubling); also how long a channel that cannot be "
+        "reached is left alone")
+    NOTIFY_RETRY_MAX_SECONDS: Number = setting(3600.0, "longest retry delay of a message")
+    NOTIFY_CLAIM_SECONDS: Integer = setting(
+        120, "a sender holds a message this long; past it (a dead worker) the sweep sends it again")
     # Money in (issue 15).
     FUNDING_GATEWAY: Annotated[Literal["paystack", "simulated"], Kind("paystack or simulated")] = setting(
         "paystack", "the card gateway", production="paystack")
@@ -731,6 +753,36 @@ def _base_url_problem(name: str, url: str) -> str | None:
     return None
 
 
+def parse_smtp_url(url: str) -> dict[str, Any]:
+    """``SMTP_URL`` as its parts: ``host``, ``port``, ``username``, ``password``
+    (percent-decoded, None when absent) and ``tls`` (None, "starttls" or
+    "ssl", from the scheme: :data:`SMTP_SCHEMES`). The port defaults to 25,
+    587 with STARTTLS and 465 with TLS.
+
+    :raises ConfigError: for another scheme or no host.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in SMTP_SCHEMES or not parts.hostname:
+        raise ConfigError(f"SMTP_URL must be smtp://, smtp+tls:// or smtp+ssl://host[:port], not {url!r}")
+    tls = SMTP_SCHEMES[parts.scheme]
+    return {"host": parts.hostname, "port": parts.port or {None: 25, "starttls": 587, "ssl": 465}[tls],
+            "username": unquote(parts.username) if parts.username else None,
+            "password": unquote(parts.password) if parts.password else None, "tls": tls}
+
+
+def _smtp_url_problem(url: str) -> str | None:
+    try:
+        parts = parse_smtp_url(url)
+    except ConfigError as exc:
+        return f"refuses it: {exc}"
+    if parts["tls"] is None:
+        return ("refuses SMTP_URL without TLS (smtp://): passwords and tokens would cross the network "
+                "in clear; use smtp+tls:// (STARTTLS) or smtp+ssl://")
+    if is_loopback_host(parts["host"]):
+        return f"refuses a loopback SMTP_URL ({parts['host']}: this machine, e.g. maildev)"
+    return None
+
+
 def check_production(config: Mapping[str, Any]) -> None:
     """Refuse a production configuration that still points at a stand-in or
     leaves a door open.
@@ -740,7 +792,8 @@ def check_production(config: Mapping[str, Any]) -> None:
     ``sk_test_`` key); every base URL (:data:`BASE_URL_SETTINGS`) https://
     and not loopback in any spelling; ``PUBLIC_BASE_URL`` set, to an origin
     only; rate limits on and shared (Redis, not process memory);
-    ``TRUSTED_PROXY_HOPS`` stated; a SECRET_KEY of at least
+    ``TRUSTED_PROXY_HOPS`` stated; ``SMTP_URL`` with TLS and not loopback
+    (maildev); a SECRET_KEY of at least
     :data:`MIN_SECRET_KEY_BITS` (:func:`weak_secret_key_reason`).
     Development (the default) allows all of them: tests and staging run the
     deployed topology against the simulator and the sandboxes.
@@ -788,6 +841,9 @@ def check_production(config: Mapping[str, Any]) -> None:
     if public_parts.path not in ("", "/") or public_parts.query or public_parts.fragment:
         raise ConfigError(f"{prefix}: PUBLIC_BASE_URL must be an origin only (https://host[:port]), "
                           f"not {public!r}")
+    problem = _smtp_url_problem(config.get("SMTP_URL") or DEV_SMTP_URL)
+    if problem:
+        raise ConfigError(f"{prefix} {problem}")
     if not config.get("RATELIMIT_ENABLED", True):
         raise ConfigError(f"{prefix} refuses RATELIMIT_ENABLED=false (for load benchmarks only)")
     storage = str(config.get("RATELIMIT_STORAGE_URI") or "memory://")
