@@ -65,6 +65,7 @@ PRODUCTION = {
     "REDIS_URL": "redis://redis.internal:6379/0", "TRUSTED_PROXY_HOPS": "1",
     "PUBLIC_BASE_URL": "https://billvend.ng",
     "SMTP_URL": "smtp+tls://mailer:p%40ss@smtp.mailgun.org:587",
+    "SMS_BASE_URL": "https://api.ng.termii.com", "SMS_API_KEY": "live-termii-key",
 }
 
 
@@ -101,7 +102,7 @@ def test_outside_hosts_are_not_loopback(host):
 
 
 @pytest.mark.parametrize("name", ["VTPASS_BASE_URL", "PAYSTACK_BASE_URL", "PAYSTACK_CHECKOUT_URL",
-                                  "PUBLIC_BASE_URL"])
+                                  "PUBLIC_BASE_URL", "SMS_BASE_URL"])
 @pytest.mark.parametrize("host", ["127.1", "2130706433", "0x7f.1", "[::1]", "[::ffff:127.0.0.1]",
                                   "localhost.", "anything.localhost"])
 def test_production_refuses_a_loopback_base_url_in_any_spelling(name, host):
@@ -111,7 +112,7 @@ def test_production_refuses_a_loopback_base_url_in_any_spelling(name, host):
 
 
 @pytest.mark.parametrize("name", ["VTPASS_BASE_URL", "PAYSTACK_BASE_URL", "PAYSTACK_CHECKOUT_URL",
-                                  "PUBLIC_BASE_URL"])
+                                  "PUBLIC_BASE_URL", "SMS_BASE_URL"])
 def test_production_refuses_plain_http_to_the_provider_the_gateway_and_customers(name):
     url = PRODUCTION[name].replace("https://", "http://")
     with pytest.raises(ConfigError, match=re.escape(f"{name} must be an https:// URL")):
@@ -285,6 +286,13 @@ TODAYS_DEFAULTS = {
     'SANDBOX_DRIP_INTERVAL_SECONDS': 0.0,
     'SANDBOX_STATE_PATH': str(INSTANCE_DIR / 'sandbox-state.json'),
     'SANDBOX_LATE_RECORD_SECONDS': 30.0,
+    'SMS_PROVIDER': 'termii',
+    'SMS_BASE_URL': 'http://127.0.0.1:5055',
+    'SMS_API_KEY': 'sandbox-termii-key',
+    'SMS_SENDER_ID': 'BillVend',
+    'SMS_CONNECT_TIMEOUT_SECONDS': 5.0,
+    'SMS_READ_TIMEOUT_SECONDS': 10.0,
+    'SMS_DEADLINE_SECONDS': 12.0,
     'HTMX_URL': 'https://cdn.jsdelivr.net/npm/htmx.org@2.0.11/dist/htmx.min.js',
     'HTMX_SRI': 'sha384-2OatzQy1H+Zd/IIrjr1TcuDGqLXeHhbooAyJY1KdQMKnr4LZ22k31GBLdYKHmVjg',
     'SWEEP_INTERVAL_SECONDS': 60,
@@ -366,6 +374,7 @@ FLOAT_OR_DEFAULT = [
     "FUNDING_VERIFY_BASE_DELAY_SECONDS", "FUNDING_VERIFY_MAX_DELAY_SECONDS",
     "PAYSTACK_SANDBOX_WEBHOOK_DELAY_SECONDS", "PAYSTACK_SANDBOX_ABANDON_SECONDS",
     "SMTP_DEADLINE_SECONDS", "NOTIFY_RETRY_BASE_SECONDS", "NOTIFY_RETRY_MAX_SECONDS",
+    "SMS_CONNECT_TIMEOUT_SECONDS", "SMS_READ_TIMEOUT_SECONDS", "SMS_DEADLINE_SECONDS",
 ]
 #: ``raw or default`` (default ``None`` for the optional ones): kept as given.
 TEXT_OR_DEFAULT = [
@@ -376,7 +385,7 @@ TEXT_OR_DEFAULT = [
     "VENDING_PROVIDER", "VTPASS_BASE_URL", "VTPASS_API_KEY", "VTPASS_SECRET_KEY", "SANDBOX_STATE_PATH",
     "HTMX_URL", "SUPPORT_CONTACT", "PAYSTACK_SECRET_KEY", "PAYSTACK_PUBLIC_KEY", "PAYSTACK_PREFERRED_BANK",
     "PAYSTACK_SANDBOX_WEBHOOK", "SANDBOX_URL", "SECRET_KEY", "PAYSTACK_CHECKOUT_URL", "METRICS_TOKEN",
-    "PROMETHEUS_MULTIPROC_DIR", "REDIS_URL", "SMTP_URL", "MAIL_FROM",
+    "PROMETHEUS_MULTIPROC_DIR", "REDIS_URL", "SMTP_URL", "MAIL_FROM", "SMS_API_KEY", "SMS_SENDER_ID",
 ]
 #: ``1/true/yes/on`` (any case, spaces around) is true, anything else given is false.
 FLAGS = ["RATELIMIT_ENABLED", "HUEY_IMMEDIATE", "FAULT_SKIP_ENQUEUE"]
@@ -463,6 +472,12 @@ SPECIAL_CASES = [
     ({"FUNDING_GATEWAY": "Paystack"}, RAISES),
     ({"PAYSTACK_BASE_URL": "https://api.paystack.co//"}, {"PAYSTACK_BASE_URL": "https://api.paystack.co"}),
     ({"PAYSTACK_BASE_URL": ""}, {"PAYSTACK_BASE_URL": "http://127.0.0.1:5055"}),
+    # SMS: Termii's shape only; the gateway is the sandbox unless told.
+    ({"SMS_PROVIDER": ""}, {"SMS_PROVIDER": "termii"}),
+    ({"SMS_PROVIDER": "twilio"}, RAISES),
+    ({"SMS_BASE_URL": "https://api.ng.termii.com/"}, {"SMS_BASE_URL": "https://api.ng.termii.com"}),
+    ({"SMS_BASE_URL": ""}, {"SMS_BASE_URL": "http://127.0.0.1:5055"}),
+    ({"SANDBOX_URL": "http://127.0.0.1:6000"}, {"SMS_BASE_URL": "http://127.0.0.1:6000"}),
     # The sandbox's webhooks go to the web process's PORT unless told.
     ({"PORT": "8000"}, {"PAYSTACK_WEBHOOK_URL": "http://127.0.0.1:8000/webhooks/paystack"}),
     ({"PORT": ""}, {"PAYSTACK_WEBHOOK_URL": "http://127.0.0.1:5000/webhooks/paystack"}),
@@ -482,7 +497,8 @@ SPECIAL_CASES = [
 EVERY_VARIABLE = (set(INT_OR_DEFAULT) | set(INT_BLANK_DEFAULT) | set(FLOAT_OR_DEFAULT) | set(TEXT_OR_DEFAULT)
                   | set(FLAGS) | {"BILLVEND_ENV", "DATABASE_URL", "RATELIMIT_STORAGE_URI", "PUBLIC_BASE_URL",
                                   "TRUSTED_HOSTS", "LOG_FORMAT", "FUNDING_GATEWAY", "PAYSTACK_BASE_URL",
-                                  "PORT", "PAYSTACK_WEBHOOK_URL", "REQUERY_AFTER_REFUND_DELAYS_SECONDS"})
+                                  "PORT", "PAYSTACK_WEBHOOK_URL", "REQUERY_AFTER_REFUND_DELAYS_SECONDS",
+                                  "SMS_PROVIDER", "SMS_BASE_URL"})
 PARSE_CASES = list(_simple_cases()) + SPECIAL_CASES
 
 

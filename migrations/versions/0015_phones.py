@@ -15,8 +15,10 @@ Nigerian mobile number. One that cannot be is never guessed:
 - saved_meters: the prefill is emptied ('' ; the account's phone is used).
 
 The rule is copied here, frozen, rather than imported from billvend (code
-changes, a migration must not). Downgrade writes the national 080... form
-back and puts set-aside phones back.
+changes, a migration must not). Downgrade gives users and saved meters the
+national 080... form back and puts set-aside phones back; payments keep
+what they hold (a downgrade never rewrites the books, and the older code
+reads an E.164 phone as well).
 """
 from typing import Optional
 
@@ -85,11 +87,9 @@ def upgrade():
 
 def downgrade():
     conn = op.get_bind()
-    users, payments, meters = _tables()
+    users, _, meters = _tables()
     for user_id, phone, to_fix in conn.execute(sa.select(users.c.id, users.c.phone, users.c.phone_to_fix)):
         conn.execute(sa.update(users).where(users.c.id == user_id).values(phone=to_fix or _national(phone)))
-    for payment_id, phone in conn.execute(sa.select(payments.c.id, payments.c.phone)):
-        conn.execute(sa.update(payments).where(payments.c.id == payment_id).values(phone=_national(phone)))
     for meter_id, phone in conn.execute(sa.select(meters.c.id, meters.c.last_phone)):
         conn.execute(sa.update(meters).where(meters.c.id == meter_id).values(last_phone=_national(phone)))
     with op.batch_alter_table("users") as batch:
