@@ -92,3 +92,77 @@ def test_no_sms_is_sent_inside_a_unit_of_work(sms_app, termii):
     with pytest.raises(ExternalCallInTransaction):
         run(send_sms, "+2348031234567", "Token")
     assert received(termii) == []
+
+
+# -- the token SMS (billvend/vending/messages.py, templates/messages/token*.sms.txt) --
+
+GSM7_BASIC = set("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                 "ÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà")
+
+
+def deliver_outbox() -> None:
+    """Send every pending SMS now, as the outbox's sender threads would
+    (email is tests/test_notifications.py's)."""
+    from billvend.notifications.models import PENDING, Message
+    from billvend.notifications.tasks import send_message
+    from billvend.platform.extensions import db
+
+    ids = db.session.scalars(db.select(Message.id).where(Message.status == PENDING, Message.channel == "sms")
+                                 .order_by(Message.id)).all()
+    db.session.rollback()
+    for message_id in ids:
+        assert send_message(message_id) == "sent"
+
+
+def test_a_successful_payment_sends_its_token_in_one_gsm7_sms(sms_app, termii, client, customer, pay):
+    from billvend.vending.models import Payment
+    from billvend.platform.extensions import db
+    import sqlalchemy as sa
+
+    assert pay(amount="1500", phone="0803 123 4567").status_code in (302, 303)
+    deliver_outbox()
+    payment = db.session.scalar(sa.select(Payment))
+    assert payment.status == "successful" and payment.token
+    [sms] = received(termii)
+    assert sms["to"] == "2348031234567" and sms["channel"] == "dnd"
+    text = sms["sms"]
+    assert set(text) <= GSM7_BASIC and len(text) <= 160, text
+    groups = " ".join(payment.token[i:i + 4] for i in range(0, 20, 4))
+    for part in (groups, "NGN 1,500.00", payment.meter_number, payment.reference, "Ikeja"):
+        assert part in text, (part, text)
+    assert "₦" not in text
+
+
+def test_key_change_tokens_come_first_in_a_second_sms(sms_app, termii, client, customer, pay):
+    from billvend.vending.models import Payment
+    from billvend.platform.extensions import db
+    import sqlalchemy as sa
+
+    assert pay(meter_number="1212121212121", amount="2000").status_code in (302, 303)
+    deliver_outbox()
+    payment = db.session.scalar(sa.select(Payment))
+    assert payment.kct1 and payment.kct2
+    token_sms, kct_sms = received(termii)  # newest first: the KCTs went out first
+    assert kct_sms["sms"].startswith("Enter these two codes first: ")
+    assert " ".join(payment.kct1[i:i + 4] for i in range(0, 20, 4)) in kct_sms["sms"]
+    assert payment.token[:4] in token_sms["sms"]
+    assert all(len(m["sms"]) <= 160 and set(m["sms"]) <= GSM7_BASIC for m in (token_sms, kct_sms))
+
+
+def test_the_longest_disco_name_and_largest_amount_still_fit_one_sms(sms_app):
+    from billvend.notifications.models import Message
+    from billvend.notifications.services import render
+    from billvend.vending.messages import sms_amount, spaced_groups
+    from billvend.vending.providers import DISCOS
+
+    longest = max(DISCOS.values(), key=len)
+    largest = sms_app.config["MAX_PAYMENT_KOBO"]
+    context = {"disco": longest, "token_spaced": spaced_groups("9" * 20), "units_kwh": "99999.99",
+               "amount_sms": sms_amount(largest), "meter_number": "9" * 13,
+               "reference": "202612312359" + "f" * 14, "kct1_spaced": spaced_groups("8" * 20),
+               "kct2_spaced": spaced_groups("7" * 20)}
+    for template in ("token", "token_kct"):
+        text = render(Message(template=template, context=context)).sms
+        assert len(text) <= 160 and set(text) <= GSM7_BASIC, (len(text), text)
+    assert sms_amount(largest) == "NGN 500,000.00"
+    assert longest in render(Message(template="token", context=context)).sms

@@ -66,9 +66,10 @@ def _post(config: Mapping[str, Any], body: dict[str, Any]) -> tuple[int, bytes]:
     try:
         return call_with_deadline(send, deadline, "sms send")
     except DeadlineExceeded as exc:
-        raise SendError(f"SMS gateway: {exc}") from exc
+        raise SendError(f"SMS gateway: {exc}", channel_down=True) from exc
     except requests.RequestException as exc:
-        raise SendError(f"SMS gateway unreachable: {type(exc).__name__}") from exc
+        # Refused, timed out, hung up: the gateway, not this message.
+        raise SendError(f"SMS gateway unreachable: {type(exc).__name__}", channel_down=True) from exc
 
 
 def send_sms(phone: str, text: str, config: Mapping[str, Any] | None = None) -> str:
