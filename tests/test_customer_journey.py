@@ -501,16 +501,16 @@ def test_a_late_token_never_reaches_the_customer(client, auth, status):
     assert grouped in admin_page
 
 
-def test_the_review_says_what_the_phone_is_for_and_promises_no_sms(client, auth, fund):
-    """billvend sends no SMS yet: the review must not say the token is sent
-    to the phone; it says what the phone is kept for."""
+def test_the_review_says_the_token_goes_to_the_phone_by_sms_and_to_the_address(client, auth, fund):
+    """Issue 23: the token SMS exists, so the review says where the token is
+    sent (the "no SMS is sent yet" wording of issue 21 is gone)."""
     auth.signup()
     fund("5000")
     html = client.post("/bills/electricity", data=pay_form(client)).get_data(as_text=True)
     summary = html[html.index('data-testid="review"'):html.index("</dl>")]
-    assert "Token sent to" not in html and "sent to" not in summary.lower()
     assert re.search(r"<dt>Phone</dt><dd>08031234567", summary)
-    assert "For the disco's record of this purchase" in summary
+    assert "We send your token to this phone by SMS and to ada@example.com by email" in summary
+    assert "For the disco's record of this purchase" not in summary
     assert "Your token appears on the next page" in html
 
 
