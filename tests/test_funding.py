@@ -1280,3 +1280,20 @@ def test_an_abandoned_checkout_paid_later_without_a_webhook_is_credited_by_recon
     reconciliation.reconcile(today)  # a second night's run of the same day credits nothing more
     assert credits_for(reference) == 1 and balance_of("ada@example.com") == 500_000
     assert_books_balance()
+
+
+def test_a_credited_funding_queues_one_receipt_email_with_the_new_balance(client, auth, fund):
+    """Issue 23: the funding receipt is queued in the unit that credits the
+    wallet; verifying again (callback reloaded) queues nothing more."""
+    from billvend.notifications.models import Message
+
+    auth.signup()
+    first = fund("5000")
+    assert first.status_code in (200, 302, 303)
+    funding = db.session.scalar(sa.select(Funding))
+    assert funding.status == "succeeded"
+    verification.verify_funding(funding.id)
+    rows = db.session.scalars(sa.select(Message)).all()
+    assert [(m.event_key, m.channel, m.recipient, m.template) for m in rows] == [
+        (f"funding:{funding.id}:credited", "email", "ada@example.com", "funding_receipt")]
+    assert (rows[0].context["amount"], rows[0].context["balance"]) == ("₦5,000.00", "₦5,000.00")
