@@ -886,3 +886,30 @@ def test_new_signups_do_not_count_against_an_account(strict_app):
              for i in range(12)]
     assert codes == [422] * 12
     assert _signup_as(strict_app, "new@example.com", "violet tractor window 42", "10.2.99.1").status_code == 303
+
+
+def test_a_sign_in_from_a_new_device_mails_the_owner_and_a_known_one_does_not(client, auth):
+    """Issue 23: the owner hears of a sign-in from a browser that never
+    signed in to the account; the same browser signing in again is quiet."""
+    from billvend.notifications.models import Message
+
+    make_user("ada@example.com")
+    assert login(client).status_code == 303
+    client.post("/logout", data={"csrf_token": csrf_of(client, "/")})
+    assert login(client).status_code == 303
+    rows = db.session.scalars(sa.select(Message)).all()
+    assert [(m.channel, m.recipient, m.template) for m in rows] == [("email", "ada@example.com", "new_signin")]
+    assert rows[0].event_key.startswith(f"user:{rows[0].user_id}:signin:")
+
+
+def test_a_signup_with_an_existing_address_mails_its_owner_once_a_day(client):
+    from billvend.notifications.models import Message
+
+    make_user("ada@example.com")
+    for _ in range(2):
+        refused = client.post("/signup", data={"email": "ada@example.com", "password": "another horse 2",
+                                               "confirm_password": "another horse 2",
+                                               "csrf_token": csrf_of(client, "/signup")})
+        assert refused.status_code == 422
+    rows = db.session.scalars(sa.select(Message)).all()
+    assert [(m.recipient, m.template) for m in rows] == [("ada@example.com", "signup_attempt")]
