@@ -334,6 +334,8 @@ class Settings(BaseSettings):
     NOTIFY_RETRY_MAX_SECONDS: Number = setting(3600.0, "longest retry delay of a message")
     NOTIFY_CLAIM_SECONDS: Integer = setting(
         120, "a sender holds a message this long; past it (a dead worker) the sweep sends it again")
+    FAULT_SEND_DELAY_SECONDS: Number = setting(
+        0.0, "test-only fault injection: a sender waits this long between claiming a message and sending it")
     # Money in (issue 15).
     FUNDING_GATEWAY: Annotated[Literal["paystack", "simulated"], Kind("paystack or simulated")] = setting(
         "paystack", "the card gateway", production="paystack")
