@@ -299,3 +299,23 @@ def test_flask_messages_send_test_delivers_the_test_email(app, smtp):
     assert "<code>SMTP_URL</code>" in mail.get_body(("html",)).get_content()
     assert app.test_cli_runner().invoke(args=["messages", "send-test", " "]).exit_code == 1
     assert [m.status for m in messages()] == [SENT]
+
+
+def test_a_unit_of_work_rerun_after_a_conflict_queues_and_delivers_one_email(app, smtp):
+    """The event's unit loses a race once (a stale version) and runs again:
+    its notify runs twice, one row is kept and one email arrives."""
+    from sqlalchemy.orm.exc import StaleDataError
+
+    tries = []
+
+    def event():
+        notify("payment:7:token", "email", "ada@example.com", "hello", {"name": "Ada", "token": "1"})
+        tries.append(1)
+        if len(tries) == 1:
+            raise StaleDataError("another worker moved the payment first")
+
+    run(event)
+    assert len(tries) == 2
+    assert wait_until_idle() and message_sweep_once() == 0 and wait_until_idle()
+    assert smtp.inbox.to() == ["ada@example.com"]
+    assert [(m.event_key, m.status) for m in messages()] == [("payment:7:token", SENT)]
