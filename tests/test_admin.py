@@ -860,13 +860,16 @@ def test_admin_retry_of_a_failed_message_queues_it_again_and_is_audited(client, 
         admin.id, "retry_message", "sender ID approved now", f"message {failed.id}: done: queued again")
 
 
-def test_admin_retry_refuses_a_sent_message_or_no_reason_and_changes_nothing(client, admin):
+def test_admin_retry_refuses_a_sent_or_pending_message_or_no_reason_and_changes_nothing(client, admin):
     from billvend.notifications.models import Message
 
     made = queue_messages()
     token = csrf_of(client, "/admin/messages")
     response = client.post(f"/admin/messages/{made['sent'].id}/retry",
                            data={"retry-csrf_token": token, "retry-reason": "send it twice please"})
+    assert response.status_code == 303
+    response = client.post(f"/admin/messages/{made['pending'].id}/retry",
+                           data={"retry-csrf_token": token, "retry-reason": "hurry it along"})
     assert response.status_code == 303
     response = client.post(f"/admin/messages/{made['failed'].id}/retry",
                            data={"retry-csrf_token": token, "retry-reason": ""})
@@ -877,8 +880,9 @@ def test_admin_retry_refuses_a_sent_message_or_no_reason_and_changes_nothing(cli
     db.session.expire_all()
     assert [m.status for m in db.session.scalars(sa.select(Message).order_by(Message.id))] == [
         "sent", "failed", "pending"]
-    [action] = db.session.scalars(sa.select(AdminAction)).all()
-    assert action.result == f"message {made['sent'].id}: refused: already sent"
+    assert [a.result for a in db.session.scalars(sa.select(AdminAction).order_by(AdminAction.id))] == [
+        f"message {made['sent'].id}: refused: already sent",
+        f"message {made['pending'].id}: refused: still pending"]
 
 
 def test_overview_shows_the_oldest_unsent_message_age(client, admin):

@@ -90,18 +90,20 @@ def oldest_unsent_created_at() -> Optional[datetime]:
 
 
 def retry(message_id: int) -> Optional[str]:
-    """Put a ``failed`` (or ``pending``) message back in line now with a fresh
-    set of attempts, in the caller's unit of work; its send is enqueued
-    after that unit commits (an admin's "retry").
+    """Put a ``failed`` message back in line now with a fresh set of
+    attempts, in the caller's unit of work; its send is enqueued after that
+    unit commits (an admin's "retry").
 
-    :returns: None when done, else why not ("not found", "already sent": a
-        second copy is the customer's "send again", not an admin retry).
+    :returns: None when done, else why not: "not found"; "already sent" (a
+        second copy is the customer's "send again", not an admin retry);
+        "still pending" (its sender tries it again by itself, and one may be
+        sending it now: a retry could send it twice).
     """
     message = db.session.get(Message, message_id, populate_existing=True, with_for_update=True)
     if message is None:
         return "not found"
-    if message.status == SENT:
-        return "already sent"
+    if message.status != FAILED:
+        return "already sent" if message.status == SENT else "still pending"
     message.status = PENDING
     message.attempts = 0
     message.next_attempt_at = db_now()
