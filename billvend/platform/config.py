@@ -584,7 +584,8 @@ def check_timings(config: Mapping[str, Any]) -> None:
     "no such order" and refund a payment that is about to be delivered.
 
     :raises ValueError: ``VENDING_LEASE_SECONDS`` is not longer than
-        :func:`vend_deadline_seconds`, or a timing is negative.
+        :func:`vend_deadline_seconds`, ``NOTIFY_CLAIM_SECONDS`` not longer
+        than ``SMTP_DEADLINE_SECONDS``, or a timing is negative.
     """
     longest = vend_deadline_seconds(config)
     if config["VENDING_LEASE_SECONDS"] <= longest:
@@ -596,6 +597,11 @@ def check_timings(config: Mapping[str, Any]) -> None:
             raise ValueError(f"{name} must not be negative")
     if config.get("SWEEP_LOCK_SECONDS", 1) < 1:
         raise ValueError("SWEEP_LOCK_SECONDS must be at least 1")
+    # The message sweep sends again what a sender claimed longer ago than
+    # this: an email still being sent would go out twice.
+    if config.get("NOTIFY_CLAIM_SECONDS", 120) <= config.get("SMTP_DEADLINE_SECONDS", 10.0):
+        raise ValueError(f"NOTIFY_CLAIM_SECONDS ({config['NOTIFY_CLAIM_SECONDS']}) must be longer than "
+                         f"SMTP_DEADLINE_SECONDS ({config['SMTP_DEADLINE_SECONDS']:g})")
 
 
 def secret_key_bits(key: str) -> float:
