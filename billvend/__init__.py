@@ -81,6 +81,8 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
 
     huey.clock_task = clock_task
     notification_email.init_app(app)  # Flask-Mailman on SMTP_URL, the "email" sender
+    from billvend.notifications.cli import messages_cli
+    app.cli.add_command(messages_cli)  # flask messages send-test
     logs.configure(app)
     logs.install(huey, stamped=(Payment,), request_id_of_task=telemetry.request_id_of_task)
     metrics.init_app(app)

@@ -42,6 +42,15 @@ def test_the_vtpass_deadline_defaults_to_the_longest_call_and_the_lease_must_out
         check_timings(short | {"VTPASS_DEADLINE_SECONDS": 25.0})
 
 
+def test_a_message_claim_shorter_than_an_email_send_is_refused():
+    """The sweep sends again a message whose claim expired: a claim shorter
+    than the send's deadline would send it twice while the first send runs."""
+    env = {"NOTIFY_CLAIM_SECONDS": "10", "SMTP_DEADLINE_SECONDS": "10"}
+    with pytest.raises(ValueError, match="NOTIFY_CLAIM_SECONDS"):
+        check_timings(from_env(env))
+    check_timings(from_env(env | {"SMTP_DEADLINE_SECONDS": "9.5"}))
+
+
 # --- Production refuses unsafe configurations (issue 21, item 3) --------------------
 
 import re  # noqa: E402
@@ -315,6 +324,7 @@ TODAYS_DEFAULTS = {
     'NOTIFY_RETRY_BASE_SECONDS': 30.0,
     'NOTIFY_RETRY_MAX_SECONDS': 3600.0,
     'NOTIFY_CLAIM_SECONDS': 120,
+    'FAULT_SEND_DELAY_SECONDS': 0.0,
     'FUNDING_GATEWAY': 'paystack',
     'PAYSTACK_BASE_URL': 'http://127.0.0.1:5055',
     'PAYSTACK_SECRET_KEY': 'sk_test_billvend_sandbox',
@@ -375,6 +385,7 @@ FLOAT_OR_DEFAULT = [
     "PAYSTACK_SANDBOX_WEBHOOK_DELAY_SECONDS", "PAYSTACK_SANDBOX_ABANDON_SECONDS",
     "SMTP_DEADLINE_SECONDS", "NOTIFY_RETRY_BASE_SECONDS", "NOTIFY_RETRY_MAX_SECONDS",
     "SMS_CONNECT_TIMEOUT_SECONDS", "SMS_READ_TIMEOUT_SECONDS", "SMS_DEADLINE_SECONDS",
+    "FAULT_SEND_DELAY_SECONDS",
 ]
 #: ``raw or default`` (default ``None`` for the optional ones): kept as given.
 TEXT_OR_DEFAULT = [

@@ -4,15 +4,12 @@ channel registry hands each channel's sender to the send step."""
 
 from __future__ import annotations
 
-import email
-import email.policy
 import socket
 import threading
 import time
 from datetime import timedelta
 
 import pytest
-from aiosmtpd.controller import Controller
 from jinja2 import ChoiceLoader, DictLoader
 
 from billvend.notifications import channels, services, tasks
@@ -25,6 +22,7 @@ from billvend.platform.extensions import db
 from billvend.platform.models import utcnow
 from billvend.platform.transactions import ExternalCallInTransaction, TransactionRuleError, run
 from tests.conftest import base_config, fresh_app
+from tests.servers import MailServer
 
 TEMPLATES = {
     "messages/hello.subject.txt": "Hello\n{{ name }}",
@@ -94,53 +92,6 @@ def test_the_channel_registry_returns_the_registered_sender(app, monkeypatch):
 
 
 # --- Sending over real SMTP (aiosmtpd in this process) -------------------------------------
-
-
-class Inbox:
-    """An aiosmtpd handler keeping every message it accepts; refuses the
-    addresses in ``refuse`` with 550 at RCPT."""
-
-    def __init__(self):
-        self.messages: list[email.message.EmailMessage] = []
-        self.refuse: set[str] = set()
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if address in self.refuse:
-            return "550 5.1.1 no such mailbox"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
-        return "250 Message accepted for delivery"
-
-    def to(self) -> list[str]:
-        return [str(m["To"]) for m in self.messages]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class MailServer:
-    """aiosmtpd on a fixed port, which can be stopped and started again (or
-    replaced by a server that never answers) while the app keeps its SMTP_URL."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.inbox = Inbox()
-        self.controller = None
-
-    def start(self):
-        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
-        self.controller.start()
-
-    def stop(self):
-        if self.controller is not None:
-            self.controller.stop()
-            self.controller = None
 
 
 @pytest.fixture
@@ -248,7 +199,8 @@ def test_a_recipient_refused_for_good_fails_at_once_and_is_not_retried(app, smtp
     assert message_sweep_once() == 0
 
 
-def test_a_message_out_of_attempts_ends_failed(app, smtp):
+def test_a_message_out_of_attempts_ends_failed(app, smtp, monkeypatch):
+    monkeypatch.setattr(services, "after_commit_hook", None)  # only the sends below
     smtp.stop()
     [message_id] = queue("ada@example.com")
     for _ in range(3):  # NOTIFY_ATTEMPTS
@@ -338,3 +290,35 @@ def test_a_mail_server_that_never_answers_slows_no_vend_and_300_messages_arrive_
     # their token SMS have no gateway here and stay pending).
     assert sorted(to for to in smtp.inbox.to() if to != "ada@example.com") == sorted(recipients)
     assert {m.status for m in messages() if m.channel == "email"} == {SENT}
+
+
+def test_flask_messages_send_test_delivers_the_test_email(app, smtp):
+    result = app.test_cli_runner().invoke(args=["messages", "send-test", "ops@example.com"])
+    assert result.exit_code == 0, result.output
+    assert wait_until_idle()
+    [mail] = smtp.inbox.messages
+    assert (mail["To"], mail["Subject"]) == ("ops@example.com", "billvend test email")
+    assert "SMTP_URL and MAIL_FROM work" in mail.get_body(("plain",)).get_content()
+    assert "<code>SMTP_URL</code>" in mail.get_body(("html",)).get_content()
+    assert app.test_cli_runner().invoke(args=["messages", "send-test", " "]).exit_code == 1
+    assert [m.status for m in messages()] == [SENT]
+
+
+def test_a_unit_of_work_rerun_after_a_conflict_queues_and_delivers_one_email(app, smtp):
+    """The event's unit loses a race once (a stale version) and runs again:
+    its notify runs twice, one row is kept and one email arrives."""
+    from sqlalchemy.orm.exc import StaleDataError
+
+    tries = []
+
+    def event():
+        notify("payment:7:token", "email", "ada@example.com", "hello", {"name": "Ada", "token": "1"})
+        tries.append(1)
+        if len(tries) == 1:
+            raise StaleDataError("another worker moved the payment first")
+
+    run(event)
+    assert len(tries) == 2
+    assert wait_until_idle() and message_sweep_once() == 0 and wait_until_idle()
+    assert smtp.inbox.to() == ["ada@example.com"]
+    assert [(m.event_key, m.status) for m in messages()] == [("payment:7:token", SENT)]

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from billvend.notifications.models import FAILED, PENDING, SENT, Message
+from billvend.notifications.services import queue_after_commit
 from billvend.platform.clock import db_now
 from billvend.platform.extensions import db
 from billvend.platform.text import clean_text
@@ -86,3 +87,26 @@ def oldest_unsent_created_at() -> Optional[datetime]:
     """When the oldest ``pending`` message was queued (the admin overview
     shows its age: mail not leaving shows there first); None when none is."""
     return db.session.scalar(sa.select(sa.func.min(Message.created_at)).where(Message.status == PENDING))
+
+
+def retry(message_id: int) -> Optional[str]:
+    """Put a ``failed`` message back in line now with a fresh set of
+    attempts, in the caller's unit of work; its send is enqueued after that
+    unit commits (an admin's "retry").
+
+    :returns: None when done, else why not: "not found"; "already sent" (a
+        second copy is the customer's "send again", not an admin retry);
+        "still pending" (its sender tries it again by itself, and one may be
+        sending it now: a retry could send it twice).
+    """
+    message = db.session.get(Message, message_id, populate_existing=True, with_for_update=True)
+    if message is None:
+        return "not found"
+    if message.status != FAILED:
+        return "already sent" if message.status == SENT else "still pending"
+    message.status = PENDING
+    message.attempts = 0
+    message.next_attempt_at = db_now()
+    db.session.flush()
+    queue_after_commit(message_id)
+    return None

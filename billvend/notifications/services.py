@@ -85,8 +85,14 @@ def notify(event_key: str, channel: str, recipient: str, template: str, context:
     message_id = db.session.execute(_insert(values)).scalar()
     if message_id is None:
         return None
-    db.session.info.setdefault(_COMMITTED_IDS, []).append(message_id)
+    queue_after_commit(message_id)
     return db.session.get(Message, message_id)
+
+
+def queue_after_commit(message_id: int) -> None:
+    """Enqueue the send of ``message_id`` once the current unit of work
+    commits (nothing if it rolls back)."""
+    db.session.info.setdefault(_COMMITTED_IDS, []).append(message_id)
 
 
 @event.listens_for(Session, "after_commit")

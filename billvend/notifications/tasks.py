@@ -98,6 +98,10 @@ def send_message(message_id: int) -> str:
     message = run(claim, message_id)
     if message is None:
         return "skipped"
+    if current_app.config["FAULT_SEND_DELAY_SECONDS"]:
+        # tests/test_faults.py kills the worker here: claimed and committed, not sent.
+        log.warning("FAULT_SEND_DELAY_SECONDS: message %s claimed, sending later", message_id)
+        time.sleep(current_app.config["FAULT_SEND_DELAY_SECONDS"])
     try:
         provider_id = sender_for(channel)(message, services.render(message))
     except SendError as exc:

@@ -346,6 +346,8 @@ class Settings(BaseSettings):
     NOTIFY_RETRY_MAX_SECONDS: Number = setting(3600.0, "longest retry delay of a message")
     NOTIFY_CLAIM_SECONDS: Integer = setting(
         120, "a sender holds a message this long; past it (a dead worker) the sweep sends it again")
+    FAULT_SEND_DELAY_SECONDS: Number = setting(
+        0.0, "test-only fault injection: a sender waits this long between claiming a message and sending it")
     # Money in (issue 15).
     FUNDING_GATEWAY: Annotated[Literal["paystack", "simulated"], Kind("paystack or simulated")] = setting(
         "paystack", "the card gateway", production="paystack")
@@ -595,7 +597,8 @@ def check_timings(config: Mapping[str, Any]) -> None:
     "no such order" and refund a payment that is about to be delivered.
 
     :raises ValueError: ``VENDING_LEASE_SECONDS`` is not longer than
-        :func:`vend_deadline_seconds`, or a timing is negative.
+        :func:`vend_deadline_seconds`, ``NOTIFY_CLAIM_SECONDS`` not longer
+        than ``SMTP_DEADLINE_SECONDS``, or a timing is negative.
     """
     longest = vend_deadline_seconds(config)
     if config["VENDING_LEASE_SECONDS"] <= longest:
@@ -607,6 +610,11 @@ def check_timings(config: Mapping[str, Any]) -> None:
             raise ValueError(f"{name} must not be negative")
     if config.get("SWEEP_LOCK_SECONDS", 1) < 1:
         raise ValueError("SWEEP_LOCK_SECONDS must be at least 1")
+    # The message sweep sends again what a sender claimed longer ago than
+    # this: an email still being sent would go out twice.
+    if config.get("NOTIFY_CLAIM_SECONDS", 120) <= config.get("SMTP_DEADLINE_SECONDS", 10.0):
+        raise ValueError(f"NOTIFY_CLAIM_SECONDS ({config['NOTIFY_CLAIM_SECONDS']}) must be longer than "
+                         f"SMTP_DEADLINE_SECONDS ({config['SMTP_DEADLINE_SECONDS']:g})")
 
 
 def secret_key_bits(key: str) -> float:
