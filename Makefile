@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 HTMX := static/vendor/htmx.min.js
 PORT ?= 5000
+# maildev's ports (the Procfile's mail): SMTP_URL points at the first.
+MAIL_SMTP_PORT ?= 1025
+MAIL_WEB_PORT ?= 1080
 PYTEST_ARGS ?=
 
 .PHONY: install run sandbox test bench clean
@@ -17,7 +20,8 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	touch $@
 
 # htmx comes pinned from the npm registry (package-lock.json) and is served
-# from /static/vendor when HTMX_URL points there; never committed.
+# from /static/vendor when HTMX_URL points there; never committed. maildev
+# (the Procfile's mail, make run's mail catcher) comes pinned the same way.
 $(HTMX): package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 	mkdir -p $(dir $(HTMX))
@@ -28,7 +32,8 @@ install: $(VENV)/.installed $(HTMX)
 run: install
 	$(BIN)/flask --app wsgi db upgrade
 	@echo
-	@echo "  billvend is starting at http://127.0.0.1:$(PORT)   (Ctrl-C stops web, worker and sandbox)"
+	@echo "  billvend is starting at http://127.0.0.1:$(PORT)   (Ctrl-C stops web, worker, sandbox and mail)"
+	@echo "  the mail it sends: http://127.0.0.1:$(MAIL_WEB_PORT) (maildev)"
 	@echo
 	@# /metrics adds up the web processes' and the worker's numbers from here
 	@# (prometheus_client multiprocess mode); emptied at each start.
@@ -39,7 +44,9 @@ run: install
 	PATH="$(BIN):$$PATH" PORT=$(PORT) HTMX_URL="$${HTMX_URL:-/$(HTMX)}" \
 		PROMETHEUS_MULTIPROC_DIR="$${PROMETHEUS_MULTIPROC_DIR:-$(CURDIR)/instance/prometheus}" \
 		PAYSTACK_WEBHOOK_URL="$${PAYSTACK_WEBHOOK_URL:-http://127.0.0.1:$(PORT)/webhooks/paystack}" \
-		$(BIN)/honcho start web worker sandbox
+		MAIL_SMTP_PORT=$(MAIL_SMTP_PORT) MAIL_WEB_PORT=$(MAIL_WEB_PORT) \
+		SMTP_URL="$${SMTP_URL:-smtp://127.0.0.1:$(MAIL_SMTP_PORT)}" \
+		$(BIN)/honcho start web worker sandbox mail
 
 # The sandbox server alone: the VTpass- and Paystack-shaped APIs, listening
 # where SANDBOX_URL points (127.0.0.1:5055 by default; VTPASS_BASE_URL and

@@ -69,10 +69,20 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     # (vending first: `flask ledger check` lists the invariants in registration order).
     from billvend.vending import invariants as _vending_invariants, tasks, telemetry  # noqa: F401
     from billvend.funding import invariants as _funding_invariants, tasks as _funding_tasks  # noqa: F401
+    from billvend.notifications import email as notification_email, tasks as _notification_tasks
+    from billvend.notifications import sms as _sms_sender  # noqa: F401  (registers "sms")
     from billvend.vending.models import Payment
 
     huey.consumer_class = worker.Consumer  # huey_consumer wsgi.huey builds it
-    huey.clock_task = tasks.sweep  # what the consumer's clock enqueues below a minute
+
+    def clock_task() -> None:  # what the consumer's clock enqueues below a minute
+        tasks.sweep()
+        _notification_tasks.message_sweep()
+
+    huey.clock_task = clock_task
+    notification_email.init_app(app)  # Flask-Mailman on SMTP_URL, the "email" sender
+    from billvend.notifications.cli import messages_cli
+    app.cli.add_command(messages_cli)  # flask messages send-test
     logs.configure(app)
     logs.install(huey, stamped=(Payment,), request_id_of_task=telemetry.request_id_of_task)
     metrics.init_app(app)
@@ -123,6 +133,9 @@ def _register_template_helpers(app: Flask) -> None:
     from billvend.web.useragents import device_name
 
     app.add_template_filter(device_name, "device_name")
+    from billvend.platform.phones import display as phone_display
+
+    app.add_template_filter(phone_display, "phone")
 
     @app.template_filter("customer_reason")
     def customer_reason(payment):

@@ -25,6 +25,7 @@ from flask.testing import FlaskClient
 
 from billvend import create_app
 from billvend.ledger import services as ledger
+from billvend.notifications.tasks import stop_senders
 from billvend.platform.extensions import db
 from tests.helpers import Interleave, make_user
 
@@ -66,6 +67,9 @@ def base_config(database_url: str) -> dict:
         # back to the callback, verify says success (tests/test_funding*.py
         # use the Paystack sandbox over real sockets instead).
         "FUNDING_GATEWAY": "simulated",
+        # Messages stay in the outbox: no sender threads write behind a
+        # test's back. Tests of sending set it (tests/test_notifications.py).
+        "NOTIFY_CONCURRENCY": 0,
     }
 
 
@@ -143,6 +147,7 @@ def fresh_app(config: dict):
     try:
         yield app
     finally:
+        stop_senders()
         db.session.remove()
         ctx.pop()
         with app.app_context():

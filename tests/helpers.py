@@ -31,7 +31,7 @@ def make_payment(user: User, meter_number: str = "1111111111111", amount_kobo: i
                  meter_type: str = "prepaid", key: str | None = None):
     payment, _ = payments.create_payment(
         user, service_id="ikeja-electric", meter_type=meter_type, meter_number=meter_number,
-        phone="08031234567", amount_kobo=amount_kobo, idempotency_key=key or secrets.token_urlsafe(16),
+        phone="+2348031234567", amount_kobo=amount_kobo, idempotency_key=key or secrets.token_urlsafe(16),
     )
     return payment
 

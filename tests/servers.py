@@ -1,4 +1,5 @@
-"""Private PostgreSQL and Redis servers for fault tests.
+"""Private PostgreSQL and Redis servers for fault tests, and a real SMTP
+server (aiosmtpd) in the test process for the outbox's tests.
 
 A fault test stops and restarts its servers, which must never disturb the
 shared ones other test runs use at 5432 and 6379. Each server here runs on a
@@ -9,6 +10,8 @@ free port from a temporary directory and is removed afterwards. PostgreSQL's
 
 from __future__ import annotations
 
+import email
+import email.policy
 import glob
 import os
 import pwd
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 import redis
+from aiosmtpd.controller import Controller
 
 from tests.stack import free_port
 
@@ -143,3 +147,44 @@ class PrivateRedis:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Inbox:
+    """An aiosmtpd handler keeping every message it accepts; refuses the
+    addresses in ``refuse`` with 550 at RCPT."""
+
+    def __init__(self):
+        self.messages: list[email.message.EmailMessage] = []
+        self.refuse: set[str] = set()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse:
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        return "250 Message accepted for delivery"
+
+    def to(self) -> list[str]:
+        return [str(m["To"]) for m in self.messages]
+
+
+class MailServer:
+    """aiosmtpd on a fixed port, which can be stopped and started again (or
+    replaced by a server that never answers) while the app keeps its SMTP_URL."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.inbox = Inbox()
+        self.controller = None
+
+    def start(self):
+        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def stop(self):
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None

@@ -109,6 +109,8 @@ def admin_urls(payment: Payment, wallet_id: int, transfer_id: int) -> list[tuple
         ("GET", "/admin/actions"),
         ("POST", f"/admin/payments/{ref}/requery"), ("POST", f"/admin/payments/{ref}/resolve"),
         ("POST", f"/admin/payments/{ref}/refund"),
+        ("GET", "/admin/messages"), ("GET", "/admin/messages?status=failed"),
+        ("POST", "/admin/messages/1/retry"),
     ]
 
 
@@ -808,3 +810,85 @@ def test_resolve_delivered_is_refused_when_a_requery_takes_the_vending_payment_m
     assert not outcome.ok and outcome.message.startswith("refused:"), outcome
     assert final.token is None
     assert_books_balance()
+
+
+# --- The outbox (issue 23): /admin/messages, its audited retry, the overview's oldest unsent age ---
+
+
+def queue_messages():
+    """One sent message (with the gateway's id), one failed (with its error), one
+    pending secret one; returns them by status. Nothing sends (NOTIFY_CONCURRENCY=0)."""
+    from billvend.notifications.models import Message
+    from billvend.notifications.services import notify
+    from billvend.platform.transactions import run
+
+    def make():
+        sent = notify("funding:1:credited", "email", "ada@example.com", "nothing", {})
+        failed = notify("payment:1:token", "sms", "+2348031234567", "nothing", {})
+        secret = notify("payment:2:token", "email", "ada@example.com", "nothing", {"token": "1234"},
+                        secret=True)
+        sent.status, sent.provider_message_id, sent.attempts = "sent", "<abc@billvend.ng>", 1
+        failed.status, failed.last_error, failed.attempts = "failed", "Invalid Sender Id", 8
+        secret.created_at = db_now() - timedelta(minutes=10)
+        return sent.id, failed.id, secret.id
+
+    ids = run(make)
+    return {status: db.session.get(Message, i) for status, i in zip(("sent", "failed", "pending"), ids)}
+
+
+def test_admin_messages_lists_each_state_and_hides_secret_content(client, admin):
+    made = queue_messages()
+    page = client.get("/admin/messages").get_data(as_text=True)
+    assert "&lt;abc@billvend.ng&gt;" in page and "Invalid Sender Id" in page
+    secret_row = page.split(f'data-testid="message-{made["pending"].id}"')[1].split("</tr>")[0]
+    assert '<td data-testid="content">(hidden)</td>' in secret_row
+    failed_only = client.get("/admin/messages?status=failed").get_data(as_text=True)
+    assert f'data-testid="message-{made["failed"].id}"' in failed_only
+    assert f'data-testid="message-{made["sent"].id}"' not in failed_only
+
+
+def test_admin_retry_of_a_failed_message_queues_it_again_and_is_audited(client, admin):
+    failed = queue_messages()["failed"]
+    token = csrf_of(client, "/admin/messages")
+    response = client.post(f"/admin/messages/{failed.id}/retry",
+                           data={"retry-csrf_token": token, "retry-reason": "sender ID approved now"})
+    assert response.status_code == 303
+    db.session.expire_all()
+    assert (failed.status, failed.attempts) == ("pending", 0)
+    [action] = db.session.scalars(sa.select(AdminAction)).all()
+    assert (action.admin_id, action.action, action.reason, action.result) == (
+        admin.id, "retry_message", "sender ID approved now", f"message {failed.id}: done: queued again")
+
+
+def test_admin_retry_refuses_a_sent_or_pending_message_or_no_reason_and_changes_nothing(client, admin):
+    from billvend.notifications.models import Message
+
+    made = queue_messages()
+    token = csrf_of(client, "/admin/messages")
+    response = client.post(f"/admin/messages/{made['sent'].id}/retry",
+                           data={"retry-csrf_token": token, "retry-reason": "send it twice please"})
+    assert response.status_code == 303
+    response = client.post(f"/admin/messages/{made['pending'].id}/retry",
+                           data={"retry-csrf_token": token, "retry-reason": "hurry it along"})
+    assert response.status_code == 303
+    response = client.post(f"/admin/messages/{made['failed'].id}/retry",
+                           data={"retry-csrf_token": token, "retry-reason": ""})
+    assert response.status_code == 303
+    assert b"Give a reason" in client.get("/admin/messages").data
+    assert client.post("/admin/messages/999/retry", data={"retry-csrf_token": token,
+                                                          "retry-reason": "no such one"}).status_code == 404
+    db.session.expire_all()
+    assert [m.status for m in db.session.scalars(sa.select(Message).order_by(Message.id))] == [
+        "sent", "failed", "pending"]
+    assert [a.result for a in db.session.scalars(sa.select(AdminAction).order_by(AdminAction.id))] == [
+        f"message {made['sent'].id}: refused: already sent",
+        f"message {made['pending'].id}: refused: still pending"]
+
+
+def test_overview_shows_the_oldest_unsent_message_age(client, admin):
+    assert 'data-testid="oldest-unsent">none<' in client.get("/admin/").get_data(as_text=True)
+    queue_messages()  # the pending one was queued 10 minutes ago
+    page = client.get("/admin/").get_data(as_text=True)
+    age = int(re.search(r'data-testid="oldest-unsent">(\d+) s<', page).group(1))
+    assert 590 <= age <= 700
+    assert "mail or SMS is not leaving" in page

@@ -22,6 +22,7 @@ LAYERS = {
     "platform": 0,
     "accounts": 1,
     "ledger": 2,
+    "notifications": 2.5,  # below the domains that cause messages, above the ledger
     "vending": 3,
     "funding": 3,
     "web": 4,

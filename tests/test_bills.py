@@ -48,7 +48,7 @@ def test_without_javascript_the_name_is_confirmed_before_the_debit(client, auth,
     fields = hidden_fields(html)
     assert fields["idempotency_key"] == data["idempotency_key"]  # one key across both steps
     assert fields["verified_meter"] == "ikeja-electric:prepaid:1111111111111"
-    assert fields["meter_number"] == "1111111111111" and fields["phone"] == "08031234567"
+    assert fields["meter_number"] == "1111111111111" and fields["phone"] == "+2348031234567"
     paid = client.post("/bills/electricity", data=fields)
     assert paid.status_code == 303 and paid.headers["Location"].startswith("/payments/")
     again = client.post("/bills/electricity", data=fields)  # back button + resubmit

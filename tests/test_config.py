@@ -42,6 +42,15 @@ def test_the_vtpass_deadline_defaults_to_the_longest_call_and_the_lease_must_out
         check_timings(short | {"VTPASS_DEADLINE_SECONDS": 25.0})
 
 
+def test_a_message_claim_shorter_than_an_email_send_is_refused():
+    """The sweep sends again a message whose claim expired: a claim shorter
+    than the send's deadline would send it twice while the first send runs."""
+    env = {"NOTIFY_CLAIM_SECONDS": "10", "SMTP_DEADLINE_SECONDS": "10"}
+    with pytest.raises(ValueError, match="NOTIFY_CLAIM_SECONDS"):
+        check_timings(from_env(env))
+    check_timings(from_env(env | {"SMTP_DEADLINE_SECONDS": "9.5"}))
+
+
 # --- Production refuses unsafe configurations (issue 21, item 3) --------------------
 
 import re  # noqa: E402
@@ -51,7 +60,7 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from billvend.platform.config import (  # noqa: E402
-    ConfigError, check_production, is_loopback_url, resolve_secret_key, secret_key_bits,
+    ConfigError, check_production, is_loopback_url, parse_smtp_url, resolve_secret_key, secret_key_bits,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +73,8 @@ PRODUCTION = {
     "PAYSTACK_SECRET_KEY": "sk_live_0123456789", "PAYSTACK_CHECKOUT_URL": "https://checkout.paystack.com",
     "REDIS_URL": "redis://redis.internal:6379/0", "TRUSTED_PROXY_HOPS": "1",
     "PUBLIC_BASE_URL": "https://billvend.ng",
+    "SMTP_URL": "smtp+tls://mailer:p%40ss@smtp.mailgun.org:587",
+    "SMS_BASE_URL": "https://api.ng.termii.com", "SMS_API_KEY": "live-termii-key",
 }
 
 
@@ -100,7 +111,7 @@ def test_outside_hosts_are_not_loopback(host):
 
 
 @pytest.mark.parametrize("name", ["VTPASS_BASE_URL", "PAYSTACK_BASE_URL", "PAYSTACK_CHECKOUT_URL",
-                                  "PUBLIC_BASE_URL"])
+                                  "PUBLIC_BASE_URL", "SMS_BASE_URL"])
 @pytest.mark.parametrize("host", ["127.1", "2130706433", "0x7f.1", "[::1]", "[::ffff:127.0.0.1]",
                                   "localhost.", "anything.localhost"])
 def test_production_refuses_a_loopback_base_url_in_any_spelling(name, host):
@@ -110,7 +121,7 @@ def test_production_refuses_a_loopback_base_url_in_any_spelling(name, host):
 
 
 @pytest.mark.parametrize("name", ["VTPASS_BASE_URL", "PAYSTACK_BASE_URL", "PAYSTACK_CHECKOUT_URL",
-                                  "PUBLIC_BASE_URL"])
+                                  "PUBLIC_BASE_URL", "SMS_BASE_URL"])
 def test_production_refuses_plain_http_to_the_provider_the_gateway_and_customers(name):
     url = PRODUCTION[name].replace("https://", "http://")
     with pytest.raises(ConfigError, match=re.escape(f"{name} must be an https:// URL")):
@@ -129,6 +140,29 @@ def test_production_refuses_plain_http_to_the_provider_the_gateway_and_customers
 def test_production_refuses_each_unsafe_setting(change, needle):
     with pytest.raises(ConfigError, match=re.escape(needle)):
         production_check(PRODUCTION | change)
+
+
+@pytest.mark.parametrize("url,needle", [
+    ("smtp://smtp.mailgun.org:587", "SMTP_URL without TLS"),
+    ("smtp+tls://localhost:1025", "loopback SMTP_URL"),
+    ("smtp+ssl://[::1]:465", "loopback SMTP_URL"),
+    ("smtp+tls://0x7f.1:587", "loopback SMTP_URL"),
+    ("https://smtp.mailgun.org", "SMTP_URL must be smtp://"),
+])
+def test_production_refuses_mail_without_tls_or_to_this_machine(url, needle):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        production_check(PRODUCTION | {"SMTP_URL": url})
+    production_check(PRODUCTION | {"SMTP_URL": "smtp+ssl://smtp.mailgun.org"})
+
+
+def test_smtp_url_gives_host_port_credentials_and_tls():
+    assert parse_smtp_url("smtp+tls://mailer:p%40ss@smtp.mailgun.org") == {
+        "host": "smtp.mailgun.org", "port": 587, "username": "mailer", "password": "p@ss", "tls": "starttls"}
+    assert parse_smtp_url("smtp+ssl://smtp.mailgun.org")["port"] == 465
+    assert parse_smtp_url("smtp://127.0.0.1:1025") == {
+        "host": "127.0.0.1", "port": 1025, "username": None, "password": None, "tls": None}
+    with pytest.raises(ConfigError):
+        parse_smtp_url("smtp://")
 
 
 def test_trusted_proxy_hops_zero_is_a_stated_answer():
@@ -261,6 +295,13 @@ TODAYS_DEFAULTS = {
     'SANDBOX_DRIP_INTERVAL_SECONDS': 0.0,
     'SANDBOX_STATE_PATH': str(INSTANCE_DIR / 'sandbox-state.json'),
     'SANDBOX_LATE_RECORD_SECONDS': 30.0,
+    'SMS_PROVIDER': 'termii',
+    'SMS_BASE_URL': 'http://127.0.0.1:5055',
+    'SMS_API_KEY': 'sandbox-termii-key',
+    'SMS_SENDER_ID': 'BillVend',
+    'SMS_CONNECT_TIMEOUT_SECONDS': 5.0,
+    'SMS_READ_TIMEOUT_SECONDS': 10.0,
+    'SMS_DEADLINE_SECONDS': 12.0,
     'HTMX_URL': 'https://cdn.jsdelivr.net/npm/htmx.org@2.0.11/dist/htmx.min.js',
     'HTMX_SRI': 'sha384-2OatzQy1H+Zd/IIrjr1TcuDGqLXeHhbooAyJY1KdQMKnr4LZ22k31GBLdYKHmVjg',
     'SWEEP_INTERVAL_SECONDS': 60,
@@ -275,6 +316,15 @@ TODAYS_DEFAULTS = {
     'SLOW_PAYMENT_NOTICE_SECONDS': 30,
     'SUPPORT_CONTACT': 'support@billvend.ng or 0201 888 0000',
     'FAULT_SKIP_ENQUEUE': False,
+    'SMTP_URL': 'smtp://127.0.0.1:1025',
+    'MAIL_FROM': 'billvend <no-reply@billvend.ng>',
+    'SMTP_DEADLINE_SECONDS': 10.0,
+    'NOTIFY_CONCURRENCY': 4,
+    'NOTIFY_ATTEMPTS': 8,
+    'NOTIFY_RETRY_BASE_SECONDS': 30.0,
+    'NOTIFY_RETRY_MAX_SECONDS': 3600.0,
+    'NOTIFY_CLAIM_SECONDS': 120,
+    'FAULT_SEND_DELAY_SECONDS': 0.0,
     'FUNDING_GATEWAY': 'paystack',
     'PAYSTACK_BASE_URL': 'http://127.0.0.1:5055',
     'PAYSTACK_SECRET_KEY': 'sk_test_billvend_sandbox',
@@ -314,7 +364,7 @@ INT_OR_DEFAULT = [
     "SWEEP_INTERVAL_SECONDS", "PENDING_GRACE_SECONDS", "VENDING_LEASE_SECONDS", "UNKNOWN_ALERT_AGE_SECONDS",
     "SWEEP_LOCK_SECONDS", "SLOW_PAYMENT_NOTICE_SECONDS", "FUNDING_VERIFY_AFTER_SECONDS",
     "FUNDING_GIVE_UP_SECONDS", "FUNDING_EXPIRE_SECONDS", "FUNDING_RECONCILE_DAYS", "WEBHOOK_MAX_BYTES",
-    "WEB_THREADS", "DATABASE_POOL_SIZE",
+    "WEB_THREADS", "DATABASE_POOL_SIZE", "NOTIFY_CONCURRENCY", "NOTIFY_ATTEMPTS", "NOTIFY_CLAIM_SECONDS",
 ]
 #: ``int(raw)`` unless empty or whitespace only (both unset).
 INT_BLANK_DEFAULT = [
@@ -333,6 +383,9 @@ FLOAT_OR_DEFAULT = [
     "PAYSTACK_CONNECT_TIMEOUT_SECONDS", "PAYSTACK_READ_TIMEOUT_SECONDS", "PAYSTACK_DEADLINE_SECONDS",
     "FUNDING_VERIFY_BASE_DELAY_SECONDS", "FUNDING_VERIFY_MAX_DELAY_SECONDS",
     "PAYSTACK_SANDBOX_WEBHOOK_DELAY_SECONDS", "PAYSTACK_SANDBOX_ABANDON_SECONDS",
+    "SMTP_DEADLINE_SECONDS", "NOTIFY_RETRY_BASE_SECONDS", "NOTIFY_RETRY_MAX_SECONDS",
+    "SMS_CONNECT_TIMEOUT_SECONDS", "SMS_READ_TIMEOUT_SECONDS", "SMS_DEADLINE_SECONDS",
+    "FAULT_SEND_DELAY_SECONDS",
 ]
 #: ``raw or default`` (default ``None`` for the optional ones): kept as given.
 TEXT_OR_DEFAULT = [
@@ -343,7 +396,7 @@ TEXT_OR_DEFAULT = [
     "VENDING_PROVIDER", "VTPASS_BASE_URL", "VTPASS_API_KEY", "VTPASS_SECRET_KEY", "SANDBOX_STATE_PATH",
     "HTMX_URL", "SUPPORT_CONTACT", "PAYSTACK_SECRET_KEY", "PAYSTACK_PUBLIC_KEY", "PAYSTACK_PREFERRED_BANK",
     "PAYSTACK_SANDBOX_WEBHOOK", "SANDBOX_URL", "SECRET_KEY", "PAYSTACK_CHECKOUT_URL", "METRICS_TOKEN",
-    "PROMETHEUS_MULTIPROC_DIR", "REDIS_URL",
+    "PROMETHEUS_MULTIPROC_DIR", "REDIS_URL", "SMTP_URL", "MAIL_FROM", "SMS_API_KEY", "SMS_SENDER_ID",
 ]
 #: ``1/true/yes/on`` (any case, spaces around) is true, anything else given is false.
 FLAGS = ["RATELIMIT_ENABLED", "HUEY_IMMEDIATE", "FAULT_SKIP_ENQUEUE"]
@@ -430,6 +483,12 @@ SPECIAL_CASES = [
     ({"FUNDING_GATEWAY": "Paystack"}, RAISES),
     ({"PAYSTACK_BASE_URL": "https://api.paystack.co//"}, {"PAYSTACK_BASE_URL": "https://api.paystack.co"}),
     ({"PAYSTACK_BASE_URL": ""}, {"PAYSTACK_BASE_URL": "http://127.0.0.1:5055"}),
+    # SMS: Termii's shape only; the gateway is the sandbox unless told.
+    ({"SMS_PROVIDER": ""}, {"SMS_PROVIDER": "termii"}),
+    ({"SMS_PROVIDER": "twilio"}, RAISES),
+    ({"SMS_BASE_URL": "https://api.ng.termii.com/"}, {"SMS_BASE_URL": "https://api.ng.termii.com"}),
+    ({"SMS_BASE_URL": ""}, {"SMS_BASE_URL": "http://127.0.0.1:5055"}),
+    ({"SANDBOX_URL": "http://127.0.0.1:6000"}, {"SMS_BASE_URL": "http://127.0.0.1:6000"}),
     # The sandbox's webhooks go to the web process's PORT unless told.
     ({"PORT": "8000"}, {"PAYSTACK_WEBHOOK_URL": "http://127.0.0.1:8000/webhooks/paystack"}),
     ({"PORT": ""}, {"PAYSTACK_WEBHOOK_URL": "http://127.0.0.1:5000/webhooks/paystack"}),
@@ -449,7 +508,8 @@ SPECIAL_CASES = [
 EVERY_VARIABLE = (set(INT_OR_DEFAULT) | set(INT_BLANK_DEFAULT) | set(FLOAT_OR_DEFAULT) | set(TEXT_OR_DEFAULT)
                   | set(FLAGS) | {"BILLVEND_ENV", "DATABASE_URL", "RATELIMIT_STORAGE_URI", "PUBLIC_BASE_URL",
                                   "TRUSTED_HOSTS", "LOG_FORMAT", "FUNDING_GATEWAY", "PAYSTACK_BASE_URL",
-                                  "PORT", "PAYSTACK_WEBHOOK_URL", "REQUERY_AFTER_REFUND_DELAYS_SECONDS"})
+                                  "PORT", "PAYSTACK_WEBHOOK_URL", "REQUERY_AFTER_REFUND_DELAYS_SECONDS",
+                                  "SMS_PROVIDER", "SMS_BASE_URL"})
 PARSE_CASES = list(_simple_cases()) + SPECIAL_CASES
 
 

@@ -205,7 +205,7 @@ def test_a_meter_is_saved_on_success_only(client, auth, fund, pay):
     meter = saved[0]
     assert (meter.service_id, meter.meter_type, meter.meter_number) == ("ikeja-electric", "prepaid", "1111111111111")
     assert meter.customer_name == outcomes.customer_for("1111111111111", "ikeja-electric")[0]
-    assert (meter.last_amount_kobo, meter.last_phone, meter.purchase_count) == (2500_00, "08031234567", 2)
+    assert (meter.last_amount_kobo, meter.last_phone, meter.purchase_count) == (2500_00, "+2348031234567", 2)
     assert_books_balance()
 
 
@@ -270,7 +270,7 @@ def test_signup_takes_full_name_and_phone_and_the_phone_prefills_payments(client
         "csrf_token": auth.csrf("/signup")})
     assert response.status_code == 303
     user = db.session.scalar(sa.select(User))
-    assert (user.full_name, user.phone) == ("Ngozi Eze", "08035551234")
+    assert (user.full_name, user.phone) == ("Ngozi Eze", "+2348035551234")
     assert 'value="08035551234"' in client.get("/bills/electricity").get_data(as_text=True)
     assert "Add your phone number" not in client.get("/").get_data(as_text=True)
 
@@ -298,7 +298,7 @@ def test_an_account_without_a_phone_is_asked_once(client, auth):
     assert saved.status_code == 303
     user = db.session.scalar(sa.select(User))
     db.session.refresh(user)
-    assert (user.full_name, user.phone) == ("Ada Obi", "08031112222")
+    assert (user.full_name, user.phone) == ("Ada Obi", "+2348031112222")
 
 
 # -- history --------------------------------------------------------------------------
@@ -501,16 +501,16 @@ def test_a_late_token_never_reaches_the_customer(client, auth, status):
     assert grouped in admin_page
 
 
-def test_the_review_says_what_the_phone_is_for_and_promises_no_sms(client, auth, fund):
-    """billvend sends no SMS yet: the review must not say the token is sent
-    to the phone; it says what the phone is kept for."""
+def test_the_review_says_the_token_goes_to_the_phone_by_sms_and_to_the_address(client, auth, fund):
+    """Issue 23: the token SMS exists, so the review says where the token is
+    sent (the "no SMS is sent yet" wording of issue 21 is gone)."""
     auth.signup()
     fund("5000")
     html = client.post("/bills/electricity", data=pay_form(client)).get_data(as_text=True)
     summary = html[html.index('data-testid="review"'):html.index("</dl>")]
-    assert "Token sent to" not in html and "sent to" not in summary.lower()
     assert re.search(r"<dt>Phone</dt><dd>08031234567", summary)
-    assert "For the disco's record of this purchase" in summary
+    assert "We send your token to this phone by SMS and to ada@example.com by email" in summary
+    assert "For the disco's record of this purchase" not in summary
     assert "Your token appears on the next page" in html
 
 

@@ -23,6 +23,7 @@ import os
 import random
 import re
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -42,8 +43,8 @@ from billvend.platform.extensions import db
 from billvend.vending.models import FINAL_STATUSES, REVERSED, SUCCESSFUL, Payment, SimulatorOrder
 from billvend.ledger.models import KIND_REVERSAL, Transfer
 from tests.conftest import verified_meter
-from tests.servers import PrivatePostgres, PrivateRedis, ServerMissing
-from tests.stack import Stack
+from tests.servers import MailServer, PrivatePostgres, PrivateRedis, ServerMissing
+from tests.stack import BIN, ROOT, Stack
 
 pytestmark = pytest.mark.once
 
@@ -457,3 +458,39 @@ def test_sigterm_past_shutdown_timeout_leaves_payment_for_the_sweep(tmp_path, po
         assert statuses == {reference: REVERSED}
         books.assert_money_safe([reference])
         books.close()
+
+
+def test_worker_sigkilled_between_commit_and_send_the_email_arrives_once(tmp_path, postgres, redis_server):
+    """A message committed and claimed by a sender that is SIGKILLed before it
+    sends: nothing arrives, the claim expires (NOTIFY_CLAIM_SECONDS), the
+    restarted worker's sweep sends it, and it arrives exactly once."""
+    mail = MailServer()
+    mail.start()
+    try:
+        with running_stack(tmp_path, postgres, redis_server, SMTP_URL=f"smtp://127.0.0.1:{mail.port}",
+                           NOTIFY_CLAIM_SECONDS="3", FAULT_SEND_DELAY_SECONDS="60") as stack:
+            subprocess.run([str(BIN / "flask"), "--app", "wsgi", "messages", "send-test", "ada@example.com"],
+                           cwd=ROOT, env=stack.env, check=True, capture_output=True, timeout=60)
+            deadline = time.monotonic() + 20
+            while "FAULT_SEND_DELAY_SECONDS: message" not in stack.log("worker"):
+                assert time.monotonic() < deadline, stack.log("worker")[-4000:]
+                time.sleep(0.1)
+            stack.stop("worker", signal.SIGKILL)
+            engine = sa.create_engine(_database_url(stack.env["DATABASE_URL"]))
+            row = "SELECT status, attempts FROM messages"
+            with engine.connect() as conn:
+                assert conn.execute(sa.text(row)).all() == [("pending", 1)]  # claimed, never sent
+            assert mail.inbox.messages == []
+            stack.env["FAULT_SEND_DELAY_SECONDS"] = "0"
+            start_worker(stack)
+            deadline = time.monotonic() + 3 + 3 * SWEEP_SECONDS
+            while not mail.inbox.messages:
+                assert time.monotonic() < deadline, stack.log("worker")[-4000:]
+                time.sleep(0.2)
+            time.sleep(SWEEP_SECONDS + 1)  # another sweep sends nothing more
+            assert mail.inbox.to() == ["ada@example.com"]
+            with engine.connect() as conn:
+                assert conn.execute(sa.text(row)).all() == [("sent", 2)]
+            engine.dispose()
+    finally:
+        mail.stop()

@@ -1302,3 +1302,20 @@ def test_a_webhook_with_another_amount_for_the_right_customer_never_blocks_the_g
     assert db.session.get(GatewayEvent, wrong).needs_attention
     assert not db.session.get(GatewayEvent, genuine).needs_attention
     assert_books_balance()
+
+
+def test_a_credited_funding_queues_one_receipt_email_with_the_new_balance(client, auth, fund):
+    """Issue 23: the funding receipt is queued in the unit that credits the
+    wallet; verifying again (callback reloaded) queues nothing more."""
+    from billvend.notifications.models import Message
+
+    auth.signup()
+    first = fund("5000")
+    assert first.status_code in (200, 302, 303)
+    funding = db.session.scalar(sa.select(Funding))
+    assert funding.status == "succeeded"
+    verification.verify_funding(funding.id)
+    rows = db.session.scalars(sa.select(Message)).all()
+    assert [(m.event_key, m.channel, m.recipient, m.template) for m in rows] == [
+        (f"funding:{funding.id}:credited", "email", "ada@example.com", "funding_receipt")]
+    assert (rows[0].context["amount"], rows[0].context["balance"]) == ("₦5,000.00", "₦5,000.00")

@@ -17,7 +17,7 @@ from billvend.ledger import invariants as ledger_invariants
 from billvend.platform import transactions
 from billvend.platform.extensions import db
 from billvend.funding import gateways
-from billvend.funding.deadline import DeadlineExceeded, call_with_deadline
+from billvend.platform.deadline import DeadlineExceeded, call_with_deadline
 from billvend.ledger.models import FUNDING_WALLET, KIND_FUNDING, Transfer
 from billvend.funding.models import FUNDING_SUCCEEDED, DedicatedAccount, Funding, GatewayEvent
 from billvend.sandbox.paystack import dva_fee_kobo, local_card_fee_kobo

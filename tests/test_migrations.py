@@ -116,3 +116,38 @@ def test_a_failed_sqlite_migration_changes_nothing(app):
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     upgrade()
     assert schema_diff() == []
+
+
+def test_0015_phones_stores_e164_and_sets_aside_what_it_cannot_read(app):
+    """0015_phones (issue 23): every stored phone that is a Nigerian mobile
+    becomes E.164; a user's phone that is not is set aside in phone_to_fix
+    (never guessed); downgrading gives users 080... back and restores it
+    (payments keep what they hold: a downgrade never rewrites the books)."""
+    empty_database()
+    upgrade()
+    ids = [make_user(f"u{n}@example.com", balance_kobo=100_000).id for n in range(3)]
+    make_payment(db.session.get(User, ids[0]), amount_kobo=10_000)
+    db.session.commit()
+    db.session.remove()
+    downgrade(revision="0014_notifications")
+    old = {ids[0]: "0803 123 4567", ids[1]: "0201 888 0000", ids[2]: "2348031112222"}
+    with db.engine.begin() as conn:
+        for user_id, phone in old.items():
+            conn.execute(sa.text("UPDATE users SET phone = :p WHERE id = :i"), {"p": phone, "i": user_id})
+        conn.execute(sa.text("UPDATE payments SET phone = '08031234567'"))  # as 0014 kept it
+    upgrade()
+    with db.engine.connect() as conn:
+        users = conn.execute(sa.text("SELECT id, phone, phone_to_fix FROM users WHERE id IN "
+                                     f"({', '.join(map(str, ids))}) ORDER BY id")).all()
+        payment_phones = conn.execute(sa.text("SELECT phone FROM payments")).scalars().all()
+    assert [tuple(row) for row in users] == [(ids[0], "+2348031234567", None),
+                                             (ids[1], None, "0201 888 0000"),
+                                             (ids[2], "+2348031112222", None)]
+    assert payment_phones == ["+2348031234567"]
+    assert schema_diff() == []
+    downgrade(revision="0014_notifications")
+    with db.engine.connect() as conn:
+        back = dict(conn.execute(sa.text("SELECT id, phone FROM users")).all())
+        assert conn.execute(sa.text("SELECT phone FROM payments")).scalars().all() == ["+2348031234567"]
+    assert (back[ids[0]], back[ids[1]], back[ids[2]]) == ("08031234567", "0201 888 0000", "08031112222")
+    upgrade()

@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import signal
+import smtplib
 import subprocess
 import time
 from pathlib import Path
@@ -23,11 +24,11 @@ pytestmark = pytest.mark.once
 PASSWORD = "correct horse 1"
 
 
-def make_run_command(port: int) -> str:
+def make_run_command(port: int, *make_vars: str) -> str:
     """The shell command ``make run`` starts the processes with (its honcho
-    line, as make expands it for ``PORT=port``)."""
-    dry = subprocess.run(["make", "-n", "run", f"PORT={port}"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=60, check=True).stdout
+    line, as make expands it for ``PORT=port`` and ``make_vars``)."""
+    dry = subprocess.run(["make", "-n", "run", f"PORT={port}", *make_vars], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, check=True).stdout
     joined = dry.replace("\\\n", " ")
     [line] = [line for line in joined.splitlines() if "honcho start" in line]
     return line.strip()
@@ -66,10 +67,10 @@ def test_make_run_credits_a_bank_transfer_within_seconds(tmp_path):
     webhook target was 127.0.0.1:<its own PORT>, where nothing listens: a
     bank transfer was credited only by the nightly reconciliation. ``make
     run`` now points the sandbox's webhooks at the web process."""
-    port, sandbox_port = free_port(), free_port()
+    port, sandbox_port, smtp_port, mail_web_port = free_port(), free_port(), free_port(), free_port()
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     env = {k: v for k, v in os.environ.items() if k not in {
-        "DATABASE_URL", "REDIS_URL", "PAYSTACK_WEBHOOK_URL", "FUNDING_GATEWAY", "PORT"}}
+        "DATABASE_URL", "REDIS_URL", "PAYSTACK_WEBHOOK_URL", "FUNDING_GATEWAY", "PORT", "SMTP_URL"}}
     env.update({
         "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         # A private database, queue, metrics directory and sandbox port, so
@@ -87,12 +88,19 @@ def test_make_run_credits_a_bank_transfer_within_seconds(tmp_path):
                    capture_output=True, timeout=120)
     log_path = tmp_path / "honcho.log"
     with open(log_path, "w") as log:
-        honcho = subprocess.Popen(["/bin/bash", "-c", make_run_command(port)], cwd=ROOT, env=env, stdout=log,
+        command = make_run_command(port, f"MAIL_SMTP_PORT={smtp_port}", f"MAIL_WEB_PORT={mail_web_port}")
+        honcho = subprocess.Popen(["/bin/bash", "-c", command], cwd=ROOT, env=env, stdout=log,
                                   stderr=subprocess.STDOUT, start_new_session=True)
     try:
         base = f"http://127.0.0.1:{port}"
         wait_until_up(base + "/healthz", proc=honcho, log=log_path)
         wait_until_up(sandbox_url, proc=honcho, log=log_path)
+        # maildev (the Procfile's mail) catches what the worker sends to SMTP_URL.
+        assert f"SMTP_URL=\"${{SMTP_URL:-smtp://127.0.0.1:{smtp_port}}}\"" in command
+        wait_until_up(f"http://127.0.0.1:{mail_web_port}/email", proc=honcho, log=log_path)
+        mail = smtplib.SMTP("127.0.0.1", smtp_port, timeout=5)
+        assert mail.noop()[0] == 250
+        mail.quit()
         s = requests.Session()
         r = s.post(base + "/signup", data=tokens(s, base + "/signup") | {
             "email": "newcomer@example.com", "password": PASSWORD, "confirm_password": PASSWORD}, timeout=10)

@@ -142,3 +142,37 @@ def test_the_sandbox_process_listens_at_sandbox_url_wherever_vtpass_base_url_poi
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_a_restarted_sandbox_keeps_every_sms_newest_first(tmp_path):
+    path = tmp_path / "sandbox-state.json"
+    first = sandbox(path).test_client()
+    for text in ("Token 1111", "Token 2222"):
+        sent = first.post("/api/sms/send", json={"api_key": "sandbox-termii-key", "to": "2348031234567",
+                                                  "from": "BillVend", "sms": text, "type": "plain",
+                                                  "channel": "dnd"})
+        assert sent.status_code == 200 and sent.get_json()["message"] == "Successfully Sent"
+    first.application.extensions["sandbox_state_file"].flush()
+
+    again = sandbox(path).test_client()
+    listed = again.get("/sandbox/sms/messages").get_json()["messages"]
+    assert [(m["sms"], m["to"], m["from"], m["channel"]) for m in listed] == [
+        ("Token 2222", "2348031234567", "BillVend", "dnd"), ("Token 1111", "2348031234567", "BillVend", "dnd")]
+    assert again.get("/sandbox/sms/messages?to=2348099999999").get_json()["messages"] == []
+
+
+@pytest.mark.parametrize("change,status,words", [
+    ({"api_key": "wrong"}, 401, "Invalid API key"),
+    ({"from": "B"}, 400, "Invalid Sender Id"),
+    ({"to": "08031234567"}, 422, "Invalid phone number"),
+    ({"to": ["2348031234567"] * 101}, 422, "Invalid phone number"),
+    ({"sms": ""}, 422, "sms must be"),
+    ({"channel": "sms"}, 422, "channel must be"),
+])
+def test_the_sandbox_refuses_what_termii_refuses_and_keeps_nothing(tmp_path, change, status, words):
+    client = sandbox(tmp_path / "state.json").test_client()
+    body = {"api_key": "sandbox-termii-key", "to": "2348031234567", "from": "BillVend", "sms": "Hi",
+            "type": "plain", "channel": "dnd"} | change
+    answer = client.post("/api/sms/send", json=body)
+    assert answer.status_code == status and words in answer.get_json()["message"]
+    assert client.get("/sandbox/sms/messages").get_json()["messages"] == []

@@ -130,6 +130,8 @@ PRODUCTION_OK = {
     # its own memory, instantly), one stated proxy, the public name.
     "REDIS_URL": "redis://127.0.0.1:1/0", "TRUSTED_PROXY_HOPS": "1",
     "PUBLIC_BASE_URL": "https://billvend.example",
+    "SMS_BASE_URL": "https://api.ng.termii.com", "SMS_API_KEY": "live-termii-key",
+    "SMTP_URL": "smtp+tls://mailer:secret@smtp.billvend.example:587",
 }
 
 
@@ -142,6 +144,12 @@ PRODUCTION_OK = {
     ({"PAYSTACK_BASE_URL": "http://127.0.0.1:5055"}, "loopback PAYSTACK_BASE_URL"),
     ({"PAYSTACK_SECRET_KEY": ""}, "PAYSTACK_SECRET_KEY"),
     ({"PAYSTACK_SECRET_KEY": "sk_test_abc"}, "PAYSTACK_SECRET_KEY"),
+    ({"SMS_BASE_URL": ""}, "loopback SMS_BASE_URL"),  # unset: the sandbox
+    ({"SMS_BASE_URL": "http://api.ng.termii.com"}, "SMS_BASE_URL must be an https:// URL"),
+    ({"SMS_API_KEY": ""}, "SMS sandbox's default key"),
+    ({"SMS_SENDER_ID": "Bill Vend NG"}, "SMS_SENDER_ID"),
+    ({"SMTP_URL": ""}, "SMTP_URL without TLS"),  # the default: maildev on this machine
+    ({"SMTP_URL": "smtp+tls://127.0.0.1:1025"}, "loopback SMTP_URL"),
 ])
 def test_production_refuses_every_stand_in(change, needle):
     check_production(from_env(PRODUCTION_OK))
@@ -325,7 +333,7 @@ def test_the_profile_saves_name_and_phone(client):
                                              "csrf_token": csrf_of(client, "/account")})
     assert response.status_code == 303
     db.session.expire_all()
-    assert (db.session.get(User, ada.id).full_name, db.session.get(User, ada.id).phone) == ("Ada Obi", "08031234567")
+    assert (db.session.get(User, ada.id).full_name, db.session.get(User, ada.id).phone) == ("Ada Obi", "+2348031234567")
     bad = client.post("/account", data={"phone": "12", "csrf_token": csrf_of(client, "/account")})
     assert bad.status_code == 422 and b"Nigerian mobile number" in bad.data
 
@@ -878,3 +886,30 @@ def test_new_signups_do_not_count_against_an_account(strict_app):
              for i in range(12)]
     assert codes == [422] * 12
     assert _signup_as(strict_app, "new@example.com", "violet tractor window 42", "10.2.99.1").status_code == 303
+
+
+def test_a_sign_in_from_a_new_device_mails_the_owner_and_a_known_one_does_not(client, auth):
+    """Issue 23: the owner hears of a sign-in from a browser that never
+    signed in to the account; the same browser signing in again is quiet."""
+    from billvend.notifications.models import Message
+
+    make_user("ada@example.com")
+    assert login(client).status_code == 303
+    client.post("/logout", data={"csrf_token": csrf_of(client, "/")})
+    assert login(client).status_code == 303
+    rows = db.session.scalars(sa.select(Message)).all()
+    assert [(m.channel, m.recipient, m.template) for m in rows] == [("email", "ada@example.com", "new_signin")]
+    assert rows[0].event_key.startswith(f"user:{rows[0].user_id}:signin:")
+
+
+def test_a_signup_with_an_existing_address_mails_its_owner_once_a_day(client):
+    from billvend.notifications.models import Message
+
+    make_user("ada@example.com")
+    for _ in range(2):
+        refused = client.post("/signup", data={"email": "ada@example.com", "password": "another horse 2",
+                                               "confirm_password": "another horse 2",
+                                               "csrf_token": csrf_of(client, "/signup")})
+        assert refused.status_code == 422
+    rows = db.session.scalars(sa.select(Message)).all()
+    assert [(m.recipient, m.template) for m in rows] == [("ada@example.com", "signup_attempt")]

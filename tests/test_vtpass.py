@@ -134,6 +134,12 @@ def test_pay_response_codes(reply, status, code):
         assert (result.token, result.units_kwh, result.receipt_reference) == (TOKEN, "79.9", "EXR1")
 
 
+def test_vtpass_is_sent_the_national_form_of_the_stored_e164_phone():
+    provider, adapter = canned((200, {"code": "016"}))
+    provider.vend("202611220900abc", "ikeja-electric", "1111111111111", "prepaid", 100_000, "+2348031234567")
+    assert json.loads(adapter.requests[0].body)["phone"] == "08031234567"
+
+
 def test_requery_codes():
     provider, _ = canned((200, {"code": "015", "response_description": "INVALID REQUEST ID"}))
     result = provider.requery("202611220900abc")

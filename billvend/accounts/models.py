@@ -22,8 +22,13 @@ class User(UserMixin, db.Model):
     password_hash: so.Mapped[str] = so.mapped_column(sa.String(256))
     # Nullable: accounts made before signup asked for them are asked once.
     full_name: so.Mapped[Optional[str]] = so.mapped_column(sa.String(120))
-    #: Nigerian mobile number the tokens are sent to, as the customer typed it.
+    #: Nigerian mobile number the tokens are sent to, E.164 (``+2348031234567``,
+    #: billvend.platform.phones).
     phone: so.Mapped[Optional[str]] = so.mapped_column(sa.String(20))
+    #: A phone stored before 0015_phones that is no Nigerian mobile number,
+    #: set aside as it was (``phone`` is then None) until the customer enters
+    #: one again at the next visit; never guessed.
+    phone_to_fix: so.Mapped[Optional[str]] = so.mapped_column(sa.String(40))
     is_admin: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), default=utcnow)
     #: Base32 TOTP secret (RFC 6238), set once the second factor is confirmed.

@@ -5,7 +5,7 @@ hosted checkout for our reference, ``verify`` a reference server-side, open a
 customer's dedicated virtual account, list a period's transactions for
 reconciliation. Every method is an outside call: it refuses to run inside a
 database transaction (:func:`billvend.platform.transactions.require_no_transaction`)
-and gives up at a hard wall-clock deadline (:mod:`billvend.funding.deadline`).
+and gives up at a hard wall-clock deadline (:mod:`billvend.platform.deadline`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Optional, Protocol
 import requests
 from flask import current_app
 
-from billvend.funding.deadline import DeadlineExceeded, call_with_deadline
+from billvend.platform.deadline import DeadlineExceeded, call_with_deadline
 from billvend.platform.text import clean_text
 from billvend.platform.transactions import require_no_transaction
 

@@ -26,6 +26,7 @@ from billvend.funding import gateways
 from billvend.funding.arrivals import customer_label, names_other_customer, owner_of_arrival
 from billvend.funding.gateways import (FAILED_STATUSES, NOT_FOUND, SUCCESS, FundingGateway,
                                        GatewayError, GatewayTransaction)
+from billvend.funding import messages as funding_messages
 from billvend.funding.models import (FUNDING_FAILED, FUNDING_INITIATED, FUNDING_OPEN_STATUSES,
                                      FUNDING_PENDING, FUNDING_SUCCEEDED, Funding)
 from billvend.ledger import services as ledger
@@ -99,6 +100,7 @@ def credit_funding(funding: Funding, tx: GatewayTransaction, now: datetime) -> N
     if late:
         # We told the customer it failed: the history says it did not, after all.
         funding.gateway_message = LATE_CREDIT_NOTE
+    funding_messages.funding_credited(funding)  # the receipt, same unit as the credit
 
 
 @transactions.unit_of_work

@@ -55,9 +55,14 @@ KNOWN_WEAK_SECRET_KEYS = frozenset({
 VTPASS_SANDBOX_API_KEY = "sandbox-api-key"
 VTPASS_SANDBOX_SECRET_KEY = "sandbox-secret-key"
 PAYSTACK_SANDBOX_SECRET_KEY = "sk_test_billvend_sandbox"
+TERMII_SANDBOX_API_KEY = "sandbox-termii-key"
 #: Where the sandbox server (billvend.sandbox) listens unless SANDBOX_URL says.
 SANDBOX_DEFAULT_URL = "http://127.0.0.1:5055"
 PAYSTACK_SANDBOX_BASE_URL = SANDBOX_DEFAULT_URL
+#: Where maildev (the Procfile's ``mail``, make run) takes SMTP.
+DEV_SMTP_URL = "smtp://127.0.0.1:1025"
+#: SMTP_URL schemes and the TLS each means (django-environ's spelling).
+SMTP_SCHEMES = {"smtp": None, "smtp+tls": "starttls", "smtps": "starttls", "smtp+ssl": "ssl"}
 
 
 class ConfigError(RuntimeError):
@@ -294,6 +299,17 @@ class Settings(BaseSettings):
                                        "where the sandbox keeps its state across restarts; none: memory only",
                                        shown="`instance/sandbox-state.json`")
     SANDBOX_LATE_RECORD_SECONDS: Number = setting(30.0, "the late-record meter: requery says 015 this long after pay")
+    # SMS to customers (issue 23, billvend.notifications.sms).
+    SMS_PROVIDER: Annotated[Literal["termii"], Kind("termii")] = setting(
+        "termii", "the SMS gateway's API shape (Termii's POST /api/sms/send)")
+    SMS_BASE_URL: OptionalText = setting(None, "the SMS gateway (https://api.ng.termii.com); trailing slashes dropped",
+                                         production="https://, not this machine", shown="SANDBOX_URL")
+    SMS_API_KEY: Text = setting(TERMII_SANDBOX_API_KEY, "the SMS gateway's api_key",
+                                production="required: not the sandbox's")
+    SMS_SENDER_ID: Text = setting("BillVend", "the registered sender ID SMS come from (3-11 letters and digits)")
+    SMS_CONNECT_TIMEOUT_SECONDS: Number = setting(5.0, "SMS gateway connect timeout")
+    SMS_READ_TIMEOUT_SECONDS: Number = setting(10.0, "SMS gateway read timeout")
+    SMS_DEADLINE_SECONDS: Number = setting(12.0, "hard wall-clock deadline of one SMS send")
     HTMX_URL: Text = setting(HTMX_CDN_URL, "where pages load htmx from (make run: the pinned local copy)")
     # Payment recovery (DESIGN.md, Vending).
     SWEEP_INTERVAL_SECONDS: Integer = setting(60, "how often the sweep looks for payments to recover")
@@ -312,6 +328,26 @@ class Settings(BaseSettings):
     SUPPORT_CONTACT: Text = setting("support@billvend.ng or 0201 888 0000",
                                     "whom a customer contacts about a payment still unresolved")
     FAULT_SKIP_ENQUEUE: Flag = setting(False, "test-only fault injection: die between commit and enqueue")
+    # Messages to customers (issue 23, billvend/notifications).
+    SMTP_URL: Text = setting(
+        DEV_SMTP_URL, "the mail relay: smtp+tls:// (STARTTLS, e.g. port 587), smtp+ssl:// (TLS from the "
+        "first byte, 465) or smtp:// (no TLS: development only); user:password@ in the URL",
+        production="smtp+tls:// or smtp+ssl://, not this machine")
+    MAIL_FROM: Text = setting("billvend <no-reply@billvend.ng>", "the From of every email")
+    SMTP_DEADLINE_SECONDS: Number = setting(
+        10.0, "hard wall-clock deadline of one email send (connect, greeting, every reply)")
+    NOTIFY_CONCURRENCY: Integer = setting(
+        4, "messages one process sends at once, in threads of their own (never the vend threads); "
+        "0: this process sends none")
+    NOTIFY_ATTEMPTS: Integer = setting(8, "tries of one message before it is marked failed")
+    NOTIFY_RETRY_BASE_SECONDS: Number = setting(
+        30.0, "first retry delay of a message (doubling); also how long a channel that cannot be "
+        "reached is left alone")
+    NOTIFY_RETRY_MAX_SECONDS: Number = setting(3600.0, "longest retry delay of a message")
+    NOTIFY_CLAIM_SECONDS: Integer = setting(
+        120, "a sender holds a message this long; past it (a dead worker) the sweep sends it again")
+    FAULT_SEND_DELAY_SECONDS: Number = setting(
+        0.0, "test-only fault injection: a sender waits this long between claiming a message and sending it")
     # Money in (issue 15).
     FUNDING_GATEWAY: Annotated[Literal["paystack", "simulated"], Kind("paystack or simulated")] = setting(
         "paystack", "the card gateway", production="paystack")
@@ -455,6 +491,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         # on its own: moving one never moves the sandbox or the other.
         "VTPASS_BASE_URL": settings.VTPASS_BASE_URL or settings.SANDBOX_URL,
         "PAYSTACK_BASE_URL": (settings.PAYSTACK_BASE_URL or settings.SANDBOX_URL).rstrip("/"),
+        "SMS_BASE_URL": (settings.SMS_BASE_URL or settings.SANDBOX_URL).rstrip("/"),
         "PAYSTACK_WEBHOOK_URL": settings.PAYSTACK_WEBHOOK_URL
         or f"http://127.0.0.1:{port or 5000}/webhooks/paystack",
     })
@@ -560,7 +597,8 @@ def check_timings(config: Mapping[str, Any]) -> None:
     "no such order" and refund a payment that is about to be delivered.
 
     :raises ValueError: ``VENDING_LEASE_SECONDS`` is not longer than
-        :func:`vend_deadline_seconds`, or a timing is negative.
+        :func:`vend_deadline_seconds`, ``NOTIFY_CLAIM_SECONDS`` not longer
+        than ``SMTP_DEADLINE_SECONDS``, or a timing is negative.
     """
     longest = vend_deadline_seconds(config)
     if config["VENDING_LEASE_SECONDS"] <= longest:
@@ -572,6 +610,11 @@ def check_timings(config: Mapping[str, Any]) -> None:
             raise ValueError(f"{name} must not be negative")
     if config.get("SWEEP_LOCK_SECONDS", 1) < 1:
         raise ValueError("SWEEP_LOCK_SECONDS must be at least 1")
+    # The message sweep sends again what a sender claimed longer ago than
+    # this: an email still being sent would go out twice.
+    if config.get("NOTIFY_CLAIM_SECONDS", 120) <= config.get("SMTP_DEADLINE_SECONDS", 10.0):
+        raise ValueError(f"NOTIFY_CLAIM_SECONDS ({config['NOTIFY_CLAIM_SECONDS']}) must be longer than "
+                         f"SMTP_DEADLINE_SECONDS ({config['SMTP_DEADLINE_SECONDS']:g})")
 
 
 def secret_key_bits(key: str) -> float:
@@ -652,7 +695,8 @@ def _instance_secret_key() -> str:
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 #: The outside systems' base URLs and the public one: production refuses a
 #: loopback address in any of them.
-BASE_URL_SETTINGS = ("VTPASS_BASE_URL", "PAYSTACK_BASE_URL", "PAYSTACK_CHECKOUT_URL", "PUBLIC_BASE_URL")
+BASE_URL_SETTINGS = ("VTPASS_BASE_URL", "PAYSTACK_BASE_URL", "PAYSTACK_CHECKOUT_URL", "PUBLIC_BASE_URL",
+                     "SMS_BASE_URL")
 #: Of those, the ones that must be https:// in production (all of them:
 #: provider and gateway keys and the customers' cookies travel over them).
 HTTPS_SETTINGS = BASE_URL_SETTINGS
@@ -717,6 +761,36 @@ def _base_url_problem(name: str, url: str) -> str | None:
     return None
 
 
+def parse_smtp_url(url: str) -> dict[str, Any]:
+    """``SMTP_URL`` as its parts: ``host``, ``port``, ``username``, ``password``
+    (percent-decoded, None when absent) and ``tls`` (None, "starttls" or
+    "ssl", from the scheme: :data:`SMTP_SCHEMES`). The port defaults to 25,
+    587 with STARTTLS and 465 with TLS.
+
+    :raises ConfigError: for another scheme or no host.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in SMTP_SCHEMES or not parts.hostname:
+        raise ConfigError(f"SMTP_URL must be smtp://, smtp+tls:// or smtp+ssl://host[:port], not {url!r}")
+    tls = SMTP_SCHEMES[parts.scheme]
+    return {"host": parts.hostname, "port": parts.port or {None: 25, "starttls": 587, "ssl": 465}[tls],
+            "username": unquote(parts.username) if parts.username else None,
+            "password": unquote(parts.password) if parts.password else None, "tls": tls}
+
+
+def _smtp_url_problem(url: str) -> str | None:
+    try:
+        parts = parse_smtp_url(url)
+    except ConfigError as exc:
+        return f"refuses it: {exc}"
+    if parts["tls"] is None:
+        return ("refuses SMTP_URL without TLS (smtp://): passwords and tokens would cross the network "
+                "in clear; use smtp+tls:// (STARTTLS) or smtp+ssl://")
+    if is_loopback_host(parts["host"]):
+        return f"refuses a loopback SMTP_URL ({parts['host']}: this machine, e.g. maildev)"
+    return None
+
+
 def check_production(config: Mapping[str, Any]) -> None:
     """Refuse a production configuration that still points at a stand-in or
     leaves a door open.
@@ -726,7 +800,8 @@ def check_production(config: Mapping[str, Any]) -> None:
     ``sk_test_`` key); every base URL (:data:`BASE_URL_SETTINGS`) https://
     and not loopback in any spelling; ``PUBLIC_BASE_URL`` set, to an origin
     only; rate limits on and shared (Redis, not process memory);
-    ``TRUSTED_PROXY_HOPS`` stated; a SECRET_KEY of at least
+    ``TRUSTED_PROXY_HOPS`` stated; ``SMTP_URL`` with TLS and not loopback
+    (maildev); a SECRET_KEY of at least
     :data:`MIN_SECRET_KEY_BITS` (:func:`weak_secret_key_reason`).
     Development (the default) allows all of them: tests and staging run the
     deployed topology against the simulator and the sandboxes.
@@ -753,6 +828,11 @@ def check_production(config: Mapping[str, Any]) -> None:
     paystack_key = config.get("PAYSTACK_SECRET_KEY") or PAYSTACK_SANDBOX_SECRET_KEY
     if paystack_key == PAYSTACK_SANDBOX_SECRET_KEY or paystack_key.startswith("sk_test_"):
         raise ConfigError(f"{prefix} refuses a sandbox or test PAYSTACK_SECRET_KEY")
+    if config.get("SMS_API_KEY", TERMII_SANDBOX_API_KEY) == TERMII_SANDBOX_API_KEY:
+        raise ConfigError(f"{prefix} refuses the SMS sandbox's default key; set SMS_API_KEY")
+    sender_id = str(config.get("SMS_SENDER_ID") or "")
+    if not (3 <= len(sender_id) <= 11 and sender_id.isascii() and sender_id.isalnum()):
+        raise ConfigError(f"{prefix}: SMS_SENDER_ID must be a registered sender ID of 3-11 letters and digits")
     public = config.get("PUBLIC_BASE_URL")
     if not public:
         raise ConfigError(f"{prefix} needs PUBLIC_BASE_URL, where customers reach billvend "
@@ -769,6 +849,9 @@ def check_production(config: Mapping[str, Any]) -> None:
     if public_parts.path not in ("", "/") or public_parts.query or public_parts.fragment:
         raise ConfigError(f"{prefix}: PUBLIC_BASE_URL must be an origin only (https://host[:port]), "
                           f"not {public!r}")
+    problem = _smtp_url_problem(config.get("SMTP_URL") or DEV_SMTP_URL)
+    if problem:
+        raise ConfigError(f"{prefix} {problem}")
     if not config.get("RATELIMIT_ENABLED", True):
         raise ConfigError(f"{prefix} refuses RATELIMIT_ENABLED=false (for load benchmarks only)")
     storage = str(config.get("RATELIMIT_STORAGE_URI") or "memory://")

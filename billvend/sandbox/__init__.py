@@ -37,7 +37,8 @@ Control endpoints for tests and demos (no auth; bind to localhost):
 ``GET /sandbox/orders/<request_id>`` (pay and requery call counts, the
 order), ``POST /sandbox/discos/<serviceID>/down`` and ``.../up`` (make
 verification and payments answer ``030`` biller unreachable), and
-``POST /sandbox/reset``.
+``POST /sandbox/reset``. The Termii-shaped SMS API (``POST /api/sms/send``,
+``GET /sandbox/sms/messages``) is :mod:`billvend.sandbox.termii`.
 """
 
 from __future__ import annotations
@@ -446,7 +447,8 @@ def reset():
 @bp.get("/")
 def index():
     return jsonify({"service": "billvend VTpass sandbox",
-                    "endpoints": ["/api/merchant-verify", "/api/pay", "/api/requery"]})
+                    "endpoints": ["/api/merchant-verify", "/api/pay", "/api/requery", "/api/sms/send",
+                                  "/sandbox/sms/messages"]})
 
 
 def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
@@ -481,6 +483,9 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     from billvend.sandbox import paystack  # the Paystack-shaped API, same process (issue 15)
 
     paystack.init_app(app)
+    from billvend.sandbox import termii  # the Termii-shaped SMS API, same process (issue 23)
+
+    termii.init_app(app)
     _keep_state(app)
     return app
 
@@ -496,12 +501,15 @@ def _keep_state(app: Flask) -> None:
         return
     path = Path(raw)
     vtpass_state, paystack_state = app.extensions["vtpass_sandbox"], app.extensions["paystack_sandbox"]
+    termii_state = app.extensions["termii_sandbox"]
     saved = store.load(path)
     if saved:
         vtpass_state.load_json(saved.get("vtpass") or {})
         paystack_state.load_json(saved.get("paystack") or {})
+        termii_state.load_json(saved.get("termii") or {})
     state_file = store.StateFile(path, lambda: {"vtpass": vtpass_state.to_json(),
-                                                "paystack": paystack_state.to_json()})
+                                                "paystack": paystack_state.to_json(),
+                                                "termii": termii_state.to_json()})
     vtpass_state.on_change = state_file.mark_dirty
     app.extensions["sandbox_state_file"] = state_file
 

@@ -51,7 +51,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.orm.exc import StaleDataError
 
-from billvend.vending import journey
+from billvend.vending import journey, messages
 from billvend.ledger import services as ledger
 from billvend.platform.clock import db_now
 from billvend.platform.config import vend_deadline_seconds
@@ -474,6 +474,7 @@ def stage_reversal(payment_id: int, *, note: str = REVERSAL_NOTE, uncertain: boo
     if payment is None or not may_reverse(payment):
         return False
     wallet_id, amount_kobo = payment.wallet_id, payment.amount_kobo
+    reason = CUSTOMER_REASONS.get(payment.provider_code or "", DEFAULT_CUSTOMER_REASON)
     clearing_id = ledger.system_wallet_id(BILLER_CLEARING_WALLET)
     now = db_now()
     recheck: dict[str, Any] = {}
@@ -495,6 +496,7 @@ def stage_reversal(payment_id: int, *, note: str = REVERSAL_NOTE, uncertain: boo
         payment_id=payment_id,
         description=note[:200],
     )
+    messages.refunded(payment_id, reason)  # same unit as the refund
     return True
 
 
@@ -784,6 +786,7 @@ def _apply_delivery(payment_id: int, expected_status: str, result: VendResult,
                 # Units, tariff, debt, key-change tokens, the disco's reference;
                 # the meter saved for "buy again": same unit as the success.
                 journey.record_delivery(payment_id, result)
+                messages.token_delivered(payment_id)  # the token by email and SMS, same unit
                 return
         elif _record_late_delivery(payment_id, status, expected_status, result, proof, now):
             return

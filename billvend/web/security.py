@@ -193,6 +193,11 @@ def remember_device(response, email: str) -> None:
         secure=current_app.config["SESSION_COOKIE_SECURE"])
 
 
+def is_known_device(email: str) -> bool:
+    """This browser has signed in to ``email`` before (its device cookie)."""
+    return _is_known_device(email)
+
+
 def _is_known_device(email: Optional[str] = None) -> bool:
     """This browser has signed in to ``email`` (default: the form's) before."""
     raw = request.cookies.get(KNOWN_DEVICE_COOKIE)

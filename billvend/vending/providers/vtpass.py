@@ -50,6 +50,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
+from billvend.platform.phones import national
 from billvend.vending.providers.base import (
     CODE_DUPLICATE, guard_external_call, CODE_INSUFFICIENT_CREDIT, CODE_NO_RESPONSE,
     CODE_NOT_FOUND, CODE_PROCESSING, CODE_SERVICE_UNAVAILABLE, CODE_TIMEOUT,
@@ -487,7 +488,8 @@ class VTpassProvider:
             "billersCode": meter_number,
             "variation_code": meter_type,
             "amount": naira_amount(amount_kobo),
-            "phone": phone,
+            # Stored E.164; VTpass takes the national 080... form.
+            "phone": national(phone),
         }
         try:
             response = self._post("/api/pay", body, self.read_timeout_seconds, self.deadline_seconds)

@@ -36,6 +36,8 @@ def _signed_in_only():
 def _save_profile(user_id: int, full_name: str | None, phone: str | None) -> None:
     user = db.session.get(User, user_id)
     user.full_name, user.phone = full_name, phone
+    if phone:
+        user.phone_to_fix = None
 
 
 @transactions.unit_of_work

@@ -17,6 +17,8 @@ from flask import (Response, abort, flash, redirect, render_template, request,
 from flask_login import current_user
 
 from billvend.ledger import services as ledger
+from billvend.notifications import outbox
+from billvend.platform.clock import db_now
 from billvend.ledger import invariants as ledger_invariants
 from billvend.accounts import sessions
 from billvend.web.admin import bp, chart, queries, services
@@ -67,8 +69,10 @@ def _worker_status() -> dict:
         queue_depth = huey.pending_count()
     except Exception:  # noqa: BLE001 - queue down: say so, not a 500
         queue_depth = None
+    oldest = outbox.oldest_unsent_created_at()
     return {"last_seen": last_seen, "age_seconds": age_seconds, "concurrency": concurrency,
-            "queue_depth": queue_depth}
+            "queue_depth": queue_depth,
+            "oldest_unsent_seconds": None if oldest is None else max(0.0, (db_now() - oldest).total_seconds())}
 
 
 @bp.route("/invariants")

@@ -37,10 +37,10 @@ class StrongPassword:
 
 
 def _nigerian_phone(form, field):
-    from billvend.web.bills.forms import normalise_phone
+    from billvend.platform.phones import to_e164
 
     if field.data:
-        phone = normalise_phone(field.data)
+        phone = to_e164(field.data)
         if phone is None:
             raise ValidationError("Enter a Nigerian mobile number, like 08031234567.")
         field.data = phone

@@ -11,11 +11,13 @@ from billvend.ledger import services as ledger
 from billvend.accounts import sessions
 from billvend.platform import transactions
 from billvend.web.auth import bp
+from billvend.web.auth import messages as auth_messages
 from billvend.web.auth.forms import LoginForm, LogoutForm, SignupForm
 from billvend.platform.extensions import db
 from billvend.accounts.models import User
 from billvend.web.security import (
-    SIGNUP_WRONG_PASSWORD, check_password_evenly, password_problem, remember_device, safe_next,
+    SIGNUP_WRONG_PASSWORD, check_password_evenly, is_known_device, password_problem, remember_device,
+    safe_next,
 )
 
 #: Said when the email already has an account, instead of confirming it:
@@ -46,7 +48,10 @@ def _tell_of_security_events(user: User) -> None:
 
 
 def _sign_in(user: User, *, remember: bool, password: str):
-    """Start a new session for ``user`` and pick where to go next."""
+    """Start a new session for ``user`` and pick where to go next; a browser
+    that never signed in to this account gets the owner a security mail."""
+    if not is_known_device(user.email):
+        auth_messages.new_device_signin(user)
     sessions.start(user, remember=remember)
     login_user(user)
     _tell_of_security_events(user)
@@ -76,6 +81,7 @@ def signup():
             if check_password_evenly(existing, form.password.data):
                 return _sign_in(existing, remember=False, password=form.password.data)
             form.email.errors.append(ALREADY_NEUTRAL)
+            auth_messages.signup_attempt(existing)  # its owner hears of it, the visitor does not
             # A wrong password for an existing account: it counts against
             # the account's failed-login limit, as on /login.
             g.setdefault(SIGNUP_WRONG_PASSWORD, True)

@@ -9,25 +9,17 @@ from wtforms import HiddenField, RadioField, SelectField, StringField, SubmitFie
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, ValidationError
 
+from billvend.platform.phones import to_e164
 from billvend.web.forms import NairaField, idempotency_key_field
 from billvend.vending.models import METER_TYPES
 from billvend.vending.providers import DISCOS
 
 METER_NUMBER_RE = re.compile(r"^[0-9]{10,13}$")
-# Nigerian mobile numbers: 0 + 10 digits, or +234/234 + 10 digits.
-PHONE_RE = re.compile(r"^(?:\+?234|0)([789][01][0-9]{8})$")
 
 
 def normalise_meter_number(text: str | None) -> str:
     """Drop the spaces and dashes people type inside meter numbers."""
     return re.sub(r"[\s\-]", "", text or "")
-
-
-def normalise_phone(text: str | None) -> str | None:
-    """``+2348031234567`` / ``2348031234567`` / ``08031234567`` -> ``08031234567``;
-    None if it is not a Nigerian mobile number."""
-    match = PHONE_RE.fullmatch(re.sub(r"[\s\-()]", "", text or ""))
-    return "0" + match.group(1) if match else None
 
 
 class MeterNumber:
@@ -38,8 +30,10 @@ class MeterNumber:
 
 
 class NigerianPhone:
+    """A Nigerian mobile number, stored E.164 (:func:`billvend.platform.phones.to_e164`)."""
+
     def __call__(self, form, field):
-        phone = normalise_phone(field.data)
+        phone = to_e164(field.data)
         if phone is None:
             raise ValidationError("Enter a Nigerian mobile number, like 08031234567.")
         field.data = phone

@@ -26,6 +26,7 @@ from flask import Response, abort, current_app, flash, redirect, render_template
 from flask_login import current_user, login_required
 from werkzeug.datastructures import MultiDict
 
+from billvend.platform.phones import national
 from billvend.ledger import services as ledger
 from billvend.vending import meter_verification, lifecycle as payments, status_watch, tasks
 from billvend.accounts import sessions
@@ -113,9 +114,9 @@ def _prefill(form: ElectricityForm) -> None:
         form.meter_type.data = saved.meter_type
         form.meter_number.data = saved.meter_number
         form.amount.data = kobo_to_naira_input(saved.last_amount_kobo).removesuffix(".00")
-        form.phone.data = saved.last_phone
+        form.phone.data = national(saved.last_phone)
     if not form.phone.data and current_user.phone:
-        form.phone.data = current_user.phone
+        form.phone.data = national(current_user.phone)
 
 
 @bp.route("/bills/electricity", methods=["GET", "POST"])

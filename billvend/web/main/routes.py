@@ -52,7 +52,7 @@ def _profile_prompt():
     signup asked for them; None once answered or when nothing is missing."""
     from billvend.web.auth.forms import ProfileDetailsForm
 
-    if current_user.phone or session.get(PROFILE_PROMPT_DONE):
+    if current_user.phone or (session.get(PROFILE_PROMPT_DONE) and not current_user.phone_to_fix):
         return None
     return ProfileDetailsForm(full_name=current_user.full_name)
 
@@ -81,7 +81,7 @@ def profile_prompt():
 
 @unit_of_work
 def _save_profile(user_id: int, full_name: str | None, phone: str | None) -> None:
-    values = {"phone": phone}
+    values = {"phone": phone, "phone_to_fix": None}
     if full_name:
         values["full_name"] = full_name
     db.session.execute(sa.update(User).where(User.id == user_id).values(**values))
