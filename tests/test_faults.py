@@ -468,7 +468,8 @@ def test_worker_sigkilled_between_commit_and_send_the_email_arrives_once(tmp_pat
     mail.start()
     try:
         with running_stack(tmp_path, postgres, redis_server, SMTP_URL=f"smtp://127.0.0.1:{mail.port}",
-                           NOTIFY_CLAIM_SECONDS="3", FAULT_SEND_DELAY_SECONDS="60") as stack:
+                           NOTIFY_CLAIM_SECONDS="3", SMTP_DEADLINE_SECONDS="2",
+                               FAULT_SEND_DELAY_SECONDS="60") as stack:
             subprocess.run([str(BIN / "flask"), "--app", "wsgi", "messages", "send-test", "ada@example.com"],
                            cwd=ROOT, env=stack.env, check=True, capture_output=True, timeout=60)
             deadline = time.monotonic() + 20
