@@ -59,6 +59,8 @@ def to_status(payment: Payment, status: str) -> Payment:
             assert payments.reverse_payment(pid)
         else:
             extra = {"token": "1" * 20} if step == SUCCESSFUL else {}
+            if current == VENDING:  # as a pay's answer leaves it: the call has ended
+                extra["pay_in_flight_until"] = Payment.claimed_at
             assert payments.transition(pid, current, step, code="TEST", **extra)
             db.session.commit()
         current = step

@@ -17,6 +17,7 @@ import requests
 import sqlalchemy as sa
 
 from billvend.platform import leases, transactions
+from billvend.platform.config import vend_deadline_seconds
 from billvend.ledger import services as ledger
 from billvend.ledger import invariants as ledger_invariants
 from billvend.vending import lifecycle as payments, tasks
@@ -375,7 +376,8 @@ class Silent:
 
 def unknown_payment(user: User) -> Payment:
     payment = claimed(make_payment(user, amount_kobo=100_000))
-    set_status(payment.id, VENDING, UNKNOWN)
+    # As a pay that came back "pending" leaves it: the call has ended.
+    set_status(payment.id, VENDING, UNKNOWN, pay_in_flight_until=payment.claimed_at)
     return reload(payment.id)
 
 
@@ -988,3 +990,32 @@ def test_a_pay_returning_after_its_recorded_deadline_moves_pay_in_flight_until(a
     payments.requery_payment(payment.id, LateAnswer(), force=True)
     assert reload(payment.id).status == UNKNOWN and reversals(payment.id) == 0
     assert balance(user.id) == 400_000
+
+
+def test_never_received_waits_for_the_lease_while_the_pay_has_not_reported_its_end(app):
+    """A pay's own deadline starts only once its claim has committed, and its
+    end is recorded after another write; on a loaded machine either can lag
+    (a drip-meter pay was refunded on 015 in CI that way, then delivered).
+    Until the pay reports its end, it may be in flight for as long as its
+    worker holds the lease (which must outlast a vend call), so a "never
+    received" is believed only PROVIDER_NOT_FOUND_GRACE_SECONDS after the
+    lease, not after claim + the call's deadline."""
+    app.config.update(VENDING_PROVIDER="simulated", SIMULATOR_DELAY_SECONDS=0.0,
+                      VENDING_LEASE_SECONDS=1, PROVIDER_NOT_FOUND_GRACE_SECONDS=0.5)
+    assert vend_deadline_seconds(app.config) < 0.5  # claim + deadline + grace < claim + lease
+    user = make_user(balance_kobo=500_000)
+    payment = claimed(make_payment(user, amount_kobo=100_000))
+    assert payment.pay_in_flight_until == payment.claimed_at + timedelta(seconds=1)
+
+    class NeverHeard:
+        name = "never-heard"
+
+        def requery(self, request_id, meter_type=None):
+            return VendResult("failed", "NOT_FOUND", "VTpass 015")
+
+    time.sleep(1.1)  # the lease has expired; claim + deadline + grace has passed
+    payments.requery_payment(payment.id, NeverHeard(), include_vending=True)
+    assert reload(payment.id).status == UNKNOWN and reversals(payment.id) == 0
+    time.sleep(0.5)  # lease + grace has passed: the worker is gone, believe it
+    payments.requery_payment(payment.id, NeverHeard(), force=True)
+    assert reload(payment.id).status == FAILED  # believed: the task layer refunds it

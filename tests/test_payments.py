@@ -137,8 +137,11 @@ def test_requery_of_a_vending_payment_waits_for_its_lease(app):
     # A worker's pay call may still be in flight: "not found" now would refund too early.
     assert payments.requery_payment(payment.id, provider, include_vending=True).action is None
     assert provider.calls == 0 and db.session.get(Payment, payment.id).status == VENDING
-    stale = utcnow() - timedelta(seconds=app.config["VENDING_LEASE_SECONDS"] + 1)
-    db.session.execute(sa.update(Payment).where(Payment.id == payment.id).values(claimed_at=stale))
+    lease = timedelta(seconds=app.config["VENDING_LEASE_SECONDS"])
+    stale = utcnow() - lease - timedelta(seconds=1)
+    # As the claim would have recorded it a lease and a second ago.
+    db.session.execute(sa.update(Payment).where(Payment.id == payment.id)
+                       .values(claimed_at=stale, pay_in_flight_until=stale + lease))
     db.session.commit()
     assert payments.requery_payment(payment.id, provider, include_vending=True).action == "reverse"
     assert provider.calls == 1

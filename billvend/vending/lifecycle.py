@@ -201,8 +201,8 @@ def may_reverse(payment: Payment) -> bool:
 def pay_settled(payment: Payment, now: datetime) -> bool:
     """True once ``PROVIDER_NOT_FOUND_GRACE_SECONDS`` have passed since the
     last moment a ``pay`` for this reference could still have been in flight
-    (``pay_in_flight_until``: claim time + the call's hard deadline, or the
-    moment the call returned), database time ``now``; before that the
+    (``pay_in_flight_until``: claim time + the vending lease while the call
+    has not reported its end, then the moment it returned), database time ``now``; before that the
     provider may simply not have recorded the order yet
     (reference/vtpass-api.md, requery). A payment that was never claimed was
     never sent: settled."""
@@ -847,18 +847,24 @@ def _claim(payment_id: int) -> Optional[dict[str, Any]]:
     """Claim ``payment_id`` (``pending`` -> ``vending``): ONE unit of work.
 
     Records ``claimed_at`` and ``pay_in_flight_until`` (claim time + the
-    provider call's hard deadline, ``config.vend_deadline_seconds``) from the
-    database clock.
+    vending lease, ``VENDING_LEASE_SECONDS``) from the database clock. Not
+    claim + the call's deadline: that deadline starts only once this claim
+    has committed and the worker reaches the call, and the call's end is
+    recorded by a later write, so on a loaded machine the pay can outlast
+    claim + deadline. The lease is the bound the system already trusts (it
+    must outlast a vend call, ``config.check_timings``; a worker holding it
+    is presumed alive); :func:`_end_pay_call` replaces the bound with the
+    moment the call really ended.
 
     :returns: the order to send (``request_id``, ``service_id``,
         ``meter_number``, ``meter_type``, ``amount_kobo``, ``phone``) if this
         call claimed it; None if another worker did, or it is not pending.
     """
     now = db_now()
-    deadline = timedelta(seconds=vend_deadline_seconds(current_app.config))
+    lease = timedelta(seconds=current_app.config["VENDING_LEASE_SECONDS"])
     if not transition(payment_id, PENDING, VENDING, now=now,
                       message="A worker is contacting the disco", claimed_at=now,
-                      pay_in_flight_until=now + deadline,
+                      pay_in_flight_until=now + lease,
                       vend_attempts=Payment.vend_attempts + 1):
         return None
     payment = db.session.get(Payment, payment_id)

@@ -100,8 +100,8 @@ class Payment(db.Model):
     )
     claimed_at: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())
     # The last moment a ``pay`` for this reference could still be in flight:
-    # claim time + the call's hard deadline, or when the call returned
-    # (database clock). A "never received" requery answer is trusted only
+    # claim time + the vending lease until the call reports its end, then
+    # when the call returned (database clock; lifecycle._claim says why). A "never received" requery answer is trusted only
     # PROVIDER_NOT_FOUND_GRACE_SECONDS after it (payments.not_found_trusted).
     pay_in_flight_until: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())
     next_requery_at: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())
