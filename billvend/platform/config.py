@@ -346,6 +346,10 @@ class Settings(BaseSettings):
     NOTIFY_RETRY_MAX_SECONDS: Number = setting(3600.0, "longest retry delay of a message")
     NOTIFY_CLAIM_SECONDS: Integer = setting(
         120, "a sender holds a message this long; past it (a dead worker) the sweep sends it again")
+    TOKEN_RESEND_HOURLY_LIMIT: Integer = setting(
+        3, "\"Send token again\" per payment in any hour (counted from the outbox rows)")
+    TOKEN_RESEND_DAILY_LIMIT: Integer = setting(
+        10, "\"Send token again\" per customer per Africa/Lagos day, all payments together")
     FAULT_SEND_DELAY_SECONDS: Number = setting(
         0.0, "test-only fault injection: a sender waits this long between claiming a message and sending it")
     # Money in (issue 15).
