@@ -119,12 +119,7 @@ def resend_token(payment_id: int, user_id: int, target: str) -> ResendResult:
         payment that is not this user's, is not ``successful``, has no token,
         for a target with no address, or past a limit (:func:`limit_refusal`).
     """
-    # The first statement writes the customer's row: it holds the lock that
-    # makes the count below and the insert one step (see the module's note).
-    db.session.execute(sa.update(User).where(User.id == user_id)
-                       .values(token_channels=User.token_channels)
-                       .execution_options(synchronize_session=False))
-    user = db.session.get(User, user_id, populate_existing=True)
+    user = db.session.get(User, user_id)
     payment = db.session.get(Payment, payment_id, populate_existing=True)
     if user is None or payment is None or payment.user_id != user_id:
         return ResendResult(False, "There is no such payment.")
@@ -133,7 +128,15 @@ def resend_token(payment_id: int, user_id: int, target: str) -> ResendResult:
     found = [(channel, to) for name, channel, to in resend_targets(payment, user) if name == target]
     if not found:
         return ResendResult(False, "There is no phone number to send it to. Add one on your account page.")
+    # A flood past a limit is refused here, with reads only. Otherwise write
+    # the customer's row: it holds the lock that makes the count and the
+    # insert one step (the module's note); then count again.
     refusal = limit_refusal(payment.id, user_id, db_now())
+    if refusal is None:
+        db.session.execute(sa.update(User).where(User.id == user_id)
+                           .values(token_channels=User.token_channels)
+                           .execution_options(synchronize_session=False))
+        refusal = limit_refusal(payment.id, user_id, db_now())
     if refusal is not None:
         return refusal
     return _queue(payment, user_id, *found[0])
