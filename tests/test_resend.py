@@ -132,6 +132,13 @@ def test_the_daily_cap_counts_every_payment_of_the_customer_and_says_midnight(ap
     now_lagos = datetime.now(LAGOS)
     tomorrow = datetime.combine(now_lagos.date() + timedelta(days=1), time(0), tzinfo=LAGOS)
     assert not result.sent and abs(result.retry_at - tomorrow) < timedelta(minutes=5)
+    # The cap is Ada's alone: Bob's first resend of the day goes.
+    bob = make_user("bob@example.com", balance_kobo=100_000)
+    bobs = make_payment(bob)
+    run(lambda: db.session.execute(sa.update(Payment).where(Payment.id == bobs.id)
+                                   .values(status="successful", token="1234" * 5)))
+    assert run(resend_token, bobs.id, bob.id, "email").sent
+    assert not run(resend_token, second.id, customer.id, "email").sent
 
 
 def test_another_customers_payment_is_a_404_and_changes_nothing(client, customer, pay, auth):

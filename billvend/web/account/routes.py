@@ -55,6 +55,8 @@ def _profile_page(form: ProfileForm, status: int = 200, channels_form: TokenChan
 
 @transactions.unit_of_work
 def _save_token_channels(user_id: int, choice: str) -> None:
+    """Store ``choice`` ("both", "sms" or "email", validated by the form) as
+    where ``user_id``'s tokens and refund notices go."""
     db.session.get(User, user_id).token_channels = choice
 
 
