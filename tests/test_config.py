@@ -42,13 +42,17 @@ def test_the_vtpass_deadline_defaults_to_the_longest_call_and_the_lease_must_out
         check_timings(short | {"VTPASS_DEADLINE_SECONDS": 25.0})
 
 
-def test_a_message_claim_shorter_than_an_email_send_is_refused():
+def test_a_message_claim_shorter_than_an_email_or_sms_send_is_refused():
     """The sweep sends again a message whose claim expired: a claim shorter
     than the send's deadline would send it twice while the first send runs."""
     env = {"NOTIFY_CLAIM_SECONDS": "10", "SMTP_DEADLINE_SECONDS": "10"}
     with pytest.raises(ValueError, match="NOTIFY_CLAIM_SECONDS"):
         check_timings(from_env(env))
-    check_timings(from_env(env | {"SMTP_DEADLINE_SECONDS": "9.5"}))
+    check_timings(from_env(env | {"SMTP_DEADLINE_SECONDS": "9.5", "SMS_DEADLINE_SECONDS": "9.5"}))
+    sms = {"NOTIFY_CLAIM_SECONDS": "10", "SMTP_DEADLINE_SECONDS": "5", "SMS_DEADLINE_SECONDS": "10"}
+    with pytest.raises(ValueError, match="SMS_DEADLINE_SECONDS"):  # an SMS send, the same
+        check_timings(from_env(sms))
+    check_timings(from_env(sms | {"SMS_DEADLINE_SECONDS": "9.5"}))
 
 
 # --- Production refuses unsafe configurations (issue 21, item 3) --------------------

@@ -602,7 +602,8 @@ def check_timings(config: Mapping[str, Any]) -> None:
 
     :raises ValueError: ``VENDING_LEASE_SECONDS`` is not longer than
         :func:`vend_deadline_seconds`, ``NOTIFY_CLAIM_SECONDS`` not longer
-        than ``SMTP_DEADLINE_SECONDS``, or a timing is negative.
+        than ``SMTP_DEADLINE_SECONDS`` or ``SMS_DEADLINE_SECONDS``, or a
+        timing is negative.
     """
     longest = vend_deadline_seconds(config)
     if config["VENDING_LEASE_SECONDS"] <= longest:
@@ -616,9 +617,11 @@ def check_timings(config: Mapping[str, Any]) -> None:
         raise ValueError("SWEEP_LOCK_SECONDS must be at least 1")
     # The message sweep sends again what a sender claimed longer ago than
     # this: an email still being sent would go out twice.
-    if config.get("NOTIFY_CLAIM_SECONDS", 120) <= config.get("SMTP_DEADLINE_SECONDS", 10.0):
-        raise ValueError(f"NOTIFY_CLAIM_SECONDS ({config['NOTIFY_CLAIM_SECONDS']}) must be longer than "
-                         f"SMTP_DEADLINE_SECONDS ({config['SMTP_DEADLINE_SECONDS']:g})")
+    # An SMS send likewise.
+    for deadline, default in (("SMTP_DEADLINE_SECONDS", 10.0), ("SMS_DEADLINE_SECONDS", 12.0)):
+        if config.get("NOTIFY_CLAIM_SECONDS", 120) <= config.get(deadline, default):
+            raise ValueError(f"NOTIFY_CLAIM_SECONDS ({config['NOTIFY_CLAIM_SECONDS']}) must be longer than "
+                             f"{deadline} ({config[deadline]:g})")
 
 
 def secret_key_bits(key: str) -> float:
