@@ -42,13 +42,17 @@ def test_the_vtpass_deadline_defaults_to_the_longest_call_and_the_lease_must_out
         check_timings(short | {"VTPASS_DEADLINE_SECONDS": 25.0})
 
 
-def test_a_message_claim_shorter_than_an_email_send_is_refused():
+def test_a_message_claim_shorter_than_an_email_or_sms_send_is_refused():
     """The sweep sends again a message whose claim expired: a claim shorter
     than the send's deadline would send it twice while the first send runs."""
     env = {"NOTIFY_CLAIM_SECONDS": "10", "SMTP_DEADLINE_SECONDS": "10"}
     with pytest.raises(ValueError, match="NOTIFY_CLAIM_SECONDS"):
         check_timings(from_env(env))
-    check_timings(from_env(env | {"SMTP_DEADLINE_SECONDS": "9.5"}))
+    check_timings(from_env(env | {"SMTP_DEADLINE_SECONDS": "9.5", "SMS_DEADLINE_SECONDS": "9.5"}))
+    sms = {"NOTIFY_CLAIM_SECONDS": "10", "SMTP_DEADLINE_SECONDS": "5", "SMS_DEADLINE_SECONDS": "10"}
+    with pytest.raises(ValueError, match="SMS_DEADLINE_SECONDS"):  # an SMS send, the same
+        check_timings(from_env(sms))
+    check_timings(from_env(sms | {"SMS_DEADLINE_SECONDS": "9.5"}))
 
 
 # --- Production refuses unsafe configurations (issue 21, item 3) --------------------
@@ -321,6 +325,8 @@ TODAYS_DEFAULTS = {
     'SMTP_DEADLINE_SECONDS': 10.0,
     'NOTIFY_CONCURRENCY': 4,
     'NOTIFY_ATTEMPTS': 8,
+    'TOKEN_RESEND_HOURLY_LIMIT': 3,
+    'TOKEN_RESEND_DAILY_LIMIT': 10,
     'NOTIFY_RETRY_BASE_SECONDS': 30.0,
     'NOTIFY_RETRY_MAX_SECONDS': 3600.0,
     'NOTIFY_CLAIM_SECONDS': 120,
@@ -365,6 +371,7 @@ INT_OR_DEFAULT = [
     "SWEEP_LOCK_SECONDS", "SLOW_PAYMENT_NOTICE_SECONDS", "FUNDING_VERIFY_AFTER_SECONDS",
     "FUNDING_GIVE_UP_SECONDS", "FUNDING_EXPIRE_SECONDS", "FUNDING_RECONCILE_DAYS", "WEBHOOK_MAX_BYTES",
     "WEB_THREADS", "DATABASE_POOL_SIZE", "NOTIFY_CONCURRENCY", "NOTIFY_ATTEMPTS", "NOTIFY_CLAIM_SECONDS",
+    "TOKEN_RESEND_HOURLY_LIMIT", "TOKEN_RESEND_DAILY_LIMIT",
 ]
 #: ``int(raw)`` unless empty or whitespace only (both unset).
 INT_BLANK_DEFAULT = [

@@ -151,7 +151,7 @@ class Customer:
     def __init__(self, base_url: str, balance_naira: int = 200_000):
         self.base_url = base_url
         self.http = requests.Session()
-        email = f"c-{uuid.uuid4().hex[:10]}@example.com"
+        self.email = email = f"c-{uuid.uuid4().hex[:10]}@example.com"
         response = self.http.post(self.url("/signup"), data=self.tokens("/signup") | {
             "email": email, "password": "correct horse 1", "confirm_password": "correct horse 1"},
             timeout=30)
@@ -460,38 +460,60 @@ def test_sigterm_past_shutdown_timeout_leaves_payment_for_the_sweep(tmp_path, po
         books.close()
 
 
-def test_worker_sigkilled_between_commit_and_send_the_email_arrives_once(tmp_path, postgres, redis_server):
-    """A message committed and claimed by a sender that is SIGKILLed before it
-    sends: nothing arrives, the claim expires (NOTIFY_CLAIM_SECONDS), the
-    restarted worker's sweep sends it, and it arrives exactly once."""
+def _message_rows(engine) -> list[tuple[str, str, str, int]]:
+    """(event_key, channel, status, attempts) of every outbox row, in order."""
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.text(
+            "SELECT event_key, channel, status, attempts FROM messages ORDER BY id")).all()]
+
+
+def test_worker_sigkilled_between_commit_and_send_a_vends_token_arrives_once(tmp_path, postgres, redis_server):
+    """A real vend commits its token email and SMS; the worker's senders
+    claim them and the worker is SIGKILLed before it sends: nothing arrives,
+    the claims expire (NOTIFY_CLAIM_SECONDS), the restarted worker's sweep
+    sends them, and each arrives exactly once (the funding receipt too)."""
+    from billvend.sandbox import create_app as create_sandbox_app, serve_in_thread
+
     mail = MailServer()
     mail.start()
+    sms_server, sms_url = serve_in_thread(create_sandbox_app({"SANDBOX_STATE_PATH": "none"}))
     try:
         with running_stack(tmp_path, postgres, redis_server, SMTP_URL=f"smtp://127.0.0.1:{mail.port}",
-                           NOTIFY_CLAIM_SECONDS="3", SMTP_DEADLINE_SECONDS="2",
-                               FAULT_SEND_DELAY_SECONDS="60") as stack:
-            subprocess.run([str(BIN / "flask"), "--app", "wsgi", "messages", "send-test", "ada@example.com"],
-                           cwd=ROOT, env=stack.env, check=True, capture_output=True, timeout=60)
+                           SMS_BASE_URL=sms_url, SMS_DEADLINE_SECONDS="2", NOTIFY_CLAIM_SECONDS="3",
+                           SMTP_DEADLINE_SECONDS="2", FAULT_SEND_DELAY_SECONDS="60") as stack:
+            engine = sa.create_engine(_database_url(stack.env["DATABASE_URL"]))
+            customer = Customer(stack.base_url, balance_naira=5000)
+            reference = customer.pay("1111111111111", "prepaid")
+            books = Books(stack.env["DATABASE_URL"])
+            assert books.wait_status(reference, SUCCESSFUL, timeout_seconds=30) == SUCCESSFUL
+            books.close()
+            with engine.connect() as conn:
+                payment_id = conn.execute(sa.text("SELECT id FROM payments WHERE reference = :r"),
+                                          {"r": reference}).scalar_one()
+            token = f"payment:{payment_id}:token"
             deadline = time.monotonic() + 20
-            while "FAULT_SEND_DELAY_SECONDS: message" not in stack.log("worker"):
-                assert time.monotonic() < deadline, stack.log("worker")[-4000:]
+            while [r[2:] for r in _message_rows(engine)] != [("pending", 1)] * 3:  # receipt, token email, SMS
+                assert time.monotonic() < deadline, (_message_rows(engine), stack.log("worker")[-4000:])
                 time.sleep(0.1)
             stack.stop("worker", signal.SIGKILL)
-            engine = sa.create_engine(_database_url(stack.env["DATABASE_URL"]))
-            row = "SELECT status, attempts FROM messages"
-            with engine.connect() as conn:
-                assert conn.execute(sa.text(row)).all() == [("pending", 1)]  # claimed, never sent
+            assert {(r[0], r[1]) for r in _message_rows(engine)} >= {(token, "email"), (token, "sms")}
             assert mail.inbox.messages == []
+            sms_list = f"{sms_url}/sandbox/sms/messages"
+            assert requests.get(sms_list, timeout=5).json()["messages"] == []
             stack.env["FAULT_SEND_DELAY_SECONDS"] = "0"
             start_worker(stack)
             deadline = time.monotonic() + 3 + 3 * SWEEP_SECONDS
-            while not mail.inbox.messages:
+            while len(mail.inbox.messages) < 2 or not requests.get(sms_list, timeout=5).json()["messages"]:
                 assert time.monotonic() < deadline, stack.log("worker")[-4000:]
                 time.sleep(0.2)
             time.sleep(SWEEP_SECONDS + 1)  # another sweep sends nothing more
-            assert mail.inbox.to() == ["ada@example.com"]
-            with engine.connect() as conn:
-                assert conn.execute(sa.text(row)).all() == [("sent", 2)]
+            subjects = sorted(str(m["Subject"]) for m in mail.inbox.messages)
+            assert len(subjects) == 2 and sum("token" in s for s in subjects) == 1, subjects
+            assert set(mail.inbox.to()) == {customer.email}
+            [sms] = requests.get(sms_list, timeout=5).json()["messages"]
+            assert sms["to"] == "2348031234567" and reference in sms["sms"]
+            assert [r[2:] for r in _message_rows(engine)] == [("sent", 2)] * 3
             engine.dispose()
     finally:
+        sms_server.shutdown()
         mail.stop()

@@ -11,11 +11,19 @@ from flask_login import UserMixin
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from billvend.platform.extensions import db, login_manager
-from billvend.platform.models import utcnow, UTCDateTime
+from billvend.platform.models import _in, utcnow, UTCDateTime
+
+
+#: The customer's choices for payment messages (users.token_channels).
+TOKEN_CHANNELS_BOTH = "both"
+TOKEN_CHANNEL_CHOICES = (TOKEN_CHANNELS_BOTH, "sms", "email")
 
 
 class User(UserMixin, db.Model):
     __tablename__ = "users"
+    __table_args__ = (
+        sa.CheckConstraint(_in("token_channels", TOKEN_CHANNEL_CHOICES), name="token_channels_known"),
+    )
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     email: so.Mapped[str] = so.mapped_column(sa.String(254), unique=True)
@@ -29,6 +37,10 @@ class User(UserMixin, db.Model):
     #: set aside as it was (``phone`` is then None) until the customer enters
     #: one again at the next visit; never guessed.
     phone_to_fix: so.Mapped[Optional[str]] = so.mapped_column(sa.String(40))
+    #: Where payment messages (the token, a refund) go: "both", "sms" or
+    #: "email" (the profile's choice; security mail ignores it).
+    token_channels: so.Mapped[str] = so.mapped_column(
+        sa.String(10), default=TOKEN_CHANNELS_BOTH, server_default=TOKEN_CHANNELS_BOTH)
     is_admin: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), default=utcnow)
     #: Base32 TOTP secret (RFC 6238), set once the second factor is confirmed.
@@ -50,6 +62,11 @@ class User(UserMixin, db.Model):
     @property
     def has_second_factor(self) -> bool:
         return self.totp_secret is not None and self.totp_enabled_at is not None
+
+    def wants_token_by(self, channel: str) -> bool:
+        """True when payment messages may go to this customer by ``channel``
+        ("email" or "sms") under their ``token_channels`` choice."""
+        return self.token_channels in (TOKEN_CHANNELS_BOTH, channel)
 
     def __repr__(self) -> str:
         return f"<User {self.email}>"

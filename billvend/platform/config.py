@@ -346,6 +346,10 @@ class Settings(BaseSettings):
     NOTIFY_RETRY_MAX_SECONDS: Number = setting(3600.0, "longest retry delay of a message")
     NOTIFY_CLAIM_SECONDS: Integer = setting(
         120, "a sender holds a message this long; past it (a dead worker) the sweep sends it again")
+    TOKEN_RESEND_HOURLY_LIMIT: Integer = setting(
+        3, "\"Send token again\" per payment in any hour (counted from the outbox rows)")
+    TOKEN_RESEND_DAILY_LIMIT: Integer = setting(
+        10, "\"Send token again\" per customer per Africa/Lagos day, all payments together")
     FAULT_SEND_DELAY_SECONDS: Number = setting(
         0.0, "test-only fault injection: a sender waits this long between claiming a message and sending it")
     # Money in (issue 15).
@@ -598,7 +602,8 @@ def check_timings(config: Mapping[str, Any]) -> None:
 
     :raises ValueError: ``VENDING_LEASE_SECONDS`` is not longer than
         :func:`vend_deadline_seconds`, ``NOTIFY_CLAIM_SECONDS`` not longer
-        than ``SMTP_DEADLINE_SECONDS``, or a timing is negative.
+        than ``SMTP_DEADLINE_SECONDS`` or ``SMS_DEADLINE_SECONDS``, or a
+        timing is negative.
     """
     longest = vend_deadline_seconds(config)
     if config["VENDING_LEASE_SECONDS"] <= longest:
@@ -612,9 +617,11 @@ def check_timings(config: Mapping[str, Any]) -> None:
         raise ValueError("SWEEP_LOCK_SECONDS must be at least 1")
     # The message sweep sends again what a sender claimed longer ago than
     # this: an email still being sent would go out twice.
-    if config.get("NOTIFY_CLAIM_SECONDS", 120) <= config.get("SMTP_DEADLINE_SECONDS", 10.0):
-        raise ValueError(f"NOTIFY_CLAIM_SECONDS ({config['NOTIFY_CLAIM_SECONDS']}) must be longer than "
-                         f"SMTP_DEADLINE_SECONDS ({config['SMTP_DEADLINE_SECONDS']:g})")
+    # An SMS send likewise.
+    for deadline, default in (("SMTP_DEADLINE_SECONDS", 10.0), ("SMS_DEADLINE_SECONDS", 12.0)):
+        if config.get("NOTIFY_CLAIM_SECONDS", 120) <= config.get(deadline, default):
+            raise ValueError(f"NOTIFY_CLAIM_SECONDS ({config['NOTIFY_CLAIM_SECONDS']}) must be longer than "
+                             f"{deadline} ({config[deadline]:g})")
 
 
 def secret_key_bits(key: str) -> float:

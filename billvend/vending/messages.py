@@ -58,25 +58,40 @@ def payment_context(payment: Payment) -> dict[str, Any]:
 
 def _recipients(payment: Payment) -> tuple[Optional[str], Optional[str]]:
     """(email, E.164 phone) a payment's messages go to: the account's address,
-    and the phone given with the payment (none if it is not a mobile)."""
+    and the phone given with the payment (none if it is not a mobile), as the
+    account's ``token_channels`` allows. A choice of SMS alone with no mobile
+    on the payment still gets the email: a token is never sent nowhere."""
     user = db.session.get(User, payment.user_id)
-    return (user.email if user else None), (payment.phone if is_e164(payment.phone) else None)
+    email = user.email if user else None
+    phone = payment.phone if is_e164(payment.phone) else None
+    if user is not None and not user.wants_token_by("sms"):
+        phone = None
+    if user is not None and not user.wants_token_by("email") and phone:
+        email = None
+    return email, phone
+
+
+def token_context(payment: Payment) -> dict[str, Any]:
+    """The token templates' values: the payment's, plus the token, units,
+    key-change tokens (spaced as a keypad reads them) and the disco's reference."""
+    return payment_context(payment) | {
+        "token_groups": payment.token_groups, "token_spaced": spaced_groups(payment.token),
+        "units_kwh": payment.units_kwh or "", "kct1": payment.kct1 or "", "kct2": payment.kct2 or "",
+        "kct1_spaced": spaced_groups(payment.kct1), "kct2_spaced": spaced_groups(payment.kct2),
+        "exchange_reference": payment.exchange_reference or "", "tariff": payment.tariff or "",
+    }
 
 
 def token_delivered(payment_id: int) -> None:
     """Queue the token messages of a payment that just turned ``successful``:
     an email (the token as hero, units, key-change tokens, the disco's
     reference, the receipt link) and an SMS of one GSM-7 part; key-change
-    tokens go first, in an SMS of their own."""
+    tokens go first, in an SMS of their own. The account's ``token_channels``
+    choice decides which of the two go (:func:`_recipients`)."""
     payment = db.session.get(Payment, payment_id, populate_existing=True)
     if payment is None or not payment.token:
         return
-    context = payment_context(payment) | {
-        "token_groups": payment.token_groups, "token_spaced": spaced_groups(payment.token),
-        "units_kwh": payment.units_kwh or "", "kct1": payment.kct1 or "", "kct2": payment.kct2 or "",
-        "kct1_spaced": spaced_groups(payment.kct1), "kct2_spaced": spaced_groups(payment.kct2),
-        "exchange_reference": payment.exchange_reference or "", "tariff": payment.tariff or "",
-    }
+    context = token_context(payment)
     email, phone = _recipients(payment)
     key = f"payment:{payment.id}:token"
     if email:
@@ -91,7 +106,8 @@ def token_delivered(payment_id: int) -> None:
 def refunded(payment_id: int, reason: str) -> None:
     """Queue the refund messages of a payment that just turned ``reversed``:
     the reason in the customer's words (``reason``), the amount back in the
-    wallet, the reference to quote to support."""
+    wallet, the reference to quote to support. Sent where the token would
+    go (the account's ``token_channels``)."""
     payment = db.session.get(Payment, payment_id, populate_existing=True)
     if payment is None:
         return

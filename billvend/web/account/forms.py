@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import PasswordField, StringField, SubmitField
+from wtforms import PasswordField, RadioField, StringField, SubmitField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, EqualTo, Length, Optional
 
 from billvend.web.auth.forms import StrongPassword
@@ -51,3 +52,15 @@ class PlainForm(FlaskForm):
     """A button that only needs CSRF (end sessions)."""
 
     submit = SubmitField("Go")
+
+
+class TokenChannelsForm(FlaskForm):
+    """Where tokens and refund notices go (users.token_channels); security
+    mail is always sent by email."""
+
+    token_channels = RadioField(
+        "Send my tokens by", default="both",
+        choices=[SelectChoice("both", "SMS and email"), SelectChoice("sms", "SMS only"),
+                 SelectChoice("email", "Email only")],
+        validators=[DataRequired(message="Choose how to get your tokens.")])
+    submit = SubmitField("Save")

@@ -17,7 +17,7 @@ from billvend.accounts import sessions, twofactor
 from billvend.platform import transactions
 from billvend.web.account import bp
 from billvend.web.account.forms import (
-    ChangePasswordForm, ConfirmPasswordForm, PlainForm, ProfileForm, TwoFactorForm,
+    ChangePasswordForm, ConfirmPasswordForm, PlainForm, ProfileForm, TokenChannelsForm, TwoFactorForm,
 )
 from billvend.platform.extensions import db
 from billvend.accounts.models import User
@@ -45,10 +45,19 @@ def _set_password(user_id: int, password: str) -> None:
     db.session.get(User, user_id).set_password(password)
 
 
-def _profile_page(form: ProfileForm, status: int = 200):
+def _profile_page(form: ProfileForm, status: int = 200, channels_form: TokenChannelsForm | None = None):
+    channels_form = channels_form or TokenChannelsForm(prefix="channels",
+                                                       token_channels=current_user.token_channels)
     return render_template(
         "account/profile.html", form=form, sessions=sessions.active_sessions(current_user.id),
-        end_form=PlainForm(prefix="end")), status
+        end_form=PlainForm(prefix="end"), channels_form=channels_form), status
+
+
+@transactions.unit_of_work
+def _save_token_channels(user_id: int, choice: str) -> None:
+    """Store ``choice`` ("both", "sms" or "email", validated by the form) as
+    where ``user_id``'s tokens and refund notices go."""
+    db.session.get(User, user_id).token_channels = choice
 
 
 @bp.route("", methods=["GET", "POST"])
@@ -59,6 +68,18 @@ def profile():
         flash("Your details are saved.", "success")
         return redirect(url_for("account.profile"), code=303)
     return _profile_page(form, 422 if form.errors else 200)
+
+
+@bp.route("/token-channels", methods=["POST"])
+def token_channels():
+    """Save where tokens and refund notices go: SMS, email or both."""
+    form = TokenChannelsForm(prefix="channels")
+    if not form.validate_on_submit():
+        return _profile_page(ProfileForm(obj=current_user), 422, channels_form=form)
+    _save_token_channels(current_user.id, form.token_channels.data)
+    flash({"both": "Your tokens will come by SMS and email.", "sms": "Your tokens will come by SMS.",
+           "email": "Your tokens will come by email."}[form.token_channels.data], "success")
+    return redirect(url_for("account.profile"), code=303)
 
 
 @bp.route("/sessions/end-others", methods=["POST"])

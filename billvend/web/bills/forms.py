@@ -12,6 +12,7 @@ from wtforms.validators import DataRequired, ValidationError
 from billvend.platform.phones import to_e164
 from billvend.web.forms import NairaField, idempotency_key_field
 from billvend.vending.models import METER_TYPES
+from billvend.vending.resend import RESEND_TARGETS
 from billvend.vending.providers import DISCOS
 
 METER_NUMBER_RE = re.compile(r"^[0-9]{10,13}$")
@@ -111,3 +112,11 @@ class ElectricityForm(MeterForm):
     # The review step's "Change details" button.
     edit = SubmitField("Change details")
     submit = SubmitField("Pay")
+
+
+class ResendTokenForm(FlaskForm):
+    """"Send token again": where to (each button posts its own ``to``)."""
+
+    to = RadioField("Send it to", choices=[SelectChoice(target, target) for target in RESEND_TARGETS],
+                    validators=[DataRequired(message="Choose where to send the token.")])
+    next = HiddenField()

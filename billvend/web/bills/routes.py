@@ -28,10 +28,12 @@ from werkzeug.datastructures import MultiDict
 
 from billvend.platform.phones import national
 from billvend.ledger import services as ledger
-from billvend.vending import meter_verification, lifecycle as payments, status_watch, tasks
+from billvend.vending import meter_verification, lifecycle as payments, resend as token_resend, status_watch, tasks
 from billvend.accounts import sessions
+from billvend.platform import transactions
+from billvend.web.security import safe_next
 from billvend.web.bills import bp
-from billvend.web.bills.forms import QUICK_AMOUNTS_NAIRA, ElectricityForm, MeterForm
+from billvend.web.bills.forms import QUICK_AMOUNTS_NAIRA, ElectricityForm, MeterForm, ResendTokenForm
 from billvend.platform.extensions import db
 from billvend.web.forms import parse_int, query_int
 from billvend.vending.models import METER_TYPES, Payment, SavedMeter
@@ -249,6 +251,18 @@ def _page_context(payment) -> dict:
     }
 
 
+@bp.app_template_global("resend_buttons")
+def resend_buttons(payment: Payment) -> list[tuple[str, str]]:
+    """The "Send token again" buttons of ``payment`` (templates/bills/_resend.html),
+    as (target, label); none unless it is the signed-in customer's own
+    successful payment with a token."""
+    if (not current_user.is_authenticated or payment.user_id != current_user.id
+            or payment.status != "successful" or not payment.token):
+        return []
+    return [(target, f"By email to {to}" if channel == "email" else f"By SMS to {national(to)}")
+            for target, channel, to in token_resend.resend_targets(payment, current_user)]
+
+
 @dataclass(frozen=True)
 class Poll:
     """How the status panel asks for its next update (htmx attributes), and
@@ -336,6 +350,27 @@ def payment_status(reference: str):
                                    Poll(url_for("bills.payment_status", reference=reference), "every 3s", 3))
         payment = changed
     return _render_payment("bills/_status.html", payment)
+
+
+@bp.route("/payments/<reference>/resend", methods=["POST"])
+@login_required
+def resend(reference: str):
+    """"Send token again" (billvend.vending.resend): the owner only (anyone
+    else's reference is a 404 and changes nothing). Answers with a flash and
+    a redirect to ``next`` (the payment, or the history row it came from);
+    an htmx request gets the outcome as a fragment instead."""
+    payment = payments.payment_for_user(reference, current_user)
+    if payment is None or payment.user_id != current_user.id:
+        abort(404)
+    form = ResendTokenForm()
+    if form.validate_on_submit():
+        result = transactions.run(token_resend.resend_token, payment.id, current_user.id, form.to.data)
+    else:
+        result = token_resend.ResendResult(False, "Choose where to send the token.")
+    if request.headers.get("HX-Request") == "true":
+        return render_template("bills/_resend_result.html", result=result)
+    flash(result.message, "success" if result.sent else "error")
+    return redirect(safe_next(form.next.data, url_for("bills.payment", reference=reference)), code=303)
 
 
 @bp.route("/payments/<reference>/receipt")
