@@ -332,3 +332,19 @@ def test_reset_requests_are_limited_per_ip(strict_app, fast_floor):
     codes = [_ask_from(strict_app, f"person{i}@example.com", "10.8.0.1").status_code for i in range(11)]
     assert codes == [200] * 10 + [429]  # "10 per minute"
     assert _ask_from(strict_app, "person99@example.com", "10.8.0.2").status_code == 200
+
+
+def test_a_reset_mail_given_up_loses_its_link_and_an_admin_retry_is_refused(app, smtp, fast_floor):
+    from billvend.notifications import outbox
+    from billvend.notifications.models import FAILED
+
+    smtp.inbox.refuse.add("ada@example.com")  # 550: failed for good at once
+    make_user("ada@example.com")
+    ask_reset(app.test_client())
+    assert wait_until_idle()
+    db.session.rollback()
+    row = db.session.scalar(sa.select(Message).where(Message.template == "password_reset"))
+    assert (row.status, row.context["secret_link"]) == (FAILED, "")
+    assert run(outbox.retry, row.id) == "link erased"
+    db.session.rollback()
+    assert db.session.get(Message, row.id).status == FAILED
