@@ -348,3 +348,40 @@ def test_a_reset_mail_given_up_loses_its_link_and_an_admin_retry_is_refused(app,
     assert run(outbox.retry, row.id) == "link erased"
     db.session.rollback()
     assert db.session.get(Message, row.id).status == FAILED
+
+
+
+@pytest.mark.postgresql
+def test_a_second_request_using_the_link_meanwhile_wins_and_the_first_changes_nothing(app, interleave):
+    """Forced interleaving: this request has read the link unused and the
+    user's password (the link not stale); another request resets through it
+    and commits before this one marks it used. The conditional UPDATE finds
+    it used: this request changes nothing."""
+    from billvend.accounts import links
+    from billvend.accounts.links import LinkProblem
+    from billvend.accounts.models import LINK_PASSWORD_RESET
+    from tests.helpers import in_other_worker
+
+    ada = make_user("ada@example.com")
+    with app.test_request_context():
+        token, _ = run(lambda: links.issue(db.session.get(User, ada.id), LINK_PASSWORD_RESET))
+    hashes = {}
+    for name in ("mine", "theirs"):
+        template = User(email="ada@example.com")
+        template.set_password(f"{name} violet tractor 42")
+        hashes[name] = template.password_hash
+
+    def other_request() -> None:
+        with app.test_request_context():
+            recovery._apply_reset(token, hashes["theirs"])
+
+    def user_read(statement: str) -> bool:  # links.find reads the link, then its user
+        return " ".join(statement.split()).startswith("SELECT users.id")
+
+    hook = interleave(user_read, 1, lambda: in_other_worker(app, other_request))
+    with app.test_request_context():
+        with pytest.raises(LinkProblem) as refused:
+            recovery._apply_reset(token, hashes["mine"])
+    assert hook.fired and refused.value.reason == "used"
+    assert password_hash() == hashes["theirs"]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(SecurityEvent)) == 1
