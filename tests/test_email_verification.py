@@ -208,3 +208,28 @@ def test_resends_are_limited_per_user(strict_app):
     codes = [resend(client).status_code for _ in range(4)]
     assert codes == [303, 303, 303, 429]  # "3 per hour"
     assert len(mails("verify_email")) == 3
+
+
+def test_an_address_change_kills_reset_links_mailed_to_the_old_address(app, client, auth):
+    from billvend.web.auth.messages import password_reset
+
+    make_user("ada@example.com")
+    with app.test_request_context():
+        password_reset("ada@example.com")
+    reset = mails("password_reset")[0].context["secret_link"].removeprefix("http://localhost")
+    auth.login()
+    change_email(client, "ada.new@example.com")
+    assert client.get(link_path(mails("verify_email")[0])).status_code == 303
+    assert app.test_client().get(reset).status_code == 410
+
+
+def test_following_a_reset_link_verifies_the_address(app):
+    from billvend.web.auth.messages import password_reset
+    from tests.test_password_reset import set_password
+
+    make_user("ada@example.com")
+    with app.test_request_context():
+        password_reset("ada@example.com")
+    reset = mails("password_reset")[0].context["secret_link"].removeprefix("http://localhost")
+    assert set_password(app.test_client(), reset).status_code == 303
+    assert user("ada@example.com").email_verified_at is not None

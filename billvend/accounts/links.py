@@ -16,7 +16,9 @@ succeed) and until its expiry, on the database clock:
   in ``new_email``; issuing one kills the older ones of the user (only the
   newest mail works). Following it for the current address records
   ``users.email_verified_at``; for another address it makes that address the
-  account's, refused when another account took it meanwhile.
+  account's, refused when another account took it meanwhile; the switch
+  kills the reset links mailed to the old address. Following a reset link
+  verifies the address too (it came there).
 
 Services here never commit: the caller's unit of work does.
 """
@@ -146,7 +148,8 @@ def _use(link: AccountLink) -> None:
 
 def reset_password(token: str, new_password_hash: str) -> User:
     """Follow a reset link: store ``new_password_hash`` (already hashed, by
-    ``User.set_password``, outside the unit) and mark every reset link of the
+    ``User.set_password``, outside the unit), record the address as verified
+    if it was not (the link came there) and mark every reset link of the
     user used. Ending the sessions and recording the event is the caller's
     (same unit of work).
 
@@ -154,8 +157,10 @@ def reset_password(token: str, new_password_hash: str) -> User:
     """
     link, user = find(token, LINK_PASSWORD_RESET)
     _use(link)
-    db.session.execute(sa.update(User).where(User.id == user.id).values(password_hash=new_password_hash)
-                       .execution_options(synchronize_session=False))
+    # The link came to the account's address: following it proves that too.
+    db.session.execute(sa.update(User).where(User.id == user.id).values(
+        password_hash=new_password_hash, email_verified_at=sa.func.coalesce(User.email_verified_at, db_now()))
+        .execution_options(synchronize_session=False))
     kill_password_resets(user.id)
     db.session.refresh(user)
     return user
@@ -192,6 +197,10 @@ def verify_email(token: str, signed_in_user_id: Optional[int] = None) -> Verifie
     db.session.execute(sa.update(User).where(User.id == user.id)
                        .values(email=address, email_verified_at=db_now())
                        .execution_options(synchronize_session=False))
+    if address != before:
+        # A reset link mailed to the old address must not open the account
+        # it no longer names.
+        kill_password_resets(user.id)
     db.session.flush()
     return Verified(user_id=user.id, email=address, changed_from=before if address != before else None)
 
