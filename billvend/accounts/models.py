@@ -48,6 +48,9 @@ class User(UserMixin, db.Model):
     totp_enabled_at: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())
     #: The last accepted TOTP time step: a code is never accepted twice.
     totp_last_step: so.Mapped[Optional[int]] = so.mapped_column(sa.BigInteger)
+    #: When the owner followed a verification link sent to ``email``
+    #: (billvend.accounts.links); None until then. The account works either way.
+    email_verified_at: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())
 
     wallet: so.Mapped[Optional["Wallet"]] = so.relationship(back_populates="user")
 
@@ -168,6 +171,38 @@ class RememberToken(db.Model):
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
     expires_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
     user_agent: so.Mapped[Optional[str]] = so.mapped_column(sa.String(200))
+
+
+#: What an account link (``account_links.purpose``) is for.
+LINK_PASSWORD_RESET = "password_reset"
+LINK_VERIFY_EMAIL = "verify_email"
+LINK_PURPOSES = (LINK_PASSWORD_RESET, LINK_VERIFY_EMAIL)
+
+
+class AccountLink(db.Model):
+    """A single-use link mailed to the owner (billvend.accounts.links): a
+    password reset, or the verification of an address. The URL carries a
+    random token; this row holds only its SHA-256.
+
+    ``new_email`` is the address a ``verify_email`` link proves (the current
+    one, or the one the owner is changing to, which becomes the account's
+    address only when the link is followed). ``password_digest`` binds a
+    ``password_reset`` link to the password it replaces: the SHA-256 of the
+    ``password_hash`` at issue, so any change of password kills it."""
+
+    __tablename__ = "account_links"
+    __table_args__ = (sa.CheckConstraint(_in("purpose", LINK_PURPOSES), name="purpose_known"),)
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    user_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    purpose: so.Mapped[str] = so.mapped_column(sa.String(20))
+    token_hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    new_email: so.Mapped[Optional[str]] = so.mapped_column(sa.String(254))
+    password_digest: so.Mapped[Optional[str]] = so.mapped_column(sa.String(64))
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+    expires_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+    used_at: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())
 
 
 class RecoveryCode(db.Model):

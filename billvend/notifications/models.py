@@ -17,6 +17,11 @@ SENT = "sent"
 FAILED = "failed"
 MESSAGE_STATUSES = (PENDING, SENT, FAILED)
 
+#: Context keys with this prefix (a reset or verification link) are erased
+#: from the row once it is sent or given up (:func:`erase_secrets`), and
+#: never shown to admins.
+SECRET_PREFIX = "secret_"
+
 EMAIL = "email"
 SMS = "sms"
 CHANNELS = (EMAIL, SMS)
@@ -61,3 +66,13 @@ class Message(db.Model):
 
     def __repr__(self) -> str:
         return f"<Message {self.id} {self.event_key} {self.channel} {self.status}>"
+
+
+def has_secrets(context: Optional[dict[str, Any]]) -> bool:
+    """True when ``context`` has a ``secret_`` key (erased or not)."""
+    return any(key.startswith(SECRET_PREFIX) for key in (context or {}))
+
+
+def erase_secrets(context: dict[str, Any]) -> dict[str, Any]:
+    """``context`` with every ``secret_`` value blanked ("")."""
+    return {key: ("" if key.startswith(SECRET_PREFIX) else value) for key, value in context.items()}

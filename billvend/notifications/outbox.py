@@ -10,7 +10,7 @@ from typing import Optional
 import sqlalchemy as sa
 from flask import current_app
 
-from billvend.notifications.models import FAILED, PENDING, SENT, Message
+from billvend.notifications.models import FAILED, PENDING, SENT, Message, erase_secrets, has_secrets
 from billvend.notifications.services import queue_after_commit
 from billvend.platform.clock import db_now
 from billvend.platform.extensions import db
@@ -43,12 +43,21 @@ def claim(message_id: int) -> Optional[Message]:
     return message
 
 
+def _erased(message_id: int) -> dict:
+    """``{"context": ...}`` with the ``secret_`` values of the message's
+    context blanked, or ``{}`` when it has none (the values of an UPDATE)."""
+    context = db.session.scalar(sa.select(Message.context).where(Message.id == message_id))
+    return {"context": erase_secrets(context)} if has_secrets(context) else {}
+
+
 def record_sent(message_id: int, provider_message_id: str) -> None:
-    """Mark a claimed message ``sent`` with the gateway's id for it."""
+    """Mark a claimed message ``sent`` with the gateway's id for it; its
+    ``secret_`` context values (a reset link) are erased: the row never
+    keeps them past the send."""
     db.session.execute(
         sa.update(Message).where(Message.id == message_id, Message.status == PENDING)
         .values(status=SENT, sent_at=db_now(), last_error=None,
-                provider_message_id=clean_text(str(provider_message_id), 200))
+                provider_message_id=clean_text(str(provider_message_id), 200), **_erased(message_id))
         .execution_options(synchronize_session=False))
 
 
@@ -71,6 +80,8 @@ def record_failure(message_id: int, error: str, *, permanent: bool) -> str:
     message.last_error = clean_text(error, 500)
     if permanent or message.attempts >= current_app.config["NOTIFY_ATTEMPTS"]:
         message.status = FAILED
+        if has_secrets(message.context):
+            message.context = erase_secrets(message.context)  # given up: the link goes too
         return "failed"
     message.next_attempt_at = db_now() + timedelta(seconds=retry_delay_seconds(message.attempts))
     return "retry"
@@ -97,13 +108,17 @@ def retry(message_id: int) -> Optional[str]:
     :returns: None when done, else why not: "not found"; "already sent" (a
         second copy is the customer's "send again", not an admin retry);
         "still pending" (its sender tries it again by itself, and one may be
-        sending it now: a retry could send it twice).
+        sending it now: a retry could send it twice); "link erased" (a
+        reset or verification link is erased when its mail fails for good:
+        the customer asks for a new one).
     """
     message = db.session.get(Message, message_id, populate_existing=True, with_for_update=True)
     if message is None:
         return "not found"
     if message.status != FAILED:
         return "already sent" if message.status == SENT else "still pending"
+    if has_secrets(message.context):
+        return "link erased"
     message.status = PENDING
     message.attempts = 0
     message.next_attempt_at = db_now()

@@ -412,6 +412,21 @@ def _limits_for(endpoint: str) -> list[Callable]:
     if endpoint == "wallet.fund":
         return [limiter.limit(_limit("RATELIMIT_FUNDING_USER"), methods=post, scope="funding-user",
                               key_func=_user_key)]
+    if endpoint in ("auth.forgot_password", "auth.reset_password"):
+        # Per address whether or not it has an account (the same answer for
+        # both); per IP for one client trying many addresses or links.
+        limits = [limiter.limit(_limit("RATELIMIT_PASSWORD_RESET_IP"), methods=post,
+                                scope=f"{endpoint}-ip", key_func=client_ip)]
+        if endpoint == "auth.forgot_password":
+            limits.append(limiter.limit(_limit("RATELIMIT_PASSWORD_RESET_EMAIL"), methods=post,
+                                        scope="password-reset-email", key_func=_form_email))
+        return limits
+    if endpoint in ("account.resend_verification", "account.email"):
+        # Each verification mail sent counts (a refused form does not).
+        limits = [limiter.shared_limit(_limit("RATELIMIT_EMAIL_VERIFICATION_USER"), scope="verification-mail",
+                                       methods=post, key_func=_user_key,
+                                       deduct_when=lambda response: response.status_code == 303)]
+        return limits + ([_reauth_account_limit()] if endpoint == "account.email" else [])
     if endpoint == "webhooks.paystack_webhook":
         # Generous: the gateway retries in bursts and the signature check is
         # cheap; this only stops a flood of forged bodies from one address.
@@ -420,11 +435,12 @@ def _limits_for(endpoint: str) -> list[Callable]:
     raise KeyError(endpoint)
 
 
-#: Endpoints with their own limits; ``RATELIMIT_PASSWORD_RESET_EMAIL`` is
-#: for the password reset when it exists (key: the normalised email).
+#: Endpoints with their own limits.
 ROUTE_LIMITS = ("auth.login", "auth.signup", "account.two_factor", "account.password",
                 "account.confirm_password", "bills.verify",
-                "bills.electricity", "wallet.fund", "webhooks.paystack_webhook")
+                "bills.electricity", "wallet.fund", "webhooks.paystack_webhook",
+                "auth.forgot_password", "auth.reset_password", "account.resend_verification",
+                "account.email")
 
 # Flask-Limiter registers a decorated limit by the view's name, once per
 # process: wrap each view function once and reuse the wrapper in every app.

@@ -88,7 +88,7 @@ def audit(page) -> list[str]:
 
 def test_every_customer_page_passes_the_basic_accessibility_audit(page):
     problems = []
-    for path in ("/", "/signup", "/login"):
+    for path in ("/", "/signup", "/login", "/forgot-password", "/reset-password/not-a-real-token"):
         page.goto(path)
         problems += audit(page)
     page.goto("/signup")
@@ -116,6 +116,9 @@ def test_every_customer_page_passes_the_basic_accessibility_audit(page):
     problems += audit(page)
     page.goto("/history")
     problems += audit(page)
+    for path in ("/account", "/account/email"):  # the email's state, the verification banner
+        page.goto(path)
+        problems += audit(page)
     page.goto("/no-such-page")
     problems += audit(page)
     assert problems == []

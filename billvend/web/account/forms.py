@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import PasswordField, RadioField, StringField, SubmitField
+from wtforms import EmailField, PasswordField, RadioField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, EqualTo, Length, Optional
+from wtforms.validators import DataRequired, Email, EqualTo, Length, Optional
 
-from billvend.web.auth.forms import StrongPassword
+from billvend.web.auth.forms import NormalisedEmail, StrongPassword
 from billvend.web.bills.forms import NigerianPhone
 from billvend.web.forms import PlainText
 
@@ -64,3 +64,17 @@ class TokenChannelsForm(FlaskForm):
                  SelectChoice("email", "Email only")],
         validators=[DataRequired(message="Choose how to get your tokens.")])
     submit = SubmitField("Save")
+
+
+class ChangeEmailForm(FlaskForm):
+    """A new address (normalised as at signup) and the current password."""
+
+    email = EmailField(
+        "New email address",
+        validators=[DataRequired(message="Enter the new address."),
+                    Email(message="Enter a valid email address.", check_deliverability=False),
+                    Length(max=254), NormalisedEmail()],
+        description="We send a link there; your current address stays until you follow it.")
+    current_password = PasswordField(
+        "Current password", validators=[DataRequired(message="Enter your current password.")])
+    submit = SubmitField("Send the link")

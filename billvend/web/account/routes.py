@@ -13,15 +13,19 @@ from __future__ import annotations
 from flask import abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
 
-from billvend.accounts import sessions, twofactor
+import sqlalchemy as sa
+
+from billvend.accounts import links, sessions, twofactor
 from billvend.platform import transactions
 from billvend.web.account import bp
 from billvend.web.account.forms import (
-    ChangePasswordForm, ConfirmPasswordForm, PlainForm, ProfileForm, TokenChannelsForm, TwoFactorForm,
+    ChangeEmailForm, ChangePasswordForm, ConfirmPasswordForm, PlainForm, ProfileForm, TokenChannelsForm,
+    TwoFactorForm,
 )
 from billvend.platform.extensions import db
 from billvend.accounts.models import User
-from billvend.web.security import reentry, safe_next
+from billvend.web.auth import messages as auth_messages
+from billvend.web.security import referrer_path, reentry, safe_next
 
 PENDING_SECRET_KEY = "_totp_pending_secret"
 
@@ -43,6 +47,7 @@ def _save_profile(user_id: int, full_name: str | None, phone: str | None) -> Non
 @transactions.unit_of_work
 def _set_password(user_id: int, password: str) -> None:
     db.session.get(User, user_id).set_password(password)
+    links.kill_password_resets(user_id)  # dead by their digest already; now visibly used
 
 
 def _profile_page(form: ProfileForm, status: int = 200, channels_form: TokenChannelsForm | None = None):
@@ -50,7 +55,8 @@ def _profile_page(form: ProfileForm, status: int = 200, channels_form: TokenChan
                                                        token_channels=current_user.token_channels)
     return render_template(
         "account/profile.html", form=form, sessions=sessions.active_sessions(current_user.id),
-        end_form=PlainForm(prefix="end"), channels_form=channels_form), status
+        end_form=PlainForm(prefix="end"), channels_form=channels_form,
+        pending_email=links.pending_email(current_user.id)), status
 
 
 @transactions.unit_of_work
@@ -124,6 +130,51 @@ def password():
     return render_template("account/password.html", form=form,
                            forced=bool(session.get(sessions.MUST_CHANGE_PASSWORD_KEY))), \
         422 if form.errors else 200
+
+
+def _email_change_problem(form: ChangeEmailForm) -> str | None:
+    """Why the new address in ``form`` cannot be asked for, or None."""
+    if form.email.data == current_user.email:
+        return "That is already your address."
+    if db.session.scalar(sa.select(sa.func.count()).select_from(User).where(User.email == form.email.data)):
+        return "Another account uses that address."
+    return None
+
+
+@bp.route("/email", methods=["GET", "POST"])
+def email():
+    """Change the address: a link to the new one, a notice to the current
+    one, which stays the account's until the link is followed."""
+    form = ChangeEmailForm()
+    if form.validate_on_submit():
+        right, ended = reentry("password", lambda: current_user.check_password(form.current_password.data))
+        if ended is not None:
+            return ended
+        problem = None if right else "That is not your current password."
+        if problem:
+            form.current_password.errors.append(problem)
+        elif (problem := _email_change_problem(form)):
+            form.email.errors.append(problem)
+        else:
+            auth_messages.email_change(current_user.id, form.email.data)
+            flash(f"We sent a link to {form.email.data}. Your address stays {current_user.email} "
+                  "until you follow it.", "success")
+            return redirect(url_for("account.profile"), code=303)
+    return render_template("account/email.html", form=form,
+                           pending_email=links.pending_email(current_user.id)), 422 if form.errors else 200
+
+
+@bp.route("/email/resend", methods=["POST"])
+def resend_verification():
+    """Send the verification link again (the pending address's, else the
+    current one's); rate-limited per user."""
+    if PlainForm(prefix="verify").validate_on_submit():
+        if current_user.email_verified_at and not links.pending_email(current_user.id):
+            flash("Your email address is already verified.", "info")
+        else:
+            address = auth_messages.resend_verification(current_user.id)
+            flash(f"We sent a new link to {address}. It works for 24 hours.", "success")
+    return redirect(safe_next(referrer_path(), url_for("account.profile")), code=303)
 
 
 @bp.route("/confirm", methods=["GET", "POST"])

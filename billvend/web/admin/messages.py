@@ -6,12 +6,12 @@ and an audited "retry" for one that did not go out."""
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from billvend.accounts.models import AdminAction
 from billvend.notifications import outbox
-from billvend.notifications.models import MESSAGE_STATUSES, Message
+from billvend.notifications.models import MESSAGE_STATUSES, Message, has_secrets
 from billvend.notifications.services import render
 from billvend.platform import transactions
 from billvend.platform.extensions import db
@@ -21,19 +21,32 @@ from billvend.web.forms import query_int
 
 PAGE_SIZE = 50
 HIDDEN = "(hidden)"
+LINK_HIDDEN = "link hidden"
 
 
 def content_of(message: Message) -> str:
     """What the admin list shows of a message: "(hidden)" for a secret one,
-    else its subject (email) or text (SMS); a template that no longer renders
-    says so instead of failing the page."""
+    else its subject (email) or text (SMS), with "(link hidden)" for one
+    carrying a link (``secret_`` context values are never rendered here); a
+    template that no longer renders says so instead of failing the page."""
     if message.secret:
         return HIDDEN
+    if has_secrets(message.context):
+        subject = " ".join(str(_part_or_blank(f"{message.template}.subject.txt")).split())
+        return f"{subject} ({LINK_HIDDEN})".strip()
     try:
         rendered = render(message)
     except Exception:  # noqa: BLE001 - one broken template must not hide the list
         return f"(template {message.template} does not render)"
     return rendered.subject if message.channel == "email" else rendered.sms
+
+
+def _part_or_blank(name: str) -> str:
+    """A message part rendered with no context (a subject that needs none)."""
+    try:
+        return current_app.jinja_env.get_template(f"messages/{name}").render()
+    except Exception:  # noqa: BLE001 - a missing or broken part shows nothing
+        return ""
 
 
 @bp.route("/messages")

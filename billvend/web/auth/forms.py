@@ -103,3 +103,31 @@ class ProfileDetailsForm(ProfileDetailsMixin, FlaskForm):
 
     submit = SubmitField("Save")
     later = SubmitField("Not now")
+
+
+class ForgotPasswordForm(FlaskForm):
+    email = EmailField(
+        "Email",
+        validators=[DataRequired(message="Enter your email address."),
+                    Email(message="Enter a valid email address.", check_deliverability=False),
+                    Length(max=254), NormalisedEmail()],
+    )
+    submit = SubmitField("Send me a link")
+
+
+class ResetPasswordForm(FlaskForm):
+    """A new password under the signup policy (StrongPassword against the
+    account's address, given as ``account_email``)."""
+
+    password = PasswordField(
+        "New password", validators=[DataRequired(message="Choose a new password."), StrongPassword()],
+        description="At least 10 characters; not a common password; not your email.")
+    confirm_password = PasswordField(
+        "Confirm new password",
+        validators=[DataRequired(message="Type the new password again."),
+                    EqualTo("password", message="The passwords do not match.")])
+    submit = SubmitField("Set new password")
+
+    def __init__(self, *args, account_email: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.account_email = account_email

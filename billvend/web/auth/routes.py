@@ -34,6 +34,9 @@ EVENT_NOTICES = {
     sessions.REMEMBER_THEFT: ("On {when} a copy of your \"keep me signed in\" cookie was used on another "
                               "device, so we signed you out everywhere. If you did not expect this, "
                               "change your password."),
+    sessions.PASSWORD_RESET: ("Your password was reset with an email link on {when}, and every device "
+                              "was signed out. If that was not you, reset it again now."),
+    sessions.EMAIL_CHANGED: "Your account's email address was changed on {when}.",
 }
 
 
@@ -96,6 +99,8 @@ def signup():
                 db.session.add(user)
                 ledger.open_wallet(user)
                 db.session.flush()
+                # The account works at once; the link proves the address (issue 24).
+                auth_messages.email_verification(user)
                 return user.id
 
             try:
