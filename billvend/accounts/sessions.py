@@ -69,6 +69,11 @@ EVENTS = SecurityEvent.__table__
 #: their next sign-in (:func:`untold_events`).
 REAUTH_LOCKED = "reauth_locked"
 REMEMBER_THEFT = "remember_theft"
+#: The account's phone was changed or removed (the profile); it also holds
+#: money back for 24 h (billvend.accounts.stepup), as do the two below.
+PHONE_CHANGED = "phone_changed"
+PASSWORD_RESET = "password_reset"
+EMAIL_CHANGED = "email_changed"
 
 #: How often an unchanged session's idle deadline is pushed forward (one
 #: write per minute of activity, not one per request).

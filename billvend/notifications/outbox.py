@@ -43,13 +43,28 @@ def claim(message_id: int) -> Optional[Message]:
     return message
 
 
+#: Context values under keys with this prefix (a one-time code, a reset
+#: link) are needed only until the message is sent: :func:`record_sent`
+#: blanks them, so the outbox keeps no usable secret past its sending.
+SECRET_PREFIX = "secret_"
+
+
+def without_secrets(context: dict) -> dict:
+    """``context`` with every ``secret_*`` value blanked ("")."""
+    return {key: ("" if key.startswith(SECRET_PREFIX) else value) for key, value in (context or {}).items()}
+
+
 def record_sent(message_id: int, provider_message_id: str) -> None:
-    """Mark a claimed message ``sent`` with the gateway's id for it."""
+    """Mark a claimed message ``sent`` with the gateway's id for it, its
+    ``secret_*`` context values blanked (:data:`SECRET_PREFIX`)."""
+    values = dict(status=SENT, sent_at=db_now(), last_error=None,
+                  provider_message_id=clean_text(str(provider_message_id), 200))
+    context = db.session.scalar(sa.select(Message.context).where(Message.id == message_id))
+    if context and any(key.startswith(SECRET_PREFIX) for key in context):
+        values["context"] = without_secrets(context)
     db.session.execute(
         sa.update(Message).where(Message.id == message_id, Message.status == PENDING)
-        .values(status=SENT, sent_at=db_now(), last_error=None,
-                provider_message_id=clean_text(str(provider_message_id), 200))
-        .execution_options(synchronize_session=False))
+        .values(**values).execution_options(synchronize_session=False))
 
 
 def retry_delay_seconds(attempts: int) -> float:

@@ -234,6 +234,8 @@ class Settings(BaseSettings):
     RATELIMIT_FUNDING_USER: Text = setting("10 per minute;100 per day", "wallet fundings per user")
     RATELIMIT_TWO_FACTOR: Text = setting("5 per minute;30 per hour", "second-factor codes per user")
     RATELIMIT_PASSWORD_RESET_EMAIL: Text = setting("3 per hour;10 per day", "password reset emails per address")
+    RATELIMIT_PHONE_CODE_USER: Text = setting("1 per minute;5 per hour",
+                                              "phone verification codes sent by SMS per user")
     RATELIMIT_WEBHOOK_IP: Text = setting("600 per minute", "webhooks per sending address")
     # Processes and connections (docs/operations.md, connection budget).
     WEB_THREADS: Integer = setting(32, "threads per web process (the Procfile's gunicorn reads it too)")

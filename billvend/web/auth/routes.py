@@ -34,6 +34,8 @@ EVENT_NOTICES = {
     sessions.REMEMBER_THEFT: ("On {when} a copy of your \"keep me signed in\" cookie was used on another "
                               "device, so we signed you out everywhere. If you did not expect this, "
                               "change your password."),
+    sessions.PHONE_CHANGED: ("Your phone number was changed on {when}; money cannot leave your wallet for "
+                             "24 hours after it. If that was not you, change your password."),
 }
 
 
