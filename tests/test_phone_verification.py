@@ -414,3 +414,12 @@ def test_two_accounts_verifying_one_phone_at_once_end_with_one_owner(app):
     db.session.rollback()
     owners = db.session.scalars(sa.select(User.id).where(User.verified_phone == ADA_PHONE)).all()
     assert len(owners) == 1
+
+
+def test_the_code_sms_is_one_gsm7_part(client, termii, ada):
+    from tests.test_sms import GSM7_BASIC
+
+    code_sent_to(client, termii, ADA_PHONE)
+    [text] = sms_to(termii, ADA_PHONE)
+    assert len(text) <= 160 and set(text) <= GSM7_BASIC, text
+    assert "10 minutes" in text
