@@ -37,6 +37,14 @@ class User(UserMixin, db.Model):
     #: set aside as it was (``phone`` is then None) until the customer enters
     #: one again at the next visit; never guessed.
     phone_to_fix: so.Mapped[Optional[str]] = so.mapped_column(sa.String(40))
+    #: When the owner proved ``phone`` is theirs with an SMS code
+    #: (billvend.accounts.phone_verification); None until then, and again
+    #: once the phone changes.
+    phone_verified_at: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())
+    #: ``phone`` again, set only while it is verified (NULL otherwise): the
+    #: UNIQUE constraint makes a verified phone one account's alone, on
+    #: SQLite and PostgreSQL alike (both allow many NULLs).
+    verified_phone: so.Mapped[Optional[str]] = so.mapped_column(sa.String(20), unique=True)
     #: Where payment messages (the token, a refund) go: "both", "sms" or
     #: "email" (the profile's choice; security mail ignores it).
     token_channels: so.Mapped[str] = so.mapped_column(
@@ -216,4 +224,27 @@ class RecoveryCode(db.Model):
         sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
     code_hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), default=utcnow)
+    used_at: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())
+
+
+class PhoneCode(db.Model):
+    """A 6-digit code sent by SMS to prove ``phone`` is the owner's
+    (billvend.accounts.phone_verification). The row holds the code's
+    HMAC-SHA256 under the app's SECRET_KEY (a plain hash of a 6-digit code is
+    reversed by trying the million of them). ``attempts`` counts the tries,
+    raised by one conditional UPDATE each so parallel guesses cannot pass
+    :data:`~billvend.accounts.phone_verification.MAX_ATTEMPTS`; ``used_at``
+    is set when the right code is typed. Only a user's newest code works."""
+
+    __tablename__ = "phone_codes"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    user_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    #: The E.164 phone the code was sent to; the code proves only that one.
+    phone: so.Mapped[str] = so.mapped_column(sa.String(20))
+    code_hash: so.Mapped[str] = so.mapped_column(sa.String(64))
+    attempts: so.Mapped[int] = so.mapped_column(sa.Integer, default=0, server_default="0")
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
+    expires_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime())
     used_at: so.Mapped[Optional[datetime]] = so.mapped_column(UTCDateTime())

@@ -69,6 +69,9 @@ EVENTS = SecurityEvent.__table__
 #: their next sign-in (:func:`untold_events`).
 REAUTH_LOCKED = "reauth_locked"
 REMEMBER_THEFT = "remember_theft"
+#: The account's phone was changed or removed (the profile); it also holds
+#: money back for 24 h (billvend.accounts.stepup), as do the two below.
+PHONE_CHANGED = "phone_changed"
 #: Issue 24: a password reset by email link, an email address changed (a
 #: verified new address). The step-up before money leaves reads these kinds
 #: (with ``phone_changed``) within the last 24 h: keep the strings.

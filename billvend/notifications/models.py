@@ -34,7 +34,9 @@ class Message(db.Model):
     ``event_key`` names the event that caused it ("payment:42:token"); with
     ``channel`` and ``recipient`` it is unique, so a retried unit of work or a
     re-driven vend never queues the same message twice. ``context`` holds
-    only plain JSON values the template needs. ``next_attempt_at`` is when a
+    only plain JSON values the template needs; a value under a ``secret_``
+    key (a one-time code) is blanked once the message is sent
+    (``billvend.notifications.outbox.record_sent``). ``next_attempt_at`` is when a
     sender may next take it: a sender claims the row by moving it forward by
     its deadline (a dead sender's claim simply expires), a failure by the backoff.
     """

@@ -32,7 +32,7 @@ from werkzeug.exceptions import RequestEntityTooLarge, TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from billvend.accounts import sessions
+from billvend.accounts import sessions, stepup
 from billvend.platform import transactions
 from billvend.platform.config import origin_of
 from billvend.platform.extensions import db, limiter, talisman
@@ -291,6 +291,51 @@ def _reauth_account_limit() -> Callable:
                                 exempt_when=lambda: _is_known_device(_account_email()))
 
 
+# --- Step-up before money leaves ---------------------------------------------
+
+#: What the hold page calls each kind of change.
+HOLD_REASONS = {
+    sessions.PASSWORD_RESET: "your password was reset",
+    sessions.EMAIL_CHANGED: "your email address was changed",
+    sessions.PHONE_CHANGED: "your phone number was changed",
+}
+
+
+def require_step_up():
+    """The step-up check before money leaves the signed-in customer's wallet
+    (withdrawals, transfers; :mod:`billvend.accounts.stepup`).
+
+    :returns: None when it may leave now; else the response the view must
+        return: the hold page (403) naming the change and when money can
+        leave again, when a password reset, email change or phone change was
+        made in the last 24 h (checked first: typing the password would not
+        help); or a 303 to ``/account/confirm`` with ``next`` back here, when
+        the password was not typed in this session within 10 minutes.
+    """
+    hold = stepup.hold_of(current_user.id)
+    if hold is not None:
+        log.info("user %s: step-up refused, %s at %s", current_user.id, hold.kind, hold.since.isoformat())
+        return render_template("account/step_up_hold.html", reason=HOLD_REASONS.get(hold.kind, hold.kind),
+                               since=hold.since, until=hold.until), 403
+    if not stepup.password_is_fresh():
+        flash("For your security, type your password again before money leaves your wallet.", "info")
+        target = request.full_path if request.method == "GET" else request.path
+        return redirect(url_for("account.confirm_password", next=target), code=303)
+    return None
+
+
+def step_up_required(view):
+    """Decorate a view that sends money out of the customer's wallet (under
+    ``login_required``): it runs only when :func:`require_step_up` passes."""
+
+    @functools.wraps(view)
+    def guarded(*args, **kwargs):
+        refused = require_step_up()
+        return refused if refused is not None else view(*args, **kwargs)
+
+    return guarded
+
+
 # --- Rate limits -----------------------------------------------------------
 
 
@@ -398,6 +443,11 @@ def _limits_for(endpoint: str) -> list[Callable]:
                 _reauth_account_limit()]
     if endpoint in ("account.password", "account.confirm_password"):
         return [_reauth_account_limit()]
+    if endpoint == "account.send_phone_code":
+        # Each send is an SMS we pay for, to a number the form names: one a
+        # minute and a few an hour per customer.
+        return [limiter.limit(_limit("RATELIMIT_PHONE_CODE_USER"), methods=post, scope="phone-code-user",
+                              key_func=_user_key)]
     if endpoint == "bills.verify":
         # Innermost first: a request refused by the per-user or per-IP limit
         # never counts as a new meter.
@@ -437,7 +487,7 @@ def _limits_for(endpoint: str) -> list[Callable]:
 
 #: Endpoints with their own limits.
 ROUTE_LIMITS = ("auth.login", "auth.signup", "account.two_factor", "account.password",
-                "account.confirm_password", "bills.verify",
+                "account.confirm_password", "account.send_phone_code", "bills.verify",
                 "bills.electricity", "wallet.fund", "webhooks.paystack_webhook",
                 "auth.forgot_password", "auth.reset_password", "account.resend_verification",
                 "account.email")

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 
-from billvend.web.account import routes  # noqa: E402,F401
+from billvend.web.account import phone, routes  # noqa: E402,F401

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, RadioField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Email, EqualTo, Length, Optional
+from wtforms.validators import DataRequired, Email, EqualTo, Length, Optional, Regexp
 
 from billvend.web.auth.forms import NormalisedEmail, StrongPassword
 from billvend.web.bills.forms import NigerianPhone
@@ -46,6 +46,24 @@ class TwoFactorForm(FlaskForm):
         "Code", validators=[DataRequired(message="Enter the code."), Length(max=20)],
         description="The 6-digit code from your authenticator app, or one of your recovery codes.")
     submit = SubmitField("Continue")
+
+
+def _without_separators(text: str | None) -> str | None:
+    """"123 456" and "123-456" as typed from an SMS are "123456"."""
+    return text.replace(" ", "").replace("-", "").strip() if isinstance(text, str) else text
+
+
+class PhoneCodeForm(FlaskForm):
+    """The 6-digit code from the verification SMS. Anything but six ASCII
+    digits (letters, 7 digits, a page of text) is refused here, before any
+    try is counted."""
+
+    code = StringField(
+        "Code from the SMS", filters=[_without_separators],
+        validators=[DataRequired(message="Enter the 6-digit code from the SMS."),
+                    Regexp(r"\A[0-9]{6}\Z", message="The code is 6 digits, like 123456.")],
+        description="We sent it to your phone. It works for 10 minutes.")
+    submit = SubmitField("Verify")
 
 
 class PlainForm(FlaskForm):

@@ -15,7 +15,7 @@ from flask_login import current_user, login_required
 
 import sqlalchemy as sa
 
-from billvend.accounts import links, sessions, twofactor
+from billvend.accounts import links, phone_verification, sessions, twofactor
 from billvend.platform import transactions
 from billvend.web.account import bp
 from billvend.web.account.forms import (
@@ -37,11 +37,14 @@ def _signed_in_only():
 
 
 @transactions.unit_of_work
-def _save_profile(user_id: int, full_name: str | None, phone: str | None) -> None:
-    user = db.session.get(User, user_id)
-    user.full_name, user.phone = full_name, phone
-    if phone:
-        user.phone_to_fix = None
+def _save_profile(user_id: int, full_name: str | None, phone: str | None) -> bool:
+    """Save the profile; a changed phone is unverified again and recorded
+    (:func:`billvend.accounts.phone_verification.change_phone`).
+
+    :returns: True when the phone changed."""
+    db.session.get(User, user_id).full_name = full_name
+    db.session.flush()
+    return phone_verification.change_phone(user_id, phone)
 
 
 @transactions.unit_of_work
@@ -56,7 +59,8 @@ def _profile_page(form: ProfileForm, status: int = 200, channels_form: TokenChan
     return render_template(
         "account/profile.html", form=form, sessions=sessions.active_sessions(current_user.id),
         end_form=PlainForm(prefix="end"), channels_form=channels_form,
-        pending_email=links.pending_email(current_user.id)), status
+        pending_email=links.pending_email(current_user.id),
+        phone_verified=phone_verification.is_verified(current_user)), status
 
 
 @transactions.unit_of_work
@@ -70,8 +74,10 @@ def _save_token_channels(user_id: int, choice: str) -> None:
 def profile():
     form = ProfileForm(obj=current_user if request.method == "GET" else None)
     if form.validate_on_submit():
-        _save_profile(current_user.id, (form.full_name.data or "").strip() or None, form.phone.data or None)
-        flash("Your details are saved.", "success")
+        changed = _save_profile(current_user.id, (form.full_name.data or "").strip() or None,
+                                form.phone.data or None)
+        flash("Your details are saved." + (" Verify your new phone number with a code by SMS."
+                                           if changed and form.phone.data else ""), "success")
         return redirect(url_for("account.profile"), code=303)
     return _profile_page(form, 422 if form.errors else 200)
 

@@ -37,6 +37,8 @@ EVENT_NOTICES = {
     sessions.PASSWORD_RESET: ("Your password was reset with an email link on {when}, and every device "
                               "was signed out. If that was not you, reset it again now."),
     sessions.EMAIL_CHANGED: "Your account's email address was changed on {when}.",
+    sessions.PHONE_CHANGED: ("Your phone number was changed on {when}; money cannot leave your wallet for "
+                             "24 hours after it. If that was not you, change your password."),
 }
 
 

@@ -11,6 +11,7 @@ from billvend.platform.queue import huey
 from billvend.web.main import bp
 from billvend.web.history.queries import statement_query
 from billvend.vending.models import FINAL_STATUSES, Payment
+from billvend.accounts import phone_verification
 from billvend.accounts.models import User
 from billvend.platform.transactions import unit_of_work
 
@@ -81,10 +82,14 @@ def profile_prompt():
 
 @unit_of_work
 def _save_profile(user_id: int, full_name: str | None, phone: str | None) -> None:
-    values = {"phone": phone, "phone_to_fix": None}
+    """The prompt's answer: the name when given; the phone when given,
+    through the one writer of phones (a changed phone is unverified again)."""
     if full_name:
-        values["full_name"] = full_name
-    db.session.execute(sa.update(User).where(User.id == user_id).values(**values))
+        db.session.execute(sa.update(User).where(User.id == user_id).values(full_name=full_name))
+    if phone:
+        phone_verification.change_phone(user_id, phone)
+    else:
+        db.session.execute(sa.update(User).where(User.id == user_id).values(phone_to_fix=None))
 
 
 @bp.route("/healthz")

@@ -14,7 +14,7 @@ from billvend.web.forms import new_idempotency_key
 from billvend.funding.gateways import GatewayError
 from billvend.funding.models import Funding
 from billvend.funding.models import FUNDING_FAILED
-from billvend.web.security import external_url
+from billvend.web.security import external_url, step_up_required
 from billvend.platform.money import format_naira, kobo_to_naira_input
 from billvend.web.wallet import bp, words
 from billvend.web.wallet.forms import BankTransferForm, FundForm
@@ -135,3 +135,15 @@ def history():
         .order_by(Funding.id.desc()).limit(HISTORY_PAGE_SIZE)).all()
     return render_template("wallet/history.html", fundings=rows, late_note=verification.LATE_CREDIT_NOTE,
                            status_words=words.history_status)
+
+
+@bp.route("/withdraw")
+@login_required
+@step_up_required
+def withdraw():
+    """The entry of withdrawals to a bank account (a later issue builds the
+    form): shown only once the step-up passes (a password typed within 10
+    minutes, no password reset, email change or phone change in 24 h), so
+    the check that every withdrawal and transfer will call is exercised by a
+    real page now (docs/security.md)."""
+    return render_template("wallet/withdraw.html")
