@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, RadioField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Email, EqualTo, Length, Optional, Regexp
+from wtforms.validators import DataRequired, Email, Length, Optional, Regexp
 
-from billvend.web.auth.forms import NormalisedEmail, StrongPassword
+from billvend.web.auth.forms import NormalisedEmail, ResetPasswordForm
 from billvend.web.bills.forms import NigerianPhone
 from billvend.web.forms import PlainText
 
@@ -19,21 +19,13 @@ class ProfileForm(FlaskForm):
     submit = SubmitField("Save")
 
 
-class ChangePasswordForm(FlaskForm):
+class ChangePasswordForm(ResetPasswordForm):
+    """The reset form's new password (same policy and fields) behind the
+    current one."""
+
     current_password = PasswordField(
         "Current password", validators=[DataRequired(message="Enter your current password.")])
-    password = PasswordField(
-        "New password", validators=[DataRequired(message="Choose a new password."), StrongPassword()],
-        description="At least 10 characters; not a common password; not your email.")
-    confirm_password = PasswordField(
-        "Confirm new password",
-        validators=[DataRequired(message="Type the new password again."),
-                    EqualTo("password", message="The passwords do not match.")])
     submit = SubmitField("Change password")
-
-    def __init__(self, *args, account_email: str | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.account_email = account_email
 
 
 class ConfirmPasswordForm(FlaskForm):
