@@ -75,16 +75,18 @@ class Oracle:
                                f"(plan {order.plan}), yet it was refunded")
 
     def _excused_refund(self, payment: Payment, order) -> bool:
-        """An admin's refund of an ``unknown`` payment made while the provider
-        had not answered "delivered" (the admin's call on an uncertain order; it
-        is requeried after the refund and flagged if delivered)."""
+        """An admin's refund of an ``unknown`` payment made on a provider answer,
+        given at that moment, that was not "delivered" (the admin's call on an
+        uncertain order; it is requeried after the refund and flagged if
+        delivered). Without such an answer the refund was made blind."""
         failed_at = db.session.execute(
             sa.select(PaymentEvent.created_at, PaymentEvent.message)
             .where(PaymentEvent.payment_id == payment.id, PaymentEvent.to_status == "failed")
             .order_by(PaymentEvent.id.desc())).first()
         if failed_at is None or not (failed_at.message or "").startswith(ADMIN_UNCERTAIN):
             return False
-        return not order.delivered_told_by(failed_at.created_at)
+        answers = order.asked_at(failed_at.created_at)
+        return bool(answers) and "delivered" not in answers
 
     def _check_events(self, since: datetime) -> None:
         rows = db.session.execute(sa.select(PaymentEvent.payment_id, PaymentEvent.from_status,

@@ -69,9 +69,14 @@ class Order:
     pending_left: int = 0
     token: str = ""
     delivered_answers: list = field(default_factory=list)  # times it answered "delivered"
+    answers: list = field(default_factory=list)  # (time, status) of every answer it gave
 
     def delivered_told_by(self, when: datetime) -> bool:
         return any(t <= when for t in self.delivered_answers)
+
+    def asked_at(self, when: datetime) -> list[str]:
+        """The statuses the provider answered at simulated time ``when``."""
+        return [status for t, status in self.answers if t == when]
 
 
 class SimProvider:
@@ -150,6 +155,13 @@ class SimProvider:
         return VendResult(pb.PENDING, pb.CODE_TIMEOUT, "read timed out")  # timeout_vended, late_record
 
     def requery(self, request_id, meter_type=None) -> VendResult:
+        result = self._requery(request_id)
+        order = self.orders.get(request_id)
+        if order is not None:
+            order.answers.append((self.clock.now(), result.status))
+        return result
+
+    def _requery(self, request_id) -> VendResult:
         self._maybe_crash("before requery")
         if not self.calm and self.rng.random() < 0.05:
             return VendResult(pb.PENDING, pb.CODE_TIMEOUT, "requery timed out")
