@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 from billvend.funding.gateways import (
-    NOT_FOUND, SUCCESS, AccountDetails, Checkout, GatewayError, GatewayTransaction,
+    NOT_FOUND, SUCCESS, AccountDetails, Checkout, GatewayError, GatewayTransaction, transaction_from,
 )
 from billvend.notifications.channels import SendError
 from billvend.vending.providers import base as pb
@@ -227,11 +227,14 @@ class SimGateway:
         return self.as_transaction(tx)
 
     def as_transaction(self, tx: GatewayTx) -> GatewayTransaction:
+        """``tx`` as Paystack's ``data`` object, read by the real client's
+        parser (``transaction_from``: what PaystackGateway returns)."""
         message = self.rng.choice(["Approved", "Approved\x00\u202e" + "y" * 400])
-        return GatewayTransaction(reference=tx.reference, status=tx.status, amount_kobo=tx.amount_kobo,
-                                  currency="NGN", fees_kobo=15, channel=tx.channel,
-                                  paid_at=tx.paid_at, customer_email=tx.email,
-                                  customer_code=tx.customer_code, message=message)
+        return transaction_from({
+            "reference": tx.reference, "status": tx.status, "amount": tx.amount_kobo, "currency": "NGN",
+            "fees": 15, "channel": tx.channel, "gateway_response": message,
+            "paid_at": tx.paid_at.isoformat() if tx.paid_at else None,
+            "customer": {"email": tx.email, "customer_code": tx.customer_code}})
 
     def open_dedicated_account(self, *, email, first_name, last_name, phone) -> AccountDetails:
         user_id = self.users_by_email[email]
