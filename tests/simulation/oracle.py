@@ -75,6 +75,15 @@ class Oracle:
                                f"(plan {order.plan}), yet it was refunded")
 
     def _excused_refund(self, payment: Payment, order) -> bool:
+        if order.plan == "drip" and not order.pay_answered:
+            # The worker died before the cut answer reached billvend: nothing
+            # told it the provider had the order, and VTpass's 015 was a lie
+            # past the grace. Only the requeries after the refund can catch
+            # it (at_end demands the flag).
+            return True
+        return self._admin_refund_on_an_answer(payment, order)
+
+    def _admin_refund_on_an_answer(self, payment: Payment, order) -> bool:
         """An admin's refund of an ``unknown`` payment made on a provider answer,
         given at that moment, that was not "delivered" (the admin's call on an
         uncertain order; it is requeried after the refund and flagged if

@@ -42,6 +42,7 @@ class SimQueue:
         self.rng, self.clock = rng, clock
         self.items: list[Queued] = []
         self.seq = 0
+        self.keys: set[tuple] = set()
         self.crashes = None  # set by the engine: a dead process enqueues nothing
 
     def enqueue(self, task) -> None:
@@ -50,7 +51,15 @@ class SimQueue:
         delay = 0.0
         if task.eta is not None:
             eta = task.eta if task.eta.tzinfo else task.eta.replace(tzinfo=timezone.utc)
-            delay = max(0.0, (eta - datetime.now(timezone.utc)).total_seconds())
+            # Huey computed the eta from the real clock a moment ago: keep the
+            # delay it meant (rounded, so a replay gets the same one).
+            delay = max(0.0, round((eta - datetime.now(timezone.utc)).total_seconds(), 2))
+        key = (task.name, repr(task.args), repr(task.kwargs))
+        if key in self.keys:
+            # The same task is already waiting (the sweep re-drives what the
+            # queue holds): one copy is enough; "run twice" is its own fault.
+            return
+        self.keys.add(key)
         self.seq += 1
         self.items.append(Queued(self.clock.now() + timedelta(seconds=delay), self.seq, task))
 
@@ -63,8 +72,12 @@ class SimQueue:
         ready = self.ready()
         if not ready:
             return None
+        # In an order that does not depend on the database's row order (the
+        # sweep's lists have none), so a replay on PostgreSQL picks the same.
+        ready.sort(key=lambda item: (item.ready_at, item.task.name, repr(item.task.args), item.seq))
         item = self.rng.choice(ready)
         self.items.remove(item)
+        self.keys.discard((item.task.name, repr(item.task.args), repr(item.task.kwargs)))
         return item
 
 

@@ -67,6 +67,7 @@ class Order:
     will_deliver: bool
     visible_at: datetime  # requery says 015 before this (records lag)
     pending_left: int = 0
+    pay_answered: bool = False  # billvend received the pay's own answer (no crash before it)
     token: str = ""
     delivered_answers: list = field(default_factory=list)  # times it answered "delivered"
     answers: list = field(default_factory=list)  # (time, status) of every answer it gave
@@ -135,6 +136,7 @@ class SimProvider:
             return VendResult(pb.FAILED, pb.CODE_DUPLICATE, "duplicate request_id")
         order = self.orders[request_id] = self._new_order(request_id, amount_kobo)
         self._maybe_crash("after pay, before its answer was recorded")
+        order.pay_answered = True
         return self._pay_answer(order)
 
     def _pay_answer(self, order: Order) -> VendResult:
