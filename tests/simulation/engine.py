@@ -445,14 +445,14 @@ def _database_history(sim: Simulation, reference: str) -> list[str]:
         payment_id = db.session.scalar(sa.select(Payment.id).where(Payment.reference == reference))
         rows = db.session.execute(sa.select(PaymentEvent).where(PaymentEvent.payment_id == payment_id)
                                   .order_by(PaymentEvent.id)).scalars().all() if payment_id else []
-        lines = [f"    db {e.created_at:%H:%M:%S}: {e.from_status} -> {e.to_status} "
+        lines = [f"    db {e.created_at:%m-%d %H:%M:%S}: {e.from_status} -> {e.to_status} "
                  f"{e.provider_code or ''} {(e.message or '')[:100]!r}" for e in rows]
         db.session.rollback()
     order = sim.provider.orders.get(reference)
     if order is not None:
         lines.append(f"    provider: plan {order.plan}, had order {order.had_order}, delivers "
-                     f"{order.will_deliver}, records visible {order.visible_at:%H:%M:%S}, "
-                     f"answered delivered at {[f'{t:%H:%M:%S}' for t in order.delivered_answers]}")
+                     f"{order.will_deliver}, records visible {order.visible_at:%m-%d %H:%M:%S}, "
+                     f"answered {[f'{t:%m-%d %H:%M:%S} {status}' for t, status in order.answers]}")
     return lines
 
 

@@ -149,7 +149,7 @@ class Oracle:
                 self.violation(f"payment {payment.reference} is still {payment.status}, not flagged")
             order = self.sim.provider.orders.get(payment.reference)
             if (payment.status == REVERSED and order is not None and order.will_deliver
-                    and order.had_order and not payment.delivered_after_refund):
+                    and order.had_order and not flagged):
                 self.violation(f"payment {payment.reference} delivered by the provider, refunded, "
                                "and never flagged")
 

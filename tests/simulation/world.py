@@ -77,7 +77,7 @@ class Order:
 
     def asked_at(self, when: datetime) -> list[str]:
         """The statuses the provider answered at simulated time ``when``."""
-        return [status for t, status in self.answers if t == when]
+        return [status for t, status in self.answers if t == when and not status.startswith("pay ")]
 
 
 class SimProvider:
@@ -137,7 +137,9 @@ class SimProvider:
         order = self.orders[request_id] = self._new_order(request_id, amount_kobo)
         self._maybe_crash("after pay, before its answer was recorded")
         order.pay_answered = True
-        return self._pay_answer(order)
+        result = self._pay_answer(order)
+        order.answers.append((self.clock.now(), "pay " + result.status))
+        return result
 
     def _pay_answer(self, order: Order) -> VendResult:
         plan = order.plan
