@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.simulation.report import run_and_report
+from tests.simulation.report import default_database_url, run_and_report
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Steps of the CI run (README, "Simulation": how many payments that is).
@@ -44,24 +44,27 @@ def test_the_commit_seed_is_stable():
 
 
 @pytest.mark.once
-def test_seeded_simulation_of_the_money_system_finds_no_violation(tmp_path):
+def test_seeded_simulation_of_the_money_system_finds_no_violation():
     out = io.StringIO()
-    ok = run_and_report(commit_seed(), CI_STEPS, f"sqlite:///{tmp_path}/sim.sqlite3", out=out)
+    with default_database_url(None) as url:  # this pass's backend (BILLVEND_TEST_BACKEND)
+        ok = run_and_report(commit_seed(), CI_STEPS, url, out=out)
     print(out.getvalue())
     assert ok, out.getvalue()
 
 
 @pytest.mark.once
-def test_the_same_seed_replays_the_same_run(tmp_path):
+def test_the_same_seed_replays_the_same_run():
     first, second = io.StringIO(), io.StringIO()
-    run_and_report(7, 300, f"sqlite:///{tmp_path}/a.sqlite3", out=first)
-    run_and_report(7, 300, f"sqlite:///{tmp_path}/b.sqlite3", out=second)
+    with default_database_url(None) as url:
+        run_and_report(7, 300, url, out=first)
+    with default_database_url(None) as url:
+        run_and_report(7, 300, url, out=second)
     strip = lambda text: [line.split(", ")[:3] for line in text.splitlines()]  # noqa: E731 - no timings
     assert strip(first.getvalue()) == strip(second.getvalue())
 
 
 @pytest.mark.once
-def test_a_reverted_fix_is_found(tmp_path, monkeypatch):
+def test_a_reverted_fix_is_found(monkeypatch):
     """The simulator earns its keep: with the drip-meter fix reverted (a 015
     believed for a pay whose answer had begun), the run fails."""
     from billvend.vending import lifecycle
@@ -69,6 +72,30 @@ def test_a_reverted_fix_is_found(tmp_path, monkeypatch):
     monkeypatch.setattr(lifecycle, "not_found_trusted",
                         lambda payment, now: lifecycle.pay_settled(payment, now))
     out = io.StringIO()
-    assert not run_and_report(5, 1500, f"sqlite:///{tmp_path}/sim.sqlite3", out=out)
+    with default_database_url(None) as url:
+        assert not run_and_report(5, 1500, url, out=out)
     assert "yet it was refunded" in out.getvalue()
     assert "replay: make simulate SEED=5 STEPS=1500" in out.getvalue()
+
+
+def test_clock_simulate_puts_all_three_clocks_on_one(app):
+    from datetime import datetime, timezone
+
+    import sqlalchemy as sa
+
+    from billvend.platform import clock
+    from billvend.platform.extensions import db
+    from billvend.platform.models import utcnow
+
+    simulated = datetime(2031, 5, 6, 7, 8, 9, 123000, tzinfo=timezone.utc)
+    clock.simulate(lambda: simulated)
+    try:
+        assert clock.db_now() == simulated
+        assert utcnow() == simulated
+        in_sql = db.session.scalar(sa.select(clock.sql_now(db.engine.dialect.name)))
+        if isinstance(in_sql, str):  # SQLite: text in its stored format
+            in_sql = datetime.strptime(in_sql, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc)
+        assert in_sql == simulated
+    finally:
+        clock.simulate(None)
+    assert clock.db_now().year < 2031 and utcnow().year < 2031

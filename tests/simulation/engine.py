@@ -16,6 +16,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+import huey.api as huey_api
 import sqlalchemy as sa
 
 from billvend import create_app
@@ -33,7 +34,7 @@ from billvend.vending import tasks as vending_tasks
 from billvend.vending.models import FAILED, PENDING, UNKNOWN, VENDING, Payment
 from billvend.web.admin import services as admin
 from tests.simulation import oracle
-from tests.simulation.queue import Crashes, SimQueue
+from tests.simulation.queue import Crashes, SimQueue, sim_normalize_time
 from tests.simulation.world import SimClock, SimCrash, SimGateway, SimProvider, SimSenders
 
 #: Step kinds and their weights.
@@ -101,12 +102,14 @@ class Simulation:
         self._saved = [(vending_tasks, "get_provider", vending_tasks.get_provider),
                        (admin, "get_provider", admin.get_provider),
                        (gateways, "gateway", gateways.gateway),
-                       (platform_queue.huey, "enqueue", _UNSET)]
+                       (platform_queue.huey, "enqueue", _UNSET),
+                       (huey_api, "normalize_time", huey_api.normalize_time)]
         clock.simulate(self.clock.now)
         vending_tasks.get_provider = lambda: self.provider
         admin.get_provider = lambda: self.provider
         gateways.gateway = lambda: self.gateway
         platform_queue.huey.enqueue = self.queue.enqueue
+        huey_api.normalize_time = sim_normalize_time(self.clock)
         for channel in ("email", "sms"):
             channels.register_sender(channel, self.senders.send)
 

@@ -48,12 +48,10 @@ class SimQueue:
     def enqueue(self, task) -> None:
         if self.crashes is not None:
             self.crashes.check()
-        delay = 0.0
+        ready_at = self.clock.now()
         if task.eta is not None:
-            eta = task.eta if task.eta.tzinfo else task.eta.replace(tzinfo=timezone.utc)
-            # Huey computed the eta from the real clock a moment ago: keep the
-            # delay it meant (rounded, so a replay gets the same one).
-            delay = max(0.0, round((eta - datetime.now(timezone.utc)).total_seconds(), 2))
+            # Huey computed the eta on the simulated clock (sim_normalize_time).
+            ready_at = max(ready_at, task.eta if task.eta.tzinfo else task.eta.replace(tzinfo=timezone.utc))
         key = (task.name, repr(task.args), repr(task.kwargs))
         if key in self.keys:
             # The same task is already waiting (the sweep re-drives what the
@@ -61,7 +59,7 @@ class SimQueue:
             return
         self.keys.add(key)
         self.seq += 1
-        self.items.append(Queued(self.clock.now() + timedelta(seconds=delay), self.seq, task))
+        self.items.append(Queued(ready_at, self.seq, task))
 
     def ready(self) -> list[Queued]:
         now = self.clock.now()
@@ -79,6 +77,20 @@ class SimQueue:
         self.items.remove(item)
         self.keys.discard((item.task.name, repr(item.task.args), repr(item.task.kwargs)))
         return item
+
+
+def sim_normalize_time(clock: SimClock):
+    """``huey.api.normalize_time`` on the simulated clock: a task scheduled with
+    ``delay`` seconds is due that long after the simulated now (naive UTC, as
+    Huey's own with ``utc=True``), never by the host's clock."""
+
+    def normalize_time(eta=None, delay=None, utc=True):
+        if delay is not None:
+            seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+            return clock.now().replace(tzinfo=None) + timedelta(seconds=seconds)
+        return eta if eta.tzinfo is None else eta.astimezone(timezone.utc).replace(tzinfo=None)
+
+    return normalize_time
 
 
 class Crashes:
