@@ -6,11 +6,8 @@ and fundings they name. Exit status 1 on a violation."""
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
-import tempfile
-import time
 
 from tests.simulation.report import default_database_url, run_and_report
 

@@ -10,8 +10,6 @@ import json
 import logging
 import random
 import secrets
-import sys
-import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -83,7 +81,6 @@ class Simulation:
         self.webhooks: list[Webhook] = []
         self.queue = SimQueue(random.Random(self.rng.getrandbits(64)), self.clock)
         self.crashes = Crashes(random.Random(self.rng.getrandbits(64)), crash_chance)
-        grace = 0.0
         self.app = create_app(sim_config(database_url))
         grace = self.app.config["PROVIDER_NOT_FOUND_GRACE_SECONDS"]
         self.provider = SimProvider(random.Random(self.rng.getrandbits(64)), self.clock, grace)
@@ -163,7 +160,9 @@ class Simulation:
                     "currency": "NGN", "channel": tx.channel,
                     "customer": {"email": tx.email, "customer_code": tx.customer_code}}}).encode()
                 stored = events.store_event(self.gateway.name, "charge.success", tx.reference, raw)
-                events.process_event(stored.event_id, self.gateway)
+                outcome = events.process_event(stored.event_id, self.gateway)
+                self.note(tx.reference, f"opening bank transfer of {tx.amount_kobo} kobo by user "
+                                        f"{customer.user_id}: {outcome}")
 
     def _customer(self, i: int) -> Customer:
         email = f"c{i}@sim.test"

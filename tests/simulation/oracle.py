@@ -1,8 +1,7 @@
 """The oracle: the simulated world's own books against billvend's database.
 
-After every step, on the rows the step touched (every write of a step is
-stamped with the step's simulated time, so "touched" is ``updated_at`` /
-``created_at`` at or after the step began):
+After every step, on the rows the step touched (the payments named by the
+events it wrote, the credits it posted):
 
 - a ``successful`` payment is one the provider really delivered, with its token;
 - no payment whose order the provider had and delivers is refunded, unless an
@@ -41,7 +40,8 @@ class Oracle:
     def __init__(self, sim) -> None:
         self.sim = sim
         self.violations: list[str] = []
-        self.checked_credits: set[int] = set()
+        self.last_event_id = 0
+        self.last_transfer_id = 0
 
     def violation(self, text: str) -> None:
         self.violations.append(text)
@@ -49,12 +49,21 @@ class Oracle:
     # --- after every step ---
 
     def after_step(self, since: datetime) -> None:
+        """Check what the step wrote: every status change and note of a
+        payment writes a ``PaymentEvent`` and every credit a ``Transfer``, so
+        the rows touched are those named by events and transfers newer than
+        the last step's (ids only grow: an index lookup, not a scan)."""
         with self.sim.app.app_context():
-            touched = db.session.scalars(sa.select(Payment).where(Payment.updated_at >= since)).all()
-            for payment in touched:
-                self._check_payment(payment)
-            self._check_events(since)
-            self._check_credits(since)
+            events = db.session.execute(
+                sa.select(PaymentEvent.id, PaymentEvent.payment_id, PaymentEvent.from_status,
+                          PaymentEvent.to_status).where(PaymentEvent.id > self.last_event_id)).all()
+            if events:
+                self.last_event_id = max(row.id for row in events)
+                self._check_events(events)
+                ids = {row.payment_id for row in events}
+                for payment in db.session.scalars(sa.select(Payment).where(Payment.id.in_(ids))):
+                    self._check_payment(payment)
+            self._check_credits()
             if self.sim.provider.double_pays:
                 self.violation(f"the provider got a second pay for {self.sim.provider.double_pays}")
                 self.sim.provider.double_pays.clear()
@@ -97,27 +106,22 @@ class Oracle:
         answers = order.asked_at(failed_at.created_at)
         return bool(answers) and "delivered" not in answers
 
-    def _check_events(self, since: datetime) -> None:
-        rows = db.session.execute(sa.select(PaymentEvent.payment_id, PaymentEvent.from_status,
-                                            PaymentEvent.to_status)
-                                  .where(PaymentEvent.created_at >= since)).all()
-        for payment_id, from_status, to_status in rows:
+    def _check_events(self, rows) -> None:
+        for _, payment_id, from_status, to_status in rows:
             legal = (from_status is None and to_status == "pending") or from_status == to_status \
                 or to_status in payments.TRANSITIONS.get(from_status, ())
             if not legal:
                 self.violation(f"payment {payment_id}: transition {from_status} -> {to_status} is not "
                                "in the lifecycle table")
 
-    def _check_credits(self, since: datetime) -> None:
+    def _check_credits(self) -> None:
         rows = db.session.execute(
             sa.select(Transfer.id, Funding.gateway_reference, Funding.user_id, Transfer.amount_kobo,
                       Funding.reference)
             .join(Funding, Funding.id == Transfer.funding_id)
-            .where(Transfer.kind == KIND_FUNDING, Transfer.created_at >= since)).all()
+            .where(Transfer.kind == KIND_FUNDING, Transfer.id > self.last_transfer_id)).all()
         for transfer_id, gateway_reference, user_id, amount_kobo, reference in rows:
-            if transfer_id in self.checked_credits:
-                continue
-            self.checked_credits.add(transfer_id)
+            self.last_transfer_id = max(self.last_transfer_id, transfer_id)
             taken = self.sim.gateway.taken.get(gateway_reference)
             if taken != (user_id, amount_kobo):
                 self.violation(f"funding {reference}: credited {amount_kobo} kobo to user {user_id}, the "
