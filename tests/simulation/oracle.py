@@ -193,6 +193,21 @@ class Oracle:
                 self.violation(f"user {customer.user_id}: balance {balance} kobo, the world's books say "
                                f"{expected[customer.user_id]}")
 
+    def _end_messages_exist(self) -> None:
+        """Never lost: a token message for each delivered payment (an admin's
+        "resolve delivered" sends none), a refund message for each refund, a
+        receipt for each credit."""
+        keys = set(db.session.scalars(sa.select(Message.event_key)))
+        for payment_id, status, code in db.session.execute(
+                sa.select(Payment.id, Payment.status, Payment.provider_code)
+                .where(Payment.status.in_((SUCCESSFUL, REVERSED)))):
+            what = "token" if status == SUCCESSFUL else "refund"
+            if code != "ADMIN_RESOLVED" and f"payment:{payment_id}:{what}" not in keys:
+                self.violation(f"payment {payment_id} is {status}, its {what} message was never queued")
+        for funding_id, in db.session.execute(sa.select(Transfer.funding_id).where(Transfer.kind == KIND_FUNDING)):
+            if f"funding:{funding_id}:credited" not in keys:
+                self.violation(f"funding {funding_id} credited, its receipt was never queued")
+
     def _end_messages(self) -> None:
         for message in db.session.scalars(sa.select(Message)):
             if message.status != "sent" or not self.sim.senders.sent.get(message.id):
@@ -204,6 +219,7 @@ class Oracle:
                 want = {"token": SUCCESSFUL, "kct": SUCCESSFUL, "refund": REVERSED}.get(what)
                 if want and status != want:
                     self.violation(f"message {message.event_key} sent, but payment is {status}")
+        self._end_messages_exist()
         sent_ids = set(db.session.scalars(sa.select(Message.id)))
         for message_id in self.sim.senders.sent:
             if message_id not in sent_ids:
