@@ -75,7 +75,7 @@ def test_a_reverted_fix_is_found(monkeypatch):
     with default_database_url(None) as url:
         assert not run_and_report(5, 1500, url, out=out)
     assert "yet it was refunded" in out.getvalue()
-    assert "replay: make simulate SEED=5 STEPS=1500" in out.getvalue()
+    assert "make simulate SEED=5 STEPS=1500" in out.getvalue()
 
 
 def test_clock_simulate_puts_all_three_clocks_on_one(app):

@@ -354,9 +354,10 @@ class Simulation:
             self._step("reconcile")
 
     def step_reconcile(self) -> None:
-        day = funding_tasks.yesterday_in_lagos()
-        run = reconciliation.reconcile(day, self.gateway)
-        self.note("reconcile", f"{day}: credited {run.credited}, flagged {run.flagged}")
+        """The nightly task's body: each of the last ``FUNDING_RECONCILE_DAYS``
+        Lagos days, under its lease (``funding.tasks.daily_reconciliation``)."""
+        funding_tasks.daily_reconciliation.call_local()
+        self.note("reconcile", f"nightly reconciliation up to {funding_tasks.yesterday_in_lagos()}")
 
     # --- admins ---
 

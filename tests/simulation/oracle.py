@@ -25,7 +25,8 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from billvend.funding.models import Funding, GatewayEvent, ReconciliationItem
+from billvend.funding.models import Funding, GatewayEvent, ReconciliationItem, ReconciliationRun
+from billvend.funding.reconciliation import LAGOS
 from billvend.ledger import invariants
 from billvend.ledger.models import KIND_FUNDING, Transfer, Wallet
 from billvend.notifications.models import Message
@@ -166,11 +167,22 @@ class Oracle:
             sa.select(GatewayEvent.reference).where(GatewayEvent.needs_attention.is_(True)))}
         flagged |= {ref for ref, in db.session.execute(sa.select(ReconciliationItem.gateway_reference))}
         for reference in self.sim.gateway.taken:
-            if reference not in credited and reference not in flagged:
+            if reference not in credited and reference not in flagged \
+                    and not self._day_unreconciled(self.sim.gateway.txs[reference].created_at):
                 self.violation(f"the gateway took money for {reference}: never credited, never flagged")
         for funding in db.session.scalars(sa.select(Funding)):
             if funding.status in ("initiated", "pending") and not funding.needs_attention:
                 self.violation(f"funding {funding.reference} is still {funding.status}, not flagged")
+
+    def _day_unreconciled(self, when: datetime) -> bool:
+        """True when every reconciliation run of ``when``'s Lagos day failed or
+        died (each is on the admin's reconciliation page, with its error): the
+        admin sees the day was never reconciled. A bank transfer whose webhook
+        never came is found by reconciliation alone."""
+        day = when.astimezone(LAGOS).date()
+        runs = db.session.execute(sa.select(ReconciliationRun.error, ReconciliationRun.finished_at)
+                                  .where(ReconciliationRun.day == day)).all()
+        return bool(runs) and all(run.error is not None or run.finished_at is None for run in runs)
 
     def _end_balances(self) -> None:
         """Each balance = verified money in - value delivered - money held."""
