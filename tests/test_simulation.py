@@ -25,7 +25,7 @@ from tests.simulation.report import default_database_url, run_and_report
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Steps of the CI run (README, "Simulation": how many payments that is).
-CI_STEPS = int(os.environ.get("SIMULATION_STEPS", "8000"))
+CI_STEPS = int(os.environ.get("SIMULATION_STEPS", "6000"))
 FALLBACK_SEED = 26
 
 
