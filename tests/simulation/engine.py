@@ -201,9 +201,11 @@ class Simulation:
     def _step(self, kind: str) -> None:
         with self.app.app_context():
             self.crashes.armed = kind not in ("tick", "jump")
+            self.provider.answered_this_step = []
             try:
                 getattr(self, "step_" + kind)()
             except SimCrash as crash:
+                self.provider.process_died()
                 self.note("process", f"{kind}: crashed ({crash})")
             except Exception as exc:  # noqa: BLE001 - a service raised: a finding
                 self.oracle.violation(f"step {self.step_no} ({kind}) raised {type(exc).__name__}: {exc}\n"

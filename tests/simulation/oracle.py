@@ -86,7 +86,7 @@ class Oracle:
 
     def _excused_refund(self, payment: Payment, order) -> bool:
         if order.plan == "drip" and not order.pay_answered:
-            # The worker died before the cut answer reached billvend: nothing
+            # The worker died before the cut answer reached the database: nothing
             # told it the provider had the order, and VTpass's 015 was a lie
             # past the grace. Only the requeries after the refund can catch
             # it (at_end demands the flag).

@@ -67,7 +67,7 @@ class Order:
     will_deliver: bool
     visible_at: datetime  # requery says 015 before this (records lag)
     pending_left: int = 0
-    pay_answered: bool = False  # billvend received the pay's own answer (no crash before it)
+    pay_answered: bool = False  # the pay's own answer reached a process that did not die
     token: str = ""
     delivered_answers: list = field(default_factory=list)  # times it answered "delivered"
     answers: list = field(default_factory=list)  # (time, status) of every answer it gave
@@ -89,6 +89,7 @@ class SimProvider:
         self.rng, self.clock, self.grace_seconds = rng, clock, grace_seconds
         self.orders: dict[str, Order] = {}
         self.double_pays: list[str] = []
+        self.answered_this_step: list[Order] = []  # pay answers handed to the running process
         self.calm = False  # the end of the horizon: no more faults
         self.crash_chance = 0.0
 
@@ -117,6 +118,12 @@ class SimProvider:
             order.will_deliver = self.rng.random() < 0.7
         return order
 
+    def process_died(self) -> None:
+        """The process that received this step's pay answers died: they never
+        reached the database."""
+        for order in self.answered_this_step:
+            order.pay_answered = False
+
     def _maybe_crash(self, where: str) -> None:
         self.crashes.check()
         if not self.calm and self.rng.random() < self.crash_chance:
@@ -137,6 +144,7 @@ class SimProvider:
         order = self.orders[request_id] = self._new_order(request_id, amount_kobo)
         self._maybe_crash("after pay, before its answer was recorded")
         order.pay_answered = True
+        self.answered_this_step.append(order)
         result = self._pay_answer(order)
         order.answers.append((self.clock.now(), "pay " + result.status))
         return result
