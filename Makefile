@@ -11,7 +11,7 @@ MAIL_SMTP_PORT ?= 1025
 MAIL_WEB_PORT ?= 1080
 PYTEST_ARGS ?=
 
-.PHONY: install run sandbox test bench clean
+.PHONY: install run sandbox test simulate bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,17 @@ test: install
 	else \
 		echo "== TEST_DATABASE_URL not set: PostgreSQL pass skipped (CI=true makes this an error)"; \
 	fi
+
+# The deterministic simulator (docs/simulation.md): one seeded run of the whole
+# money system with faults. SEED empty: a fresh random seed (printed first).
+# BILLVEND_TEST_BACKEND=postgresql (+ TEST_DATABASE_URL) runs it on a throwaway
+# PostgreSQL database, as the tests do; SIM_DATABASE_URL names one outright.
+SEED ?=
+STEPS ?= 2000
+SIM_DATABASE_URL ?=
+simulate: install
+	$(BIN)/python -m tests.simulation --steps $(STEPS) $(if $(SEED),--seed $(SEED)) \
+		$(if $(SIM_DATABASE_URL),--database-url $(SIM_DATABASE_URL))
 
 # Hot-wallet throughput on PostgreSQL (BENCH_DATABASE_URL, default the local
 # server), admin page timings with 100k payments, then the web tier under

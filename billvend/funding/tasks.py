@@ -19,6 +19,7 @@ from billvend.funding import events, reconciliation, verification
 from billvend.platform import leases
 from billvend.platform.queue import huey
 from billvend.platform.queue import in_app_context
+from billvend.platform.models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def yesterday_in_lagos(now: datetime | None = None) -> date:
 
 
 def _lagos_now() -> datetime:
-    return datetime.now(reconciliation.LAGOS)
+    return utcnow().astimezone(reconciliation.LAGOS)
 
 
 # 00:30 UTC is 01:30 in Lagos: yesterday is over, late webhooks have had time.

@@ -6,16 +6,48 @@ compare one clock instead of three that drift. PostgreSQL answers
 ``clock_timestamp()`` (the real time now, not the transaction's start);
 SQLite is embedded, so its clock is the host's, read the same way
 (``strftime('%Y-%m-%d %H:%M:%f', 'now')``, UTC, millisecond resolution).
+
+The deterministic simulator (tests/simulation, docs/simulation.md) puts all
+three of billvend's clocks on one simulated clock with :func:`simulate`:
+:func:`db_now`, :func:`sql_now` (then a bound literal) and
+``billvend.platform.models.utcnow`` (the models' defaults) all answer its
+time. Off by default; when off it costs one ``is None`` test per read.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Callable, Optional
 
 import sqlalchemy as sa
 import sqlalchemy.orm  # noqa: F401 - sa.orm.Session
 
 from billvend.platform.extensions import db
+
+
+#: The simulated clock (:func:`simulate`), or None: the real clocks.
+_simulated: Optional[Callable[[], datetime]] = None
+
+
+def simulate(now_fn: Optional[Callable[[], datetime]]) -> None:
+    """Put every clock on ``now_fn`` (a callable returning aware UTC
+    datetimes), or back on the real clocks with None. For the simulator
+    only: production never calls it."""
+    global _simulated
+    _simulated = now_fn
+
+
+def simulated_now() -> Optional[datetime]:
+    """The simulated clock's time (aware UTC), or None when not simulating."""
+    return None if _simulated is None else _simulated().astimezone(timezone.utc)
+
+
+def _literal_now(now: datetime, dialect_name: str) -> sa.ColumnElement:
+    # The simulated time as the SQL the real clock would give: a timestamp
+    # on PostgreSQL, text in SQLite's stored format (compared as text).
+    if dialect_name == "postgresql":
+        return sa.literal(now, sa.DateTime(timezone=True))
+    return sa.literal(now.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3], sa.String())
 
 
 def sql_now(dialect_name: str) -> sa.ColumnElement:
@@ -27,6 +59,8 @@ def sql_now(dialect_name: str) -> sa.ColumnElement:
 
     :param dialect_name: ``db.engine.dialect.name`` (or a connection's).
     """
+    if _simulated is not None:
+        return _literal_now(simulated_now(), dialect_name)
     if dialect_name == "postgresql":
         return sa.func.clock_timestamp()
     return sa.func.strftime("%Y-%m-%d %H:%M:%f", "now")
@@ -40,6 +74,8 @@ def db_now(connection=None) -> datetime:
     transaction, which is harmless before an external call: see
     ``transactions.require_no_transaction``).
     """
+    if _simulated is not None:
+        return simulated_now()
     connection = connection if connection is not None else db.session()
     bind = connection.get_bind() if isinstance(connection, sa.orm.Session) else connection
     raw = connection.scalar(sa.select(sql_now(bind.dialect.name)))

@@ -7,12 +7,15 @@ from typing import Optional
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from billvend.platform import clock
 from billvend.platform.extensions import db
 
 
 def utcnow() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(timezone.utc)
+    """The current time, timezone-aware UTC (the simulated clock's under
+    ``clock.simulate``, as ``clock.db_now``'s)."""
+    simulated = clock.simulated_now()
+    return simulated if simulated is not None else datetime.now(timezone.utc)
 
 
 class UTCDateTime(sa.types.TypeDecorator):

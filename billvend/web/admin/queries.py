@@ -340,7 +340,7 @@ def provider_float_alerts(hours: int = 24) -> int:
     """Payments refused in the last ``hours`` because the provider's own
     balance with the disco ran low (VTpass ``018``, reference/vtpass-api.md:
     "failed, alert admins"): someone must top up the provider account."""
-    since = datetime.now(timezone.utc) - timedelta(hours=hours)
+    since = utcnow() - timedelta(hours=hours)
     return db.session.scalar(
         sa.select(sa.func.count(Payment.id))
         .where(Payment.created_at >= since, Payment.provider_code == CODE_INSUFFICIENT_CREDIT))

@@ -1,0 +1,141 @@
+"""The simulated queue and crashes.
+
+Huey's ``enqueue`` is replaced by :meth:`SimQueue.enqueue`: every task billvend
+queues (a vend after commit, a requery with its delay, a webhook's processing, a
+message send) lands here, and the engine runs the bodies when it picks them, in
+a seeded order, dropping some (a worker killed between dequeue and ack, an
+enqueue lost after commit) and running some twice.
+
+Crashes (:class:`Crashes`): at every commit of a unit of work while armed, a
+seeded chance that the process dies, either before the commit (the unit rolls
+back) or just after it (the unit committed; whatever the process would have
+done next, its follow-up enqueue included, is lost).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from tests.simulation.world import SimClock, SimCrash
+
+
+@dataclass(order=True)
+class Queued:
+    ready_at: datetime
+    seq: int
+    task: Any = field(compare=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.task.name}{tuple(self.task.args or ())}"
+
+
+class SimQueue:
+    def __init__(self, rng: random.Random, clock: SimClock) -> None:
+        self.rng, self.clock = rng, clock
+        self.items: list[Queued] = []
+        self.seq = 0
+        self.keys: set[tuple] = set()
+        self.crashes = None  # set by the engine: a dead process enqueues nothing
+
+    def enqueue(self, task) -> None:
+        if self.crashes is not None:
+            self.crashes.check()
+        ready_at = self.clock.now()
+        if task.eta is not None:
+            # Huey computed the eta on the simulated clock (sim_normalize_time).
+            ready_at = max(ready_at, task.eta if task.eta.tzinfo else task.eta.replace(tzinfo=timezone.utc))
+        key = (task.name, repr(task.args), repr(task.kwargs))
+        if key in self.keys:
+            # The same task is already waiting (the sweep re-drives what the
+            # queue holds): one copy is enough; "run twice" is its own fault.
+            return
+        self.keys.add(key)
+        self.seq += 1
+        self.items.append(Queued(ready_at, self.seq, task))
+
+    def ready(self) -> list[Queued]:
+        now = self.clock.now()
+        return [item for item in self.items if item.ready_at <= now]
+
+    def take(self) -> Queued | None:
+        """A seeded pick among the ready tasks (interleaving them)."""
+        ready = self.ready()
+        if not ready:
+            return None
+        # In an order that does not depend on the database's row order (the
+        # sweep's lists have none), so a replay on PostgreSQL picks the same.
+        ready.sort(key=lambda item: (item.ready_at, item.task.name, repr(item.task.args), item.seq))
+        item = self.rng.choice(ready)
+        self.items.remove(item)
+        self.keys.discard((item.task.name, repr(item.task.args), repr(item.task.kwargs)))
+        return item
+
+
+def sim_normalize_time(clock: SimClock):
+    """``huey.api.normalize_time`` on the simulated clock: a task scheduled with
+    ``delay`` seconds is due that long after the simulated now (naive UTC, as
+    Huey's own with ``utc=True``), never by the host's clock."""
+
+    def normalize_time(eta=None, delay=None, utc=True):
+        if delay is not None:
+            seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+            return clock.now().replace(tzinfo=None) + timedelta(seconds=seconds)
+        return eta if eta.tzinfo is None else eta.astimezone(timezone.utc).replace(tzinfo=None)
+
+    return normalize_time
+
+
+class Crashes:
+    """Seeded deaths at commit boundaries, on every session, while armed."""
+
+    def __init__(self, rng: random.Random, chance: float) -> None:
+        self.rng, self.chance = rng, chance
+        self.armed = False
+        self.count = 0
+        self.after = False  # die just after the commit in progress
+        self.dead = False  # died after a commit: the next thing the process does fails
+        sa.event.listen(Session, "before_commit", self._before)
+        sa.event.listen(Session, "after_commit", self._after)
+        sa.event.listen(Engine, "before_execute", self._next_statement)
+
+    def remove(self) -> None:
+        sa.event.remove(Session, "before_commit", self._before)
+        sa.event.remove(Session, "after_commit", self._after)
+        sa.event.remove(Engine, "before_execute", self._next_statement)
+
+    def reset(self) -> None:
+        self.armed = self.after = self.dead = False
+
+    def check(self) -> None:
+        """Called by everything the process does next (a statement, an
+        enqueue, an outside call): a dead process does nothing more."""
+        if self.dead:
+            raise SimCrash("died just after a commit (its follow-up is lost)")
+
+    def _next_statement(self, *args) -> None:
+        self.check()
+
+    def _before(self, session) -> None:
+        if not self.armed or self.rng.random() >= self.chance:
+            return
+        self.count += 1
+        if self.rng.random() < 0.5:
+            self.armed = False
+            raise SimCrash("died before a commit (the unit rolls back)")
+        self.after = True
+
+    def _after(self, session) -> None:
+        # Raising inside after_commit would leave the session unusable; the
+        # death shows at the process's next act instead (check()).
+        if self.after:
+            self.after = False
+            self.armed = False
+            self.dead = True
