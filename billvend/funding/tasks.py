@@ -17,9 +17,9 @@ from huey import crontab
 
 from billvend.funding import events, reconciliation, verification
 from billvend.platform import leases
+from billvend.platform.models import utcnow
 from billvend.platform.queue import huey
 from billvend.platform.queue import in_app_context
-from billvend.platform.models import utcnow
 
 log = logging.getLogger(__name__)
 
