@@ -233,3 +233,41 @@ def test_following_a_reset_link_verifies_the_address(app):
     reset = mails("password_reset")[0].context["secret_link"].removeprefix("http://localhost")
     assert set_password(app.test_client(), reset).status_code == 303
     assert user("ada@example.com").email_verified_at is not None
+
+
+def test_a_reset_kills_an_address_change_asked_before_it(app, client, auth):
+    """A thief who had the password asks to move the account to their
+    address; the owner, warned by the notice, resets the password by email.
+    The thief's link must not switch the account any more (else: their
+    address, then a reset link to it, and the account is theirs)."""
+    from billvend.web.auth.messages import password_reset
+    from tests.test_password_reset import set_password
+
+    ada = make_user("ada@example.com")
+    auth.login()  # the thief, with Ada's password
+    assert change_email(client, "thief@example.net").status_code == 303
+    stolen = link_path(mails("verify_email")[0])
+    with app.test_request_context():
+        password_reset("ada@example.com")
+    reset = mails("password_reset")[0].context["secret_link"].removeprefix("http://localhost")
+    assert set_password(app.test_client(), reset).status_code == 303
+
+    assert app.test_client().get(stolen).status_code == 410
+    assert user("ada@example.com").id == ada.id and user("thief@example.net") is None
+    assert db.session.scalars(sa.select(SecurityEvent.kind)).all() == ["password_reset"]
+
+
+def test_a_password_change_kills_an_address_change_asked_before_it(app, client, auth):
+    ada = make_user("ada@example.com")
+    thief = app.test_client()
+    Auth(thief).login()
+    assert change_email(thief, "thief@example.net").status_code == 303
+    stolen = link_path(mails("verify_email")[0])
+    auth.login()  # the owner changes the password on their own device
+    changed = client.post("/account/password", data={
+        "current_password": PASSWORD, "password": "violet tractor window 42",
+        "confirm_password": "violet tractor window 42", "csrf_token": csrf_of(client, "/account/password")})
+    assert changed.status_code == 303
+
+    assert app.test_client().get(stolen).status_code == 410
+    assert user("ada@example.com").id == ada.id and user("thief@example.net") is None
