@@ -18,7 +18,9 @@ succeed) and until its expiry, on the database clock:
   ``users.email_verified_at``; for another address it makes that address the
   account's, refused when another account took it meanwhile; the switch
   kills the reset links mailed to the old address. Following a reset link
-  verifies the address too (it came there).
+  verifies the address too (it came there). A password reset or change
+  kills a pending address change (:func:`kill_email_changes`): it may be
+  the old password's holder's.
 
 Services here never commit: the caller's unit of work does.
 """
@@ -162,6 +164,7 @@ def reset_password(token: str, new_password_hash: str) -> User:
         password_hash=new_password_hash, email_verified_at=sa.func.coalesce(User.email_verified_at, db_now()))
         .execution_options(synchronize_session=False))
     kill_password_resets(user.id)
+    kill_email_changes(user.id)
     db.session.refresh(user)
     return user
 
@@ -173,6 +176,19 @@ def kill_password_resets(user_id: int) -> int:
     return db.session.execute(sa.update(AccountLink).where(
         AccountLink.user_id == user_id, AccountLink.purpose == LINK_PASSWORD_RESET,
         AccountLink.used_at.is_(None)).values(used_at=db_now())
+        .execution_options(synchronize_session=False)).rowcount
+
+
+def kill_email_changes(user_id: int) -> int:
+    """Mark used every unused verification link of ``user_id`` for another
+    address than the account's (a pending address change), on a password
+    reset or change: whoever had the old password may have asked it, and
+    switching the account to their address would give them the next reset
+    link. :returns: how many."""
+    current = sa.select(User.email).where(User.id == user_id).scalar_subquery()
+    return db.session.execute(sa.update(AccountLink).where(
+        AccountLink.user_id == user_id, AccountLink.purpose == LINK_VERIFY_EMAIL,
+        AccountLink.used_at.is_(None), AccountLink.new_email != current).values(used_at=db_now())
         .execution_options(synchronize_session=False)).rowcount
 
 

@@ -51,6 +51,7 @@ def _save_profile(user_id: int, full_name: str | None, phone: str | None) -> boo
 def _set_password(user_id: int, password: str) -> None:
     db.session.get(User, user_id).set_password(password)
     links.kill_password_resets(user_id)  # dead by their digest already; now visibly used
+    links.kill_email_changes(user_id)  # an address change the old password's holder asked
 
 
 def _profile_page(form: ProfileForm, status: int = 200, channels_form: TokenChannelsForm | None = None):
