@@ -54,6 +54,7 @@ from flask.sessions import SessionInterface, SessionMixin, session_json_serializ
 from werkzeug.datastructures import CallbackDict
 
 from billvend.platform import transactions
+from billvend.platform.clock import db_now
 from billvend.platform.extensions import db
 from billvend.accounts.models import RememberToken, SecurityEvent, User, UserSession
 from billvend.platform.models import utcnow
@@ -280,9 +281,11 @@ def _next_validator(selector: str, validator: str) -> str:
 def record_event(conn, user_id: int, kind: str) -> None:
     """Add a :class:`~billvend.accounts.models.SecurityEvent` of ``kind`` for
     ``user_id`` from this request (address, browser); the caller's unit of
-    work commits it."""
+    work commits it. Its time is the database clock's: the step-up's 24 h
+    hold (billvend.accounts.stepup) compares it with that clock, so a web
+    host whose clock lags cannot shorten the hold."""
     conn.execute(sa.insert(EVENTS).values(
-        user_id=user_id, kind=kind, created_at=utcnow(),
+        user_id=user_id, kind=kind, created_at=db_now(None if conn is db.session else conn),
         ip_address=(request.remote_addr or "")[:45] or None,
         user_agent=(request.user_agent.string or "")[:200] or None))
 
