@@ -283,3 +283,16 @@ def test_a_verification_link_never_reaches_a_log_line_in_full():
     for line in (f"database unavailable on GET /verify-email/{token}: timeout",
                  f"link https://billvend.example/verify-email/{token} queued"):
         assert token not in logs.redact(line), logs.redact(line)
+
+
+def test_asking_for_taken_addresses_is_limited_like_the_mails(strict_app):
+    """"Another account uses that address" tells a signed-in customer which
+    addresses have accounts; unlimited, it would list them faster than
+    signup's rate-limited refusal does."""
+    make_user("ada@example.com")
+    for n in range(4):
+        make_user(f"taken{n}@example.com")
+    client = strict_app.test_client()
+    Auth(client).login()
+    codes = [change_email(client, f"taken{n}@example.com").status_code for n in range(4)]
+    assert codes == [422, 422, 422, 429]  # "3 per hour", shared with the mails
