@@ -369,6 +369,11 @@ def _login_failed(response) -> bool:
 SIGNUP_WRONG_PASSWORD = "signup_wrong_password"
 
 
+#: Set in ``g`` by /account/email when it answered "another account uses
+#: that address": counted like a verification mail (RATELIMIT_EMAIL_VERIFICATION_USER).
+EMAIL_TAKEN_ANSWERED = "email_taken_answered"
+
+
 def _signup_guess_failed(response) -> bool:
     return bool(g.get(SIGNUP_WRONG_PASSWORD))
 
@@ -472,10 +477,13 @@ def _limits_for(endpoint: str) -> list[Callable]:
                                         scope="password-reset-email", key_func=_form_email))
         return limits
     if endpoint in ("account.resend_verification", "account.email"):
-        # Each verification mail sent counts (a refused form does not).
+        # Each verification mail sent counts, and each "another account
+        # uses that address" (it tells which addresses have accounts); any
+        # other refused form does not.
         limits = [limiter.shared_limit(_limit("RATELIMIT_EMAIL_VERIFICATION_USER"), scope="verification-mail",
                                        methods=post, key_func=_user_key,
-                                       deduct_when=lambda response: response.status_code == 303)]
+                                       deduct_when=lambda response: response.status_code == 303
+                                       or bool(g.get(EMAIL_TAKEN_ANSWERED)))]
         return limits + ([_reauth_account_limit()] if endpoint == "account.email" else [])
     if endpoint == "webhooks.paystack_webhook":
         # Generous: the gateway retries in bursts and the signature check is
