@@ -296,3 +296,25 @@ def test_asking_for_taken_addresses_is_limited_like_the_mails(strict_app):
     Auth(client).login()
     codes = [change_email(client, f"taken{n}@example.com").status_code for n in range(4)]
     assert codes == [422, 422, 422, 429]  # "3 per hour", shared with the mails
+
+
+def test_a_reset_link_issued_as_the_address_switched_is_refused(app):
+    """A reset asked for the old address in the instant the switch commits
+    (its unit read the account before the switch, wrote the link after the
+    switch killed the older ones) goes to the old mailbox: the link is bound
+    to the address it was mailed to, so it opens nothing."""
+    from billvend.web.auth.messages import password_reset
+    from tests.test_password_reset import set_password
+
+    make_user("ada@example.com")
+    with app.test_request_context():
+        password_reset("ada@example.com")
+    reset = mails("password_reset")[0].context["secret_link"].removeprefix("http://localhost")
+    # The switch, as it lands after that unit read the account.
+    db.session.execute(sa.update(User).values(email="ada.new@example.com"))
+    db.session.commit()
+    page = app.test_client().get(reset)
+    assert page.status_code == 410
+    before = user("ada.new@example.com").password_hash
+    assert app.test_client().post(reset, data={"password": "violet tractor window 42"}).status_code in (400, 410)
+    assert user("ada.new@example.com").password_hash == before
