@@ -9,9 +9,10 @@ once (a conditional UPDATE marks it used: two clicks racing cannot both
 succeed) and until its expiry, on the database clock:
 
 * ``password_reset``: :data:`PASSWORD_RESET_SECONDS` (30 minutes), bound to
-  the password it replaces (the SHA-256 of ``users.password_hash`` at
-  issue): any change of password (a reset through another link, a change on
-  /account/password) kills every older reset link.
+  the password it replaces and the address it went to (the SHA-256 of
+  ``users.password_hash`` and ``users.email`` at issue): any change of
+  password (a reset through another link, a change on /account/password)
+  or of address kills every older reset link.
 * ``verify_email``: :data:`VERIFY_EMAIL_SECONDS` (24 hours) for the address
   in ``new_email``; issuing one kills the older ones of the user (only the
   newest mail works). Following it for the current address records
@@ -81,9 +82,12 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def password_digest(password_hash: str) -> str:
-    """What binds a reset link to a password: SHA-256 of its stored hash."""
-    return hashlib.sha256(password_hash.encode()).hexdigest()
+def password_digest(password_hash: str, email: str) -> str:
+    """What binds a reset link to a password and to the address it was
+    mailed to: SHA-256 of the stored hash and the address. A link issued
+    in the instant the address switched (after the switch killed the older
+    ones) is stale by it."""
+    return hashlib.sha256(f"{password_hash}\n{email}".encode()).hexdigest()
 
 
 def issue(user: User, purpose: str, *, new_email: Optional[str] = None) -> tuple[str, int]:
@@ -106,7 +110,7 @@ def issue(user: User, purpose: str, *, new_email: Optional[str] = None) -> tuple
         user_id=user.id, purpose=purpose, token_hash=token_hash(token), created_at=now,
         expires_at=now + timedelta(seconds=LIFETIME_SECONDS[purpose]),
         new_email=(new_email or user.email) if purpose == LINK_VERIFY_EMAIL else None,
-        password_digest=password_digest(user.password_hash) if purpose == LINK_PASSWORD_RESET else None)
+        password_digest=password_digest(user.password_hash, user.email) if purpose == LINK_PASSWORD_RESET else None)
     db.session.add(link)
     db.session.flush()
     return token, link.id
@@ -131,7 +135,8 @@ def find(token: str, purpose: str) -> tuple[AccountLink, User]:
         raise LinkProblem(USED)
     if link.expires_at <= db_now():
         raise LinkProblem(EXPIRED)
-    if purpose == LINK_PASSWORD_RESET and link.password_digest != password_digest(user.password_hash):
+    if purpose == LINK_PASSWORD_RESET and link.password_digest != password_digest(
+            user.password_hash, user.email):
         raise LinkProblem(STALE)
     return link, user
 
