@@ -240,6 +240,9 @@ class Settings(BaseSettings):
         "verification emails (resends, address changes) and refusals of a taken address per user")
     RATELIMIT_PHONE_CODE_USER: Text = setting("1 per minute;5 per hour",
                                               "phone verification codes sent by SMS per user")
+    RATELIMIT_PHONE_CODE_PHONE: Text = setting("5 per hour;10 per day",
+                                               "phone verification codes sent by SMS per phone number, "
+                                               "whatever the account")
     RATELIMIT_WEBHOOK_IP: Text = setting("600 per minute", "webhooks per sending address")
     # Processes and connections (docs/operations.md, connection budget).
     WEB_THREADS: Integer = setting(32, "threads per web process (the Procfile's gunicorn reads it too)")

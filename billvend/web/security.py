@@ -360,6 +360,11 @@ def _user_key() -> str:
     return f"user:{current_user.get_id()}" if current_user.is_authenticated else f"ip:{client_ip()}"
 
 
+def _account_phone() -> str:
+    """The signed-in customer's phone (E.164), where their codes go; "-" for none."""
+    return (current_user.phone or "-") if current_user.is_authenticated else "-"
+
+
 def _login_failed(response) -> bool:
     return response.status_code == 422
 
@@ -451,8 +456,11 @@ def _limits_for(endpoint: str) -> list[Callable]:
     if endpoint == "account.send_phone_code":
         # Each send is an SMS we pay for, to a number the form names: one a
         # minute and a few an hour per customer.
+        # Per number too: accounts naming one victim's number must not text it without end.
         return [limiter.limit(_limit("RATELIMIT_PHONE_CODE_USER"), methods=post, scope="phone-code-user",
-                              key_func=_user_key)]
+                              key_func=_user_key),
+                limiter.limit(_limit("RATELIMIT_PHONE_CODE_PHONE"), methods=post, scope="phone-code-phone",
+                              key_func=_account_phone, exempt_when=lambda: _account_phone() == "-")]
     if endpoint == "bills.verify":
         # Innermost first: a request refused by the per-user or per-IP limit
         # never counts as a new meter.
