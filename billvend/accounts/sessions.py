@@ -339,9 +339,12 @@ def _restore_from_remember(app: Flask, sess: ServerSession, cookie: str, now: da
         sess.remember_cookie = ""
         return
     successor = _next_validator(selector, validator)
+    if not _still_there(conn, row, _hash(successor) if current else None, now):
+        # Deleted since we read it (a password reset, "log out everywhere"
+        # committing meanwhile): it signs no one in.
+        sess.remember_cookie = ""
+        return
     if current:
-        conn.execute(sa.update(REMEMBER).where(REMEMBER.c.id == row.id).values(
-            token_hash=_hash(successor), previous_token_hash=row.token_hash, rotated_at=now))
         sess.remember_cookie = f"{selector}.{successor}"
     elif hmac.compare_digest(_hash(successor), row.token_hash):
         # Inside the grace (a lost answer, two tabs racing): the same new
@@ -350,6 +353,17 @@ def _restore_from_remember(app: Flask, sess: ServerSession, cookie: str, now: da
     sess.update({USER_ID_KEY: str(user.id), "_fresh": False, ADMIN_KEY: bool(user.is_admin),
                  REMEMBER_SELECTOR_KEY: selector})
     _seed_csrf(sess, app.config)
+
+
+def _still_there(conn, row, successor_hash: Optional[str], now: datetime) -> bool:
+    """Rotate the token ``row`` to ``successor_hash`` (or, None, just touch
+    it), only if it is still as we read it: False when another unit deleted
+    or rotated it meanwhile. The UPDATE waits for a unit deleting it to
+    commit (the row lock), so a restore never outlives a reset's delete."""
+    values = ({"token_hash": successor_hash, "previous_token_hash": row.token_hash, "rotated_at": now}
+              if successor_hash else {"token_hash": row.token_hash})
+    return conn.execute(sa.update(REMEMBER).where(
+        REMEMBER.c.id == row.id, REMEMBER.c.token_hash == row.token_hash).values(**values)).rowcount == 1
 
 
 def _session() -> ServerSession:
