@@ -234,6 +234,11 @@ class ServerSessionInterface(SessionInterface):
         idle, absolute = lifetimes(app.config, data)
         user_id = int(data[USER_ID_KEY]) if USER_ID_KEY in data else None
         if sess.sid is None:
+            if user_id is not None and not _token_still_held(conn, data.get(REMEMBER_SELECTOR_KEY)):
+                # Its remember token was deleted (a reset) since this request
+                # read it: the session would outlive that reset.
+                sess.remember_cookie = ""
+                return
             sess.sid = _new_id()
             sess.absolute_expires_at = now + timedelta(seconds=absolute)
             conn.execute(sa.insert(SESSIONS).values(
@@ -259,6 +264,17 @@ class ServerSessionInterface(SessionInterface):
                 values["data"] = self.serializer.dumps(data)
                 values["remember_selector"] = data.get(REMEMBER_SELECTOR_KEY)
             conn.execute(sa.update(SESSIONS).where(SESSIONS.c.id_hash == _hash(sess.sid)).values(**values))
+
+
+def _token_still_held(conn, selector: Optional[str]) -> bool:
+    """True when the session has no remember token, or it still exists; it
+    is locked (shared) until the session row commits, and
+    :func:`end_everything` deletes tokens before sessions, so a reset either
+    sees the new session row or its token is gone before it is written."""
+    if not selector:
+        return True
+    return conn.execute(sa.select(REMEMBER.c.id).where(REMEMBER.c.selector == selector)
+                        .with_for_update(read=True)).first() is not None
 
 
 def delete_expired(conn, now: datetime) -> None:
@@ -293,9 +309,10 @@ def record_event(conn, user_id: int, kind: str) -> None:
 def end_everything(conn, user_id: int) -> int:
     """Delete every session and remember token of ``user_id`` (inside the
     caller's unit of work). :returns: how many sessions ended."""
-    ended = conn.execute(sa.delete(SESSIONS).where(SESSIONS.c.user_id == user_id)).rowcount
+    # Tokens first: a session being saved from one holds it (shared) until
+    # it commits, so the DELETE of sessions below then sees that session.
     conn.execute(sa.delete(REMEMBER).where(REMEMBER.c.user_id == user_id))
-    return ended
+    return conn.execute(sa.delete(SESSIONS).where(SESSIONS.c.user_id == user_id)).rowcount
 
 
 def _restore_from_remember(app: Flask, sess: ServerSession, cookie: str, now: datetime) -> None:
