@@ -233,3 +233,85 @@ def test_following_a_reset_link_verifies_the_address(app):
     reset = mails("password_reset")[0].context["secret_link"].removeprefix("http://localhost")
     assert set_password(app.test_client(), reset).status_code == 303
     assert user("ada@example.com").email_verified_at is not None
+
+
+def test_a_reset_kills_an_address_change_asked_before_it(app, client, auth):
+    """A thief who had the password asks to move the account to their
+    address; the owner, warned by the notice, resets the password by email.
+    The thief's link must not switch the account any more (else: their
+    address, then a reset link to it, and the account is theirs)."""
+    from billvend.web.auth.messages import password_reset
+    from tests.test_password_reset import set_password
+
+    ada = make_user("ada@example.com")
+    auth.login()  # the thief, with Ada's password
+    assert change_email(client, "thief@example.net").status_code == 303
+    stolen = link_path(mails("verify_email")[0])
+    with app.test_request_context():
+        password_reset("ada@example.com")
+    reset = mails("password_reset")[0].context["secret_link"].removeprefix("http://localhost")
+    assert set_password(app.test_client(), reset).status_code == 303
+
+    assert app.test_client().get(stolen).status_code == 410
+    assert user("ada@example.com").id == ada.id and user("thief@example.net") is None
+    assert db.session.scalars(sa.select(SecurityEvent.kind)).all() == ["password_reset"]
+
+
+def test_a_password_change_kills_an_address_change_asked_before_it(app, client, auth):
+    ada = make_user("ada@example.com")
+    thief = app.test_client()
+    Auth(thief).login()
+    assert change_email(thief, "thief@example.net").status_code == 303
+    stolen = link_path(mails("verify_email")[0])
+    auth.login()  # the owner changes the password on their own device
+    changed = client.post("/account/password", data={
+        "current_password": PASSWORD, "password": "violet tractor window 42",
+        "confirm_password": "violet tractor window 42", "csrf_token": csrf_of(client, "/account/password")})
+    assert changed.status_code == 303
+
+    assert app.test_client().get(stolen).status_code == 410
+    assert user("ada@example.com").id == ada.id and user("thief@example.net") is None
+
+
+def test_a_verification_link_never_reaches_a_log_line_in_full():
+    """The 503 and 429 handlers log the request's path; a verification
+    link's token moves an account to its address, so it is masked like a
+    reset link's."""
+    from billvend.platform import logs
+
+    token = "1VFmor-jyTfhtkLSnax314xrM-0RuXGcGn3-eV_k8L8"
+    for line in (f"database unavailable on GET /verify-email/{token}: timeout",
+                 f"link https://billvend.example/verify-email/{token} queued"):
+        assert token not in logs.redact(line), logs.redact(line)
+
+
+def test_asking_for_taken_addresses_is_limited_like_the_mails(strict_app):
+    """"Another account uses that address" tells a signed-in customer which
+    addresses have accounts; unlimited, it would list them faster than
+    signup's rate-limited refusal does."""
+    make_user("ada@example.com")
+    for n in range(4):
+        make_user(f"taken{n}@example.com")
+    client = strict_app.test_client()
+    Auth(client).login()
+    codes = [change_email(client, f"taken{n}@example.com").status_code for n in range(4)]
+    assert codes == [422, 422, 422, 429]  # "3 per hour", shared with the mails
+
+
+def test_a_reset_link_issued_as_the_address_switched_is_refused(app):
+    """A reset asked for the old address in the instant the switch commits
+    (its unit read the account before the switch, wrote the link after the
+    switch killed the older ones) goes to the old mailbox: the link is bound
+    to the address it was mailed to, so it opens nothing."""
+    from billvend.web.auth.messages import password_reset
+    from tests.test_password_reset import set_password
+
+    make_user("ada@example.com")
+    with app.test_request_context():
+        password_reset("ada@example.com")
+    reset = mails("password_reset")[0].context["secret_link"].removeprefix("http://localhost")
+    # The switch, as it lands after that unit read the account.
+    db.session.execute(sa.update(User).values(email="ada.new@example.com"))
+    db.session.commit()
+    page = app.test_client().get(reset)
+    assert page.status_code == 410 and "moved to another email address" in page.get_data(as_text=True)

@@ -385,3 +385,80 @@ def test_a_second_request_using_the_link_meanwhile_wins_and_the_first_changes_no
     assert hook.fired and refused.value.reason == "used"
     assert password_hash() == hashes["theirs"]
     assert db.session.scalar(sa.select(sa.func.count()).select_from(SecurityEvent)) == 1
+
+
+@pytest.mark.postgresql
+def test_a_remember_cookie_read_as_the_reset_commits_signs_no_one_in(app, smtp, interleave):
+    """Forced interleaving: a copied "keep me signed in" cookie is being
+    turned into a session (its token row read) when the owner's reset
+    commits and deletes every token. The restore must notice its token is
+    gone: no session of the user outlives the reset."""
+    from billvend.accounts import links
+    from billvend.accounts.models import LINK_PASSWORD_RESET
+    from tests.helpers import in_other_worker
+
+    ada = make_user("ada@example.com")
+    owner = app.test_client()
+    owner.post("/login", data={"email": "ada@example.com", "password": PASSWORD, "remember": "y",
+                               "csrf_token": csrf_of(owner, "/login")})
+    cookie = owner.get_cookie(app.config["REMEMBER_COOKIE_NAME"])
+    assert cookie is not None
+    thief = app.test_client()
+    thief.set_cookie(app.config["REMEMBER_COOKIE_NAME"], cookie.value)
+    with app.test_request_context():
+        token, _ = run(lambda: links.issue(db.session.get(User, ada.id), LINK_PASSWORD_RESET))
+    template = User(email="ada@example.com")
+    template.set_password(NEW_PASSWORD)
+
+    def owners_reset() -> None:
+        with app.test_request_context():
+            recovery._apply_reset(token, template.password_hash)
+
+    def token_read(statement: str) -> bool:
+        return " ".join(statement.split()).startswith("SELECT remember_tokens.id")
+
+    hook = interleave(token_read, 1, lambda: in_other_worker(app, owners_reset))
+    page = thief.get("/account")
+    assert hook.fired
+    assert page.status_code == 302 and "/login" in page.headers["Location"]
+    db.session.rollback()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(UserSession)
+                             .where(UserSession.user_id == ada.id)) == 0
+
+
+@pytest.mark.postgresql
+def test_a_session_restored_just_before_the_reset_is_not_saved_after_it(app, smtp, interleave):
+    """Forced interleaving: a copied remember cookie has been turned into a
+    session (the token rotated and committed) and its page is being made
+    when the owner's reset commits. The new session row, written after the
+    page, must not be written: it would outlive the reset."""
+    from billvend.accounts import links
+    from billvend.accounts.models import LINK_PASSWORD_RESET
+    from tests.helpers import in_other_worker
+
+    ada = make_user("ada@example.com")
+    owner = app.test_client()
+    owner.post("/login", data={"email": "ada@example.com", "password": PASSWORD, "remember": "y",
+                               "csrf_token": csrf_of(owner, "/login")})
+    thief = app.test_client()
+    thief.set_cookie(app.config["REMEMBER_COOKIE_NAME"],
+                     owner.get_cookie(app.config["REMEMBER_COOKIE_NAME"]).value)
+    with app.test_request_context():
+        token, _ = run(lambda: links.issue(db.session.get(User, ada.id), LINK_PASSWORD_RESET))
+    template = User(email="ada@example.com")
+    template.set_password(NEW_PASSWORD)
+
+    def owners_reset() -> None:
+        with app.test_request_context():
+            recovery._apply_reset(token, template.password_hash)
+
+    def page_reads_sessions(statement: str) -> bool:  # the profile lists the sessions
+        return " ".join(statement.split()).startswith("SELECT user_sessions.id")
+
+    hook = interleave(page_reads_sessions, 1, lambda: in_other_worker(app, owners_reset))
+    thief.get("/account")
+    assert hook.fired
+    db.session.rollback()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(UserSession)
+                             .where(UserSession.user_id == ada.id)) == 0
+    assert thief.get("/account").status_code == 302

@@ -423,3 +423,18 @@ def test_the_code_sms_is_one_gsm7_part(client, termii, ada):
     [text] = sms_to(termii, ADA_PHONE)
     assert len(text) <= 160 and set(text) <= GSM7_BASIC, text
     assert "10 minutes" in text
+
+
+def test_asking_for_codes_is_rate_limited_per_phone_across_accounts(app, termii):
+    """Several accounts naming one victim's number must not text it without
+    end (SMS bombing, and each text is paid): the per-customer limit alone
+    does not stop that."""
+    app.config["RATELIMIT_PHONE_CODE_PHONE"] = "3 per hour"
+    victim = "+2348051112222"
+    answers = []
+    for n in range(4):
+        _, browser = second_customer(app, f"sender{n}@example.com", victim)
+        answers.append(send_code(browser).status_code)
+    assert answers == [303, 303, 303, 429]
+    settle()
+    assert len(sms_to(termii, victim)) == 3

@@ -166,3 +166,17 @@ def test_the_hold_of_an_account_with_no_events_is_none(app):
     hold = stepup.hold_of(user.id)
     assert hold.kind == sessions.PHONE_CHANGED and hold.until - hold.since == timedelta(hours=24)
     assert db.session.get(User, user.id) is not None
+
+
+def test_the_hold_runs_on_the_database_clock_whatever_the_web_hosts_clock(client, ada, monkeypatch):
+    """A web host whose clock is a day behind the database's must not
+    record a change already "24 h old": the hold is compared with the
+    database clock, so the event's time must come from it too."""
+    from billvend.platform import models
+
+    monkeypatch.setattr(sessions, "utcnow", lambda: models.utcnow() - timedelta(hours=25))
+    response = client.post("/account", data={"full_name": "Ada", "phone": "08059876543",
+                                             "csrf_token": csrf_of(client, "/account")})
+    assert response.status_code == 303
+    refused = client.get("/wallet/withdraw")
+    assert refused.status_code == 403 and "your phone number was changed" in page_text(refused)

@@ -9,16 +9,19 @@ once (a conditional UPDATE marks it used: two clicks racing cannot both
 succeed) and until its expiry, on the database clock:
 
 * ``password_reset``: :data:`PASSWORD_RESET_SECONDS` (30 minutes), bound to
-  the password it replaces (the SHA-256 of ``users.password_hash`` at
-  issue): any change of password (a reset through another link, a change on
-  /account/password) kills every older reset link.
+  the password it replaces and the address it went to (the SHA-256 of
+  ``users.password_hash`` and ``users.email`` at issue): any change of
+  password (a reset through another link, a change on /account/password)
+  or of address kills every older reset link.
 * ``verify_email``: :data:`VERIFY_EMAIL_SECONDS` (24 hours) for the address
   in ``new_email``; issuing one kills the older ones of the user (only the
   newest mail works). Following it for the current address records
   ``users.email_verified_at``; for another address it makes that address the
   account's, refused when another account took it meanwhile; the switch
   kills the reset links mailed to the old address. Following a reset link
-  verifies the address too (it came there).
+  verifies the address too (it came there). A password reset or change
+  kills a pending address change (:func:`kill_email_changes`): it may be
+  the old password's holder's.
 
 Services here never commit: the caller's unit of work does.
 """
@@ -79,9 +82,12 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def password_digest(password_hash: str) -> str:
-    """What binds a reset link to a password: SHA-256 of its stored hash."""
-    return hashlib.sha256(password_hash.encode()).hexdigest()
+def password_digest(password_hash: str, email: str) -> str:
+    """What binds a reset link to a password and to the address it was
+    mailed to: SHA-256 of the stored hash and the address. A link issued
+    in the instant the address switched (after the switch killed the older
+    ones) is stale by it."""
+    return hashlib.sha256(f"{password_hash}\n{email}".encode()).hexdigest()
 
 
 def issue(user: User, purpose: str, *, new_email: Optional[str] = None) -> tuple[str, int]:
@@ -104,7 +110,7 @@ def issue(user: User, purpose: str, *, new_email: Optional[str] = None) -> tuple
         user_id=user.id, purpose=purpose, token_hash=token_hash(token), created_at=now,
         expires_at=now + timedelta(seconds=LIFETIME_SECONDS[purpose]),
         new_email=(new_email or user.email) if purpose == LINK_VERIFY_EMAIL else None,
-        password_digest=password_digest(user.password_hash) if purpose == LINK_PASSWORD_RESET else None)
+        password_digest=password_digest(user.password_hash, user.email) if purpose == LINK_PASSWORD_RESET else None)
     db.session.add(link)
     db.session.flush()
     return token, link.id
@@ -129,7 +135,8 @@ def find(token: str, purpose: str) -> tuple[AccountLink, User]:
         raise LinkProblem(USED)
     if link.expires_at <= db_now():
         raise LinkProblem(EXPIRED)
-    if purpose == LINK_PASSWORD_RESET and link.password_digest != password_digest(user.password_hash):
+    if purpose == LINK_PASSWORD_RESET and link.password_digest != password_digest(
+            user.password_hash, user.email):
         raise LinkProblem(STALE)
     return link, user
 
@@ -162,6 +169,7 @@ def reset_password(token: str, new_password_hash: str) -> User:
         password_hash=new_password_hash, email_verified_at=sa.func.coalesce(User.email_verified_at, db_now()))
         .execution_options(synchronize_session=False))
     kill_password_resets(user.id)
+    kill_email_changes(user.id)
     db.session.refresh(user)
     return user
 
@@ -173,6 +181,19 @@ def kill_password_resets(user_id: int) -> int:
     return db.session.execute(sa.update(AccountLink).where(
         AccountLink.user_id == user_id, AccountLink.purpose == LINK_PASSWORD_RESET,
         AccountLink.used_at.is_(None)).values(used_at=db_now())
+        .execution_options(synchronize_session=False)).rowcount
+
+
+def kill_email_changes(user_id: int) -> int:
+    """Mark used every unused verification link of ``user_id`` for another
+    address than the account's (a pending address change), on a password
+    reset or change: whoever had the old password may have asked it, and
+    switching the account to their address would give them the next reset
+    link. :returns: how many."""
+    current = sa.select(User.email).where(User.id == user_id).scalar_subquery()
+    return db.session.execute(sa.update(AccountLink).where(
+        AccountLink.user_id == user_id, AccountLink.purpose == LINK_VERIFY_EMAIL,
+        AccountLink.used_at.is_(None), AccountLink.new_email != current).values(used_at=db_now())
         .execution_options(synchronize_session=False)).rowcount
 
 

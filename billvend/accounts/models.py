@@ -195,8 +195,9 @@ class AccountLink(db.Model):
     ``new_email`` is the address a ``verify_email`` link proves (the current
     one, or the one the owner is changing to, which becomes the account's
     address only when the link is followed). ``password_digest`` binds a
-    ``password_reset`` link to the password it replaces: the SHA-256 of the
-    ``password_hash`` at issue, so any change of password kills it."""
+    ``password_reset`` link to the password it replaces and the address it
+    was mailed to: the SHA-256 of ``password_hash`` and ``email`` at issue,
+    so any change of password or address kills it."""
 
     __tablename__ = "account_links"
     __table_args__ = (sa.CheckConstraint(_in("purpose", LINK_PURPOSES), name="purpose_known"),)

@@ -54,6 +54,7 @@ from flask.sessions import SessionInterface, SessionMixin, session_json_serializ
 from werkzeug.datastructures import CallbackDict
 
 from billvend.platform import transactions
+from billvend.platform.clock import db_now
 from billvend.platform.extensions import db
 from billvend.accounts.models import RememberToken, SecurityEvent, User, UserSession
 from billvend.platform.models import utcnow
@@ -233,6 +234,11 @@ class ServerSessionInterface(SessionInterface):
         idle, absolute = lifetimes(app.config, data)
         user_id = int(data[USER_ID_KEY]) if USER_ID_KEY in data else None
         if sess.sid is None:
+            if user_id is not None and not _token_still_held(conn, data.get(REMEMBER_SELECTOR_KEY)):
+                # Its remember token was deleted (a reset) since this request
+                # read it: the session would outlive that reset.
+                sess.remember_cookie = ""
+                return
             sess.sid = _new_id()
             sess.absolute_expires_at = now + timedelta(seconds=absolute)
             conn.execute(sa.insert(SESSIONS).values(
@@ -260,6 +266,17 @@ class ServerSessionInterface(SessionInterface):
             conn.execute(sa.update(SESSIONS).where(SESSIONS.c.id_hash == _hash(sess.sid)).values(**values))
 
 
+def _token_still_held(conn, selector: Optional[str]) -> bool:
+    """True when the session has no remember token, or it still exists; it
+    is locked (shared) until the session row commits, and
+    :func:`end_everything` deletes tokens before sessions, so a reset either
+    sees the new session row or its token is gone before it is written."""
+    if not selector:
+        return True
+    return conn.execute(sa.select(REMEMBER.c.id).where(REMEMBER.c.selector == selector)
+                        .with_for_update(read=True)).first() is not None
+
+
 def delete_expired(conn, now: datetime) -> None:
     """Delete sessions past a deadline and remember tokens past expiry."""
     conn.execute(sa.delete(SESSIONS).where(
@@ -280,9 +297,11 @@ def _next_validator(selector: str, validator: str) -> str:
 def record_event(conn, user_id: int, kind: str) -> None:
     """Add a :class:`~billvend.accounts.models.SecurityEvent` of ``kind`` for
     ``user_id`` from this request (address, browser); the caller's unit of
-    work commits it."""
+    work commits it. Its time is the database clock's: the step-up's 24 h
+    hold (billvend.accounts.stepup) compares it with that clock, so a web
+    host whose clock lags cannot shorten the hold."""
     conn.execute(sa.insert(EVENTS).values(
-        user_id=user_id, kind=kind, created_at=utcnow(),
+        user_id=user_id, kind=kind, created_at=db_now(None if conn is db.session else conn),
         ip_address=(request.remote_addr or "")[:45] or None,
         user_agent=(request.user_agent.string or "")[:200] or None))
 
@@ -290,9 +309,10 @@ def record_event(conn, user_id: int, kind: str) -> None:
 def end_everything(conn, user_id: int) -> int:
     """Delete every session and remember token of ``user_id`` (inside the
     caller's unit of work). :returns: how many sessions ended."""
-    ended = conn.execute(sa.delete(SESSIONS).where(SESSIONS.c.user_id == user_id)).rowcount
+    # Tokens first: a session being saved from one holds it (shared) until
+    # it commits, so the DELETE of sessions below then sees that session.
     conn.execute(sa.delete(REMEMBER).where(REMEMBER.c.user_id == user_id))
-    return ended
+    return conn.execute(sa.delete(SESSIONS).where(SESSIONS.c.user_id == user_id)).rowcount
 
 
 def _restore_from_remember(app: Flask, sess: ServerSession, cookie: str, now: datetime) -> None:
@@ -336,9 +356,12 @@ def _restore_from_remember(app: Flask, sess: ServerSession, cookie: str, now: da
         sess.remember_cookie = ""
         return
     successor = _next_validator(selector, validator)
+    if not _still_there(conn, row, _hash(successor) if current else None, now):
+        # Deleted since we read it (a password reset, "log out everywhere"
+        # committing meanwhile): it signs no one in.
+        sess.remember_cookie = ""
+        return
     if current:
-        conn.execute(sa.update(REMEMBER).where(REMEMBER.c.id == row.id).values(
-            token_hash=_hash(successor), previous_token_hash=row.token_hash, rotated_at=now))
         sess.remember_cookie = f"{selector}.{successor}"
     elif hmac.compare_digest(_hash(successor), row.token_hash):
         # Inside the grace (a lost answer, two tabs racing): the same new
@@ -347,6 +370,17 @@ def _restore_from_remember(app: Flask, sess: ServerSession, cookie: str, now: da
     sess.update({USER_ID_KEY: str(user.id), "_fresh": False, ADMIN_KEY: bool(user.is_admin),
                  REMEMBER_SELECTOR_KEY: selector})
     _seed_csrf(sess, app.config)
+
+
+def _still_there(conn, row, successor_hash: Optional[str], now: datetime) -> bool:
+    """Rotate the token ``row`` to ``successor_hash`` (or, None, just touch
+    it), only if it is still as we read it: False when another unit deleted
+    or rotated it meanwhile. The UPDATE waits for a unit deleting it to
+    commit (the row lock), so a restore never outlives a reset's delete."""
+    values = ({"token_hash": successor_hash, "previous_token_hash": row.token_hash, "rotated_at": now}
+              if successor_hash else {"token_hash": row.token_hash})
+    return conn.execute(sa.update(REMEMBER).where(
+        REMEMBER.c.id == row.id, REMEMBER.c.token_hash == row.token_hash).values(**values)).rowcount == 1
 
 
 def _session() -> ServerSession:

@@ -236,9 +236,13 @@ class Settings(BaseSettings):
     RATELIMIT_PASSWORD_RESET_EMAIL: Text = setting("3 per hour;10 per day", "password reset emails per address")
     RATELIMIT_PASSWORD_RESET_IP: Text = setting("10 per minute;50 per hour", "password reset requests per IP address")
     RATELIMIT_EMAIL_VERIFICATION_USER: Text = setting(
-        "3 per hour;10 per day", "verification emails (resends, address changes) per user")
+        "3 per hour;10 per day",
+        "verification emails (resends, address changes) and refusals of a taken address per user")
     RATELIMIT_PHONE_CODE_USER: Text = setting("1 per minute;5 per hour",
                                               "phone verification codes sent by SMS per user")
+    RATELIMIT_PHONE_CODE_PHONE: Text = setting("5 per hour;10 per day",
+                                               "phone verification codes sent by SMS per phone number, "
+                                               "whatever the account")
     RATELIMIT_WEBHOOK_IP: Text = setting("600 per minute", "webhooks per sending address")
     # Processes and connections (docs/operations.md, connection budget).
     WEB_THREADS: Integer = setting(32, "threads per web process (the Procfile's gunicorn reads it too)")

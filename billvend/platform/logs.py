@@ -22,7 +22,8 @@ link's token), status, and milliseconds.
 
 Secrets never reach a log line: :class:`JsonFormatter` and
 :class:`TextFormatter` mask anything that looks like a 20-digit token, a
-password, an API or secret key, or a password reset link in every string
+password, an API or secret key, or a password reset or email verification
+link in every string
 they write, whoever logged it.
 """
 
@@ -58,8 +59,8 @@ _REDACTIONS = (
     (re.compile(r"(?i)((?:password(?:[-_ ]?hash)?|passwd|secret[-_ ]?key|api[-_ ]?key|authorization|token"
                 r"|totp[-_ ]?secret)"
                 r"[\"']?\s*[:=]\s*[\"']?)([^\s\"',&]+)"), r"\1[redacted]"),
-    # A password reset link's token.
-    (re.compile(r"(?i)(/reset[-_/a-z]*/)[^\s\"'?#]+"), r"\1[redacted]"),
+    # A password reset or email verification link's token.
+    (re.compile(r"(?i)(/(?:reset|verify-email)[-_/a-z]*/)[^\s\"'?#]+"), r"\1[redacted]"),
 )
 
 

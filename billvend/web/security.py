@@ -360,6 +360,11 @@ def _user_key() -> str:
     return f"user:{current_user.get_id()}" if current_user.is_authenticated else f"ip:{client_ip()}"
 
 
+def _account_phone() -> str:
+    """The signed-in customer's phone (E.164), where their codes go; "-" for none."""
+    return (current_user.phone or "-") if current_user.is_authenticated else "-"
+
+
 def _login_failed(response) -> bool:
     return response.status_code == 422
 
@@ -367,6 +372,11 @@ def _login_failed(response) -> bool:
 #: Set in ``g`` by the signup view when an existing account's email came
 #: with a wrong password (signup signs the owner in, so it is a login door).
 SIGNUP_WRONG_PASSWORD = "signup_wrong_password"
+
+
+#: Set in ``g`` by /account/email when it answered "another account uses
+#: that address": counted like a verification mail (RATELIMIT_EMAIL_VERIFICATION_USER).
+EMAIL_TAKEN_ANSWERED = "email_taken_answered"
 
 
 def _signup_guess_failed(response) -> bool:
@@ -446,8 +456,11 @@ def _limits_for(endpoint: str) -> list[Callable]:
     if endpoint == "account.send_phone_code":
         # Each send is an SMS we pay for, to a number the form names: one a
         # minute and a few an hour per customer.
+        # Per number too: accounts naming one victim's number must not text it without end.
         return [limiter.limit(_limit("RATELIMIT_PHONE_CODE_USER"), methods=post, scope="phone-code-user",
-                              key_func=_user_key)]
+                              key_func=_user_key),
+                limiter.limit(_limit("RATELIMIT_PHONE_CODE_PHONE"), methods=post, scope="phone-code-phone",
+                              key_func=_account_phone, exempt_when=lambda: _account_phone() == "-")]
     if endpoint == "bills.verify":
         # Innermost first: a request refused by the per-user or per-IP limit
         # never counts as a new meter.
@@ -472,10 +485,13 @@ def _limits_for(endpoint: str) -> list[Callable]:
                                         scope="password-reset-email", key_func=_form_email))
         return limits
     if endpoint in ("account.resend_verification", "account.email"):
-        # Each verification mail sent counts (a refused form does not).
+        # Each verification mail sent counts, and each "another account
+        # uses that address" (it tells which addresses have accounts); any
+        # other refused form does not.
         limits = [limiter.shared_limit(_limit("RATELIMIT_EMAIL_VERIFICATION_USER"), scope="verification-mail",
                                        methods=post, key_func=_user_key,
-                                       deduct_when=lambda response: response.status_code == 303)]
+                                       deduct_when=lambda response: response.status_code == 303
+                                       or bool(g.get(EMAIL_TAKEN_ANSWERED)))]
         return limits + ([_reauth_account_limit()] if endpoint == "account.email" else [])
     if endpoint == "webhooks.paystack_webhook":
         # Generous: the gateway retries in bursts and the signature check is

@@ -6,7 +6,8 @@ code sent by SMS (issue 24; the rules are in
   code row and its SMS are written in one unit of work, and the outbox sends
   the SMS after that commit (``secret_code`` is blanked from the outbox row
   once sent; admins see it "(hidden)"). Limited per customer by
-  ``RATELIMIT_PHONE_CODE_USER`` (429 with ``Retry-After``).
+  ``RATELIMIT_PHONE_CODE_USER`` and per number by ``RATELIMIT_PHONE_CODE_PHONE``
+  (429 with ``Retry-After``).
 * ``GET /account/phone`` shows the phone's state and the code form;
   ``POST /account/phone`` (``code``) takes one try.
 

@@ -10,7 +10,7 @@ wrong password or code typed here goes through
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, request, session, url_for
+from flask import abort, flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
 
 import sqlalchemy as sa
@@ -25,7 +25,7 @@ from billvend.web.account.forms import (
 from billvend.platform.extensions import db
 from billvend.accounts.models import User
 from billvend.web.auth import messages as auth_messages
-from billvend.web.security import referrer_path, reentry, safe_next
+from billvend.web.security import EMAIL_TAKEN_ANSWERED, referrer_path, reentry, safe_next
 
 PENDING_SECRET_KEY = "_totp_pending_secret"
 
@@ -51,6 +51,7 @@ def _save_profile(user_id: int, full_name: str | None, phone: str | None) -> boo
 def _set_password(user_id: int, password: str) -> None:
     db.session.get(User, user_id).set_password(password)
     links.kill_password_resets(user_id)  # dead by their digest already; now visibly used
+    links.kill_email_changes(user_id)  # an address change the old password's holder asked
 
 
 def _profile_page(form: ProfileForm, status: int = 200, channels_form: TokenChannelsForm | None = None):
@@ -143,6 +144,7 @@ def _email_change_problem(form: ChangeEmailForm) -> str | None:
     if form.email.data == current_user.email:
         return "That is already your address."
     if db.session.scalar(sa.select(sa.func.count()).select_from(User).where(User.email == form.email.data)):
+        g.setdefault(EMAIL_TAKEN_ANSWERED, True)  # rate-limited: it tells which addresses exist
         return "Another account uses that address."
     return None
 

@@ -42,7 +42,8 @@ PROBLEMS = {
     links.INVALID: "This link is not valid. Check that you copied the whole link from the email.",
     links.EXPIRED: "This link has expired.",
     links.USED: "This link has already been used (or a newer email replaced it).",
-    links.STALE: "This link no longer works: the password was changed after it was sent.",
+    links.STALE: ("This link no longer works: the password was changed after it was sent, or the account "
+                  "moved to another email address."),
     links.FOREIGN: "This link is for another account than the one signed in here. Log out, then open it again.",
     links.TAKEN: ("Another account uses that address now, so your account keeps its current one. "
                   "Nothing was changed."),
