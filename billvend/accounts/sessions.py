@@ -121,6 +121,8 @@ class ServerSession(CallbackDict, SessionMixin):
         #: Set when the store could not be read: never write this session.
         self.unavailable = False
         self.error: Optional[BaseException] = None
+        #: The user loaded with the session's row (:func:`_lookup`), or None.
+        self.loaded_user: Optional[User] = None
 
     def rotate(self) -> None:
         """Forget the current id (its row is deleted at save) and the data;
@@ -130,6 +132,7 @@ class ServerSession(CallbackDict, SessionMixin):
         self.sid = None
         self.new = True
         self.absolute_expires_at = None
+        self.loaded_user = None
         self.clear()
         self.modified = True
         # Flask-WTF caches this request's signed CSRF token in g; it was
@@ -168,12 +171,15 @@ class ServerSessionInterface(SessionInterface):
         try:
             row = None
             if 20 <= len(sid) <= 100:
-                row = db.session.execute(
-                    sa.select(SESSIONS).where(SESSIONS.c.id_hash == _hash(sid))).first()
+                row = _lookup(sid)
                 if row is not None and row.expires_at > now and row.absolute_expires_at > now:
-                    return ServerSession(self.serializer.loads(row.data), sid=sid,
+                    live = ServerSession(self.serializer.loads(row.data), sid=sid,
                                          absolute_expires_at=row.absolute_expires_at,
                                          last_seen_at=row.last_seen_at)
+                    # The ORM's identity map holds objects weakly: this keeps
+                    # the user loaded with the row there for the request.
+                    live.loaded_user = row.User
+                    return live
             fresh = ServerSession()
             if row is not None:
                 fresh.ended_ids.append(sid)  # expired: its row goes at save
@@ -200,10 +206,17 @@ class ServerSessionInterface(SessionInterface):
                       samesite=self.get_cookie_samesite(app))
         if sess.accessed:
             response.vary.add("Cookie")
-        try:
-            transactions.run(self._write, app, db.session, sess, response, name, cookie)
-        except (sa.exc.OperationalError, transactions.TransactionRuleError) as error:
-            log.error("session not saved: %s", error)
+        if _nothing_to_write(sess):
+            # The common request: a live session, unchanged, touched within
+            # the minute. No unit of work (its COMMIT is a round trip); the
+            # read-only transaction ends with the request's database session.
+            if transactions.has_uncommitted_writes():
+                log.error("session not saved: the view left writes uncommitted (never committed here)")
+        else:
+            try:
+                transactions.run(self._write, app, db.session, sess, response, name, cookie)
+            except (sa.exc.OperationalError, transactions.TransactionRuleError) as error:
+                log.error("session not saved: %s", error)
         if sess.remember_cookie == "":
             response.delete_cookie(app.config["REMEMBER_COOKIE_NAME"], **cookie)
         elif sess.remember_cookie:
@@ -250,6 +263,28 @@ class ServerSessionInterface(SessionInterface):
                 values["data"] = self.serializer.dumps(data)
                 values["remember_selector"] = data.get(REMEMBER_SELECTOR_KEY)
             conn.execute(sa.update(SESSIONS).where(SESSIONS.c.id_hash == _hash(sess.sid)).values(**values))
+
+
+def _lookup(sid: str):
+    """The session row of cookie value ``sid`` (or None), with its user and
+    the user's wallet loaded into the ORM session in the same statement, so
+    that Flask-Login's user loader (``db.session.get``) and
+    ``current_user.wallet`` cost no further round trip."""
+    from sqlalchemy.orm import joinedload
+
+    return db.session.execute(
+        sa.select(SESSIONS, User).outerjoin(User, User.id == SESSIONS.c.user_id)
+        .options(joinedload(User.wallet))
+        .where(SESSIONS.c.id_hash == _hash(sid))).first()
+
+
+def _nothing_to_write(sess: ServerSession) -> bool:
+    """True when saving ``sess`` would write nothing: it has a row, its data
+    is unchanged and non-empty, no id ended, and its idle deadline was
+    pushed forward less than :data:`TOUCH_INTERVAL_SECONDS` ago."""
+    if sess.sid is None or sess.modified or sess.ended_ids or not dict(sess) or sess.last_seen_at is None:
+        return False
+    return (utcnow() - sess.last_seen_at).total_seconds() < TOUCH_INTERVAL_SECONDS
 
 
 def delete_expired(conn, now: datetime) -> None:
