@@ -51,6 +51,7 @@ from typing import Any, Optional
 import sqlalchemy as sa
 from flask import Flask, current_app, g, has_app_context, request, session
 from flask.sessions import SessionInterface, SessionMixin, session_json_serializer
+from sqlalchemy.orm import joinedload
 from werkzeug.datastructures import CallbackDict
 
 from billvend.platform import transactions
@@ -270,8 +271,6 @@ def _lookup(sid: str):
     the user's wallet loaded into the ORM session in the same statement, so
     that Flask-Login's user loader (``db.session.get``) and
     ``current_user.wallet`` cost no further round trip."""
-    from sqlalchemy.orm import joinedload
-
     return db.session.execute(
         sa.select(SESSIONS, User).outerjoin(User, User.id == SESSIONS.c.user_id)
         .options(joinedload(User.wallet))
