@@ -46,3 +46,15 @@ def child_exit(server, worker):
     from billvend.platform.metrics import mark_process_dead
 
     mark_process_dead(worker.pid)
+
+
+def post_request(worker, req, environ, resp):
+    # gevent: a greenlet whose keep-alive client has its next request already
+    # in the socket buffer reads it without yielding, so a few busy
+    # connections can starve the rest of the process's connections (a
+    # bimodal latency: p50 1 ms, p75 200 ms, p99 1.2 s for a static file).
+    # Yield once per request so every connection gets its turn.
+    if "gevent" in type(worker).__module__:
+        import gevent
+
+        gevent.sleep(0)
