@@ -85,11 +85,13 @@ simulate: install
 
 # Hot-wallet throughput on PostgreSQL (BENCH_DATABASE_URL, default the local
 # server), admin page timings with 100k payments, then the web tier under
-# load (the Procfile's processes on PostgreSQL + a private Redis, wrk); each
+# load (the Procfile's processes on PostgreSQL + a private Redis, wrk), with
+# each request's per-step costs (bench/profile_requests.py) before it; each
 # prints a table for docs/benchmarks.md. Not part of `make test`.
 bench: install
 	$(BIN)/python bench/hot_wallet.py
 	$(BIN)/python bench/admin_lists.py
+	$(BIN)/python bench/profile_requests.py
 	PATH="$(BIN):$$PATH" $(BIN)/python bench/web_load.py
 
 clean:

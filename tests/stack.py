@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -142,6 +143,66 @@ class Stack:
             self.stop(name)
 
     def __enter__(self) -> "Stack":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class SlowClients:
+    """``count`` connections that each send a request head one line at a
+    time, a line every ``interval_seconds`` (a slowloris attack), until
+    :meth:`close`. A connection the server closes is opened again, so
+    ``count`` stay open for as long as the server lets them.
+
+    :param port: the server's port on 127.0.0.1.
+    """
+
+    def __init__(self, port: int, count: int = 200, interval_seconds: float = 5.0):
+        self.port, self.count, self.interval_seconds = port, count, interval_seconds
+        self.opened = 0
+        self.dropped = 0
+        self._socks: list[socket.socket] = []
+        self._stop = threading.Event()
+        for _ in range(count):
+            self._socks.append(self._open())
+        self._thread = threading.Thread(target=self._drip, name="slow-clients", daemon=True)
+        self._thread.start()
+
+    def _open(self) -> Optional[socket.socket]:
+        try:
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        except OSError:
+            return None
+        self.opened += 1
+        return sock
+
+    def _drip(self) -> None:
+        line = 0
+        while not self._stop.wait(self.interval_seconds):
+            line += 1
+            for i, sock in enumerate(self._socks):
+                if self._stop.is_set():
+                    return
+                try:
+                    if sock is None:
+                        raise OSError("not connected")
+                    sock.sendall(f"X-Slow-{line}: {'a' * 20}\r\n".encode())
+                except OSError:
+                    self.dropped += 1
+                    if sock is not None:
+                        sock.close()
+                    self._socks[i] = self._open()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        for sock in self._socks:
+            if sock is not None:
+                sock.close()
+
+    def __enter__(self) -> "SlowClients":
         return self
 
     def __exit__(self, *exc) -> None:

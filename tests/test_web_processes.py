@@ -1,8 +1,9 @@
-"""The Procfile's ``web`` (gunicorn gthread) against slow clients, and the
-worker's heartbeat, on the real processes."""
+"""The Procfile's ``web`` (gunicorn, gevent workers) against slow clients,
+and the worker's heartbeat, on the real processes."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import socket
 import time
 
@@ -10,7 +11,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from tests.stack import Stack
+from tests.stack import SlowClients, Stack
 
 
 @pytest.fixture
@@ -46,6 +47,25 @@ def test_slow_bodies_do_not_hold_up_other_requests(stack):
     finally:
         for sock in stalled:
             sock.close()
+
+
+@pytest.mark.once
+def test_200_slow_clients_do_not_stall_normal_requests(stack):
+    # A slowloris: 200 connections each sending one header line every 5 s.
+    # With gthread (2 x 32 threads) each held a thread for minutes and
+    # normal requests timed out; now each costs a greenlet until the 5 s
+    # deadline on reading a request head drops it.
+    with SlowClients(stack.port, count=200, interval_seconds=5) as slow:
+        time.sleep(6)  # every slow connection is in the middle of its head
+        assert slow.opened >= 200
+
+        def normal(path: str) -> int:
+            return requests.get(stack.base_url + path, timeout=15).status_code
+
+        paths = ["/healthz", "/login", "/static/js/app.js", "/"] * 5
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(normal, paths))
+    assert statuses == [200] * len(paths)
 
 
 @pytest.mark.once

@@ -51,6 +51,7 @@ from typing import Any, Optional
 import sqlalchemy as sa
 from flask import Flask, current_app, g, has_app_context, request, session
 from flask.sessions import SessionInterface, SessionMixin, session_json_serializer
+from sqlalchemy.orm import joinedload
 from werkzeug.datastructures import CallbackDict
 
 from billvend.platform import transactions
@@ -130,6 +131,8 @@ class ServerSession(CallbackDict, SessionMixin):
         #: Set when the store could not be read: never write this session.
         self.unavailable = False
         self.error: Optional[BaseException] = None
+        #: The user loaded with the session's row (:func:`_lookup`), or None.
+        self.loaded_user: Optional[User] = None
 
     def rotate(self) -> None:
         """Forget the current id (its row is deleted at save) and the data;
@@ -139,6 +142,7 @@ class ServerSession(CallbackDict, SessionMixin):
         self.sid = None
         self.new = True
         self.absolute_expires_at = None
+        self.loaded_user = None
         self.clear()
         self.modified = True
         # Flask-WTF caches this request's signed CSRF token in g; it was
@@ -177,12 +181,15 @@ class ServerSessionInterface(SessionInterface):
         try:
             row = None
             if 20 <= len(sid) <= 100:
-                row = db.session.execute(
-                    sa.select(SESSIONS).where(SESSIONS.c.id_hash == _hash(sid))).first()
+                row = _lookup(sid)
                 if row is not None and row.expires_at > now and row.absolute_expires_at > now:
-                    return ServerSession(self.serializer.loads(row.data), sid=sid,
+                    live = ServerSession(self.serializer.loads(row.data), sid=sid,
                                          absolute_expires_at=row.absolute_expires_at,
                                          last_seen_at=row.last_seen_at)
+                    # The ORM's identity map holds objects weakly: this keeps
+                    # the user loaded with the row there for the request.
+                    live.loaded_user = row.User
+                    return live
             fresh = ServerSession()
             if row is not None:
                 fresh.ended_ids.append(sid)  # expired: its row goes at save
@@ -209,10 +216,17 @@ class ServerSessionInterface(SessionInterface):
                       samesite=self.get_cookie_samesite(app))
         if sess.accessed:
             response.vary.add("Cookie")
-        try:
-            transactions.run(self._write, app, db.session, sess, response, name, cookie)
-        except (sa.exc.OperationalError, transactions.TransactionRuleError) as error:
-            log.error("session not saved: %s", error)
+        if _nothing_to_write(sess):
+            # The common request: a live session, unchanged, touched within
+            # the minute. No unit of work (its COMMIT is a round trip); the
+            # read-only transaction ends with the request's database session.
+            if transactions.has_uncommitted_writes():
+                log.error("session not saved: the view left writes uncommitted (never committed here)")
+        else:
+            try:
+                transactions.run(self._write, app, db.session, sess, response, name, cookie)
+            except (sa.exc.OperationalError, transactions.TransactionRuleError) as error:
+                log.error("session not saved: %s", error)
         if sess.remember_cookie == "":
             response.delete_cookie(app.config["REMEMBER_COOKIE_NAME"], **cookie)
         elif sess.remember_cookie:
@@ -275,6 +289,24 @@ def _token_still_held(conn, selector: Optional[str]) -> bool:
         return True
     return conn.execute(sa.select(REMEMBER.c.id).where(REMEMBER.c.selector == selector)
                         .with_for_update(read=True)).first() is not None
+def _lookup(sid: str):
+    """The session row of cookie value ``sid`` (or None), with its user and
+    the user's wallet loaded into the ORM session in the same statement, so
+    that Flask-Login's user loader (``db.session.get``) and
+    ``current_user.wallet`` cost no further round trip."""
+    return db.session.execute(
+        sa.select(SESSIONS, User).outerjoin(User, User.id == SESSIONS.c.user_id)
+        .options(joinedload(User.wallet))
+        .where(SESSIONS.c.id_hash == _hash(sid))).first()
+
+
+def _nothing_to_write(sess: ServerSession) -> bool:
+    """True when saving ``sess`` would write nothing: it has a row, its data
+    is unchanged and non-empty, no id ended, and its idle deadline was
+    pushed forward less than :data:`TOUCH_INTERVAL_SECONDS` ago."""
+    if sess.sid is None or sess.modified or sess.ended_ids or not dict(sess) or sess.last_seen_at is None:
+        return False
+    return (utcnow() - sess.last_seen_at).total_seconds() < TOUCH_INTERVAL_SECONDS
 
 
 def delete_expired(conn, now: datetime) -> None:

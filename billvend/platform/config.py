@@ -245,8 +245,10 @@ class Settings(BaseSettings):
                                                "whatever the account")
     RATELIMIT_WEBHOOK_IP: Text = setting("600 per minute", "webhooks per sending address")
     # Processes and connections (docs/operations.md, connection budget).
-    WEB_THREADS: Integer = setting(32, "threads per web process (the Procfile's gunicorn reads it too)")
-    # Smaller than WEB_THREADS on purpose: a thread holds a connection only
+    WEB_THREADS: Integer = setting(32, "requests one web process runs database work for at once: "
+                                       "the base of DATABASE_POOL_SIZE (the Procfile's gevent workers "
+                                       "serve WEB_CONNECTIONS connections each)")
+    # Smaller than WEB_THREADS on purpose: a request holds a connection only
     # while it runs queries, never across provider I/O (DESIGN.md,
     # Transactions) nor while a status long poll sleeps, and one process runs
     # Python on one core at a time. 6 per web process and 6 for the worker
@@ -551,6 +553,7 @@ def configuration_markdown() -> str:
     lines += [
         "",
         "Read by the Procfile's shell, not by billvend: `WEB_CONCURRENCY` (web processes, 2),",
+        "`WEB_CONNECTIONS` (connections one gevent web process serves at once, 1000),",
         "`WORKER_DATABASE_POOL_SIZE` (the worker's `DATABASE_POOL_SIZE`, 6),",
         "`WORKER_SHUTDOWN_TIMEOUT_SECONDS` (20).",
         "",

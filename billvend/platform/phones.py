@@ -10,6 +10,7 @@ international digits without ``+`` (:func:`international_digits`).
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import phonenumbers
@@ -24,12 +25,14 @@ MAX_INPUT_LENGTH = 40
 ALLOWED_CHARACTERS = "0123456789+ -()."
 
 
+@functools.lru_cache(maxsize=4096)
 def to_e164(text: Optional[str]) -> Optional[str]:
     """``08031234567``, ``0803 123 4567``, ``2348031234567`` or
     ``+234 803 123 4567`` -> ``+2348031234567``.
 
     :returns: None for anything that is not a valid Nigerian mobile number
         (empty, not a number, too short, a landline, a foreign number).
+        Pure, so cached: pages check the stored phones on every load.
     """
     raw = (text or "").strip()
     # phonenumbers reads past letters ("0803...x", vanity numbers); a phone

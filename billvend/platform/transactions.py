@@ -93,6 +93,12 @@ def _has_uncommitted_writes(session: Session) -> bool:
                 or session.info.get(_FLUSHED_OUTSIDE_UNIT))
 
 
+def has_uncommitted_writes() -> bool:
+    """True when the current app context's session holds writes staged or
+    flushed outside any unit of work (a bug in the caller)."""
+    return _has_uncommitted_writes(db.session())
+
+
 def in_unit_of_work() -> bool:
     """True while a unit of work is open in the current app context's session."""
     return _ACTIVE_UNIT in db.session().info

@@ -49,6 +49,7 @@ from typing import Any, Optional
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.exc import StaleDataError
 
 from billvend.vending import journey, messages
@@ -1137,10 +1138,12 @@ def reverse_payment(payment_id: int, *, note: str = REVERSAL_NOTE) -> bool:
 
 def payment_for_user(reference: str, user: User) -> Optional[Payment]:
     """The payment with ``reference`` if ``user`` owns it (or is an admin);
-    None for anything else, including a string that is not a reference."""
+    None for anything else, including a string that is not a reference.
+    Its events (the page's timeline) come in the same statement."""
     if not REFERENCE_RE.fullmatch(reference):
         return None
-    payment = db.session.scalar(sa.select(Payment).where(Payment.reference == reference))
+    payment = db.session.scalars(sa.select(Payment).where(Payment.reference == reference)
+                                 .options(joinedload(Payment.events))).unique().first()
     if payment is None or (payment.user_id != user.id and not user.is_admin):
         return None
     return payment

@@ -239,9 +239,6 @@ def _page_context(payment) -> dict:
     return {
         "payment": payment,
         "disco_name": DISCOS.get(payment.service_id),
-        "saved_meter": db.session.scalar(sa.select(SavedMeter).where(
-            SavedMeter.user_id == payment.user_id, SavedMeter.service_id == payment.service_id,
-            SavedMeter.meter_number == payment.meter_number)),
         "elapsed_seconds": elapsed_seconds,
         "usual_wait_seconds": USUAL_WAIT_SECONDS,
         "slow": waiting and elapsed_seconds >= config["SLOW_PAYMENT_NOTICE_SECONDS"],
@@ -300,14 +297,19 @@ def status_poll(payment: Payment) -> Optional[Poll]:
     return Poll(base, "every 60s", 60)
 
 
-def _render_payment(template: str, payment: Payment, poll: Optional[Poll] = None):
-    return render_template(template, **_page_context(payment), poll=poll or status_poll(payment))
+def _render_payment(template: str, payment: Payment, poll: Optional[Poll] = None, **extra):
+    return render_template(template, **_page_context(payment), poll=poll or status_poll(payment), **extra)
 
 
 @bp.route("/payments/<reference>")
 @login_required
 def payment(reference: str):
-    return _render_payment("bills/payment.html", _payment_or_404(reference))
+    payment = _payment_or_404(reference)
+    # Only the full page offers "Buy again" (the status partial, polled, does not).
+    saved_meter = db.session.scalar(sa.select(SavedMeter).where(
+        SavedMeter.user_id == payment.user_id, SavedMeter.service_id == payment.service_id,
+        SavedMeter.meter_number == payment.meter_number))
+    return _render_payment("bills/payment.html", payment, saved_meter=saved_meter)
 
 
 def _wait_for_change(payment: Payment, since: str) -> Optional[Payment]:

@@ -39,13 +39,9 @@ def index():
 def _buy_again(user_id: int, limit: int = 4) -> list:
     """The dashboard's "Buy again" meters: the last used, then the most used,
     without repeats."""
-    from billvend.web.meters.routes import saved_meters_of
+    from billvend.web.meters.routes import buy_again_meters
 
-    chosen = []
-    for meter in saved_meters_of(user_id, limit=2) + saved_meters_of(user_id, order="most_used", limit=limit):
-        if meter not in chosen:
-            chosen.append(meter)
-    return chosen[:limit]
+    return buy_again_meters(user_id, limit=limit)
 
 
 def _profile_prompt():
