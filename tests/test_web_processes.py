@@ -80,3 +80,43 @@ def test_worker_reports_a_heartbeat(stack, tmp_path):
         time.sleep(0.3)
     engine.dispose()
     assert rows and rows[0][1] == 64  # WORKER_CONCURRENCY's default
+
+
+# A gevent process in miniature: a greenlet ticks every millisecond while
+# one password is hashed; it prints how many ticks got through.
+_HASH_WHILE_TICKING = """
+from gevent import monkey; monkey.patch_all()
+import gevent, sys
+from werkzeug.security import generate_password_hash
+from billvend.platform.blocking import off_the_loop
+ticks = 0
+def tick():
+    global ticks
+    while True:
+        gevent.sleep(0.001)
+        ticks += 1
+ticker = gevent.spawn(tick)
+gevent.sleep(0.01)
+before = ticks
+if sys.argv[1] == "offloaded":
+    off_the_loop(generate_password_hash, "correct horse battery staple")
+else:
+    generate_password_hash("correct horse battery staple")
+print(ticks - before)
+"""
+
+
+def ticks_while_hashing(how: str) -> int:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _HASH_WHILE_TICKING, how],
+                          capture_output=True, text=True, timeout=60, check=True)
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_password_hash_does_not_stop_a_gevent_process():
+    # scrypt holds the only OS thread of a gevent web process for tens of
+    # milliseconds: done in place, no other connection is served meanwhile.
+    assert ticks_while_hashing("in-place") == 0
+    assert ticks_while_hashing("offloaded") > 0

@@ -10,6 +10,7 @@ import sqlalchemy.orm as so
 from flask_login import UserMixin
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from billvend.platform.blocking import off_the_loop
 from billvend.platform.extensions import db, login_manager
 from billvend.platform.models import _in, utcnow, UTCDateTime
 
@@ -64,11 +65,11 @@ class User(UserMixin, db.Model):
 
     def set_password(self, password: str) -> None:
         """Store a salted hash of ``password`` (werkzeug's scrypt default)."""
-        self.password_hash = generate_password_hash(password)
+        self.password_hash = off_the_loop(generate_password_hash, password)
 
     def check_password(self, password: str) -> bool:
         """True when ``password`` matches the stored hash."""
-        return check_password_hash(self.password_hash, password)
+        return off_the_loop(check_password_hash, self.password_hash, password)
 
     @property
     def has_second_factor(self) -> bool:

@@ -34,6 +34,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from billvend.accounts import sessions, stepup
 from billvend.platform import transactions
+from billvend.platform.blocking import off_the_loop
 from billvend.platform.config import origin_of
 from billvend.platform.extensions import db, limiter, talisman
 
@@ -117,8 +118,9 @@ def check_password_evenly(user, password: str) -> bool:
     global _DUMMY_HASH
     if user is None:
         if _DUMMY_HASH is None:
-            _DUMMY_HASH = generate_password_hash(hashlib.sha256(str(time.time()).encode()).hexdigest())
-        check_password_hash(_DUMMY_HASH, password)
+            _DUMMY_HASH = off_the_loop(generate_password_hash,
+                                       hashlib.sha256(str(time.time()).encode()).hexdigest())
+        off_the_loop(check_password_hash, _DUMMY_HASH, password)
         return False
     return user.check_password(password)
 
