@@ -471,7 +471,8 @@ def test_worker_sigkilled_between_commit_and_send_a_vends_token_arrives_once(tmp
     """A real vend commits its token email and SMS; the worker's senders
     claim them and the worker is SIGKILLed before it sends: nothing arrives,
     the claims expire (NOTIFY_CLAIM_SECONDS), the restarted worker's sweep
-    sends them, and each arrives exactly once (the funding receipt too)."""
+    sends them, and each arrives exactly once (the funding receipt and the
+    signup's verification mail too)."""
     from billvend.sandbox import create_app as create_sandbox_app, serve_in_thread
 
     mail = MailServer()
@@ -492,7 +493,8 @@ def test_worker_sigkilled_between_commit_and_send_a_vends_token_arrives_once(tmp
                                           {"r": reference}).scalar_one()
             token = f"payment:{payment_id}:token"
             deadline = time.monotonic() + 20
-            while [r[2:] for r in _message_rows(engine)] != [("pending", 1)] * 3:  # receipt, token email, SMS
+            # signup's verification mail, the receipt, the token email and SMS
+            while [r[2:] for r in _message_rows(engine)] != [("pending", 1)] * 4:
                 assert time.monotonic() < deadline, (_message_rows(engine), stack.log("worker")[-4000:])
                 time.sleep(0.1)
             stack.stop("worker", signal.SIGKILL)
@@ -503,16 +505,16 @@ def test_worker_sigkilled_between_commit_and_send_a_vends_token_arrives_once(tmp
             stack.env["FAULT_SEND_DELAY_SECONDS"] = "0"
             start_worker(stack)
             deadline = time.monotonic() + 3 + 3 * SWEEP_SECONDS
-            while len(mail.inbox.messages) < 2 or not requests.get(sms_list, timeout=5).json()["messages"]:
+            while len(mail.inbox.messages) < 3 or not requests.get(sms_list, timeout=5).json()["messages"]:
                 assert time.monotonic() < deadline, stack.log("worker")[-4000:]
                 time.sleep(0.2)
             time.sleep(SWEEP_SECONDS + 1)  # another sweep sends nothing more
             subjects = sorted(str(m["Subject"]) for m in mail.inbox.messages)
-            assert len(subjects) == 2 and sum("token" in s for s in subjects) == 1, subjects
+            assert len(subjects) == 3 and sum("token" in s for s in subjects) == 1, subjects
             assert set(mail.inbox.to()) == {customer.email}
             [sms] = requests.get(sms_list, timeout=5).json()["messages"]
             assert sms["to"] == "2348031234567" and reference in sms["sms"]
-            assert [r[2:] for r in _message_rows(engine)] == [("sent", 2)] * 3
+            assert [r[2:] for r in _message_rows(engine)] == [("sent", 2)] * 4
             engine.dispose()
     finally:
         sms_server.shutdown()
