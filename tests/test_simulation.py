@@ -99,3 +99,23 @@ def test_clock_simulate_puts_all_three_clocks_on_one(app):
     finally:
         clock.simulate(None)
     assert clock.db_now().year < 2031 and utcnow().year < 2031
+
+
+@pytest.mark.once
+def test_a_simulation_leaves_the_real_world_behind():
+    """The tests after a simulation, in the same process, get the real
+    senders, queue, clock and log level back (the senders and the log level
+    once stayed simulated, and the SMS and log tests after it failed)."""
+    import logging
+
+    from billvend.notifications import channels
+    from billvend.platform import clock
+    from billvend.platform.queue import huey
+
+    level = logging.getLogger("billvend").level
+    with default_database_url(None) as url:
+        run_and_report(3, 50, url, out=io.StringIO())
+    assert channels._SENDERS and not any(
+        send.__module__.startswith("tests.simulation") for send in channels._SENDERS.values())
+    assert logging.getLogger("billvend").level == level
+    assert "enqueue" not in vars(huey) and clock.simulated_now() is None

@@ -72,6 +72,7 @@ class Simulation:
     def __init__(self, seed: int, database_url: str, *, crash_chance: float = 0.02,
                  log: Callable[[str], None] = lambda line: None) -> None:
         self.seed = seed
+        self._log_level = logging.getLogger("billvend").level
         logging.getLogger("billvend").setLevel(logging.CRITICAL)  # the faults are expected
         self.rng = random.Random(seed)
         self.clock = SimClock()
@@ -107,6 +108,7 @@ class Simulation:
         gateways.gateway = lambda: self.gateway
         platform_queue.huey.enqueue = self.queue.enqueue
         huey_api.normalize_time = sim_normalize_time(self.clock)
+        self._senders = dict(channels._SENDERS)
         for channel in ("email", "sms"):
             channels.register_sender(channel, self.senders.send)
 
@@ -130,7 +132,13 @@ class Simulation:
             engine.dispose()
 
     def close(self) -> None:
+        """Put back all that :meth:`_install` replaced (the clock, the
+        provider, gateway, queue, senders) and the log level, so the tests
+        that run after a simulation in one process see the real world."""
         clock.simulate(None)
+        channels._SENDERS.clear()
+        channels._SENDERS.update(self._senders)
+        logging.getLogger("billvend").setLevel(self._log_level)
         for owner, name, value in self._saved:
             if value is _UNSET:
                 owner.__dict__.pop(name, None)
