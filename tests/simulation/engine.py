@@ -137,6 +137,7 @@ class Simulation:
             else:
                 setattr(owner, name, value)
         self.crashes.remove()
+        self.oracle.remove()
         with self.app.app_context():
             db.session.remove()
             db.engine.dispose()
@@ -148,6 +149,9 @@ class Simulation:
             ledger.ensure_system_wallets()
             admin_user = User(email="admin@billvend.test", is_admin=True)
             admin_user.set_password("correct horse 1")
+            # One scrypt hash for every simulated user (nobody logs in; 13
+            # hashes would cost ~2 s of each run).
+            self._password_hash = admin_user.password_hash
             db.session.add(admin_user)
             db.session.commit()
             self.admin_id = admin_user.id
@@ -166,8 +170,8 @@ class Simulation:
 
     def _customer(self, i: int) -> Customer:
         email = f"c{i}@sim.test"
-        user = User(email=email, phone=f"+23480300000{i:02d}", full_name=f"Customer {i}")
-        user.set_password("correct horse 1")
+        user = User(email=email, phone=f"+23480300000{i:02d}", full_name=f"Customer {i}",
+                    password_hash=self._password_hash)
         db.session.add(user)
         ledger.open_wallet(user)
         db.session.commit()
