@@ -1,8 +1,9 @@
 """The deterministic simulator in every ``make test`` (issue 26, docs/simulation.md).
 
-One seeded run of the whole money system with faults (crashes, lost and
-repeated tasks, provider and gateway faults, late and forged webhooks),
-checked by the world's own books after every step. The seed comes from the
+Seeded runs of the whole money system with faults (crashes, lost and
+repeated tasks, provider and gateway faults, late and forged webhooks):
+``SIMULATION_STEPS`` split over ``SIMULATION_SHARDS`` side-by-side processes,
+each checked by the world's own books after every step. The seed comes from the
 commit (``git rev-parse HEAD``, hashed; a fixed seed without git), so a run is
 repeatable and an unrelated change does not turn it red by chance; a failure
 prints the seed and ``make simulate SEED=… STEPS=…`` replays it.
