@@ -1,8 +1,9 @@
 """The deterministic simulator in every ``make test`` (issue 26, docs/simulation.md).
 
-One seeded run of the whole money system with faults (crashes, lost and
-repeated tasks, provider and gateway faults, late and forged webhooks),
-checked by the world's own books after every step. The seed comes from the
+Seeded runs of the whole money system with faults (crashes, lost and
+repeated tasks, provider and gateway faults, late and forged webhooks):
+``SIMULATION_STEPS`` split over ``SIMULATION_SHARDS`` side-by-side processes,
+each checked by the world's own books after every step. The seed comes from the
 commit (``git rev-parse HEAD``, hashed; a fixed seed without git), so a run is
 repeatable and an unrelated change does not turn it red by chance; a failure
 prints the seed and ``make simulate SEED=… STEPS=…`` replays it.
@@ -17,6 +18,7 @@ import hashlib
 import io
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +27,9 @@ from tests.simulation.report import default_database_url, run_and_report
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Steps of the CI run (README, "Simulation": how many payments that is).
-CI_STEPS = int(os.environ.get("SIMULATION_STEPS", "6000"))
+CI_STEPS = int(os.environ.get("SIMULATION_STEPS", "16000"))
+#: Processes the CI run is split over (independent simulations, one seed each).
+CI_SHARDS = max(1, int(os.environ.get("SIMULATION_SHARDS", "2")))
 FALLBACK_SEED = 26
 
 
@@ -43,13 +47,31 @@ def test_the_commit_seed_is_stable():
     assert commit_seed() == commit_seed()
 
 
+def _shard(seed: int, steps: int) -> subprocess.Popen:
+    """One simulation in its own process (``python -m tests.simulation``, on
+    this pass's backend: its own throwaway database)."""
+    return subprocess.Popen([sys.executable, "-m", "tests.simulation", "--seed", str(seed), "--steps", str(steps)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 @pytest.mark.once
 def test_seeded_simulation_of_the_money_system_finds_no_violation():
-    out = io.StringIO()
-    with default_database_url(None) as url:  # this pass's backend (BILLVEND_TEST_BACKEND)
-        ok = run_and_report(commit_seed(), CI_STEPS, url, out=out)
-    print(out.getvalue())
-    assert ok, out.getvalue()
+    """``CI_SHARDS`` independent simulations of ``CI_STEPS / CI_SHARDS`` steps
+    each, seeds ``commit_seed() + i``, side by side (one per core: the
+    services' own work, not the simulator, is nearly all the time)."""
+    seed, steps = commit_seed(), CI_STEPS // CI_SHARDS
+    if CI_SHARDS == 1:
+        out = io.StringIO()
+        with default_database_url(None) as url:  # this pass's backend (BILLVEND_TEST_BACKEND)
+            ok = run_and_report(seed, steps, url, out=out)
+        print(out.getvalue())
+        assert ok, out.getvalue()
+        return
+    shards = [_shard((seed + i) % 2**32, steps) for i in range(CI_SHARDS)]
+    results = [(shard, *shard.communicate(timeout=3600)) for shard in shards]
+    report = "\n".join(out + (err[-3000:] if shard.returncode else "") for shard, out, err in results)
+    print(report)
+    assert all(shard.returncode == 0 for shard, _, _ in results), report
 
 
 @pytest.mark.once

@@ -114,16 +114,19 @@ class Simulation:
 
     def _fast_commits(self) -> None:
         """A simulated crash is not a power cut: commits need not reach the
-        disk (SQLite ``synchronous=OFF``, PostgreSQL ``synchronous_commit=off``);
-        what each transaction sees is unchanged."""
+        disk (SQLite ``synchronous=OFF`` and its rollback journal in memory,
+        not a file made and deleted at each commit; PostgreSQL
+        ``synchronous_commit=off``); what each transaction sees, and a
+        rollback, are unchanged."""
         with self.app.app_context():
             engine = db.engine
-            pragma = ("PRAGMA synchronous=OFF" if engine.dialect.name == "sqlite"
-                      else "SET synchronous_commit = off")
+            pragmas = (("PRAGMA synchronous=OFF", "PRAGMA journal_mode=MEMORY")
+                       if engine.dialect.name == "sqlite" else ("SET synchronous_commit = off",))
 
             def on_connect(dbapi_connection, record) -> None:
                 cursor = dbapi_connection.cursor()
-                cursor.execute(pragma)
+                for pragma in pragmas:
+                    cursor.execute(pragma)
                 cursor.close()
                 if engine.dialect.name != "sqlite":
                     dbapi_connection.commit()
@@ -145,6 +148,7 @@ class Simulation:
             else:
                 setattr(owner, name, value)
         self.crashes.remove()
+        self.oracle.remove()
         with self.app.app_context():
             db.session.remove()
             db.engine.dispose()
@@ -156,6 +160,9 @@ class Simulation:
             ledger.ensure_system_wallets()
             admin_user = User(email="admin@billvend.test", is_admin=True)
             admin_user.set_password("correct horse 1")
+            # One scrypt hash for every simulated user (nobody logs in; 13
+            # hashes would cost ~2 s of each run).
+            self._password_hash = admin_user.password_hash
             db.session.add(admin_user)
             db.session.commit()
             self.admin_id = admin_user.id
@@ -174,8 +181,8 @@ class Simulation:
 
     def _customer(self, i: int) -> Customer:
         email = f"c{i}@sim.test"
-        user = User(email=email, phone=f"+23480300000{i:02d}", full_name=f"Customer {i}")
-        user.set_password("correct horse 1")
+        user = User(email=email, phone=f"+23480300000{i:02d}", full_name=f"Customer {i}",
+                    password_hash=self._password_hash)
         db.session.add(user)
         ledger.open_wallet(user)
         db.session.commit()

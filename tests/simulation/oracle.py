@@ -24,6 +24,7 @@ from collections import defaultdict
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 from billvend.funding.models import Funding, GatewayEvent, ReconciliationItem, ReconciliationRun
 from billvend.funding.reconciliation import LAGOS
@@ -43,6 +44,23 @@ class Oracle:
         self.violations: list[str] = []
         self.last_event_id = 0
         self.last_transfer_id = 0
+        # Tables written since the last check: a step that wrote no payment
+        # event and no transfer has nothing new to read (most steps).
+        self.written: set[str] = {PaymentEvent.__tablename__, Transfer.__tablename__}
+        sa.event.listen(Engine, "before_cursor_execute", self._note_write)
+
+    def remove(self) -> None:
+        sa.event.remove(Engine, "before_cursor_execute", self._note_write)
+
+    def _note_write(self, conn, cursor, statement: str, parameters, context, executemany) -> None:
+        """Every row reaches its table by a statement naming it; anything but
+        a SELECT that names a watched table marks it written (over-marking
+        only costs a read)."""
+        if statement.startswith("SELECT"):
+            return
+        for table in (PaymentEvent.__tablename__, Transfer.__tablename__):
+            if table in statement:
+                self.written.add(table)
 
     def violation(self, text: str) -> None:
         self.violations.append(text)
@@ -53,22 +71,31 @@ class Oracle:
         """Check what the step wrote: every status change and note of a
         payment writes a ``PaymentEvent`` and every credit a ``Transfer``, so
         the rows touched are those named by events and transfers newer than
-        the last step's (ids only grow: an index lookup, not a scan)."""
+        the last step's (ids only grow: an index lookup, not a scan), read
+        only when the step wrote to their tables."""
+        if self.sim.provider.double_pays:
+            self.violation(f"the provider got a second pay for {self.sim.provider.double_pays}")
+            self.sim.provider.double_pays.clear()
+        if not self.written:
+            return
+        written, self.written = self.written, set()
         with self.sim.app.app_context():
-            events = db.session.execute(
-                sa.select(PaymentEvent.id, PaymentEvent.payment_id, PaymentEvent.from_status,
-                          PaymentEvent.to_status).where(PaymentEvent.id > self.last_event_id)).all()
-            if events:
-                self.last_event_id = max(row.id for row in events)
-                self._check_events(events)
-                ids = {row.payment_id for row in events}
-                for payment in db.session.scalars(sa.select(Payment).where(Payment.id.in_(ids))):
-                    self._check_payment(payment)
-            self._check_credits()
-            if self.sim.provider.double_pays:
-                self.violation(f"the provider got a second pay for {self.sim.provider.double_pays}")
-                self.sim.provider.double_pays.clear()
+            if PaymentEvent.__tablename__ in written:
+                self._check_new_events()
+            if Transfer.__tablename__ in written:
+                self._check_credits()
             db.session.rollback()
+
+    def _check_new_events(self) -> None:
+        events = db.session.execute(
+            sa.select(PaymentEvent.id, PaymentEvent.payment_id, PaymentEvent.from_status,
+                      PaymentEvent.to_status).where(PaymentEvent.id > self.last_event_id)).all()
+        if events:
+            self.last_event_id = max(row.id for row in events)
+            self._check_events(events)
+            ids = {row.payment_id for row in events}
+            for payment in db.session.scalars(sa.select(Payment).where(Payment.id.in_(ids))):
+                self._check_payment(payment)
 
     def _check_payment(self, payment: Payment) -> None:
         order = self.sim.provider.orders.get(payment.reference)

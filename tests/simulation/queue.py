@@ -14,6 +14,7 @@ done next, its follow-up enqueue included, is lost).
 
 from __future__ import annotations
 
+import bisect
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -38,9 +39,16 @@ class Queued:
 
 
 class SimQueue:
+    """Waiting tasks, kept sorted by the key a pick orders the ready ones by
+    (ready time, task name, arguments, arrival): the ready tasks are then a
+    prefix of ``items``, found by bisection, so a pick costs no scan and no
+    sort of a backlog that grows with the run (thousands of tasks in a long
+    one). The order, and so each seeded pick, is the one a sort of the ready
+    tasks gives."""
+
     def __init__(self, rng: random.Random, clock: SimClock) -> None:
         self.rng, self.clock = rng, clock
-        self.items: list[Queued] = []
+        self.items: list[tuple] = []  # (ready_at, name, repr(args), seq, Queued), sorted
         self.seq = 0
         self.keys: set[tuple] = set()
         self.crashes = None  # set by the engine: a dead process enqueues nothing
@@ -59,24 +67,41 @@ class SimQueue:
             return
         self.keys.add(key)
         self.seq += 1
-        self.items.append(Queued(ready_at, self.seq, task))
+        # In an order that does not depend on the database's row order (the
+        # sweep's lists have none), so a replay on PostgreSQL picks the same;
+        # seq is unique, so the comparison never reaches the Queued.
+        bisect.insort(self.items, (ready_at, task.name, key[1], self.seq, Queued(ready_at, self.seq, task)))
+
+    def _ready_count(self) -> int:
+        # Every key with ready_at <= now sorts before (now, <above any name>).
+        return bisect.bisect_right(self.items, (self.clock.now(), _ABOVE))
 
     def ready(self) -> list[Queued]:
-        now = self.clock.now()
-        return [item for item in self.items if item.ready_at <= now]
+        return [entry[-1] for entry in self.items[:self._ready_count()]]
 
     def take(self) -> Queued | None:
         """A seeded pick among the ready tasks (interleaving them)."""
-        ready = self.ready()
-        if not ready:
+        count = self._ready_count()
+        if not count:
             return None
-        # In an order that does not depend on the database's row order (the
-        # sweep's lists have none), so a replay on PostgreSQL picks the same.
-        ready.sort(key=lambda item: (item.ready_at, item.task.name, repr(item.task.args), item.seq))
-        item = self.rng.choice(ready)
-        self.items.remove(item)
+        # rng.choice(range(n)) draws exactly as rng.choice of an n-long list.
+        entry = self.items.pop(self.rng.choice(range(count)))
+        item = entry[-1]
         self.keys.discard((item.task.name, repr(item.task.args), repr(item.task.kwargs)))
         return item
+
+
+class _Above:
+    """Compares above every task name (a bisection bound)."""
+
+    def __lt__(self, other) -> bool:
+        return False
+
+    def __gt__(self, other) -> bool:
+        return True
+
+
+_ABOVE = _Above()
 
 
 def sim_normalize_time(clock: SimClock):
