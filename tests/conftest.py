@@ -343,3 +343,26 @@ def interleave(app):
     yield install
     for hook in hooks:
         sa.event.remove(db.engine, "after_cursor_execute", hook)
+
+
+@pytest.fixture
+def smtp():
+    """A real SMTP server (aiosmtpd, ``tests.servers.MailServer``) on a free
+    port; its ``inbox`` holds what arrived."""
+    from tests.servers import MailServer
+
+    server = MailServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def termii():
+    """The sandbox (its Termii SMS API among the others) on a free port: the
+    URL for ``SMS_BASE_URL``."""
+    from billvend.sandbox import create_app as create_sandbox_app, serve_in_thread
+
+    server, url = serve_in_thread(create_sandbox_app({"SANDBOX_STATE_PATH": "none"}))
+    yield url
+    server.shutdown()

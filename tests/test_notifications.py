@@ -22,7 +22,6 @@ from billvend.platform.extensions import db
 from billvend.platform.models import utcnow
 from billvend.platform.transactions import ExternalCallInTransaction, TransactionRuleError, run
 from tests.conftest import base_config, fresh_app
-from tests.servers import MailServer
 
 TEMPLATES = {
     "messages/hello.subject.txt": "Hello\n{{ name }}",
@@ -92,14 +91,6 @@ def test_the_channel_registry_returns_the_registered_sender(app, monkeypatch):
 
 
 # --- Sending over real SMTP (aiosmtpd in this process) -------------------------------------
-
-
-@pytest.fixture
-def smtp():
-    server = MailServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -32,14 +32,6 @@ LINK_RE = re.compile(r"https://billvend\.example(/reset-password/[A-Za-z0-9_-]+)
 
 
 @pytest.fixture
-def smtp():
-    server = MailServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def app(database_url, smtp):
     """An app whose outbox sends to ``smtp``; links built on PUBLIC_BASE_URL."""
     config = base_config(database_url) | {

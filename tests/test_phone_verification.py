@@ -25,30 +25,12 @@ from billvend.notifications.models import SENT, Message
 from billvend.notifications.tasks import message_sweep_once, wait_until_idle
 from billvend.platform.extensions import db
 from billvend.platform.models import utcnow
-from billvend.sandbox import create_app as create_sandbox_app, serve_in_thread
 from tests.conftest import CSRF_RE, Auth, base_config, fresh_app
 from tests.helpers import make_user
-from tests.servers import MailServer
 
 ADA_PHONE = "+2348031234567"
 BOLA_PHONE = "+2348059876543"
 CODE_RE = re.compile(r"BillVend code: (\d{6})")
-
-
-@pytest.fixture(scope="module")
-def termii():
-    """The sandbox (its Termii API) on a free port."""
-    server, url = serve_in_thread(create_sandbox_app({"SANDBOX_STATE_PATH": "none"}))
-    yield url
-    server.shutdown()
-
-
-@pytest.fixture
-def smtp():
-    server = MailServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -13,15 +13,6 @@ from billvend.notifications import channels
 from billvend.notifications.channels import SendError
 from billvend.notifications.sms import send_sms
 from billvend.platform.transactions import ExternalCallInTransaction, run
-from billvend.sandbox import create_app as create_sandbox_app, serve_in_thread
-
-
-@pytest.fixture(scope="module")
-def termii():
-    """The sandbox (VTpass, Paystack and Termii shapes) on a free port."""
-    server, url = serve_in_thread(create_sandbox_app({"SANDBOX_STATE_PATH": "none"}))
-    yield url
-    server.shutdown()
 
 
 @pytest.fixture

@@ -18,29 +18,12 @@ from billvend.notifications.models import SENT, Message
 from billvend.notifications.tasks import message_sweep_once, wait_until_idle
 from billvend.platform.extensions import db
 from billvend.platform.transactions import run
-from billvend.sandbox import create_app as create_sandbox_app, serve_in_thread
 from billvend.vending import tasks as vending_tasks
 from billvend.vending.models import Payment
 from billvend.vending.resend import resend_token
 from tests.conftest import base_config, fresh_app
 from tests.helpers import make_payment, make_user
 from tests.servers import MailServer
-
-
-@pytest.fixture(scope="module")
-def termii():
-    """The sandbox (its Termii API) on a free port."""
-    server, url = serve_in_thread(create_sandbox_app({"SANDBOX_STATE_PATH": "none"}))
-    yield url
-    server.shutdown()
-
-
-@pytest.fixture
-def smtp():
-    server = MailServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
