@@ -161,6 +161,20 @@ def test_a_restarted_sandbox_keeps_every_sms_newest_first(tmp_path):
     assert again.get("/sandbox/sms/messages?to=2348099999999").get_json()["messages"] == []
 
 
+def test_the_sms_balance_is_exact_whole_naira_across_a_restart(tmp_path):
+    """Termii answers each send with the account's balance; the sandbox keeps
+    it in integer kobo (₦4 a page), never a float that drifts."""
+    path = tmp_path / "sandbox-state.json"
+    first = sandbox(path).test_client()
+    body = {"api_key": "sandbox-termii-key", "to": ["2348031234567", "2348059876543"], "from": "BillVend",
+            "sms": "Token 1111", "type": "plain", "channel": "dnd"}
+    assert first.post("/api/sms/send", json=body).get_json()["balance"] == 10_000 - 8
+    first.application.extensions["sandbox_state_file"].flush()
+
+    answer = sandbox(path).test_client().post("/api/sms/send", json=body).get_json()
+    assert answer["balance"] == 10_000 - 16 and isinstance(answer["balance"], int)
+
+
 @pytest.mark.parametrize("change,status,words", [
     ({"api_key": "wrong"}, 401, "Invalid API key"),
     ({"from": "B"}, 400, "Invalid Sender Id"),

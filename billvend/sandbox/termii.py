@@ -44,6 +44,12 @@ MAX_RECIPIENTS = 100
 MAX_SMS_CHARS = 918
 
 
+#: What one SMS page costs the sandbox account: a whole ₦4, so the balance
+#: Termii's answer reports in naira is always a whole number (exact as a
+#: JSON integer).
+SMS_PRICE_KOBO = 400
+
+
 @dataclass
 class TermiiState:
     """The messages received and the test switches, shared by request threads."""
@@ -51,20 +57,21 @@ class TermiiState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: Oldest first; each ``{to, from, sms, channel, time, message_id}``.
     messages: list[dict[str, Any]] = field(default_factory=list)
-    balance: float = 10_000.0
+    #: The sandbox account's credit, integer kobo (money is never a float).
+    balance_kobo: int = 1_000_000
     fail_status: int = 0
     delay_seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """The messages and balance, for the state file; the switches are not kept."""
         with self.lock:
-            return {"messages": list(self.messages), "balance": self.balance}
+            return {"messages": list(self.messages), "balance_kobo": self.balance_kobo}
 
     def load_json(self, data: dict[str, Any]) -> None:
         """Put back what :meth:`to_json` saved."""
         with self.lock:
             self.messages.extend(dict(row) for row in data.get("messages") or [])
-            self.balance = float(data.get("balance", self.balance))
+            self.balance_kobo = int(data.get("balance_kobo", self.balance_kobo))
 
     def reset(self) -> None:
         with self.lock:
@@ -122,10 +129,10 @@ def send():
         for number in numbers:
             sandbox.messages.append({"to": number, "from": body["from"], "sms": body["sms"],
                                      "channel": body["channel"], "time": now, "message_id": message_id})
-        sandbox.balance = round(sandbox.balance - 4.0 * len(numbers), 2)
-        balance = sandbox.balance
+        sandbox.balance_kobo -= SMS_PRICE_KOBO * len(numbers)
+        balance_kobo = sandbox.balance_kobo
     return jsonify({"message_id": message_id, "message": "Successfully Sent",
-                    "balance": balance, "user": "billvend sandbox"})
+                    "balance": balance_kobo // 100, "user": "billvend sandbox"})
 
 
 @bp.get("/sandbox/sms/messages")
