@@ -19,6 +19,7 @@ from billvend.vending.models import (
     FAILED, PENDING, REVERSED, SUCCESSFUL, UNKNOWN, VENDING, Payment,
 )
 from billvend.accounts.models import AdminAction, User
+from billvend.notifications.models import Message
 from billvend.ledger.models import LedgerEntry, Transfer, Wallet
 from billvend.platform.models import utcnow
 from billvend.vending.providers import get_provider
@@ -412,6 +413,22 @@ def test_resolve_unknown_as_delivered(client, admin):
     assert action.action == "resolve_delivered" and "12345678901234567890" in action.result
     assert reversal_count(payment.id) == 0
     assert_books_balance()
+
+
+def test_resolve_as_delivered_sends_the_customer_the_token(client, admin):
+    # The customer paid and never saw the token the admin found in the
+    # provider's portal: it goes out like any other delivery, once.
+    user = make_user(balance_kobo=500_000)
+    payment = to_status(make_payment(user), UNKNOWN)
+    for _ in range(2):  # a double submit queues nothing twice
+        post_action(client, payment, "resolve", token="1234 5678 9012 3456 7890",
+                    reason="token seen in provider portal")
+    rows = db.session.scalars(sa.select(Message).where(
+        Message.event_key == f"payment:{payment.id}:token")).all()
+    assert sorted((row.channel, row.recipient, row.template) for row in rows) == [
+        ("email", user.email, "token"), ("sms", "+2348031234567", "token")]
+    assert all(row.secret and row.context["token_spaced"] == "1234 5678 9012 3456 7890"
+               for row in rows)
 
 
 def test_resolve_as_delivered_waits_while_a_worker_is_vending(app, client, admin):

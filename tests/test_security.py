@@ -208,6 +208,30 @@ def test_the_periodic_purge_deletes_expired_sessions_and_keeps_live_ones(app, cl
     assert client.get("/").status_code == 200 and b"Log out" in client.get("/").data
 
 
+def test_the_periodic_purge_deletes_links_and_phone_codes_long_expired(app):
+    from billvend.accounts import links, phone_verification
+    from billvend.accounts.models import AccountLink, PhoneCode
+    from billvend.vending.tasks import purge_expired_sessions
+
+    user = make_user("ada@example.com")
+    user.phone = "+2348031234567"
+    db.session.commit()
+    old_link = links.issue(user, links.LINK_PASSWORD_RESET)[1]
+    old_code = phone_verification.issue_code(user.id).code_id
+    db.session.commit()
+    long_ago = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    with db.engine.begin() as conn:
+        conn.execute(sa.update(AccountLink).values(expires_at=long_ago))
+        conn.execute(sa.update(PhoneCode).values(expires_at=long_ago))
+    fresh_link = links.issue(user, links.LINK_VERIFY_EMAIL)[1]
+    fresh_code = phone_verification.issue_code(user.id).code_id
+    db.session.commit()
+    purge_expired_sessions.call_local()
+    db.session.expire_all()
+    assert db.session.scalars(sa.select(AccountLink.id)).all() == [fresh_link] != [old_link]
+    assert db.session.scalars(sa.select(PhoneCode.id)).all() == [fresh_code] != [old_code]
+
+
 def test_a_form_left_open_for_hours_still_submits_while_the_session_lives(client, auth, monkeypatch):
     """The CSRF token is bound to the server-side session, which has its own
     idle and absolute deadlines; Flask-WTF's extra one-hour limit only made

@@ -32,7 +32,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Optional
 
 import sqlalchemy as sa
@@ -46,6 +46,9 @@ from billvend.platform.extensions import db
 PASSWORD_RESET_SECONDS = 30 * 60
 VERIFY_EMAIL_SECONDS = 24 * 3600
 LIFETIME_SECONDS = {LINK_PASSWORD_RESET: PASSWORD_RESET_SECONDS, LINK_VERIFY_EMAIL: VERIFY_EMAIL_SECONDS}
+#: How long a link's row outlives its expiry: a week in which following an
+#: old mail still says "expired" or "used" rather than "invalid".
+KEEP_AFTER_EXPIRY_SECONDS = 7 * 24 * 3600
 
 #: What a token looks like (``secrets.token_urlsafe(32)``); anything else
 #: (too long, non-ASCII, other characters) is refused before any lookup.
@@ -236,3 +239,11 @@ def pending_email(user_id: int) -> Optional[str]:
         AccountLink.new_email != user.email).order_by(AccountLink.id.desc()).limit(1))
     return row
 
+
+def delete_expired(conn, now: datetime) -> int:
+    """Delete links that expired more than :data:`KEEP_AFTER_EXPIRY_SECONDS`
+    before ``now`` (used or not: none of them can work again, and the
+    security events keep the history). Returns the number deleted."""
+    cutoff = now - timedelta(seconds=KEEP_AFTER_EXPIRY_SECONDS)
+    return conn.execute(sa.delete(AccountLink.__table__).where(
+        AccountLink.__table__.c.expires_at <= cutoff)).rowcount

@@ -44,6 +44,8 @@ from billvend.platform.clock import db_now
 from billvend.platform.extensions import db
 
 CODE_SECONDS = 10 * 60
+#: How long a code's row outlives its expiry before the periodic purge.
+KEEP_AFTER_EXPIRY_SECONDS = 24 * 3600
 MAX_ATTEMPTS = 5
 CODE_DIGITS = 6
 
@@ -219,3 +221,11 @@ def change_phone(user_id: int, phone: Optional[str]) -> bool:
 def is_verified(user: User) -> bool:
     """True when ``user``'s current phone is the one they verified."""
     return bool(user.phone) and user.verified_phone == user.phone and user.phone_verified_at is not None
+
+
+def delete_expired(conn, now: datetime) -> int:
+    """Delete codes that expired more than :data:`KEEP_AFTER_EXPIRY_SECONDS`
+    before ``now``: only the newest unexpired code can be checked, so none
+    of them is read again. Returns the number deleted."""
+    cutoff = now - timedelta(seconds=KEEP_AFTER_EXPIRY_SECONDS)
+    return conn.execute(sa.delete(CODES).where(CODES.c.expires_at <= cutoff)).rowcount

@@ -156,14 +156,21 @@ def sweep() -> None:
 @in_app_context
 def purge_expired_sessions() -> None:
     """Every 10 minutes: delete sessions and remember tokens past their
-    deadlines (``sessions.delete_expired``). Saves also purge, one in 50,
-    but a quiet site saves rarely; a delete of what is expired is safe to
-    run twice, so no lease."""
-    from billvend.accounts import sessions
+    deadlines (``sessions.delete_expired``), and password-reset and
+    verification links and phone codes long expired. Saves also purge, one
+    in 50, but a quiet site saves rarely; a delete of what is expired is
+    safe to run twice, so no lease."""
+    from billvend.accounts import links, phone_verification, sessions
     from billvend.platform import transactions
     from billvend.platform.models import utcnow
 
-    transactions.run(lambda: sessions.delete_expired(db.session, utcnow()))
+    def purge() -> None:
+        now = utcnow()
+        sessions.delete_expired(db.session, now)
+        links.delete_expired(db.session, now)
+        phone_verification.delete_expired(db.session, now)
+
+    transactions.run(purge)
 
 
 @huey.signal(SIGNAL_INTERRUPTED)

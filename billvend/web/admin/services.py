@@ -29,6 +29,7 @@ from typing import Optional
 import sqlalchemy as sa
 
 from billvend.vending import lifecycle as payments, tasks
+from billvend.vending import messages as token_messages
 from billvend.platform.clock import db_now
 from billvend.platform.extensions import db
 from billvend.vending.models import PREPAID, SUCCESSFUL, UNKNOWN, Payment
@@ -194,6 +195,9 @@ def _resolve(admin_id: int, admin_email: str, payment_id: int, reason: str, toke
         units_kwh=units_kwh or None, needs_attention=False, next_requery_at=None,
     ):
         return _stage_refusal(admin_id, _get(payment_id), RESOLVE_DELIVERED, reason)
+    # The customer has not seen this token: it goes out as a worker's delivery
+    # would, queued in this unit (a postpaid receipt alone sends nothing).
+    token_messages.token_delivered(payment_id)
     proof = f"token {token}" if token else f"receipt {receipt_reference}"
     message = f"done: {before} → successful with {proof}"
     return Outcome(True, message, _record(admin_id, payment_id, RESOLVE_DELIVERED, reason, message))
