@@ -180,6 +180,41 @@ def test_a_newer_change_kills_the_older_link(client, auth):
     assert client.get(link_path(to_c)).status_code == 303 and user("c@example.com") is not None
 
 
+def cancel(client, token: str | None = None):
+    token = csrf_of(client, "/account") if token is None else token
+    return client.post("/account/email/cancel", data={"cancel-email-csrf_token": token})
+
+
+def test_a_pending_address_change_can_be_cancelled(client, auth):
+    make_user("ada@example.com")
+    auth.login()
+    change_email(client, "typo@exmaple.com")
+    assert 'data-testid="cancel-email-change"' in client.get("/account").get_data(as_text=True)
+    assert cancel(client, token="").status_code == 400  # no CSRF: nothing changes
+    assert 'data-testid="pending-email"' in client.get("/account").get_data(as_text=True)
+
+    done = cancel(client)
+    assert done.status_code == 303 and done.headers["Location"] == "/account"
+    profile = client.get("/account").get_data(as_text=True)
+    assert "the link sent to typo@exmaple.com no longer works" in profile
+    assert 'data-testid="pending-email"' not in profile
+    [link] = mails("verify_email")
+    assert client.get(link_path(link)).status_code == 410
+    assert user("ada@example.com") is not None and user("typo@exmaple.com") is None
+
+    again = cancel(client)
+    assert again.status_code == 303
+    assert "no address change to cancel" in client.get("/account").get_data(as_text=True)
+
+
+def test_cancelling_keeps_the_link_that_verifies_the_current_address(client, auth):
+    auth.signup()
+    cancel(client)
+    [mail] = mails("verify_email")
+    assert client.get(link_path(mail)).status_code == 303
+    assert user("ada@example.com").email_verified_at is not None
+
+
 def test_a_reset_link_is_no_verification_link(app, client, auth):
     """A token of one purpose does not open the other's door."""
     from billvend.web.auth.messages import password_reset

@@ -172,6 +172,20 @@ def email():
                            pending_email=links.pending_email(current_user.id)), 422 if form.errors else 200
 
 
+@bp.route("/email/cancel", methods=["POST"])
+def cancel_email_change():
+    """Cancel a pending address change: its link stops working and the
+    account keeps its address (a mistyped address, a change of mind)."""
+    if PlainForm(prefix="cancel-email").validate_on_submit():
+        pending = links.pending_email(current_user.id)
+        if pending and transactions.run(lambda: links.kill_email_changes(current_user.id)):
+            flash(f"Cancelled: the link sent to {pending} no longer works. "
+                  f"Your address stays {current_user.email}.", "success")
+        else:
+            flash("There is no address change to cancel.", "info")
+    return redirect(url_for("account.profile"), code=303)
+
+
 @bp.route("/email/resend", methods=["POST"])
 def resend_verification():
     """Send the verification link again (the pending address's, else the
