@@ -393,7 +393,14 @@ class Settings(BaseSettings):
                                              "the sandbox's webhook timing: normal, late, twice, before_redirect "
                                              "or never")
     PAYSTACK_SANDBOX_WEBHOOK_DELAY_SECONDS: Number = setting(5.0, "how long late waits")
-    PAYSTACK_SANDBOX_ABANDON_SECONDS: Number = setting(1800.0, "the sandbox reports a checkout abandoned after this")
+    PAYSTACK_SANDBOX_ABANDON_SECONDS: Number = setting(
+        1800.0, "the sandbox reports a checkout, or a transfer waiting for its OTP, abandoned after this")
+    PAYSTACK_SANDBOX_BALANCE_KOBO: Integer = setting(
+        100_000_000_000, "the sandbox business's balance that transfers (withdrawals) are paid from")
+    PAYSTACK_SANDBOX_TRANSFER_SETTLE_SECONDS: Number = setting(
+        2.0, "how long the sandbox's transfers stay pending before they succeed or fail")
+    PAYSTACK_SANDBOX_TRANSFER_REVERSE_SECONDS: Number = setting(
+        10.0, "how long after its success the sandbox reverses a transfer to 2222222222")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: Any,

@@ -483,6 +483,9 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     from billvend.sandbox import paystack  # the Paystack-shaped API, same process (issue 15)
 
     paystack.init_app(app)
+    from billvend.sandbox import paystack_bank  # its Transfers API: the bank withdrawals go to (issue 28)
+
+    paystack_bank.init_app(app)
     from billvend.sandbox import termii  # the Termii-shaped SMS API, same process (issue 23)
 
     termii.init_app(app)
@@ -501,17 +504,22 @@ def _keep_state(app: Flask) -> None:
         return
     path = Path(raw)
     vtpass_state, paystack_state = app.extensions["vtpass_sandbox"], app.extensions["paystack_sandbox"]
-    termii_state = app.extensions["termii_sandbox"]
+    termii_state, bank_state = app.extensions["termii_sandbox"], app.extensions["paystack_bank_sandbox"]
     saved = store.load(path)
     if saved:
         vtpass_state.load_json(saved.get("vtpass") or {})
         paystack_state.load_json(saved.get("paystack") or {})
         termii_state.load_json(saved.get("termii") or {})
+        bank_state.load_json(saved.get("paystack_bank") or {})
     state_file = store.StateFile(path, lambda: {"vtpass": vtpass_state.to_json(),
                                                 "paystack": paystack_state.to_json(),
-                                                "termii": termii_state.to_json()})
+                                                "termii": termii_state.to_json(),
+                                                "paystack_bank": bank_state.to_json()})
     vtpass_state.on_change = state_file.mark_dirty
     app.extensions["sandbox_state_file"] = state_file
+    from billvend.sandbox import paystack_bank
+
+    paystack_bank.rearm(app)  # transfers that settle, reverse or owe a webhook after the restart
 
     @app.after_request
     def _note_change(response: Response) -> Response:

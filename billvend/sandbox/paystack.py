@@ -27,6 +27,7 @@ billvend.sandbox``, 127.0.0.1:5055), so ``make run`` runs billvend's real
   many initializations arrived for it), ``POST /sandbox/paystack/reset``.
 - Customers, dedicated accounts and transactions (checkouts included) are
   kept in the sandbox's state file across restarts (``billvend.sandbox.store``).
+- The Transfers API (the bank withdrawals go to) is ``billvend.sandbox.paystack_bank``.
 """
 
 from __future__ import annotations
@@ -169,7 +170,7 @@ def _refuse(message: str, status: int = 400):
     return jsonify({"status": False, "message": message}), status
 
 
-API_PREFIXES = ("/transaction", "/customer", "/dedicated_account")
+API_PREFIXES = ("/transaction", "/customer", "/dedicated_account", "/bank", "/transfer", "/balance")
 
 
 @bp.before_app_request
@@ -468,6 +469,9 @@ def set_status(reference: str):
 @bp.post("/sandbox/paystack/reset")
 def reset():
     state().reset()
+    bank = current_app.extensions.get("paystack_bank_sandbox")
+    if bank is not None:  # the sandbox's bank (paystack_bank), same process
+        bank.reset(int(current_app.config["PAYSTACK_SANDBOX_BALANCE_KOBO"]))
     return jsonify({"ok": True})
 
 
