@@ -307,14 +307,22 @@ def post_transfer(
     if connection.dialect.name == "postgresql":
         posted = _post_on_postgresql(session, connection, row)
         if p2p_transfer_id is not None:
-            # The PostgreSQL function takes no link to a p2p row (its signature
-            # is shared by every kind): set it on the row it just wrote, which
-            # this transaction alone can see until COMMIT. UNIQUE still holds.
-            transfers = Transfer.__table__
-            connection.execute(sa.update(transfers).where(transfers.c.id == posted.transfer_id)
-                               .values(p2p_transfer_id=p2p_transfer_id))
+            _link_p2p(connection, posted.transfer_id, p2p_transfer_id)
         return posted
     return _post_on_sqlite(session, row | {"p2p_transfer_id": p2p_transfer_id})
+
+
+def _link_p2p(connection: sa.Connection, transfer_id: int, p2p_transfer_id: int) -> None:
+    """Name the p2p row on the transfer the PostgreSQL function just wrote.
+
+    The function takes no link to a p2p row (its signature is shared by every
+    kind; a new one would need a new migration of it): the row it wrote is
+    this transaction's alone until COMMIT, and UNIQUE(p2p_transfer_id) still
+    refuses a second transfer for one p2p row.
+    """
+    transfers = Transfer.__table__
+    connection.execute(sa.update(transfers).where(transfers.c.id == transfer_id)
+                       .values(p2p_transfer_id=p2p_transfer_id))
 
 
 def _check_transfer(kind: str, debit_wallet_id: int, credit_wallet_id: int,
