@@ -337,3 +337,20 @@ def test_ledger_refuses_a_second_transfer_for_one_p2p_row(app, ada, bola):
             kind=KIND_P2P, debit_wallet_id=ada.wallet.id, credit_wallet_id=bola.wallet.id,
             amount_kobo=1_00, p2p_transfer_id=sent.transfer.id)
     assert_books_balance()
+
+
+def test_the_admin_audit_pages_show_transfers_between_customers(client, auth, ada, bola):
+    from tests.test_admin import make_admin
+
+    sent = transfers.send(ada, bola, 7_000_00, "school fees", secrets.token_urlsafe(16))
+    transfer_id = db.session.scalar(sa.select(Transfer.id).where(Transfer.p2p_transfer_id == sent.transfer.id))
+    auth.logout()
+    root = make_admin()
+    auth.login("root@example.com", PASSWORD)
+    auth.second_factor(root)
+    listing = page_text(client.get("/admin/p2p"))
+    assert sent.transfer.reference in listing and "ada@example.com" in listing
+    assert "bola@example.com" in listing and "school fees" in listing and "₦7,000.00" in listing
+    detail = page_text(client.get(f"/admin/transfers/{transfer_id}"))
+    assert "Transfer between customers" in detail and sent.transfer.reference in detail
+    assert "p2p_matches" in page_text(client.get("/admin/invariants"))
