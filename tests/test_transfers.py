@@ -354,3 +354,26 @@ def test_the_admin_audit_pages_show_transfers_between_customers(client, auth, ad
     detail = page_text(client.get(f"/admin/transfers/{transfer_id}"))
     assert "Transfer between customers" in detail and sent.transfer.reference in detail
     assert "p2p_matches" in page_text(client.get("/admin/invariants"))
+
+
+def test_both_sides_messages_render_and_follow_the_channel_choice(app, ada, bola):
+    from billvend.notifications.services import render
+
+    bola.token_channels = "email"
+    db.session.commit()
+    sent = transfers.send(ada, bola, 1_234_50, "suya money", secrets.token_urlsafe(16))
+    rows = {(m.template, m.channel): m for m in db.session.scalars(
+        sa.select(Message).where(Message.event_key.like(f"p2p:{sent.transfer.id}:%")))}
+    assert set(rows) == {("transfer_sent", "email"), ("transfer_sent", "sms"), ("transfer_received", "email")}
+    mail = render(rows[("transfer_received", "email")])
+    assert mail.subject == "Ada O. sent you ₦1,234.50"
+    assert "suya money" in mail.text and "suya money" in mail.html and sent.transfer.reference in mail.text
+    sms = render(rows[("transfer_sent", "sms")]).sms
+    assert sms.startswith("You sent NGN 1,234.50 to Bola A.") and "₦" not in sms
+    assert rows[("transfer_sent", "sms")].recipient == "+2348031234567"
+
+
+def test_a_refused_transfer_queues_no_message(app, ada, bola):
+    with pytest.raises(ledger.InsufficientFunds):
+        transfers.send(bola, ada, 1_00, None, secrets.token_urlsafe(16))
+    assert db.session.scalar(sa.select(sa.func.count(Message.id)).where(Message.event_key.like("p2p:%"))) == 0
