@@ -112,7 +112,7 @@ def admin_urls(payment: Payment, wallet_id: int, transfer_id: int) -> list[tuple
         ("GET", "/admin/actions"),
         ("POST", f"/admin/payments/{ref}/requery"), ("POST", f"/admin/payments/{ref}/resolve"),
         ("POST", f"/admin/payments/{ref}/refund"),
-        ("GET", "/admin/messages"), ("GET", "/admin/messages?status=failed"),
+        ("GET", "/admin/messages"), ("GET", "/admin/messages?status=failed"), ("GET", "/admin/p2p"),
         ("POST", "/admin/messages/1/retry"),
     ]
 

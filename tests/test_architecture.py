@@ -25,6 +25,7 @@ LAYERS = {
     "notifications": 2.5,  # below the domains that cause messages, above the ledger
     "vending": 3,
     "funding": 3,
+    "transfers": 3,
     "web": 4,
     "sandbox": 4,
     "": 5,          # billvend/__init__.py: the app factory
@@ -54,6 +55,8 @@ EXPECTED_INVARIANTS = {
     "adjustment_approved", "unexplained_movement",
     # funding
     "funding_credits", "dedicated_account_owner", "funding_wallet_reconciles",
+    # transfers
+    "p2p_matches",
 }
 
 

@@ -199,7 +199,8 @@ def system_wallet_id(code: str) -> Optional[int]:
     "adjustment_approved": "Each adjustment has an approval by a second admin (none can be recorded "
                            "yet, so every adjustment is reported)",
     "unexplained_movement": "Every movement into or out of a user wallet is explained by its kind's "
-                            "rule: a funding credit, a payment's debit or a payment's reversal",
+                            "rule: a funding credit, a payment's debit or a payment's reversal, a "
+                            "transfer between customers",
 })
 def check_transfer_rules() -> list[Violation]:
     """Adjustments (DESIGN.md invariant 7) and the catch-all: a transfer touching a user

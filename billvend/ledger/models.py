@@ -27,7 +27,11 @@ KIND_REVERSAL = "reversal"
 KIND_ADJUSTMENT = "adjustment"
 
 
-TRANSFER_KINDS = (KIND_FUNDING, KIND_BILL_PAYMENT, KIND_REVERSAL, KIND_ADJUSTMENT)
+#: Money from one customer's wallet to another's (billvend.transfers).
+KIND_P2P = "p2p"
+
+
+TRANSFER_KINDS = (KIND_FUNDING, KIND_BILL_PAYMENT, KIND_REVERSAL, KIND_ADJUSTMENT, KIND_P2P)
 
 
 # System wallets (no user).
@@ -94,6 +98,8 @@ class Transfer(db.Model):
         # database as well as by the state machine (DESIGN.md invariant 4).
         sa.UniqueConstraint("payment_id", "kind"),
         sa.UniqueConstraint("funding_id"),
+        # One ledger transfer per customer-to-customer transfer.
+        sa.UniqueConstraint("p2p_transfer_id"),
     )
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
@@ -107,6 +113,7 @@ class Transfer(db.Model):
     amount_kobo: so.Mapped[int] = so.mapped_column(sa.BigInteger)
     payment_id: so.Mapped[Optional[int]] = so.mapped_column(sa.ForeignKey("payments.id"))
     funding_id: so.Mapped[Optional[int]] = so.mapped_column(sa.ForeignKey("fundings.id"))
+    p2p_transfer_id: so.Mapped[Optional[int]] = so.mapped_column(sa.ForeignKey("p2p_transfers.id"))
     description: so.Mapped[Optional[str]] = so.mapped_column(sa.String(200))
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), default=utcnow)
 
@@ -115,6 +122,7 @@ class Transfer(db.Model):
     )
     payment: so.Mapped[Optional["Payment"]] = so.relationship()
     funding: so.Mapped[Optional["Funding"]] = so.relationship()
+    p2p_transfer: so.Mapped[Optional["P2PTransfer"]] = so.relationship()
 
 
 class LedgerEntry(db.Model):

@@ -27,6 +27,7 @@ and a transaction that lost a race is rerun whole.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import NamedTuple, Optional
 
 import sqlalchemy as sa
@@ -113,6 +114,31 @@ def open_wallet(user: User) -> Wallet:
     wallet = Wallet(user=user, balance_kobo=0, version=0)
     db.session.add(wallet)
     return wallet
+
+
+def lock_wallets(*wallet_ids: int) -> None:
+    """Lock the rows of ``wallet_ids`` until the caller's transaction ends, in
+    the ledger's one order (descending id, as ``billvend_post_transfer`` takes
+    them), so two callers locking crossing pairs cannot deadlock.
+
+    For a check that must hold until the debit commits (a daily limit): call
+    it first in the unit of work, then read, then :func:`post_transfer` (whose
+    UPDATEs find the rows already held). On PostgreSQL ``SELECT ... FOR NO KEY
+    UPDATE`` (the lock an UPDATE takes, so foreign-key checks of other rows
+    are not blocked); SQLite has one writer at a time, and a no-op UPDATE
+    makes this transaction that writer now, before anything is read.
+    """
+    ids = sorted(set(wallet_ids), reverse=True)
+    if not ids:
+        return
+    wallets = Wallet.__table__
+    session = db.session()
+    if session.connection().dialect.name == "postgresql":
+        session.execute(sa.select(wallets.c.id).where(wallets.c.id.in_(ids))
+                        .order_by(wallets.c.id.desc()).with_for_update(key_share=True))
+        return
+    session.execute(sa.update(wallets).where(wallets.c.id.in_(ids))
+                    .values(version=wallets.c.version))
 
 
 def _sync_loaded_wallet(wallet_id: int, balance_kobo: int, version: int) -> None:
@@ -233,7 +259,9 @@ def post_transfer(
     amount_kobo: int,
     payment_id: Optional[int] = None,
     funding_id: Optional[int] = None,
+    p2p_transfer_id: Optional[int] = None,
     description: Optional[str] = None,
+    created_at: Optional[datetime] = None,
 ) -> PostedTransfer:
     """Move ``amount_kobo`` from one wallet to another, with two ledger entries.
 
@@ -253,6 +281,11 @@ def post_transfer(
     :param kind: one of ``models.TRANSFER_KINDS``.
     :param amount_kobo: a positive ``int`` number of kobo, at most
         :data:`MAX_TRANSFER_KOBO`.
+    :param p2p_transfer_id: the customer-to-customer transfer (``p2p_transfers``)
+        a ``p2p`` transfer posts; at most one ledger transfer each (UNIQUE).
+    :param created_at: the transfer's and its entries' time (aware UTC); default
+        ``utcnow()``. A caller that counts a daily limit by it passes the database
+        clock it checked the limit at (``billvend.ledger.limits``).
     :returns: a :class:`PostedTransfer` (the new transfer's id, both wallets'
         new balances and versions); any ``Wallet`` already loaded in the
         session is updated to match, without a SELECT.
@@ -262,7 +295,7 @@ def post_transfer(
         :data:`MAX_TRANSFER_KOBO`), same wallet twice, no such wallet.
     :raises sqlalchemy.exc.IntegrityError: a second transfer of the same
         ``kind`` for one payment (``UNIQUE(payment_id, kind)``), or a second
-        transfer for one funding.
+        transfer for one funding or one customer-to-customer transfer.
     """
     _check_transfer(kind, debit_wallet_id, credit_wallet_id, amount_kobo)
     session = db.session()
@@ -270,10 +303,26 @@ def post_transfer(
     connection = session.connection()
     row = dict(kind=kind, debit_wallet_id=debit_wallet_id, credit_wallet_id=credit_wallet_id,
                amount_kobo=amount_kobo, payment_id=payment_id, funding_id=funding_id,
-               description=description, created_at=utcnow())
+               description=description, created_at=created_at or utcnow())
     if connection.dialect.name == "postgresql":
-        return _post_on_postgresql(session, connection, row)
-    return _post_on_sqlite(session, row)
+        posted = _post_on_postgresql(session, connection, row)
+        if p2p_transfer_id is not None:
+            _link_p2p(connection, posted.transfer_id, p2p_transfer_id)
+        return posted
+    return _post_on_sqlite(session, row | {"p2p_transfer_id": p2p_transfer_id})
+
+
+def _link_p2p(connection: sa.Connection, transfer_id: int, p2p_transfer_id: int) -> None:
+    """Name the p2p row on the transfer the PostgreSQL function just wrote.
+
+    The function takes no link to a p2p row (its signature is shared by every
+    kind; a new one would need a new migration of it): the row it wrote is
+    this transaction's alone until COMMIT, and UNIQUE(p2p_transfer_id) still
+    refuses a second transfer for one p2p row.
+    """
+    transfers = Transfer.__table__
+    connection.execute(sa.update(transfers).where(transfers.c.id == transfer_id)
+                       .values(p2p_transfer_id=p2p_transfer_id))
 
 
 def _check_transfer(kind: str, debit_wallet_id: int, credit_wallet_id: int,

@@ -363,6 +363,16 @@ class Settings(BaseSettings):
         10, "\"Send token again\" per customer per Africa/Lagos day, all payments together")
     FAULT_SEND_DELAY_SECONDS: Number = setting(
         0.0, "test-only fault injection: a sender waits this long between claiming a message and sending it")
+    # Transfers between customers (issue 27, billvend.transfers; billvend.ledger.limits).
+    TRANSFER_DAILY_LIMIT_KOBO: Integer = setting(
+        50_000_000, "kobo one customer may send to other customers per Africa/Lagos day (N500,000)")
+    UNVERIFIED_DAILY_LIMIT_KOBO: Integer = setting(
+        5_000_000, "the daily limit instead (kobo, N50,000) for an account missing a verified email "
+        "or a verified phone")
+    TRANSFER_RECIPIENT_LOOKUPS_PER_HOUR: Integer = setting(
+        10, "different recipients one customer may look up on the transfer page per hour (asking "
+        "again about one already seen is free)")
+    RATELIMIT_TRANSFER_USER: Text = setting("10 per minute;100 per day", "transfer submits per user")
     # Money in (issue 15).
     FUNDING_GATEWAY: Annotated[Literal["paystack", "simulated"], Kind("paystack or simulated")] = setting(
         "paystack", "the card gateway", production="paystack")
@@ -456,6 +466,8 @@ FIXED_CONFIG: dict[str, Any] = {
     "MAX_FUNDING_KOBO": 1_000_000_00,
     "MIN_PAYMENT_KOBO": 500_00,
     "MAX_PAYMENT_KOBO": 500_000_00,
+    "MIN_P2P_TRANSFER_KOBO": 1_00,
+    "MAX_P2P_TRANSFER_KOBO": 5_000_000_00,
     "PAYMENTS_PER_PAGE": 20,
 }
 

@@ -303,25 +303,36 @@ HOLD_REASONS = {
 }
 
 
-def require_step_up():
+def require_no_hold():
+    """The first half of :func:`require_step_up`: the hold page (403) naming
+    the change and when money can leave again, when a password reset, email
+    change or phone change was made in the last 24 h; else None."""
+    hold = stepup.hold_of(current_user.id)
+    if hold is None:
+        return None
+    log.info("user %s: step-up refused, %s at %s", current_user.id, hold.kind, hold.since.isoformat())
+    return render_template("account/step_up_hold.html", reason=HOLD_REASONS.get(hold.kind, hold.kind),
+                           since=hold.since, until=hold.until), 403
+
+
+def require_step_up(next_url: str | None = None):
     """The step-up check before money leaves the signed-in customer's wallet
     (withdrawals, transfers; :mod:`billvend.accounts.stepup`).
 
+    :param next_url: where ``/account/confirm`` sends the customer back to
+        (a local path); default this GET's own URL, or a POST's path.
     :returns: None when it may leave now; else the response the view must
-        return: the hold page (403) naming the change and when money can
-        leave again, when a password reset, email change or phone change was
-        made in the last 24 h (checked first: typing the password would not
-        help); or a 303 to ``/account/confirm`` with ``next`` back here, when
-        the password was not typed in this session within 10 minutes.
+        return: the hold page (403, :func:`require_no_hold`), checked first
+        (typing the password would not help); or a 303 to
+        ``/account/confirm`` with ``next`` back here, when the password was
+        not typed in this session within 10 minutes.
     """
-    hold = stepup.hold_of(current_user.id)
-    if hold is not None:
-        log.info("user %s: step-up refused, %s at %s", current_user.id, hold.kind, hold.since.isoformat())
-        return render_template("account/step_up_hold.html", reason=HOLD_REASONS.get(hold.kind, hold.kind),
-                               since=hold.since, until=hold.until), 403
+    held = require_no_hold()
+    if held is not None:
+        return held
     if not stepup.password_is_fresh():
         flash("For your security, type your password again before money leaves your wallet.", "info")
-        target = request.full_path if request.method == "GET" else request.path
+        target = next_url or (request.full_path if request.method == "GET" else request.path)
         return redirect(url_for("account.confirm_password", next=target), code=303)
     return None
 
@@ -426,6 +437,37 @@ def _check_distinct_meters() -> None:
         log.error("distinct-meter limit unavailable: %s", error)
 
 
+def check_distinct_recipients(recipient_key: str) -> None:
+    """The transfer page's recipient lookups: at most
+    ``TRANSFER_RECIPIENT_LOOKUPS_PER_HOUR`` different recipients per user an
+    hour (looking up one already seen this hour is free), so the review step
+    cannot list who has an account. Call it before the lookup.
+
+    :param recipient_key: the normalised email or E.164 phone looked up.
+    :raises werkzeug.exceptions.TooManyRequests: (429 with Retry-After) past it.
+    """
+    from limits import RateLimitItemPerHour, parse_many
+
+    if not limiter.enabled:
+        return
+    strategy = limiter.limiter
+    user = _user_key()
+    item = RateLimitItemPerHour(current_app.config["TRANSFER_RECIPIENT_LOOKUPS_PER_HOUR"])
+    try:
+        if not strategy.hit(parse_many("1 per hour")[0], "billvend", "recipient-seen", user,
+                            recipient_key[:254]):
+            return  # already looked up this hour
+        if not strategy.hit(item, "billvend", "recipient-distinct", user):
+            reset_at = strategy.get_window_stats(item, "billvend", "recipient-distinct", user).reset_time
+            log.warning("transfer recipients: %s passed %s distinct lookups", user, item)
+            raise TooManyRequests(retry_after=max(1, int(reset_at - time.time())))
+    except TooManyRequests:
+        raise
+    except Exception as error:  # noqa: BLE001 - the limit store is down: the per-user
+        # submit limit (in-memory fallback) still holds.
+        log.error("distinct-recipient limit unavailable: %s", error)
+
+
 def _with_distinct_meter_check(view):
     @functools.wraps(view)  # Flask-Limiter keys the outer limits by this name
     def checked(*args, **kwargs):
@@ -474,6 +516,9 @@ def _limits_for(endpoint: str) -> list[Callable]:
     if endpoint == "bills.electricity":
         return [limiter.limit(_limit("RATELIMIT_PAYMENT_USER"), methods=post, scope="payment-user",
                               key_func=_user_key)]
+    if endpoint == "wallet.transfer":
+        return [limiter.limit(_limit("RATELIMIT_TRANSFER_USER"), methods=post, scope="transfer-user",
+                              key_func=_user_key)]
     if endpoint == "wallet.fund":
         return [limiter.limit(_limit("RATELIMIT_FUNDING_USER"), methods=post, scope="funding-user",
                               key_func=_user_key)]
@@ -506,7 +551,7 @@ def _limits_for(endpoint: str) -> list[Callable]:
 #: Endpoints with their own limits.
 ROUTE_LIMITS = ("auth.login", "auth.signup", "account.two_factor", "account.password",
                 "account.confirm_password", "account.send_phone_code", "bills.verify",
-                "bills.electricity", "wallet.fund", "webhooks.paystack_webhook",
+                "bills.electricity", "wallet.fund", "wallet.transfer", "webhooks.paystack_webhook",
                 "auth.forgot_password", "auth.reset_password", "account.resend_verification",
                 "account.email")
 

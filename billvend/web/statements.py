@@ -31,7 +31,7 @@ CUSTOMER_STATUS = {
     "reversed": "Refunded",
 }
 KIND_WORDS = {"funding": "Wallet funding", "bill_payment": "Electricity",
-              "reversal": "Refund", "adjustment": "Adjustment"}
+              "reversal": "Refund", "adjustment": "Adjustment", "p2p": "Transfer"}
 CSV_COLUMNS = ["Date (Lagos)", "Description", "Disco", "Meter", "Meter name", "Name on meter",
                "Reference", "Token", "Units (kWh)", "Status", "Amount (NGN)", "Balance after (NGN)"]
 
@@ -84,8 +84,20 @@ def statement_rows(entries: Iterable[LedgerEntry],
             row.status = customer_status(payment)
         elif transfer.funding is not None:
             row.reference = transfer.funding.reference
+        elif transfer.p2p_transfer is not None:
+            _describe_p2p(row, transfer.p2p_transfer, sent=entry.delta_kobo < 0)
         rows.append(row)
     return rows
+
+
+def _describe_p2p(row: StatementRow, transfer, *, sent: bool) -> None:
+    """A transfer between customers' row: "Transfer to Ada O." (the sender's
+    side) or "Transfer from Bola A." (the recipient's), with its note."""
+    who = transfer.recipient_name if sent else transfer.sender_name
+    row.description = f"Transfer {'to' if sent else 'from'} {who}"
+    if transfer.note:
+        row.description += f": {transfer.note}"
+    row.reference = transfer.reference
 
 
 #: A cell starting with one of these is read as a formula by spreadsheets

@@ -22,11 +22,13 @@ from billvend.accounts.models import User
 from billvend.funding import accounts, checkout, events, gateways, reconciliation, verification
 from billvend.funding import tasks as funding_tasks
 from billvend.funding.models import Funding
+from billvend.ledger import limits
 from billvend.ledger import services as ledger
 from billvend.notifications import channels, outbox
 from billvend.notifications import tasks as notify_tasks
 from billvend.platform import clock, queue as platform_queue
 from billvend.platform.extensions import db
+from billvend.transfers import services as transfers
 from billvend.vending import lifecycle as payments
 from billvend.vending import tasks as vending_tasks
 from billvend.vending.models import FAILED, PENDING, UNKNOWN, VENDING, Payment
@@ -38,7 +40,7 @@ from tests.simulation.world import SimClock, SimCrash, SimGateway, SimProvider, 
 #: Step kinds and their weights.
 STEPS = (("pay", 20), ("task", 34), ("fund_card", 4), ("checkout_paid", 4), ("callback", 2),
          ("bank_transfer", 2), ("webhook", 6), ("sweep", 4), ("funding_sweep", 2),
-         ("message_sweep", 2), ("admin", 3), ("tick", 10), ("jump", 1))
+         ("message_sweep", 2), ("admin", 3), ("tick", 10), ("jump", 1), ("p2p", 4))
 CUSTOMERS = 12
 _UNSET = object()  # an attribute the engine set on an instance, removed again by close()
 FULL_CHECK_EVERY = 500
@@ -80,6 +82,8 @@ class Simulation:
         self.step_no = 0
         self.history: list[tuple[int, str, str]] = []  # (step, subject, text)
         self.webhooks: list[Webhook] = []
+        #: What customers asked to send: (sender id, key) -> (recipient id, kobo), first use of a key.
+        self.p2p_asked: dict[tuple[int, str], tuple[int, int]] = {}
         self.queue = SimQueue(random.Random(self.rng.getrandbits(64)), self.clock)
         self.crashes = Crashes(random.Random(self.rng.getrandbits(64)), crash_chance)
         self.app = create_app(sim_config(database_url))
@@ -250,6 +254,31 @@ class Simulation:
         self.note(payment.reference, f"paid {amount_kobo} kobo (created={created})")
         if created:
             vending_tasks.enqueue_vend(payment.id)
+
+    def step_p2p(self) -> None:
+        """A customer sends money to another simulated customer, as
+        ``/wallet/transfer`` does (``transfers.send``): sometimes more than the
+        balance or today's limit (the simulated customers' phones are not
+        verified: ``UNVERIFIED_DAILY_LIMIT_KOBO``), to themselves, or the same
+        form again (same details, or another amount: refused)."""
+        sender, recipient = self.rng.choice(self.customers), self.rng.choice(self.customers)
+        amount_kobo = self.rng.choice([100_00, 1500_00, 5000_00, 20000_00, 60000_00])
+        key = secrets.token_hex(8)
+        asked = [k for (sid, k) in self.p2p_asked if sid == sender.user_id]
+        if asked and self.rng.random() < 0.1:
+            key = self.rng.choice(asked)
+            recipient_id, amount_kobo = self.p2p_asked[(sender.user_id, key)]
+            recipient = next(c for c in self.customers if c.user_id == recipient_id)
+            amount_kobo += self.rng.choice([0, 0, 1])  # sometimes the key with other details
+        self.p2p_asked.setdefault((sender.user_id, key), (recipient.user_id, amount_kobo))
+        try:
+            sent = transfers.send(self._user(sender), self._user(recipient), amount_kobo, "sim", key)
+        except (ledger.InsufficientFunds, limits.DailyLimitExceeded, transfers.TransferError) as exc:
+            self.note(f"p2p:{sender.user_id}:{key}", f"refused {amount_kobo} kobo to user "
+                                                      f"{recipient.user_id}: {type(exc).__name__}")
+            return
+        self.note(sent.transfer.reference, f"user {sender.user_id} sent {amount_kobo} kobo to user "
+                                           f"{recipient.user_id} (created={sent.created})")
 
     def step_fund_card(self) -> None:
         customer = self.rng.choice(self.customers)

@@ -10,7 +10,9 @@ events it wrote, the credits it posted):
 - no wallet is credited for money the gateway did not take from that customer;
 - every payment event is a transition of ``lifecycle.TRANSITIONS`` (or a note
   on the same status);
-- the provider never saw a second ``pay`` for one reference.
+- the provider never saw a second ``pay`` for one reference;
+- each transfer between customers is one a customer asked for (sender, key,
+  recipient, amount), once per key.
 
 Every ``FULL_CHECK_EVERY`` steps and at the end: ``check_invariants``. At the
 end (:meth:`Oracle.at_end`): every payment and funding final or flagged, every
@@ -32,6 +34,9 @@ from billvend.ledger import invariants
 from billvend.ledger.models import KIND_FUNDING, Transfer, Wallet
 from billvend.notifications.models import Message
 from billvend.platform.extensions import db
+from billvend.ledger import limits
+from billvend.transfers import services as transfers
+from billvend.transfers.models import P2PTransfer
 from billvend.vending import lifecycle as payments
 from billvend.vending.models import FINAL_STATUSES, REVERSED, SUCCESSFUL, Payment, PaymentEvent
 
@@ -44,6 +49,7 @@ class Oracle:
         self.violations: list[str] = []
         self.last_event_id = 0
         self.last_transfer_id = 0
+        self.last_p2p_id = 0
         # Tables written since the last check: a step that wrote no payment
         # event and no transfer has nothing new to read (most steps).
         self.written: set[str] = {PaymentEvent.__tablename__, Transfer.__tablename__}
@@ -84,6 +90,7 @@ class Oracle:
                 self._check_new_events()
             if Transfer.__tablename__ in written:
                 self._check_credits()
+                self._check_p2p()
             db.session.rollback()
 
     def _check_new_events(self) -> None:
@@ -155,6 +162,24 @@ class Oracle:
                 self.violation(f"funding {reference}: credited {amount_kobo} kobo to user {user_id}, the "
                                f"gateway took {taken} (user, kobo) for {gateway_reference}")
 
+    def _check_p2p(self) -> None:
+        """Each new transfer between customers is what its sender asked with
+        that key, and keeps the sender within the day's limit (Lagos day)."""
+        for row in db.session.scalars(sa.select(P2PTransfer).where(P2PTransfer.id > self.last_p2p_id)):
+            self.last_p2p_id = max(self.last_p2p_id, row.id)
+            asked = self.sim.p2p_asked.get((row.sender_id, row.idempotency_key))
+            if asked != (row.recipient_id, row.amount_kobo):
+                self.violation(f"p2p {row.reference}: user {row.sender_id} sent {row.amount_kobo} kobo to "
+                               f"user {row.recipient_id}; with that key they asked {asked} (recipient, kobo)")
+            start, end = limits.day_bounds(row.created_at)
+            day_total = db.session.scalar(sa.select(sa.func.sum(P2PTransfer.amount_kobo)).where(
+                P2PTransfer.sender_id == row.sender_id, P2PTransfer.created_at >= start,
+                P2PTransfer.created_at < end))
+            limit_kobo = transfers.daily_limit_kobo(row.sender)
+            if day_total > limit_kobo:
+                self.violation(f"p2p {row.reference}: user {row.sender_id} sent {day_total} kobo on "
+                               f"{limits.lagos_day(row.created_at)}, over the daily limit of {limit_kobo}")
+
     # --- every N steps, and at the end ---
 
     def full_check(self) -> None:
@@ -212,7 +237,8 @@ class Oracle:
         return bool(runs) and all(run.error is not None or run.finished_at is None for run in runs)
 
     def _end_balances(self) -> None:
-        """Each balance = verified money in - value delivered - money held."""
+        """Each balance = verified money in - value delivered - money held
+        -/+ money sent to / received from other customers (as they asked)."""
         expected: dict[int, int] = defaultdict(int)
         for transfer in db.session.scalars(sa.select(Transfer).where(Transfer.kind == KIND_FUNDING)):
             funding = db.session.get(Funding, transfer.funding_id)
@@ -226,6 +252,10 @@ class Oracle:
                 continue  # flagged for an admin: the customer holds both, on record
             if not refunded_back:
                 expected[payment.user_id] -= payment.amount_kobo  # delivered, or held while uncertain
+        for row in db.session.scalars(sa.select(P2PTransfer)):
+            if self.sim.p2p_asked.get((row.sender_id, row.idempotency_key)) == (row.recipient_id, row.amount_kobo):
+                expected[row.sender_id] -= row.amount_kobo  # money between customers
+                expected[row.recipient_id] += row.amount_kobo
         for customer in self.sim.customers:
             balance = db.session.scalar(sa.select(Wallet.balance_kobo).where(Wallet.user_id == customer.user_id))
             if balance != expected[customer.user_id]:
@@ -246,6 +276,10 @@ class Oracle:
         for funding_id, in db.session.execute(sa.select(Transfer.funding_id).where(Transfer.kind == KIND_FUNDING)):
             if f"funding:{funding_id}:credited" not in keys:
                 self.violation(f"funding {funding_id} credited, its receipt was never queued")
+        for p2p_id, in db.session.execute(sa.select(P2PTransfer.id)):
+            for side in ("sent", "received"):
+                if f"p2p:{p2p_id}:{side}" not in keys:
+                    self.violation(f"p2p {p2p_id}: the {side} message was never queued")
 
     def _end_messages(self) -> None:
         for message in db.session.scalars(sa.select(Message)):

@@ -9,3 +9,4 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 from billvend.web.admin import routes  # noqa: E402,F401
 from billvend.web.admin import fundings  # noqa: E402,F401 - money in (issue 15)
 from billvend.web.admin import messages  # noqa: E402,F401 - the outbox (issue 23)
+from billvend.web.admin import p2p  # noqa: E402,F401 - transfers between customers (issue 27)

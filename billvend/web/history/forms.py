@@ -16,6 +16,7 @@ KIND_LABELS = {
     "bill_payment": "Payments",
     "reversal": "Refunds",
     "adjustment": "Adjustments",
+    "p2p": "Transfers",
 }
 
 #: The status filter in the customer's words (as the badges say them) ->
