@@ -69,6 +69,7 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     # (vending first: `flask ledger check` lists the invariants in registration order).
     from billvend.vending import invariants as _vending_invariants, tasks, telemetry  # noqa: F401
     from billvend.funding import invariants as _funding_invariants, tasks as _funding_tasks  # noqa: F401
+    from billvend.adjustments import invariants as _adjustment_invariants  # noqa: F401
     from billvend.notifications import email as notification_email, tasks as _notification_tasks
     from billvend.notifications import sms as _sms_sender  # noqa: F401  (registers "sms")
     from billvend.vending.models import Payment

@@ -25,6 +25,7 @@ LAYERS = {
     "notifications": 2.5,  # below the domains that cause messages, above the ledger
     "vending": 3,
     "funding": 3,
+    "adjustments": 3,
     "web": 4,
     "sandbox": 4,
     "": 5,          # billvend/__init__.py: the app factory
@@ -51,9 +52,11 @@ EXPECTED_INVARIANTS = {
     "payment_debits", "payment_debit_wallet", "payment_reversals", "reversal_amount",
     "biller_clearing_reconciles",
     # ledger: every transfer kind has a rule
-    "adjustment_approved", "unexplained_movement",
+    "unexplained_movement",
     # funding
     "funding_credits", "dedicated_account_owner", "funding_wallet_reconciles",
+    # adjustments (issue 27)
+    "adjustment_approved", "adjustments_wallet_reconciles", "promotions_wallet_reconciles",
 }
 
 

@@ -24,10 +24,16 @@ KIND_BILL_PAYMENT = "bill_payment"
 KIND_REVERSAL = "reversal"
 
 
+#: An approved admin correction (billvend.adjustments): ``adjustments`` -> customer (a credit)
+#: or customer -> ``adjustments`` (a debit).
 KIND_ADJUSTMENT = "adjustment"
 
 
-TRANSFER_KINDS = (KIND_FUNDING, KIND_BILL_PAYMENT, KIND_REVERSAL, KIND_ADJUSTMENT)
+#: An approved goodwill bonus (billvend.adjustments): ``promotions`` -> customer.
+KIND_BONUS = "bonus"
+
+
+TRANSFER_KINDS = (KIND_FUNDING, KIND_BILL_PAYMENT, KIND_REVERSAL, KIND_ADJUSTMENT, KIND_BONUS)
 
 
 # System wallets (no user).
@@ -37,7 +43,15 @@ FUNDING_WALLET = "funding"
 BILLER_CLEARING_WALLET = "biller_clearing"
 
 
-SYSTEM_WALLETS = (FUNDING_WALLET, BILLER_CLEARING_WALLET)
+#: The business's side of approved corrections: debits in, credits out (may go negative).
+ADJUSTMENTS_WALLET = "adjustments"
+
+
+#: The business's side of approved bonuses: every bonus comes out of it (runs negative).
+PROMOTIONS_WALLET = "promotions"
+
+
+SYSTEM_WALLETS = (FUNDING_WALLET, BILLER_CLEARING_WALLET, ADJUSTMENTS_WALLET, PROMOTIONS_WALLET)
 
 
 class Wallet(db.Model):
@@ -94,6 +108,8 @@ class Transfer(db.Model):
         # database as well as by the state machine (DESIGN.md invariant 4).
         sa.UniqueConstraint("payment_id", "kind"),
         sa.UniqueConstraint("funding_id"),
+        # One posting per approved adjustment (billvend.adjustments), enforced here too.
+        sa.UniqueConstraint("adjustment_id", "kind"),
     )
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
@@ -107,6 +123,8 @@ class Transfer(db.Model):
     amount_kobo: so.Mapped[int] = so.mapped_column(sa.BigInteger)
     payment_id: so.Mapped[Optional[int]] = so.mapped_column(sa.ForeignKey("payments.id"))
     funding_id: so.Mapped[Optional[int]] = so.mapped_column(sa.ForeignKey("fundings.id"))
+    #: The approved adjustment or bonus this transfer posts (kinds ``adjustment``, ``bonus``).
+    adjustment_id: so.Mapped[Optional[int]] = so.mapped_column(sa.ForeignKey("adjustments.id"))
     description: so.Mapped[Optional[str]] = so.mapped_column(sa.String(200))
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), default=utcnow)
 

@@ -91,7 +91,7 @@ def ensure_system_wallets() -> None:
 
 
 def system_wallet_id(code: str) -> int:
-    """The primary key of system wallet ``code`` (``funding`` or ``biller_clearing``).
+    """The primary key of system wallet ``code`` (one of ``models.SYSTEM_WALLETS``).
 
     Call it before the transaction writes anything: on a database without
     system wallets it creates them on a separate connection.
@@ -233,6 +233,7 @@ def post_transfer(
     amount_kobo: int,
     payment_id: Optional[int] = None,
     funding_id: Optional[int] = None,
+    adjustment_id: Optional[int] = None,
     description: Optional[str] = None,
 ) -> PostedTransfer:
     """Move ``amount_kobo`` from one wallet to another, with two ledger entries.
@@ -251,6 +252,11 @@ def post_transfer(
     in the same order.
 
     :param kind: one of ``models.TRANSFER_KINDS``.
+    :param adjustment_id: the approved adjustment an ``adjustment`` or ``bonus`` transfer
+        posts (``billvend.adjustments``). On PostgreSQL it is set by an UPDATE of the new
+        transfer row after the function call (the function's signature is frozen in
+        migrations 0003/0004; adjustments are rare and touch no hot wallet), so a second
+        posting fails on ``UNIQUE(adjustment_id, kind)`` there and the caller rolls back.
     :param amount_kobo: a positive ``int`` number of kobo, at most
         :data:`MAX_TRANSFER_KOBO`.
     :returns: a :class:`PostedTransfer` (the new transfer's id, both wallets'
@@ -261,8 +267,8 @@ def post_transfer(
     :raises LedgerError: bad kind or amount (not a positive int, or above
         :data:`MAX_TRANSFER_KOBO`), same wallet twice, no such wallet.
     :raises sqlalchemy.exc.IntegrityError: a second transfer of the same
-        ``kind`` for one payment (``UNIQUE(payment_id, kind)``), or a second
-        transfer for one funding.
+        ``kind`` for one payment (``UNIQUE(payment_id, kind)``), a second
+        transfer for one funding, or for one adjustment (``UNIQUE(adjustment_id, kind)``).
     """
     _check_transfer(kind, debit_wallet_id, credit_wallet_id, amount_kobo)
     session = db.session()
@@ -271,8 +277,15 @@ def post_transfer(
     row = dict(kind=kind, debit_wallet_id=debit_wallet_id, credit_wallet_id=credit_wallet_id,
                amount_kobo=amount_kobo, payment_id=payment_id, funding_id=funding_id,
                description=description, created_at=utcnow())
+    if adjustment_id is not None:
+        row["adjustment_id"] = adjustment_id
     if connection.dialect.name == "postgresql":
-        return _post_on_postgresql(session, connection, row)
+        posted = _post_on_postgresql(session, connection, row)
+        if adjustment_id is not None:
+            transfers = Transfer.__table__
+            session.execute(sa.update(transfers).where(transfers.c.id == posted.transfer_id)
+                            .values(adjustment_id=adjustment_id))
+        return posted
     return _post_on_sqlite(session, row)
 
 
