@@ -15,7 +15,8 @@ KIND_LABELS = {
     "funding": "Fundings",
     "bill_payment": "Payments",
     "reversal": "Refunds",
-    "adjustment": "Adjustments",
+    "adjustment": "Corrections by billvend",
+    "bonus": "Goodwill credits",
 }
 
 #: The status filter in the customer's words (as the badges say them) ->
