@@ -75,7 +75,8 @@ unit_of_work = transactions.unit_of_work
 def ensure_system_wallets() -> None:
     """Create any missing system wallet, committed on its own connection.
 
-    The initial migration seeds them; this covers databases built with
+    The migrations seed them (0001: ``funding``, ``biller_clearing``; 0020:
+    ``adjustments``, ``promotions``); this covers databases built with
     ``create_all`` (tests) and is safe to race (UNIQUE(system_code)).
     """
     table = Wallet.__table__
@@ -276,17 +277,22 @@ def post_transfer(
     connection = session.connection()
     row = dict(kind=kind, debit_wallet_id=debit_wallet_id, credit_wallet_id=credit_wallet_id,
                amount_kobo=amount_kobo, payment_id=payment_id, funding_id=funding_id,
-               description=description, created_at=utcnow())
-    if adjustment_id is not None:
-        row["adjustment_id"] = adjustment_id
+               adjustment_id=adjustment_id, description=description, created_at=utcnow())
     if connection.dialect.name == "postgresql":
-        posted = _post_on_postgresql(session, connection, row)
-        if adjustment_id is not None:
-            transfers = Transfer.__table__
-            session.execute(sa.update(transfers).where(transfers.c.id == posted.transfer_id)
-                            .values(adjustment_id=adjustment_id))
-        return posted
+        return _link_adjustment(session, _post_on_postgresql(session, connection, row), adjustment_id)
     return _post_on_sqlite(session, row)
+
+
+def _link_adjustment(session: sa.orm.Session, posted: PostedTransfer,
+                     adjustment_id: Optional[int]) -> PostedTransfer:
+    """PostgreSQL: name the adjustment on the transfer the function just inserted (its
+    signature, frozen in migrations 0003/0004, has no such argument). ``UNIQUE
+    (adjustment_id, kind)`` refuses a second posting here; the caller rolls back."""
+    if adjustment_id is not None:
+        transfers = Transfer.__table__
+        session.execute(sa.update(transfers).where(transfers.c.id == posted.transfer_id)
+                        .values(adjustment_id=adjustment_id))
+    return posted
 
 
 def _check_transfer(kind: str, debit_wallet_id: int, credit_wallet_id: int,
