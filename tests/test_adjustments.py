@@ -138,6 +138,8 @@ def test_a_credit_proposed_then_approved_by_another_admin_is_posted_once(app, pr
     # The page says so, and no form is left to decide it again.
     page = b_client.get(f"/admin/adjustments/{adj_id}").get_data(as_text=True)
     assert "approved" in page and f"/admin/adjustments/{adj_id}/approve" not in page
+    page = b_client.get(f"/admin/transfers/{row.transfer_id}").get_data(as_text=True)
+    assert f'href="/admin/adjustments/{adj_id}"' in page
 
 
 def test_a_bonus_comes_from_promotions_and_tells_the_customer(app, proposer, approver, customer):
@@ -454,6 +456,10 @@ def test_a_bonus_naming_a_rejected_proposal_or_the_wrong_wallet_is_reported(app,
             ("adjustment_approved", "adjustment", approved),
             ("unexplained_movement", "transfer", on_rejected.transfer_id),
             ("unexplained_movement", "transfer", elsewhere.transfer_id)} == found
+    client = signed_in_admin(app, "dayo.admin@example.com")[0]
+    page = client.get("/admin/invariants").get_data(as_text=True)
+    assert f'href="/admin/adjustments/{rejected}"' in page
+    assert f'href="/admin/transfers/{elsewhere.transfer_id}"' in page
 
 
 def test_the_invariants_page_lists_the_new_rules(app, approver, customer):

@@ -15,7 +15,7 @@ KIND_LABELS = {
     "funding": "Fundings",
     "bill_payment": "Payments",
     "reversal": "Refunds",
-    "adjustment": "Corrections by billvend",
+    "adjustment": "Corrections and credits by billvend",
     "bonus": "Goodwill credits",
 }
 
