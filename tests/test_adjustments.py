@@ -174,6 +174,8 @@ def test_the_customer_sees_plain_words_in_their_history(app, proposer, approver,
     csv_text = client.get("/history/statement.csv").get_data(as_text=True)
     assert "Goodwill credit from billvend" in csv_text and "Balance correction by billvend" in csv_text
     assert wallet_balance(customer.wallet.id) == 10_060_00
+    keys = set(db.session.scalars(sa.select(Message.event_key)))
+    assert f"adjustment:{credit_id}:credited" in keys and f"adjustment:{debit_id}:credited" not in keys
     assert_books_balance()
 
 
