@@ -70,6 +70,7 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     from billvend.vending import invariants as _vending_invariants, tasks, telemetry  # noqa: F401
     from billvend.funding import invariants as _funding_invariants, tasks as _funding_tasks  # noqa: F401
     from billvend.transfers import invariants as _transfer_invariants  # noqa: F401
+    from billvend.adjustments import invariants as _adjustment_invariants  # noqa: F401
     from billvend.notifications import email as notification_email, tasks as _notification_tasks
     from billvend.notifications import sms as _sms_sender  # noqa: F401  (registers "sms")
     from billvend.vending.models import Payment

@@ -114,6 +114,9 @@ def admin_urls(payment: Payment, wallet_id: int, transfer_id: int) -> list[tuple
         ("POST", f"/admin/payments/{ref}/refund"),
         ("GET", "/admin/messages"), ("GET", "/admin/messages?status=failed"), ("GET", "/admin/p2p"),
         ("POST", "/admin/messages/1/retry"),
+        ("GET", "/admin/adjustments"), ("GET", "/admin/adjustments?status=pending&direction=bonus"),
+        ("POST", "/admin/adjustments"), ("POST", "/admin/adjustments/1/approve"),
+        ("POST", "/admin/adjustments/1/reject"),
     ]
 
 

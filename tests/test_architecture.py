@@ -26,6 +26,7 @@ LAYERS = {
     "vending": 3,
     "funding": 3,
     "transfers": 3,
+    "adjustments": 3,
     "web": 4,
     "sandbox": 4,
     "": 5,          # billvend/__init__.py: the app factory
@@ -52,11 +53,13 @@ EXPECTED_INVARIANTS = {
     "payment_debits", "payment_debit_wallet", "payment_reversals", "reversal_amount",
     "biller_clearing_reconciles",
     # ledger: every transfer kind has a rule
-    "adjustment_approved", "unexplained_movement",
+    "unexplained_movement",
     # funding
     "funding_credits", "dedicated_account_owner", "funding_wallet_reconciles",
     # transfers
     "p2p_matches",
+    # adjustments (issue 27)
+    "adjustment_approved", "adjustments_wallet_reconciles", "promotions_wallet_reconciles",
 }
 
 

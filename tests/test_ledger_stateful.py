@@ -1,7 +1,8 @@
 """A hypothesis state machine over the money operations, on both backends.
 
 Random sequences of fund / pay / repeat a payment / claim / succeed / fail /
-reverse / transfer to or from a second customer (and repeat a transfer) run
+reverse / transfer to or from a second customer (and repeat a transfer) / adjust
+(an approved credit, debit or bonus, issue 27) run
 against the real service layer; after every step every invariant must hold
 and both wallets must hold exactly what a plain Python model of the rules
 says (the transfers' daily limit included: the clocks stand at one Lagos
@@ -20,6 +21,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
+from billvend.adjustments import services as adjustments
 from billvend.funding import seed
 from billvend.ledger import services as ledger
 from billvend.ledger import invariants as ledger_invariants
@@ -52,7 +54,14 @@ class MoneyMachine(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         reset_database()
-        self.user_id = make_user().id
+        user = make_user()
+        self.user_id, self.email = user.id, user.email
+        # Two admins for four eyes (no password of their own: nobody signs in here).
+        admins = [User(email=f"admin{i}@example.com", is_admin=True, password_hash=user.password_hash)
+                  for i in range(2)]
+        db.session.add_all(admins)
+        db.session.commit()
+        self.admin_ids = [a.id for a in admins]
         self.balance_kobo = 0  # the model
         self.status: dict[int, str] = {}
         self.amount: dict[int, int] = {}
@@ -199,6 +208,24 @@ class MoneyMachine(RuleBasedStateMachine):
         for payment_id, status in self.status.items():
             if status in (SUCCESSFUL, PENDING):
                 assert not payments.reverse_payment(payment_id)
+
+    @rule(amount_kobo=AMOUNTS_KOBO, direction=st.sampled_from(["credit", "debit", "bonus"]),
+          self_approval_first=st.booleans())
+    def adjust(self, amount_kobo, direction, self_approval_first):
+        """An admin proposes, a second approves: posted once; the proposer is refused; a
+        debit the wallet cannot cover is refused and moves nothing."""
+        proposer, approver = self.admin_ids
+        proposed = adjustments.propose(proposer, self.email, direction, amount_kobo, "stateful")
+        assert proposed.ok, proposed.message
+        if self_approval_first:
+            assert not adjustments.approve(proposer, proposed.adjustment_id, "my own").ok
+        outcome = adjustments.approve(approver, proposed.adjustment_id, "second pair of eyes")
+        if direction == "debit" and amount_kobo > self.balance_kobo:
+            assert not outcome.ok and "below zero" in outcome.message
+            return
+        assert outcome.ok, outcome.message
+        assert not adjustments.approve(approver, proposed.adjustment_id, "again").ok
+        self.balance_kobo += -amount_kobo if direction == "debit" else amount_kobo
 
     @invariant()
     def books_balance(self):

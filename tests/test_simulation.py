@@ -141,3 +141,16 @@ def test_a_simulation_leaves_the_real_world_behind():
         send.__module__.startswith("tests.simulation") for send in channels._SENDERS.values())
     assert logging.getLogger("billvend").level == level
     assert "enqueue" not in vars(huey) and clock.simulated_now() is None
+
+
+def test_a_bonus_posted_from_the_wrong_wallet_is_found(monkeypatch):
+    """Issue 27: the simulator drives adjustments. With bonuses posted out of the
+    adjustments wallet instead of promotions, the run fails on the invariants."""
+    from billvend.adjustments import services as adjustment_services
+    from billvend.ledger.models import ADJUSTMENTS_WALLET
+
+    monkeypatch.setattr(adjustment_services, "system_wallet_of", lambda direction: ADJUSTMENTS_WALLET)
+    out = io.StringIO()
+    with default_database_url(None) as url:
+        assert not run_and_report(7, 400, url, out=out)
+    assert "adjustment_approved" in out.getvalue()

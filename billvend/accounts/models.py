@@ -90,7 +90,7 @@ def load_user(user_id: str) -> Optional[User]:
 
 
 class AdminAction(db.Model):
-    """An admin's action on a payment: append-only audit log."""
+    """An admin's action on a payment, a funding or an adjustment: append-only audit log."""
 
     __tablename__ = "admin_actions"
 
@@ -103,6 +103,10 @@ class AdminAction(db.Model):
     funding_id: so.Mapped[Optional[int]] = so.mapped_column(
         sa.ForeignKey("fundings.id"), index=True
     )
+    #: Set for a step of an admin adjustment or bonus (issue 27).
+    adjustment_id: so.Mapped[Optional[int]] = so.mapped_column(
+        sa.ForeignKey("adjustments.id"), index=True
+    )
     action: so.Mapped[str] = so.mapped_column(sa.String(40))
     reason: so.Mapped[str] = so.mapped_column(sa.String(500))
     result: so.Mapped[str] = so.mapped_column(sa.String(500))
@@ -111,6 +115,7 @@ class AdminAction(db.Model):
     admin: so.Mapped[User] = so.relationship()
     payment: so.Mapped[Optional["Payment"]] = so.relationship()
     funding: so.Mapped[Optional["Funding"]] = so.relationship()
+    adjustment: so.Mapped[Optional["Adjustment"]] = so.relationship()
 
 
 class UserSession(db.Model):

@@ -3,7 +3,8 @@
 Each domain registers the invariants of its own money with :func:`register` when it is
 imported (the app factory imports every domain), so the ledger imports no domain: the
 ledger's own four are below, vending's in ``billvend.vending.invariants``, funding's in
-``billvend.funding.invariants``. :data:`INVARIANTS` lists every registered name in
+``billvend.funding.invariants``, adjustments' (``adjustment``, ``bonus``) in
+``billvend.adjustments.invariants``. :data:`INVARIANTS` lists every registered name in
 registration order; a domain whose registration was never imported is missing from it
 (``tests/test_architecture.py`` asserts the exact set).
 """
@@ -15,7 +16,7 @@ from typing import NamedTuple, Optional
 
 import sqlalchemy as sa
 
-from billvend.ledger.models import KIND_ADJUSTMENT, LedgerEntry, Transfer, Wallet
+from billvend.ledger.models import LedgerEntry, Transfer, Wallet
 from billvend.platform.extensions import db
 
 
@@ -196,28 +197,15 @@ def system_wallet_id(code: str) -> Optional[int]:
 
 
 @register({
-    "adjustment_approved": "Each adjustment has an approval by a second admin (none can be recorded "
-                           "yet, so every adjustment is reported)",
     "unexplained_movement": "Every movement into or out of a user wallet is explained by its kind's "
-                            "rule: a funding credit, a payment's debit or a payment's reversal, a "
-                            "transfer between customers",
+                            "rule: a funding credit, a payment's debit or reversal, a transfer "
+                            "between customers, an approved adjustment or bonus",
 })
 def check_transfer_rules() -> list[Violation]:
-    """Adjustments (DESIGN.md invariant 7) and the catch-all: a transfer touching a user
-    wallet that no registered rule of its kind explains."""
+    """The catch-all: a transfer touching a user wallet that no registered rule of its
+    kind explains (a kind whose domain registered no rule explains nothing)."""
     violations: list[Violation] = []
     session = db.session
-    # billvend records no approvals yet (four-eyes adjustments are not built), so no
-    # adjustment is explained.
-    for transfer_id, amount, debit_id, credit_id in session.execute(
-        sa.select(Transfer.id, Transfer.amount_kobo, Transfer.debit_wallet_id, Transfer.credit_wallet_id)
-        .where(Transfer.kind == KIND_ADJUSTMENT)
-    ):
-        violations.append(Violation(
-            "adjustment_approved", "transfer", transfer_id,
-            f"adjustment of {amount} kobo from wallet {debit_id} to wallet {credit_id} has no "
-            "approval by a second admin"))
-
     # The domains' checks start from payments and fundings, so they cannot see a transfer
     # that names neither: this one starts from the transfers.
     debit_wallet, credit_wallet = sa.orm.aliased(Wallet), sa.orm.aliased(Wallet)
@@ -237,5 +225,3 @@ def check_transfer_rules() -> list[Violation]:
             f"its kind explains it (rule: {TRANSFER_RULES.get(kind, 'none for this kind')})"))
     return violations
 
-
-register_transfer_rule(KIND_ADJUSTMENT, "adjustment_approved", sa.false)

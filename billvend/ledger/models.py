@@ -24,14 +24,18 @@ KIND_BILL_PAYMENT = "bill_payment"
 KIND_REVERSAL = "reversal"
 
 
+#: An approved admin correction (billvend.adjustments): ``adjustments`` -> customer (a credit)
+#: or customer -> ``adjustments`` (a debit).
 KIND_ADJUSTMENT = "adjustment"
 
 
+#: An approved goodwill bonus (billvend.adjustments): ``promotions`` -> customer.
+KIND_BONUS = "bonus"
 #: Money from one customer's wallet to another's (billvend.transfers).
 KIND_P2P = "p2p"
 
 
-TRANSFER_KINDS = (KIND_FUNDING, KIND_BILL_PAYMENT, KIND_REVERSAL, KIND_ADJUSTMENT, KIND_P2P)
+TRANSFER_KINDS = (KIND_FUNDING, KIND_BILL_PAYMENT, KIND_REVERSAL, KIND_ADJUSTMENT, KIND_BONUS, KIND_P2P)
 
 
 # System wallets (no user).
@@ -41,7 +45,15 @@ FUNDING_WALLET = "funding"
 BILLER_CLEARING_WALLET = "biller_clearing"
 
 
-SYSTEM_WALLETS = (FUNDING_WALLET, BILLER_CLEARING_WALLET)
+#: The business's side of approved corrections: debits in, credits out (may go negative).
+ADJUSTMENTS_WALLET = "adjustments"
+
+
+#: The business's side of approved bonuses: every bonus comes out of it (runs negative).
+PROMOTIONS_WALLET = "promotions"
+
+
+SYSTEM_WALLETS = (FUNDING_WALLET, BILLER_CLEARING_WALLET, ADJUSTMENTS_WALLET, PROMOTIONS_WALLET)
 
 
 class Wallet(db.Model):
@@ -100,6 +112,8 @@ class Transfer(db.Model):
         sa.UniqueConstraint("funding_id"),
         # One ledger transfer per customer-to-customer transfer.
         sa.UniqueConstraint("p2p_transfer_id"),
+        # One posting per approved adjustment (billvend.adjustments), enforced here too.
+        sa.UniqueConstraint("adjustment_id", "kind"),
     )
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
@@ -114,6 +128,8 @@ class Transfer(db.Model):
     payment_id: so.Mapped[Optional[int]] = so.mapped_column(sa.ForeignKey("payments.id"))
     funding_id: so.Mapped[Optional[int]] = so.mapped_column(sa.ForeignKey("fundings.id"))
     p2p_transfer_id: so.Mapped[Optional[int]] = so.mapped_column(sa.ForeignKey("p2p_transfers.id"))
+    #: The approved adjustment or bonus this transfer posts (kinds ``adjustment``, ``bonus``).
+    adjustment_id: so.Mapped[Optional[int]] = so.mapped_column(sa.ForeignKey("adjustments.id"))
     description: so.Mapped[Optional[str]] = so.mapped_column(sa.String(200))
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime(), default=utcnow)
 

@@ -76,7 +76,8 @@ unit_of_work = transactions.unit_of_work
 def ensure_system_wallets() -> None:
     """Create any missing system wallet, committed on its own connection.
 
-    The initial migration seeds them; this covers databases built with
+    The migrations seed them (0001: ``funding``, ``biller_clearing``; 0020:
+    ``adjustments``, ``promotions``); this covers databases built with
     ``create_all`` (tests) and is safe to race (UNIQUE(system_code)).
     """
     table = Wallet.__table__
@@ -92,7 +93,7 @@ def ensure_system_wallets() -> None:
 
 
 def system_wallet_id(code: str) -> int:
-    """The primary key of system wallet ``code`` (``funding`` or ``biller_clearing``).
+    """The primary key of system wallet ``code`` (one of ``models.SYSTEM_WALLETS``).
 
     Call it before the transaction writes anything: on a database without
     system wallets it creates them on a separate connection.
@@ -260,6 +261,7 @@ def post_transfer(
     payment_id: Optional[int] = None,
     funding_id: Optional[int] = None,
     p2p_transfer_id: Optional[int] = None,
+    adjustment_id: Optional[int] = None,
     description: Optional[str] = None,
     created_at: Optional[datetime] = None,
 ) -> PostedTransfer:
@@ -279,6 +281,11 @@ def post_transfer(
     in the same order.
 
     :param kind: one of ``models.TRANSFER_KINDS``.
+    :param adjustment_id: the approved adjustment an ``adjustment`` or ``bonus`` transfer
+        posts (``billvend.adjustments``). On PostgreSQL it is set by an UPDATE of the new
+        transfer row after the function call (the function's signature is frozen in
+        migrations 0003/0004; adjustments are rare and touch no hot wallet), so a second
+        posting fails on ``UNIQUE(adjustment_id, kind)`` there and the caller rolls back.
     :param amount_kobo: a positive ``int`` number of kobo, at most
         :data:`MAX_TRANSFER_KOBO`.
     :param p2p_transfer_id: the customer-to-customer transfer (``p2p_transfers``)
@@ -294,8 +301,9 @@ def post_transfer(
     :raises LedgerError: bad kind or amount (not a positive int, or above
         :data:`MAX_TRANSFER_KOBO`), same wallet twice, no such wallet.
     :raises sqlalchemy.exc.IntegrityError: a second transfer of the same
-        ``kind`` for one payment (``UNIQUE(payment_id, kind)``), or a second
-        transfer for one funding or one customer-to-customer transfer.
+        ``kind`` for one payment (``UNIQUE(payment_id, kind)``), a second
+        transfer for one funding or one customer-to-customer transfer, or for
+        one adjustment (``UNIQUE(adjustment_id, kind)``).
     """
     _check_transfer(kind, debit_wallet_id, credit_wallet_id, amount_kobo)
     session = db.session()
@@ -303,26 +311,27 @@ def post_transfer(
     connection = session.connection()
     row = dict(kind=kind, debit_wallet_id=debit_wallet_id, credit_wallet_id=credit_wallet_id,
                amount_kobo=amount_kobo, payment_id=payment_id, funding_id=funding_id,
+               adjustment_id=adjustment_id, p2p_transfer_id=p2p_transfer_id,
                description=description, created_at=created_at or utcnow())
     if connection.dialect.name == "postgresql":
-        posted = _post_on_postgresql(session, connection, row)
-        if p2p_transfer_id is not None:
-            _link_p2p(connection, posted.transfer_id, p2p_transfer_id)
-        return posted
-    return _post_on_sqlite(session, row | {"p2p_transfer_id": p2p_transfer_id})
+        return _link_on_postgresql(session, _post_on_postgresql(session, connection, row),
+                                   adjustment_id=adjustment_id, p2p_transfer_id=p2p_transfer_id)
+    return _post_on_sqlite(session, row)
 
 
-def _link_p2p(connection: sa.Connection, transfer_id: int, p2p_transfer_id: int) -> None:
-    """Name the p2p row on the transfer the PostgreSQL function just wrote.
-
-    The function takes no link to a p2p row (its signature is shared by every
-    kind; a new one would need a new migration of it): the row it wrote is
-    this transaction's alone until COMMIT, and UNIQUE(p2p_transfer_id) still
-    refuses a second transfer for one p2p row.
-    """
-    transfers = Transfer.__table__
-    connection.execute(sa.update(transfers).where(transfers.c.id == transfer_id)
-                       .values(p2p_transfer_id=p2p_transfer_id))
+def _link_on_postgresql(session: sa.orm.Session, posted: PostedTransfer,
+                        **links: Optional[int]) -> PostedTransfer:
+    """PostgreSQL: name the adjustment or the customer-to-customer transfer on
+    the transfer the function just inserted (its signature, frozen in
+    migrations 0003/0004 and shared by every kind, has no such argument). The
+    row is this transaction's alone until COMMIT, and ``UNIQUE(adjustment_id,
+    kind)`` / ``UNIQUE(p2p_transfer_id)`` refuse a second posting here; the
+    caller rolls back."""
+    values = {column: value for column, value in links.items() if value is not None}
+    if values:
+        transfers = Transfer.__table__
+        session.execute(sa.update(transfers).where(transfers.c.id == posted.transfer_id).values(**values))
+    return posted
 
 
 def _check_transfer(kind: str, debit_wallet_id: int, credit_wallet_id: int,

@@ -468,6 +468,11 @@ FIXED_CONFIG: dict[str, Any] = {
     "MAX_PAYMENT_KOBO": 500_000_00,
     "MIN_P2P_TRANSFER_KOBO": 1_00,
     "MAX_P2P_TRANSFER_KOBO": 5_000_000_00,
+    # Admin adjustments and bonuses (billvend.adjustments): one kobo up to N1,000,000
+    # each; a proposal waits this long for a second admin (database clock).
+    "MIN_ADJUSTMENT_KOBO": 1,
+    "MAX_ADJUSTMENT_KOBO": 1_000_000_00,
+    "ADJUSTMENT_TTL_SECONDS": 24 * 3600,
     "PAYMENTS_PER_PAGE": 20,
 }
 

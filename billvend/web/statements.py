@@ -31,7 +31,11 @@ CUSTOMER_STATUS = {
     "reversed": "Refunded",
 }
 KIND_WORDS = {"funding": "Wallet funding", "bill_payment": "Electricity",
-              "reversal": "Refund", "adjustment": "Adjustment", "p2p": "Transfer"}
+              "reversal": "Refund", "adjustment": "Balance correction by billvend",
+              "bonus": "Goodwill credit from billvend", "p2p": "Transfer"}
+#: Kinds whose transfer carries the customer's words in ``description`` (an approved
+#: adjustment: "Goodwill credit from billvend", "Balance correction by billvend").
+DESCRIBED_KINDS = ("adjustment", "bonus")
 CSV_COLUMNS = ["Date (Lagos)", "Description", "Disco", "Meter", "Meter name", "Name on meter",
                "Reference", "Token", "Units (kWh)", "Status", "Amount (NGN)", "Balance after (NGN)"]
 
@@ -70,7 +74,10 @@ def statement_rows(entries: Iterable[LedgerEntry],
     for entry in entries:
         transfer = entry.transfer
         payment = transfer.payment
-        row = StatementRow(entry.created_at, KIND_WORDS.get(transfer.kind, transfer.kind), "", "", "",
+        words = KIND_WORDS.get(transfer.kind, transfer.kind)
+        if transfer.kind in DESCRIBED_KINDS and transfer.description:
+            words = transfer.description
+        row = StatementRow(entry.created_at, words, "", "", "",
                            "", "", "", "", "", entry.delta_kobo, entry.balance_after_kobo)
         if payment is not None:
             row.disco = DISCOS.get(payment.service_id, payment.service_id)

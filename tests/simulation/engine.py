@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from billvend import create_app
 from billvend.accounts.models import User
+from billvend.adjustments import services as adjustments
 from billvend.funding import accounts, checkout, events, gateways, reconciliation, verification
 from billvend.funding import tasks as funding_tasks
 from billvend.funding.models import Funding
@@ -42,6 +43,10 @@ STEPS = (("pay", 20), ("task", 34), ("fund_card", 4), ("checkout_paid", 4), ("ca
          ("bank_transfer", 2), ("webhook", 6), ("sweep", 4), ("funding_sweep", 2),
          ("message_sweep", 2), ("admin", 3), ("tick", 10), ("jump", 1), ("p2p", 4))
 CUSTOMERS = 12
+#: Every this many steps an admin proposes a credit, debit or bonus and a second admin
+#: decides it (issue 27). Outside STEPS and on a stream of its own, with crashes
+#: disarmed, so every other step of a seed's run draws what it drew before.
+ADJUST_EVERY = 50
 _UNSET = object()  # an attribute the engine set on an instance, removed again by close()
 FULL_CHECK_EVERY = 500
 
@@ -171,6 +176,14 @@ class Simulation:
             db.session.commit()
             self.admin_id = admin_user.id
             self.customers = [self._customer(i) for i in range(CUSTOMERS)]
+            second = User(email="admin2@billvend.test", is_admin=True, password_hash=self._password_hash)
+            db.session.add(second)
+            db.session.commit()
+            self.second_admin_id = second.id
+        self.adjust_rng = random.Random(self.seed ^ 0x5EED27)
+        #: The world's books of adjustments: reason -> (user id, direction, kobo), as the
+        #: admins meant them (the oracle counts the approved ones into the balances).
+        self.adjust_intents: dict[str, tuple[int, str, int]] = {}
         for customer in self.customers:  # an opening balance, through the real arrival path
             with self.app.app_context():
                 tx = self.gateway.bank_transfer(customer.user_id, customer.email, 100_000_00)
@@ -207,6 +220,8 @@ class Simulation:
             kind = self.rng.choices(names, weights)[0]
             self._step(kind)
             self._nightly()
+            if self.step_no % ADJUST_EVERY == 0:
+                self._step("adjust")
             self.oracle.after_step(step_started)
             if self.step_no % FULL_CHECK_EVERY == 0:
                 self.oracle.full_check()
@@ -219,7 +234,7 @@ class Simulation:
 
     def _step(self, kind: str) -> None:
         with self.app.app_context():
-            self.crashes.armed = kind not in ("tick", "jump")
+            self.crashes.armed = kind not in ("tick", "jump", "adjust")
             self.provider.answered_this_step = []
             try:
                 getattr(self, "step_" + kind)()
@@ -436,6 +451,26 @@ class Simulation:
             return None  # the admin found nothing in the provider's records
         return admin.resolve_delivered(admin_user, payment_id, "found in VTpass", token=order.token,
                                        receipt_reference=None, units_kwh=None)
+
+    def step_adjust(self) -> None:
+        """An admin proposes a credit, debit or bonus; now and then the proposer tries to
+        approve it (must be refused); the second admin approves it (or rejects it)."""
+        rng = self.adjust_rng
+        customer = rng.choice(self.customers)
+        direction = rng.choices(["credit", "bonus", "debit"], [40, 40, 20])[0]
+        amount_kobo = rng.choice([1, 50_00, 200_00, 1000_00])
+        reason = f"simulated adjustment {len(self.adjust_intents) + 1}"
+        self.adjust_intents[reason] = (customer.user_id, direction, amount_kobo)
+        proposed = adjustments.propose(self.admin_id, customer.email, direction, amount_kobo, reason)
+        if not proposed.ok:
+            self.oracle.violation(f"{reason}: the proposal was refused: {proposed.message}")
+            return
+        if rng.random() < 0.1 and adjustments.approve(self.admin_id, proposed.adjustment_id, "mine").ok:
+            self.oracle.violation(f"{reason}: approved by its own proposer")
+        decide = adjustments.reject if rng.random() < 0.1 else adjustments.approve
+        outcome = decide(self.second_admin_id, proposed.adjustment_id, "second admin")
+        self.note(f"adjustment {proposed.adjustment_id}", f"{reason}: {direction} of {amount_kobo} kobo "
+                                                          f"for user {customer.user_id}: {outcome.message}")
 
     # --- the clock ---
 

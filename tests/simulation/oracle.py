@@ -28,6 +28,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from billvend.adjustments.models import APPROVED, DEBIT, Adjustment
 from billvend.funding.models import Funding, GatewayEvent, ReconciliationItem, ReconciliationRun
 from billvend.funding.reconciliation import LAGOS
 from billvend.ledger import invariants
@@ -256,11 +257,26 @@ class Oracle:
             if self.sim.p2p_asked.get((row.sender_id, row.idempotency_key)) == (row.recipient_id, row.amount_kobo):
                 expected[row.sender_id] -= row.amount_kobo  # money between customers
                 expected[row.recipient_id] += row.amount_kobo
+        self._end_adjustments(expected)
         for customer in self.sim.customers:
             balance = db.session.scalar(sa.select(Wallet.balance_kobo).where(Wallet.user_id == customer.user_id))
             if balance != expected[customer.user_id]:
                 self.violation(f"user {customer.user_id}: balance {balance} kobo, the world's books say "
                                f"{expected[customer.user_id]}")
+
+    def _end_adjustments(self, expected: dict[int, int]) -> None:
+        """Approved adjustments are money the world knows about: each must be one the
+        admins meant (``sim.adjust_intents``, by its reason), decided by the second
+        admin; its amount joins the customer's books (a debit takes it away)."""
+        for row in db.session.scalars(sa.select(Adjustment).where(Adjustment.status == APPROVED)):
+            meant = self.sim.adjust_intents.get(row.reason)
+            if meant != (row.user_id, row.direction, row.amount_kobo) \
+                    or row.decided_by_id != self.sim.second_admin_id:
+                self.violation(f"adjustment {row.id} ({row.reason!r}): approved as {row.direction} of "
+                               f"{row.amount_kobo} kobo for user {row.user_id} by admin "
+                               f"{row.decided_by_id}; the admins meant {meant}")
+                continue
+            expected[row.user_id] += -row.amount_kobo if row.direction == DEBIT else row.amount_kobo
 
     def _end_messages_exist(self) -> None:
         """Never lost: a token message for each delivered payment (an admin's
@@ -280,6 +296,10 @@ class Oracle:
             for side in ("sent", "received"):
                 if f"p2p:{p2p_id}:{side}" not in keys:
                     self.violation(f"p2p {p2p_id}: the {side} message was never queued")
+        for adjustment_id, in db.session.execute(sa.select(Adjustment.id).where(
+                Adjustment.status == APPROVED, Adjustment.direction != DEBIT)):
+            if f"adjustment:{adjustment_id}:credited" not in keys:
+                self.violation(f"adjustment {adjustment_id} credited, its message was never queued")
 
     def _end_messages(self) -> None:
         for message in db.session.scalars(sa.select(Message)):

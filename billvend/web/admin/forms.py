@@ -11,6 +11,7 @@ from wtforms import DateField, SelectField, StringField, SubmitField, TextAreaFi
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
+from billvend.web.forms import NairaField
 from billvend.vending.models import METER_TYPES, PAYMENT_STATUSES, PREPAID
 from billvend.vending.providers import DISCOS
 
@@ -144,3 +145,66 @@ class ResolveDeliveredForm(FlaskForm):
         field.data = (field.data or "").strip()
         if field.data and not UNITS_RE.fullmatch(field.data):
             raise ValidationError("Units are a number of kWh, like 79.9.")
+
+
+# --- Adjustments and bonuses (issue 27) ------------------------------------------------
+
+ADJUSTMENT_DIRECTIONS = (
+    ("credit", "Credit: correction in the customer's favour (from the adjustments wallet)"),
+    ("debit", "Debit: correction against the customer (into the adjustments wallet)"),
+    ("bonus", "Bonus: goodwill (from the promotions wallet)"),
+)
+
+
+class ProposeAdjustmentForm(FlaskForm):
+    """Propose a credit, debit or bonus for one customer (a second admin decides)."""
+
+    email = StringField("Customer email", validators=[
+        DataRequired(message="Enter the customer's email address."), Length(max=254)])
+    direction = SelectField("What", choices=[SelectChoice(v, label) for v, label in ADJUSTMENT_DIRECTIONS],
+                            validators=[DataRequired()])
+    amount = NairaField("Amount (₦)", min_key="MIN_ADJUSTMENT_KOBO", max_key="MAX_ADJUSTMENT_KOBO")
+    reason = reason_field()
+    submit = SubmitField("Propose")
+
+    def validate_email(self, field):
+        field.data = (field.data or "").strip().lower()
+        if CONTROL_RE.search(field.data):
+            raise ValidationError("An email address has no control characters.")
+
+
+class DecideAdjustmentForm(FlaskForm):
+    """Approve or reject a proposal: a fresh code from the approver's authenticator app
+    and a reason for the record."""
+
+    code = StringField("Code from your authenticator app", validators=[
+        DataRequired(message="Type the 6-digit code from your authenticator app.")],
+        render_kw={"autocomplete": "one-time-code", "inputmode": "numeric"})
+    reason = reason_field()
+    submit = SubmitField("Confirm")
+
+    def validate_code(self, field):
+        field.data = re.sub(r"\s", "", field.data or "")
+        if not re.fullmatch(r"[0-9]{6}", field.data):
+            raise ValidationError("Type the 6-digit code from your authenticator app "
+                                  "(a recovery code does not approve money).")
+
+
+class AdjustmentFilterForm(FlaskForm):
+    """Filters of the adjustments list (query string)."""
+
+    class Meta:
+        csrf = False
+
+    status = SelectField("Status", choices=[
+        SelectChoice("", "Any"), SelectChoice("pending", "Waiting for a second admin"),
+        SelectChoice("approved", "Approved"), SelectChoice("rejected", "Rejected"),
+        SelectChoice("expired", "Expired")], default="", validators=[Optional()])
+    direction = SelectField("What", choices=[SelectChoice("", "Any")]
+                            + [SelectChoice(v, v) for v, _ in ADJUSTMENT_DIRECTIONS],
+                            default="", validators=[Optional()])
+    email = StringField("Customer email", validators=[Optional(), Length(max=254)])
+
+    def validate_email(self, field):
+        if field.data and CONTROL_RE.search(field.data):
+            raise ValidationError("An email address has no control characters.")

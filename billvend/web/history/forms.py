@@ -15,7 +15,8 @@ KIND_LABELS = {
     "funding": "Fundings",
     "bill_payment": "Payments",
     "reversal": "Refunds",
-    "adjustment": "Adjustments",
+    "adjustment": "Corrections and credits by billvend",
+    "bonus": "Goodwill credits",
     "p2p": "Transfers",
 }
 
