@@ -371,7 +371,10 @@ NEW_IN_ISSUE_22 = {"SANDBOX_URL": "http://127.0.0.1:5055"}
 NEW_IN_ISSUE_27 = {"TRANSFER_DAILY_LIMIT_KOBO": 50_000_000, "UNVERIFIED_DAILY_LIMIT_KOBO": 5_000_000,
                    "TRANSFER_RECIPIENT_LOOKUPS_PER_HOUR": 10,
                    "RATELIMIT_TRANSFER_USER": "10 per minute;100 per day",
-                   "MIN_P2P_TRANSFER_KOBO": 100, "MAX_P2P_TRANSFER_KOBO": 500_000_000}
+                   "MIN_P2P_TRANSFER_KOBO": 100, "MAX_P2P_TRANSFER_KOBO": 500_000_000,
+                   # admin adjustments and bonuses (four-eyes)
+                   "MIN_ADJUSTMENT_KOBO": 1, "MAX_ADJUSTMENT_KOBO": 100_000_000,
+                   "ADJUSTMENT_TTL_SECONDS": 24 * 3600}
 DEFAULTS = TODAYS_DEFAULTS | NEW_IN_ISSUE_22 | NEW_IN_ISSUE_27
 
 #: ``int(raw or default)``: empty is unset; whitespace only, a fraction or a
