@@ -154,6 +154,11 @@ def test_a_bonus_comes_from_promotions_and_tells_the_customer(app, proposer, app
     messages = db.session.scalars(sa.select(Message).where(Message.event_key == f"adjustment:{adj_id}:credited")).all()
     assert [(m.channel, m.recipient, m.template) for m in messages] == [
         ("email", "chidi@example.com", "goodwill_credit")]
+    from billvend.notifications.services import render
+
+    text = render(messages[0])
+    assert text.subject == "Goodwill credit from billvend: ₦250.00"
+    assert "₦10,250.00" in text.text and "₦250.00" in text.html and "https://" not in text.sms
     assert_books_balance()
 
 
