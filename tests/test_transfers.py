@@ -191,6 +191,11 @@ def test_a_key_reused_with_other_details_is_refused(client, ada, bola):
     other = client.post("/wallet/transfer", data=data | {"amount": "200", "confirm": "1"})
     assert other.status_code == 422 and "already used for a different transfer" in page_text(other)
     assert wallet_balance(bola.wallet.id) == 100_00
+    # The form comes back with a fresh key: its next submit is a new transfer.
+    fresh = KEY_RE.search(other.get_data(as_text=True)).group(1)
+    assert fresh != data["idempotency_key"]
+    again = client.post("/wallet/transfer", data=data | {"amount": "200", "confirm": "1", "idempotency_key": fresh})
+    assert again.status_code == 303 and wallet_balance(bola.wallet.id) == 300_00
 
 
 def test_an_admin_cannot_receive(client, ada):
