@@ -382,3 +382,22 @@ def test_a_refused_transfer_queues_no_message(app, ada, bola):
     with pytest.raises(ledger.InsufficientFunds):
         transfers.send(bola, ada, 1_00, None, secrets.token_urlsafe(16))
     assert db.session.scalar(sa.select(sa.func.count(Message.id)).where(Message.event_key.like("p2p:%"))) == 0
+
+
+def test_the_history_loads_transfer_parties_per_page_not_per_row(client, ada, bola):
+    others = [verified(make_user(f"friend{n}@example.com"), f"Friend {n}") for n in range(5)]
+    for other in others:
+        transfers.send(ada, other, 1_00, None, secrets.token_urlsafe(16))
+    statements: list[str] = []
+
+    def note(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    sa.event.listen(db.engine, "before_cursor_execute", note)
+    try:
+        page = page_text(client.get("/history"))
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", note)
+    assert all(f"Transfer to Friend {n}" in page for n in range(5))
+    user_reads = [s for s in statements if s.lstrip().startswith("SELECT") and "FROM users" in s]
+    assert len(user_reads) <= 4, user_reads  # the session's user, sender and recipient batches
