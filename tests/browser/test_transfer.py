@@ -20,11 +20,12 @@ def fits_the_screen(page) -> bool:
     return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 
 
-def test_send_money_to_another_customer_on_a_phone(context_factory):
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
+def test_send_money_to_another_customer_on_a_phone(context_factory, javascript):
     recipient_page = context_factory(viewport=MOBILE).new_page()
     recipient_email = sign_up(recipient_page, new_email())
 
-    page = context_factory(viewport=MOBILE).new_page()
+    page = context_factory(javascript=javascript, viewport=MOBILE).new_page()
     sign_up(page)
     fund(page, "10000")
     page.get_by_role("link", name="Send money").click()
@@ -40,13 +41,13 @@ def test_send_money_to_another_customer_on_a_phone(context_factory):
     expect(page.get_by_test_id("fee")).to_have_text("No fee")
     expect(page.get_by_test_id("total")).to_have_text("₦2,500.00")
     assert fits_the_screen(page)
-    shoot(page, "transfer-review-phone")
+    shoot(page, f"transfer-review-phone-{'js' if javascript else 'no-js'}")
 
     page.get_by_role("button", name="Send ₦2,500.00").click()
     expect(page.get_by_role("heading", name="You sent ₦2,500.00")).to_be_visible()
     expect(page.get_by_test_id("note")).to_have_text("For the generator")
     assert "/wallet/transfers/" in page.url and fits_the_screen(page)
-    shoot(page, "transfer-receipt-phone")
+    shoot(page, f"transfer-receipt-phone-{'js' if javascript else 'no-js'}")
 
     page.goto("/")
     expect(page.get_by_test_id("balance")).to_have_text("₦7,500.00")
