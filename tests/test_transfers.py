@@ -191,6 +191,11 @@ def test_a_key_reused_with_other_details_is_refused(client, ada, bola):
     other = client.post("/wallet/transfer", data=data | {"amount": "200", "confirm": "1"})
     assert other.status_code == 422 and "already used for a different transfer" in page_text(other)
     assert wallet_balance(bola.wallet.id) == 100_00
+    # The form comes back with a fresh key: its next submit is a new transfer.
+    fresh = KEY_RE.search(other.get_data(as_text=True)).group(1)
+    assert fresh != data["idempotency_key"]
+    again = client.post("/wallet/transfer", data=data | {"amount": "200", "confirm": "1", "idempotency_key": fresh})
+    assert again.status_code == 303 and wallet_balance(bola.wallet.id) == 300_00
 
 
 def test_an_admin_cannot_receive(client, ada):
@@ -377,3 +382,22 @@ def test_a_refused_transfer_queues_no_message(app, ada, bola):
     with pytest.raises(ledger.InsufficientFunds):
         transfers.send(bola, ada, 1_00, None, secrets.token_urlsafe(16))
     assert db.session.scalar(sa.select(sa.func.count(Message.id)).where(Message.event_key.like("p2p:%"))) == 0
+
+
+def test_the_history_loads_transfer_parties_per_page_not_per_row(client, ada, bola):
+    others = [verified(make_user(f"friend{n}@example.com"), f"Friend {n}") for n in range(5)]
+    for other in others:
+        transfers.send(ada, other, 1_00, None, secrets.token_urlsafe(16))
+    statements: list[str] = []
+
+    def note(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    sa.event.listen(db.engine, "before_cursor_execute", note)
+    try:
+        page = page_text(client.get("/history"))
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", note)
+    assert all(f"Transfer to Friend {n}" in page for n in range(5))
+    user_reads = [s for s in statements if s.lstrip().startswith("SELECT") and "FROM users" in s]
+    assert len(user_reads) <= 4, user_reads  # the session's user, sender and recipient batches

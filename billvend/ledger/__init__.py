@@ -1,2 +1,3 @@
 """The double-entry ledger: wallets, transfers, entries, the PostgreSQL transfer
-function, the invariant checker domains register into. Imports no domain."""
+function, daily limits per transfer kind (``limits``), the invariant checker
+domains register into. Imports no domain."""

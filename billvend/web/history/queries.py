@@ -11,6 +11,7 @@ import sqlalchemy.orm as so
 
 from billvend.vending.models import SUCCESSFUL, Payment, SavedMeter
 from billvend.ledger.models import LedgerEntry, Transfer
+from billvend.transfers.models import P2PTransfer
 
 
 def _lagos_midnight(day: date) -> datetime:
@@ -23,7 +24,8 @@ def statement_query(wallet_id: int, *, kind: Optional[str] = None,
                     status: Optional[str] = None, statuses: Optional[Iterable[str]] = None,
                     search: Optional[str] = None, date_from: Optional[date] = None,
                     date_to: Optional[date] = None) -> sa.Select:
-    """Ledger entries of one wallet, newest first, with their transfer and payment.
+    """Ledger entries of one wallet, newest first, with their transfer and payment
+    (and a transfer between customers with its row and both parties).
 
     :param kind: keep only transfers of this kind.
     :param status: keep only entries caused by payments in this status.
@@ -38,7 +40,12 @@ def statement_query(wallet_id: int, *, kind: Optional[str] = None,
         .join(LedgerEntry.transfer)
         .outerjoin(Payment, Payment.id == Transfer.payment_id)
         .where(LedgerEntry.wallet_id == wallet_id)
-        .options(so.contains_eager(LedgerEntry.transfer).contains_eager(Transfer.payment))
+        .options(so.contains_eager(LedgerEntry.transfer).contains_eager(Transfer.payment),
+                 # A transfer between customers names both (masked): loaded per page, not per row.
+                 so.contains_eager(LedgerEntry.transfer).selectinload(Transfer.p2p_transfer)
+                 .selectinload(P2PTransfer.sender),
+                 so.contains_eager(LedgerEntry.transfer).selectinload(Transfer.p2p_transfer)
+                 .selectinload(P2PTransfer.recipient))
         .order_by(LedgerEntry.wallet_version.desc())
     )
     if kind:

@@ -22,6 +22,7 @@ from billvend.ledger import services as ledger
 from billvend.platform.money import format_naira
 from billvend.transfers import services as transfers
 from billvend.transfers.models import masked_name
+from billvend.web.forms import new_idempotency_key
 from billvend.web.security import check_distinct_recipients, require_no_hold, require_step_up
 from billvend.web.wallet import bp
 from billvend.web.wallet.forms import TransferForm
@@ -84,6 +85,8 @@ def _send(form: TransferForm, recipient):
         return _refused(form, form.amount, _insufficient_message())
     except limits.DailyLimitExceeded as exc:
         return _refused(form, form.amount, str(exc))
+    except transfers.IdempotencyConflict as exc:
+        return _conflict(form, exc)
     except transfers.TransferError as exc:
         return _refused(form, form.recipient, str(exc))
     return redirect(url_for("wallet.transfer_receipt", reference=sent.transfer.reference), code=303)
@@ -94,8 +97,16 @@ def _repeat(form: TransferForm, earlier):
     refusal of a key reused with other details; no lookup, no step-up."""
     recipient = transfers.find_recipient(email=form.recipient_email, phone=form.recipient_phone)
     if recipient is None or recipient.id != earlier.recipient_id:
-        return _refused(form, form.recipient, str(transfers.IdempotencyConflict()))
+        return _conflict(form, transfers.IdempotencyConflict())
     return _send(form, recipient)
+
+
+def _conflict(form: TransferForm, exc: transfers.IdempotencyConflict):
+    """The form's key already sent another transfer (the form was used again
+    after sending, e.g. with Back): say so, and give the form a fresh key so
+    the next submit is a new transfer, not the same refusal again."""
+    form.idempotency_key.data = new_idempotency_key()
+    return _refused(form, form.amount, str(exc))
 
 
 @bp.route("/transfer", methods=["GET", "POST"])
