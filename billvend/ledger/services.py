@@ -282,14 +282,10 @@ def post_transfer(
 
     :param kind: one of ``models.TRANSFER_KINDS``.
     :param adjustment_id: the approved adjustment an ``adjustment`` or ``bonus`` transfer
-        posts (``billvend.adjustments``). On PostgreSQL it is set by an UPDATE of the new
-        transfer row after the function call (the function's signature is frozen in
-        migrations 0003/0004; adjustments are rare and touch no hot wallet), so a second
-        posting fails on ``UNIQUE(adjustment_id, kind)`` there and the caller rolls back.
+        posts (``billvend.adjustments``); on PostgreSQL see :func:`_link_on_postgresql`.
     :param amount_kobo: a positive ``int`` number of kobo, at most
         :data:`MAX_TRANSFER_KOBO`.
-    :param p2p_transfer_id: the customer-to-customer transfer (``p2p_transfers``)
-        a ``p2p`` transfer posts; at most one ledger transfer each (UNIQUE).
+    :param p2p_transfer_id: the customer-to-customer transfer a ``p2p`` transfer posts.
     :param created_at: the transfer's and its entries' time (aware UTC); default
         ``utcnow()``. A caller that counts a daily limit by it passes the database
         clock it checked the limit at (``billvend.ledger.limits``).
@@ -301,9 +297,8 @@ def post_transfer(
     :raises LedgerError: bad kind or amount (not a positive int, or above
         :data:`MAX_TRANSFER_KOBO`), same wallet twice, no such wallet.
     :raises sqlalchemy.exc.IntegrityError: a second transfer of the same
-        ``kind`` for one payment (``UNIQUE(payment_id, kind)``), a second
-        transfer for one funding or one customer-to-customer transfer, or for
-        one adjustment (``UNIQUE(adjustment_id, kind)``).
+        ``kind`` for one payment or adjustment (``UNIQUE(..., kind)``), a second
+        transfer for one funding or one customer-to-customer transfer.
     """
     _check_transfer(kind, debit_wallet_id, credit_wallet_id, amount_kobo)
     session = db.session()
