@@ -126,18 +126,40 @@ def test_clock_simulate_puts_all_three_clocks_on_one(app):
 @pytest.mark.once
 def test_a_simulation_leaves_the_real_world_behind():
     """The tests after a simulation, in the same process, get the real
-    senders, queue, clock and log level back (the senders and the log level
-    once stayed simulated, and the SMS and log tests after it failed)."""
+    senders, queue, clock, log level and garbage collector's thresholds
+    back (the senders and the log level once stayed simulated, and the SMS
+    and log tests after it failed)."""
+    import gc
     import logging
 
     from billvend.notifications import channels
     from billvend.platform import clock
     from billvend.platform.queue import huey
 
-    level = logging.getLogger("billvend").level
+    level, threshold = logging.getLogger("billvend").level, gc.get_threshold()
     with default_database_url(None) as url:
         run_and_report(3, 50, url, out=io.StringIO())
+    assert gc.get_threshold() == threshold
     assert channels._SENDERS and not any(
         send.__module__.startswith("tests.simulation") for send in channels._SENDERS.values())
     assert logging.getLogger("billvend").level == level
     assert "enqueue" not in vars(huey) and clock.simulated_now() is None
+
+
+def test_the_queue_orders_tasks_by_their_ids_as_numbers():
+    """The pick order of ready tasks is by their arguments' values, not their
+    text: ids differ by backend (PostgreSQL skips a rolled-back insert's id,
+    SQLite reuses it) while their order does not, and as text "10" < "9",
+    which made a long run differ between SQLite and PostgreSQL."""
+    import random
+    from types import SimpleNamespace
+
+    from tests.simulation.queue import SimQueue
+    from tests.simulation.world import SimClock
+
+    queue = SimQueue(random.Random(1), SimClock())
+    for payment_id in (10, 9, 100):
+        queue.enqueue(SimpleNamespace(name="vend", args=(payment_id,), kwargs={}, eta=None))
+    for ids in ([12, 13], [9]):
+        queue.enqueue(SimpleNamespace(name="send_messages", args=(ids,), kwargs={}, eta=None))
+    assert [item.task.args for item in queue.ready()] == [([9],), ([12, 13],), (9,), (10,), (100,)]
