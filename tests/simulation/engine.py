@@ -450,7 +450,7 @@ class Simulation:
                 self._step("webhook")
             for kind in ("sweep", "funding_sweep", "message_sweep"):
                 self._step(kind)
-            while self.queue.ready():
+            while self.queue.has_ready():
                 self._step("task")
             self._nightly()
             self.clock.advance(1800)
