@@ -23,6 +23,7 @@ sent and each for an event that committed.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -42,6 +43,16 @@ from billvend.vending import lifecycle as payments
 from billvend.vending.models import FINAL_STATUSES, REVERSED, SUCCESSFUL, Payment, PaymentEvent
 
 ADMIN_UNCERTAIN = "Marked failed by "
+
+
+@dataclass(frozen=True)
+class _PaymentNow:
+    """The columns of a payment the per-step check reads."""
+
+    id: int
+    reference: str
+    status: str
+    token: str | None
 
 
 class Oracle:
@@ -95,15 +106,20 @@ class Oracle:
             db.session.rollback()
 
     def _check_new_events(self) -> None:
+        """One read: the new events, each with its payment's columns as they
+        are now (what :meth:`_check_payment` reads), not a second query
+        loading whole payment objects."""
         events = db.session.execute(
             sa.select(PaymentEvent.id, PaymentEvent.payment_id, PaymentEvent.from_status,
-                      PaymentEvent.to_status).where(PaymentEvent.id > self.last_event_id)).all()
+                      PaymentEvent.to_status, Payment.reference, Payment.status, Payment.token)
+            .join(Payment, Payment.id == PaymentEvent.payment_id)
+            .where(PaymentEvent.id > self.last_event_id).order_by(PaymentEvent.id)).all()
         if events:
-            self.last_event_id = max(row.id for row in events)
+            self.last_event_id = events[-1].id
             self._check_events(events)
-            ids = {row.payment_id for row in events}
-            for payment in db.session.scalars(sa.select(Payment).where(Payment.id.in_(ids))):
-                self._check_payment(payment)
+            touched = {row.payment_id: row for row in events}
+            for row in touched.values():
+                self._check_payment(_PaymentNow(row.payment_id, row.reference, row.status, row.token))
 
     def _check_payment(self, payment: Payment) -> None:
         order = self.sim.provider.orders.get(payment.reference)
@@ -143,7 +159,7 @@ class Oracle:
         return bool(answers) and "delivered" not in answers
 
     def _check_events(self, rows) -> None:
-        for _, payment_id, from_status, to_status in rows:
+        for _, payment_id, from_status, to_status, *_ in rows:
             legal = (from_status is None and to_status == "pending") or from_status == to_status \
                 or to_status in payments.TRANSITIONS.get(from_status, ())
             if not legal:

@@ -60,6 +60,7 @@ def run_and_report(seed: int, steps: int, database_url: str, *, crash_chance: fl
     """Run one simulation; print what it found. True when no violation."""
     backend = sa.engine.make_url(database_url).get_backend_name()
     print(f"simulation seed={seed} steps={steps} backend={backend}", file=out, flush=True)
+    cpu_started = time.process_time()
     sim = Simulation(seed, database_url, crash_chance=crash_chance)
     started = time.monotonic()
     every = max(1, steps // 200)
@@ -70,8 +71,10 @@ def run_and_report(seed: int, steps: int, database_url: str, *, crash_chance: fl
             sys.stderr.write("\n")
         elapsed = time.monotonic() - started
         counts = sim.counts()
+        cpu_seconds = time.process_time() - cpu_started  # building the world included
         print(f"{counts['payments']} payments, {counts['fundings']} fundings, {counts['crashes']} crashes, "
-              f"{elapsed:.1f} s ({counts['payments'] / max(elapsed, 1e-9):.1f} payments/s)", file=out)
+              f"{elapsed:.1f} s ({counts['payments'] / max(elapsed, 1e-9):.1f} payments/s), "
+              f"{cpu_seconds:.1f} s CPU", file=out)
         if violations:
             _print_failure(sim, violations, seed, steps, backend, out)
         else:
