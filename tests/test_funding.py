@@ -1223,6 +1223,59 @@ def test_a_funding_the_gateway_never_settles_is_closed_after_FUNDING_EXPIRE_SECO
     assert_books_balance()
 
 
+def test_a_closed_checkout_paid_days_later_without_a_webhook_is_credited_by_the_nightly_recheck(
+        app, monkeypatch):
+    """Found by the simulator (seed 1088530841, 29,000 steps, on the sim26
+    branch): a checkout closed as failed (no final answer in 24 h, or
+    abandoned), then paid about 57 hours after it began with every webhook
+    lost and no return to the callback. The sweep no longer asks about a
+    closed funding, and the nightly reconciliation lists the gateway's
+    transactions by the day they began (2 days), so the money was at the
+    gateway and on no page. The nightly run now verifies every uncredited
+    card funding closed in the last FUNDING_RECHECK_FAILED_DAYS days again."""
+    from billvend.funding import tasks as funding_tasks
+    from tests.helpers import make_user
+
+    user = make_user()
+    start = funding_checkout.begin_checkout(user, 100_000, "paid-days-later-1", "http://x/cb",
+                                            gateways.SimulatedGateway())
+    old = funding_checkout.begin_checkout(user, 100_000, "paid-long-ago-1", "http://x/cb",
+                                          gateways.SimulatedGateway())
+    ongoing = _StubGateway(gateways.GatewayTransaction(reference=start.reference, status="ongoing"))
+    for reference in (start.reference, old.reference):
+        row = db.session.scalar(sa.select(Funding).where(Funding.reference == reference))
+        row.created_at = db_now() - timedelta(seconds=app.config["FUNDING_EXPIRE_SECONDS"] + 1)
+        db.session.commit()
+        assert verification.verify_funding(row.id, ongoing).outcome == "failed"
+    db.session.execute(sa.update(Funding).where(Funding.reference == start.reference)
+                       .values(created_at=db_now() - timedelta(hours=57)))
+    db.session.execute(sa.update(Funding).where(Funding.reference == old.reference)
+                       .values(created_at=db_now() - timedelta(days=30)))
+    db.session.commit()
+
+    asked = []
+
+    class PaidLate:
+        name = "simulated"
+
+        def verify(self, reference):
+            asked.append(reference)
+            return gateways.GatewayTransaction(reference=reference, status="success",
+                                               amount_kobo=100_000, currency="NGN")
+
+        def transactions(self, start, end):
+            return []  # the gateway lists it under the day it began: no night's run sees it
+
+    monkeypatch.setattr(gateways, "gateway", lambda: PaidLate())
+    funding_tasks.daily_reconciliation.call_local()
+    funding_tasks.daily_reconciliation.call_local()  # a second night changes nothing
+    db.session.rollback()
+    assert asked == [start.reference]  # once: credited the first night; the 30-day-old one is past the window
+    assert credits_for(start.reference) == 1 and credits_for(old.reference) == 0
+    assert balance_of(user.email) == 100_000
+    assert_books_balance()
+
+
 def test_a_sweep_stops_asking_once_the_gateway_is_unreachable(app, monkeypatch):
     """During a gateway outage every stored webhook still waiting was
     verified again at every sweep, each waiting out its deadline (12 s):

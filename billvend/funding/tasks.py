@@ -130,6 +130,32 @@ def daily_reconciliation() -> None:
         if mine:
             for back in range(days - 1, -1, -1):
                 _reconcile_day(yesterday - timedelta(days=back))
+            recheck_closed_fundings()
+
+
+def recheck_closed_fundings() -> int:
+    """Verify again each card funding closed as failed in the last
+    ``FUNDING_RECHECK_FAILED_DAYS`` days (``verification.closed_fundings_to_recheck``):
+    a checkout paid after its funding closed, its webhooks lost, is credited
+    here (once: ``verify_funding`` and the ledger's UNIQUE (funding_id)).
+    Stops at the first "the gateway could not be asked", as the sweep does.
+
+    :returns: how many were credited.
+    """
+    credited = 0
+    for funding_id in verification.closed_fundings_to_recheck():
+        try:
+            outcome = verification.verify_funding(funding_id).outcome
+        except Exception:  # noqa: BLE001 - one bad row must not stop the night's run
+            log.exception("recheck of closed funding %s failed", funding_id)
+            continue
+        if outcome == "unknown":
+            log.warning("recheck of closed fundings stopped: the gateway cannot be reached")
+            break
+        credited += outcome == "credited"
+    if credited:
+        log.info("recheck of closed fundings credited %d paid after they closed", credited)
+    return credited
 
 
 def _reconcile_day(day: date) -> None:

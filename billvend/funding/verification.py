@@ -273,3 +273,32 @@ def due_fundings(limit: int = 500) -> list[int]:
         .order_by(Funding.id).limit(limit)).all()
     db.session.rollback()
     return list(ids)
+
+
+#: Most closed fundings one night verifies again (each is one gateway call).
+RECHECK_LIMIT = 2000
+
+
+def closed_fundings_to_recheck(limit: int = RECHECK_LIMIT) -> list[int]:
+    """Card fundings closed as ``failed`` (abandoned, or no final answer in
+    ``FUNDING_EXPIRE_SECONDS``), never credited, begun in the last
+    ``FUNDING_RECHECK_FAILED_DAYS`` days, oldest first: what the nightly run
+    verifies again.
+
+    A checkout page can still be paid after its funding was closed; when all
+    of that payment's webhooks are lost and the customer never comes back to
+    the callback, nothing else would ever ask: the sweep only asks about open
+    fundings, and the reconciliation lists the gateway's transactions by the
+    day they began (found by the simulator, docs/simulation.md). Bank
+    transfers are not here: their arrival is the money, never an open checkout.
+    """
+    since = db_now() - timedelta(days=current_app.config["FUNDING_RECHECK_FAILED_DAYS"])
+    credited = sa.select(Transfer.id).where(Transfer.funding_id == Funding.id).exists()
+    ids = db.session.scalars(
+        sa.select(Funding.id).where(
+            Funding.status == FUNDING_FAILED, Funding.method == "card", Funding.created_at >= since,
+            Funding.needs_attention.is_(False), ~credited)
+        .order_by(Funding.id).limit(limit)).all()
+    db.session.rollback()
+    return list(ids)
+

@@ -398,6 +398,8 @@ class Settings(BaseSettings):
     FUNDING_GIVE_UP_SECONDS: Integer = setting(3600, "a checkout the gateway never heard of ends failed after this")
     FUNDING_EXPIRE_SECONDS: Integer = setting(86400, "a funding with no final answer is closed failed after this")
     FUNDING_RECONCILE_DAYS: Integer = setting(2, "days the nightly reconciliation covers, yesterday last")
+    FUNDING_RECHECK_FAILED_DAYS: Integer = setting(
+        7, "each night, card fundings closed as failed this many days back are verified again")
     WEBHOOK_MAX_BYTES: Integer = setting(65536, "largest webhook body accepted; bigger gets 413 unread")
     PAYSTACK_SANDBOX_WEBHOOK: Text = setting("normal",
                                              "the sandbox's webhook timing: normal, late, twice, before_redirect "
