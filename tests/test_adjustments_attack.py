@@ -147,3 +147,65 @@ def test_a_debit_racing_a_payment_never_takes_the_wallet_below_zero(app, propose
     assert wallet_balance(wallet_id) == 4_000_00
     assert adjustment(adj_id).status == (APPROVED if debited.ok else PROPOSED)
     assert wallet_balance(ledger.system_wallet_id(ADJUSTMENTS_WALLET)) == (6_000_00 if debited.ok else 0)
+
+
+def test_a_customer_email_with_bidi_controls_never_reaches_the_audit_log(app, proposer, customer):
+    a_client, _ = proposer
+    response = propose(a_client, email="\u202emoc.elpmaxe@idihc")
+    assert response.status_code == 422
+    assert "control characters" in response.get_data(as_text=True)
+    db.session.expire_all()
+    assert not db.session.scalars(sa.select(AdminAction.reason)).all()
+
+
+def _violations(*names):
+    from billvend.ledger import invariants as ledger_invariants
+
+    db.session.expire_all()
+    return {(v.invariant, v.subject, v.subject_id) for v in ledger_invariants.check_invariants()
+            if v.invariant in names}
+
+
+def test_an_approved_adjustment_whose_transfer_was_deleted_is_reported(app, proposer, approver, customer):
+    (_, a_user), (_, b_user) = proposer, approver
+    adj_id = adjustments.propose(a_user.id, "chidi@example.com", "credit", 250_00, "goodwill").adjustment_id
+    assert adjustments.approve(b_user.id, adj_id, "ok").ok
+    transfer_id = adjustment(adj_id).transfer_id
+    db.session.remove()
+    with db.engine.begin() as conn:  # someone with database access removes the posting
+        conn.execute(sa.text("DELETE FROM ledger_entries WHERE transfer_id = :t"), {"t": transfer_id})
+        conn.execute(sa.text("DELETE FROM transfers WHERE id = :t"), {"t": transfer_id})
+    found = _violations("adjustment_approved", "balance_matches")
+    assert ("adjustment_approved", "adjustment", adj_id) in found
+    # The balances still say the money moved; their entries no longer do.
+    assert ("balance_matches", "wallet", ledger.system_wallet_id(ADJUSTMENTS_WALLET)) in found
+
+
+def test_a_bonus_inserted_in_sql_beside_an_approved_credit_is_reported(app, proposer, approver, customer):
+    """UNIQUE(adjustment_id, kind) lets a second posting of another kind in: the
+    invariants must catch it."""
+    (_, a_user), (_, b_user) = proposer, approver
+    adj_id = adjustments.propose(a_user.id, "chidi@example.com", "credit", 250_00, "goodwill").adjustment_id
+    assert adjustments.approve(b_user.id, adj_id, "ok").ok
+    promotions, wallet_id = ledger.system_wallet_id("promotions"), customer.wallet.id
+    posted = ledger.unit_of_work(lambda: ledger.post_transfer(
+        kind="bonus", debit_wallet_id=promotions, credit_wallet_id=wallet_id, amount_kobo=250_00,
+        adjustment_id=adj_id))()
+    found = _violations("adjustment_approved", "promotions_wallet_reconciles", "unexplained_movement")
+    assert {("adjustment_approved", "transfer", posted.transfer_id), ("adjustment_approved", "adjustment", adj_id),
+            ("promotions_wallet_reconciles", "wallet", promotions),
+            ("unexplained_movement", "transfer", posted.transfer_id)} <= found
+
+
+def test_a_rejected_and_an_expired_proposal_leave_the_system_wallets_reconciled(app, proposer, approver,
+                                                                                customer):
+    (_, a_user), (_, b_user) = proposer, approver
+    rejected = adjustments.propose(a_user.id, "chidi@example.com", "bonus", 100_00, "x").adjustment_id
+    assert adjustments.reject(b_user.id, rejected, "no").ok
+    late = adjustments.propose(a_user.id, "chidi@example.com", "debit", 100_00, "x").adjustment_id
+    with db.engine.begin() as conn:
+        conn.execute(sa.update(Adjustment.__table__).where(Adjustment.id == late)
+                     .values(expires_at=Adjustment.proposed_at))
+    assert "expired" in adjustments.approve(b_user.id, late, "late").message
+    assert adjustment(late).status == "expired"
+    assert_books_balance()

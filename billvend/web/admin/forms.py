@@ -191,7 +191,8 @@ class ProposeAdjustmentForm(FlaskForm):
 
     def validate_email(self, field):
         field.data = (field.data or "").strip().lower()
-        if CONTROL_RE.search(field.data):
+        # Bidi controls too: a refused proposal writes the address into the audit log.
+        if CONTROL_RE.search(field.data) or any(ch in BIDI_CONTROLS for ch in field.data):
             raise ValidationError("An email address has no control characters.")
 
 
