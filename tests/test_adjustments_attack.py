@@ -209,3 +209,25 @@ def test_a_rejected_and_an_expired_proposal_leave_the_system_wallets_reconciled(
     assert "expired" in adjustments.approve(b_user.id, late, "late").message
     assert adjustment(late).status == "expired"
     assert_books_balance()
+
+
+def test_a_proposal_already_named_by_a_forged_posting_is_refused_not_a_crash(app, proposer, approver,
+                                                                             customer):
+    """Someone with database access posted a transfer naming a pending proposal: the
+    approval cannot post its own (UNIQUE), and says so on the record instead of failing."""
+    (_, a_user), (b_client, b_user) = proposer, approver
+    adj_id = adjustments.propose(a_user.id, "chidi@example.com", "credit", 100_00, "goodwill").adjustment_id
+    system, wallet_id = ledger.system_wallet_id(ADJUSTMENTS_WALLET), customer.wallet.id
+    ledger.unit_of_work(lambda: ledger.post_transfer(
+        kind="adjustment", debit_wallet_id=system, credit_wallet_id=wallet_id, amount_kobo=100_00,
+        adjustment_id=adj_id))()
+    response = decide(b_client, b_user, adj_id)
+    assert response.status_code == 303
+    row = adjustment(adj_id)
+    assert row.status == PROPOSED
+    assert wallet_balance(wallet_id) == 10_100_00  # the forged one only
+    db.session.expire_all()
+    last = db.session.scalars(sa.select(AdminAction).where(AdminAction.adjustment_id == adj_id)
+                              .order_by(AdminAction.id.desc())).first()
+    assert (last.action, last.result.split(":")[0]) == (adjustments.APPROVE, "refused")
+    assert "already names it" in last.result
