@@ -241,14 +241,21 @@ def approve(admin_id: int, adjustment_id: int, reason: str) -> Outcome:
 
     :returns: the outcome; ``done:`` means the transfer is posted and committed.
     """
-    try:
-        return _approve(admin_id, adjustment_id, reason)
-    except (sa.exc.IntegrityError, _LostRace):
-        # Another approval won between our read and our write (SQLite takes no row
-        # lock; on PostgreSQL the row lock makes this a plain refusal): the unit rolled
-        # back whole, UNIQUE(adjustment_id, kind) having refused a second posting. The
-        # rerun finds the decision and records the refusal.
-        return _approve(admin_id, adjustment_id, reason)
+    # A first failure: another approval won between our read and our write (SQLite
+    # takes no row lock; on PostgreSQL the row lock makes this a plain refusal): the
+    # unit rolled back whole, UNIQUE(adjustment_id, kind) having refused a second
+    # posting. The rerun finds the decision and records the refusal. A second failure
+    # with the proposal still undecided: a transfer not posted by an approval already
+    # names it (a forgery the invariants report); refused on the record, not a crash.
+    for attempt in (1, 2):
+        try:
+            return _approve(admin_id, adjustment_id, reason)
+        except (sa.exc.IntegrityError, _LostRace):
+            if attempt == 2:
+                return record_refusal(admin_id, adjustment_id, APPROVE, reason,
+                                      "a ledger transfer already names it; nothing was posted "
+                                      "(see the invariants page)")
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @transactions.unit_of_work

@@ -4,6 +4,7 @@ CSRF, a required reason)."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import date
 
 from flask_wtf import FlaskForm
@@ -11,6 +12,7 @@ from wtforms import DateField, SelectField, StringField, SubmitField, TextAreaFi
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
+from billvend.platform.text import BIDI_CONTROLS
 from billvend.web.forms import NairaField
 from billvend.vending.models import METER_TYPES, PAYMENT_STATUSES, PREPAID
 from billvend.vending.providers import DISCOS
@@ -98,11 +100,31 @@ class WalletSearchForm(FlaskForm):
     email = StringField("Customer email", validators=[Optional(), Length(max=254)])
 
 
+class PlainReason:
+    """Validator for a reason that goes on the record: line breaks and tabs are fine
+    (a textarea), other control characters (NUL, which PostgreSQL cannot store; terminal
+    escapes), lone surrogates and bidirectional controls
+    (``billvend.platform.text.BIDI_CONTROLS``, which make a reason read differently to
+    the admin deciding on it) are refused.
+
+    :raises wtforms.validators.ValidationError: with a message for the field.
+    """
+
+    message = "Use letters, numbers, spaces and punctuation only in the reason."
+    _LAYOUT = frozenset("\r\n\t")
+
+    def __call__(self, form, field):
+        text = field.data or ""
+        if any((unicodedata.category(ch) in ("Cc", "Cs") and ch not in self._LAYOUT)
+               or ch in BIDI_CONTROLS for ch in text):
+            raise ValidationError(self.message)
+
+
 def reason_field():
     return TextAreaField(
         "Reason (recorded in the audit log)",
         validators=[DataRequired(message="Give a reason: it goes on the record."),
-                    Length(min=5, max=500, message="Write 5 to 500 characters.")],
+                    Length(min=5, max=500, message="Write 5 to 500 characters."), PlainReason()],
         render_kw={"rows": 2},
     )
 
@@ -169,7 +191,8 @@ class ProposeAdjustmentForm(FlaskForm):
 
     def validate_email(self, field):
         field.data = (field.data or "").strip().lower()
-        if CONTROL_RE.search(field.data):
+        # Bidi controls too: a refused proposal writes the address into the audit log.
+        if CONTROL_RE.search(field.data) or any(ch in BIDI_CONTROLS for ch in field.data):
             raise ValidationError("An email address has no control characters.")
 
 
