@@ -100,3 +100,8 @@ def test_the_checker_reports_a_p2p_row_paying_another_user_than_its_recipient(ap
 
     forge()
     assert "p2p_matches" in {v.invariant for v in check_invariants()}
+
+
+def test_a_note_with_an_emoji_sequence_is_still_a_note(client, ada, bola):  # noqa: F811
+    response, _ = review(client, note="for the kids \U0001F468\u200d\U0001F469\u200d\U0001F467")
+    assert response.status_code == 200 and "Confirm transfer" in page_text(response)
