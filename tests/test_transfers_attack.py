@@ -105,3 +105,40 @@ def test_the_checker_reports_a_p2p_row_paying_another_user_than_its_recipient(ap
 def test_a_note_with_an_emoji_sequence_is_still_a_note(client, ada, bola):  # noqa: F811
     response, _ = review(client, note="for the kids \U0001F468\u200d\U0001F469\u200d\U0001F467")
     assert response.status_code == 200 and "Confirm transfer" in page_text(response)
+
+
+# --- Attacks that held (kept so they keep holding) ---------------------------------
+
+
+@pytest.mark.parametrize("amount", ["\u0661\u0660\u0660", "\uff11\uff10\uff10", "100.0000001", "1_000",
+                                    "0.001", "NaN", "inf", "-0", "0x64", "1e2", " ", "₦-5"])
+def test_odd_amounts_are_refused(client, ada, bola, amount):  # noqa: F811
+    response, _ = review(client, amount=amount)
+    assert response.status_code == 422
+    assert db.session.scalar(sa.select(sa.func.count(P2PTransfer.id))) == 0
+
+
+def test_spellings_of_one_recipient_are_one_lookup(client, app, ada, bola):  # noqa: F811
+    """Case, spaces and phone formats are the same recipient: one distinct
+    lookup, so they neither use up the limit nor get around it."""
+    app.config["TRANSFER_RECIPIENT_LOOKUPS_PER_HOUR"] = 2
+    for spelling in (" BOLA@example.com ", "bola@EXAMPLE.com", "\uff42ola@example.com",
+                     "08091112222", "+234 809 111 2222", "2348091112222", "0809-111-2222"):
+        response, _ = review(client, recipient=spelling)
+        assert response.status_code == 200 and "Bola A." in page_text(response), spelling
+    assert review(client, recipient="x1@example.com")[0].status_code == 429
+
+
+def test_a_note_with_markup_is_text_everywhere(client, auth, ada, bola):  # noqa: F811
+    from billvend.notifications.models import Message
+    from billvend.notifications.services import render
+    from tests.test_transfers import send
+
+    note = '<img src=x onerror=alert(1)>"=cmd|'
+    sent, _ = send(client, note=note)
+    assert sent.status_code == 303
+    assert "<img src=x" not in client.get(sent.headers["Location"]).get_data(as_text=True)
+    assert "<img src=x" not in client.get("/history").get_data(as_text=True)
+    for message in db.session.scalars(sa.select(Message).where(Message.event_key.like("p2p:%"))):
+        html = render(message).html
+        assert html is None or "<img src=x" not in html
