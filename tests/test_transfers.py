@@ -91,7 +91,7 @@ def nothing_moved(ada: User, bola: User, ada_before: int = 1_000_000_00, bola_be
     assert db.session.scalar(sa.select(sa.func.count(Transfer.id)).where(Transfer.kind == KIND_P2P)) == 0
 
 
-def test_masked_names():
+def test_masked_names(app):  # the app maps every model User relates to
     assert masked_name(User(email="a@x.ng", full_name="Ada Obi")) == "Ada O."
     assert masked_name(User(email="a@x.ng", full_name="  ada  ngozi obi ")) == "ada O."
     assert masked_name(User(email="a@x.ng", full_name="Ada")) == "Ada"
