@@ -21,3 +21,36 @@ def test_parallel_transfers_pass_the_daily_limit_exactly_as_often_as_it_allows(a
     assert wallet_balance(a) == 1_000_000_00 - 6 * 1_500_00
     assert sum(wallet_balance(r) for r in recipients) == 6 * 1_500_00
     assert_books_balance()
+
+
+def test_a_double_submit_racing_itself_gets_the_first_transfer_not_a_refusal(app):  # noqa: F811
+    """Eight submits of one form (one key) at once, each for the whole day's
+    limit: one sends, every other answers with that same transfer, none says
+    "over your daily limit" about the money the first submit just sent."""
+    import secrets
+
+    from billvend.accounts.models import User
+    from billvend.ledger import limits
+    from billvend.ledger import services as ledger
+    from billvend.platform.extensions import db
+    from billvend.transfers import services as transfers
+
+    app.config["TRANSFER_DAILY_LIMIT_KOBO"] = 5_000_00
+    a = customer("ada@example.com", 10_000_00)
+    b = customer("bola@example.com", 0)
+    key = secrets.token_urlsafe(16)
+
+    def one(index: int):
+        sender, recipient = db.session.get(User, a), db.session.get(User, b)
+        try:
+            sent = transfers.send(sender, recipient, 5_000_00, None, key)
+        except (ledger.InsufficientFunds, limits.DailyLimitExceeded):
+            return "refused"
+        return sent.transfer.reference, sent.created
+
+    results = run_threads(app, 8, one)
+    assert "refused" not in results, results
+    assert len({reference for reference, _ in results}) == 1
+    assert sorted(created for _, created in results) == [False] * 7 + [True]
+    assert wallet_balance(a) == 5_000_00 and wallet_balance(b) == 5_000_00
+    assert_books_balance()
