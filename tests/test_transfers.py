@@ -67,11 +67,21 @@ def review(client, **fields):
     return client.post("/wallet/transfer", data=data), data
 
 
+REVIEW_TOKEN_RE = re.compile(r'name="review_token"[^>]*value="([^"]*)"')
+
+
+def confirm_of(response, data: dict) -> dict:
+    """The review page's confirm: ``data`` with ``confirm=1`` and its token."""
+    found = REVIEW_TOKEN_RE.search(response.get_data(as_text=True))
+    return data | {"confirm": "1", "review_token": found.group(1) if found else ""}
+
+
 def send(client, **fields):
     response, data = review(client, **fields)
     if response.status_code != 200 or "Confirm transfer" not in page_text(response):
         return response, data
-    return client.post("/wallet/transfer", data=data | {"confirm": "1"}), data
+    data = confirm_of(response, data)
+    return client.post("/wallet/transfer", data=data), data
 
 
 def nothing_moved(ada: User, bola: User, ada_before: int = 1_000_000_00, bola_before: int = 0) -> None:
@@ -81,7 +91,7 @@ def nothing_moved(ada: User, bola: User, ada_before: int = 1_000_000_00, bola_be
     assert db.session.scalar(sa.select(sa.func.count(Transfer.id)).where(Transfer.kind == KIND_P2P)) == 0
 
 
-def test_masked_names():
+def test_masked_names(app):  # the app maps every model User relates to
     assert masked_name(User(email="a@x.ng", full_name="Ada Obi")) == "Ada O."
     assert masked_name(User(email="a@x.ng", full_name="  ada  ngozi obi ")) == "ada O."
     assert masked_name(User(email="a@x.ng", full_name="Ada")) == "Ada"
@@ -96,7 +106,8 @@ def test_review_then_send_moves_money_once_and_both_sides_see_it(client, auth, a
     assert "No fee" in text and "₦1,500.50" in text
     assert wallet_balance(ada.wallet.id) == 1_000_000_00  # the review moves nothing
 
-    sent = client.post("/wallet/transfer", data=data | {"confirm": "1"})
+    data = confirm_of(response, data)
+    sent = client.post("/wallet/transfer", data=data)
     assert sent.status_code == 303
     reference = sent.headers["Location"].rsplit("/", 1)[1]
     assert sent.headers["Location"] == f"/wallet/transfers/{reference}"
@@ -105,7 +116,7 @@ def test_review_then_send_moves_money_once_and_both_sides_see_it(client, auth, a
     receipt = page_text(client.get(sent.headers["Location"]))
     assert "You sent ₦1,500.50" in receipt and "Bola A." in receipt and "For the suya" in receipt
 
-    again = client.post("/wallet/transfer", data=data | {"confirm": "1"})  # a double submit
+    again = client.post("/wallet/transfer", data=data)  # a double submit
     assert again.status_code == 303 and again.headers["Location"] == sent.headers["Location"]
     assert wallet_balance(ada.wallet.id) == 1_000_000_00 - 150_050
 
@@ -195,6 +206,8 @@ def test_a_key_reused_with_other_details_is_refused(client, ada, bola):
     fresh = KEY_RE.search(other.get_data(as_text=True)).group(1)
     assert fresh != data["idempotency_key"]
     again = client.post("/wallet/transfer", data=data | {"amount": "200", "confirm": "1", "idempotency_key": fresh})
+    assert again.status_code == 200 and "Confirm transfer" in page_text(again)  # a new transfer: reviewed first
+    again = client.post("/wallet/transfer", data=confirm_of(again, data | {"amount": "200", "idempotency_key": fresh}))
     assert again.status_code == 303 and wallet_balance(bola.wallet.id) == 300_00
 
 

@@ -14,8 +14,9 @@ import unicodedata
 from typing import Any, Optional
 
 #: Bidirectional embedding, override and isolate controls (Unicode UAX #9)
-#: and the marks: they can make text on a page read backwards.
-BIDI_CONTROLS = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+#: and the marks (U+061C ARABIC LETTER MARK too): they can make text on a
+#: page read backwards.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 # Whitespace controls become a space, so "line one\nline two" stays readable.
 _AS_SPACE = {"\t": " ", "\n": " ", "\r": " ", "\x0b": " ", "\x0c": " "}

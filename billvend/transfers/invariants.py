@@ -4,7 +4,8 @@ checker on import; the app factory imports this module).
 ``p2p_matches``: each ledger transfer of kind ``p2p`` moves money from one
 user wallet to another and names its own ``p2p_transfers`` row
 (``transfers.p2p_transfer_id``) with the same amount, the sender's wallet as
-its debit and the recipient's as its credit; and each ``p2p_transfers`` row has
+its debit and the recipient's as its credit (wallets owned by the row's
+``sender_id`` and ``recipient_id``); and each ``p2p_transfers`` row has
 exactly one such ledger transfer (they are written in one unit of work).
 """
 
@@ -18,13 +19,22 @@ from billvend.platform.extensions import db
 from billvend.transfers.models import P2PTransfer
 
 
+def _owned_by(wallet_id, user_id) -> sa.ColumnElement[bool]:
+    owner = sa.orm.aliased(Wallet)
+    return sa.exists(sa.select(owner.id).where(owner.id == wallet_id, owner.user_id == user_id))
+
+
 def _matches_its_row() -> sa.ColumnElement[bool]:
-    """SQL over :class:`Transfer`: its ``p2p_transfers`` row exists and agrees."""
+    """SQL over :class:`Transfer`: its ``p2p_transfers`` row exists and agrees,
+    and the wallets are those of the row's sender and recipient (a row naming
+    Bola as recipient while Carol's wallet was credited is no match)."""
     return sa.exists(sa.select(P2PTransfer.id).where(
         P2PTransfer.id == Transfer.p2p_transfer_id,
         P2PTransfer.amount_kobo == Transfer.amount_kobo,
         P2PTransfer.sender_wallet_id == Transfer.debit_wallet_id,
-        P2PTransfer.recipient_wallet_id == Transfer.credit_wallet_id))
+        P2PTransfer.recipient_wallet_id == Transfer.credit_wallet_id,
+        _owned_by(P2PTransfer.sender_wallet_id, P2PTransfer.sender_id),
+        _owned_by(P2PTransfer.recipient_wallet_id, P2PTransfer.recipient_id)))
 
 
 @register({

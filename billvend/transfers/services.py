@@ -169,14 +169,17 @@ def _wallet_ids(*user_ids: int) -> dict[int, int]:
 
 @unit_of_work
 def _send(sender_id: int, details: dict[str, Any], idempotency_key: str, limit_kobo: int) -> Sent:
-    existing = find_by_key(sender_id, idempotency_key)
-    if existing is not None:
-        return _repeat(existing, details)
     wallets = _wallet_ids(sender_id, details["recipient_id"])
     sender_wallet_id, recipient_wallet_id = wallets[sender_id], wallets[details["recipient_id"]]
     # Both rows locked before anything is read for the limit: a parallel
     # transfer from this wallet waits here until this unit commits.
     ledger.lock_wallets(sender_wallet_id, recipient_wallet_id)
+    # The key is looked up under the lock: a double submit that waited for
+    # the first one gets its transfer, not a limit or balance refusal
+    # about the money the first one just sent.
+    existing = find_by_key(sender_id, idempotency_key)
+    if existing is not None:
+        return _repeat(existing, details)
     now = db_now()
     limits.check_daily_limit(sender_wallet_id, KIND_P2P, details["amount_kobo"], limit_kobo, now)
     transfer = P2PTransfer(reference=new_reference(), sender_id=sender_id,

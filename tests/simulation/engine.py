@@ -304,10 +304,13 @@ class Simulation:
             recipient_id, amount_kobo = self.p2p_asked[(sender.user_id, key)]
             recipient = next(c for c in self.customers if c.user_id == recipient_id)
             amount_kobo += self.rng.choice([0, 0, 1])  # sometimes the key with other details
+        first_use = (sender.user_id, key) not in self.p2p_asked
         self.p2p_asked.setdefault((sender.user_id, key), (recipient.user_id, amount_kobo))
         try:
             sent = transfers.send(self._user(sender), self._user(recipient), amount_kobo, "sim", key)
         except (ledger.InsufficientFunds, limits.DailyLimitExceeded, transfers.TransferError) as exc:
+            if first_use:  # a refused form claims no key: corrected, it may send other details
+                del self.p2p_asked[(sender.user_id, key)]
             self.note(f"p2p:{sender.user_id}:{key}", f"refused {amount_kobo} kobo to user "
                                                       f"{recipient.user_id}: {type(exc).__name__}")
             return

@@ -31,11 +31,22 @@ class BankTransferForm(FlaskForm):
     submit = SubmitField("Pay by bank transfer")
 
 
+#: Unicode categories a note may not hold: controls (NUL, newlines, terminal
+#: escapes), lone surrogates, invisible format characters (bidi marks such as
+#: U+061C, zero-width space, BOM) and the line and paragraph separators
+#: U+2028/U+2029, which break an SMS or an email's text into new lines.
+_NOTE_REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Cf", "Zl", "Zp"})
+#: Format characters that real text needs: the zero-width joiner (emoji
+#: sequences) and non-joiner (Persian, Indic scripts).
+_NOTE_ALLOWED_FORMAT = frozenset("\u200c\u200d")
+
+
 class PlainNote:
     """Validator for a transfer's note: no control characters (Unicode ``Cc``:
-    NUL, newlines, terminal escapes) and no bidirectional controls or marks
-    (``billvend.platform.text.BIDI_CONTROLS``), which would make the note read
-    differently on the other side's statement.
+    NUL, newlines, terminal escapes), no invisible format characters or line
+    separators (``Cf`` but the joiners, ``Zl``, ``Zp``) and no bidirectional
+    controls or marks (``billvend.platform.text.BIDI_CONTROLS``), which would
+    make the note read differently on the other side's statement or message.
 
     :raises wtforms.validators.ValidationError: with a message for the field.
     """
@@ -44,7 +55,8 @@ class PlainNote:
 
     def __call__(self, form, field):
         text = field.data or ""
-        if any(unicodedata.category(ch) in ("Cc", "Cs") or ch in BIDI_CONTROLS for ch in text):
+        if any(ch in BIDI_CONTROLS or (unicodedata.category(ch) in _NOTE_REFUSED_CATEGORIES
+                                       and ch not in _NOTE_ALLOWED_FORMAT) for ch in text):
             raise ValidationError(self.message)
 
 
@@ -64,6 +76,8 @@ class TransferForm(FlaskForm):
         PlainNote()], description="They see it on their statement.")
     idempotency_key = idempotency_key_field()
     confirm = HiddenField()
+    #: The review step's signature of what it showed (web/wallet/transfer.py).
+    review_token = HiddenField()
     edit = SubmitField("Change details")
     submit = SubmitField("Review")
 

@@ -4,7 +4,11 @@ and the receipt ``/wallet/transfers/<reference>``.
 Review before money moves: a submit of the form shows the review step
 (wallet/transfer_review.html: the recipient's name masked, "Ada O.", the
 amount, "No fee", the total); only the review's own button (``confirm=1``)
-sends, then 303 to the receipt. Both steps carry one ``idempotency_key``. The
+sends, then 303 to the receipt, and only what the review showed: the review
+signs (sender, recipient account id, kobo, note, key) into ``review_token``,
+and a confirm whose token does not match (the address passed to another
+account meanwhile, the amount was changed, no review at all) gets the review
+again instead. Both steps carry one ``idempotency_key``. The
 recipient lookup counts against ``TRANSFER_RECIPIENT_LOOKUPS_PER_HOUR``
 distinct recipients (security.check_distinct_recipients). Step-up: no
 transfer within 24 h of a password reset, email or phone change (every
@@ -14,8 +18,9 @@ request); a fresh password before the first transfer to a new recipient
 
 from __future__ import annotations
 
-from flask import abort, redirect, render_template, request, url_for
+from flask import abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
+from itsdangerous import BadSignature, URLSafeSerializer
 
 from billvend.ledger import limits
 from billvend.ledger import services as ledger
@@ -75,6 +80,36 @@ def _step_up_for(form: TransferForm, recipient):
     back = url_for("wallet.transfer", recipient=form.recipient.data, amount=form.amount.data,
                    note=form.note.data or None)
     return require_step_up(next_url=back)
+
+
+def _review_serializer() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="transfer-review")
+
+
+def _reviewed(form: TransferForm, recipient) -> list:
+    """What the review step showed, as the review token signs it: who sends,
+    to which account (its id, not the address typed: the address may pass to
+    someone else before the confirm), the kobo, the note and the form's key."""
+    return [current_user.id, recipient.id, form.amount.kobo, form.clean_note, form.idempotency_key.data]
+
+
+def _was_reviewed(form: TransferForm, recipient) -> bool:
+    """True when the confirm carries the token of a review that showed
+    exactly this recipient, amount and note."""
+    try:
+        return _review_serializer().loads(form.review_token.data or "") == _reviewed(form, recipient)
+    except BadSignature:
+        return False
+
+
+def _review_page(form: TransferForm, recipient):
+    """The review step (200), signed so its confirm sends only what it showed;
+    when a confirm came without a matching review, it says the details changed."""
+    changed = form.confirm.data == "1"
+    form.confirm.data = ""
+    return render_template("wallet/transfer_review.html", form=form, recipient=recipient,
+                           recipient_name=masked_name(recipient), changed=changed,
+                           review_token=_review_serializer().dumps(_reviewed(form, recipient)))
 
 
 def _send(form: TransferForm, recipient):
@@ -138,9 +173,8 @@ def transfer():
         refused = _step_up_for(form, recipient)
     if refused is not None:
         return refused
-    if form.confirm.data != "1":
-        return render_template("wallet/transfer_review.html", form=form, recipient=recipient,
-                               recipient_name=masked_name(recipient))
+    if form.confirm.data != "1" or not _was_reviewed(form, recipient):
+        return _review_page(form, recipient)
     return _send(form, recipient)
 
 
