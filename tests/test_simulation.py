@@ -33,11 +33,9 @@ CI_STEPS = int(os.environ.get("SIMULATION_STEPS", "52000"))
 #: Processes side by side (one per core); each runs its share of the steps.
 CI_SHARDS = max(1, int(os.environ.get("SIMULATION_SHARDS", "2")))
 #: The longest single simulation of the CI run: 6,500 steps are about 33
-#: simulated hours. Longer runs find an open defect (a card checkout paid more
-#: than two days after it began, with its webhook lost and no callback, is
-#: never credited nor flagged: seed 1088530841, 29,000 steps; docs/simulation.md,
-#: "Open findings"), which must be fixed with its own failing test first,
-#: not by turning every CI run red.
+#: simulated hours (longer horizons: ``make simulate STEPS=...``; one found the
+#: late card payment that the nightly recheck now credits, docs/simulation.md
+#: "Findings").
 CI_RUN_STEPS = int(os.environ.get("SIMULATION_RUN_STEPS", "6500"))
 FALLBACK_SEED = 26
 
