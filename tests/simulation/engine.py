@@ -105,8 +105,10 @@ class Simulation:
         self.step_no = 0
         self.history: list[tuple[int, str, str]] = []  # (step, subject, text)
         self.webhooks: list[Webhook] = []
-        #: What customers asked to send: (sender id, key) -> (recipient id, kobo), first use of a key.
-        self.p2p_asked: dict[tuple[int, str], tuple[int, int]] = {}
+        #: Every ask of a transfer between customers not known to be refused, per
+        #: (sender, key): (recipient, kobo) in order. A send that crashed may or may
+        #: not have committed, so any of them may be the one the key holds.
+        self.p2p_asked: dict[tuple[int, str], list[tuple[int, int]]] = {}
         self.queue = SimQueue(random.Random(self.rng.getrandbits(64)), self.clock)
         self.crashes = Crashes(random.Random(self.rng.getrandbits(64)), crash_chance)
         self.app = create_app(sim_config(database_url))
@@ -301,15 +303,17 @@ class Simulation:
         asked = [k for (sid, k) in self.p2p_asked if sid == sender.user_id]
         if asked and self.rng.random() < 0.1:
             key = self.rng.choice(asked)
-            recipient_id, amount_kobo = self.p2p_asked[(sender.user_id, key)]
+            recipient_id, amount_kobo = self.p2p_asked[(sender.user_id, key)][0]
             recipient = next(c for c in self.customers if c.user_id == recipient_id)
             amount_kobo += self.rng.choice([0, 0, 1])  # sometimes the key with other details
-        first_use = (sender.user_id, key) not in self.p2p_asked
-        self.p2p_asked.setdefault((sender.user_id, key), (recipient.user_id, amount_kobo))
+        asks = self.p2p_asked.setdefault((sender.user_id, key), [])
+        asks.append((recipient.user_id, amount_kobo))
         try:
             sent = transfers.send(self._user(sender), self._user(recipient), amount_kobo, "sim", key)
         except (ledger.InsufficientFunds, limits.DailyLimitExceeded, transfers.TransferError) as exc:
-            if first_use:  # a refused form claims no key: corrected, it may send other details
+            # A refused form claims no key: corrected, it may send other details.
+            asks.pop()
+            if not asks:
                 del self.p2p_asked[(sender.user_id, key)]
             self.note(f"p2p:{sender.user_id}:{key}", f"refused {amount_kobo} kobo to user "
                                                       f"{recipient.user_id}: {type(exc).__name__}")

@@ -184,8 +184,8 @@ class Oracle:
         that key, and keeps the sender within the day's limit (Lagos day)."""
         for row in db.session.scalars(sa.select(P2PTransfer).where(P2PTransfer.id > self.last_p2p_id)):
             self.last_p2p_id = max(self.last_p2p_id, row.id)
-            asked = self.sim.p2p_asked.get((row.sender_id, row.idempotency_key))
-            if asked != (row.recipient_id, row.amount_kobo):
+            asked = self.sim.p2p_asked.get((row.sender_id, row.idempotency_key), [])
+            if (row.recipient_id, row.amount_kobo) not in asked:
                 self.violation(f"p2p {row.reference}: user {row.sender_id} sent {row.amount_kobo} kobo to "
                                f"user {row.recipient_id}; with that key they asked {asked} (recipient, kobo)")
             start, end = limits.day_bounds(row.created_at)
@@ -270,7 +270,7 @@ class Oracle:
             if not refunded_back:
                 expected[payment.user_id] -= payment.amount_kobo  # delivered, or held while uncertain
         for row in db.session.scalars(sa.select(P2PTransfer)):
-            if self.sim.p2p_asked.get((row.sender_id, row.idempotency_key)) == (row.recipient_id, row.amount_kobo):
+            if (row.recipient_id, row.amount_kobo) in self.sim.p2p_asked.get((row.sender_id, row.idempotency_key), []):
                 expected[row.sender_id] -= row.amount_kobo  # money between customers
                 expected[row.recipient_id] += row.amount_kobo
         self._end_adjustments(expected)
