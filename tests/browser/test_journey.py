@@ -267,6 +267,10 @@ def test_admin_refund_asks_for_confirmation(browser, paused_stack, javascript, v
         page.get_by_role("button", name="Pay ₦1,000.00").click()
         expect(page).to_have_url(PAYMENT_URL)
         reference = page.url.rsplit("/", 1)[1]
+        # Leave the payment page first: without JavaScript it reloads itself
+        # every 3 s, and a reload landing during the next goto (after the slow
+        # create-admin below) aborts that navigation (net::ERR_ABORTED).
+        page.goto("/")
         # No worker: put the payment where an admin may refund it (no answer
         # from the disco), as the state machine would have.
         db_path = paused_stack.env["DATABASE_URL"].removeprefix("sqlite:///")
